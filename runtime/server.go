@@ -1,0 +1,147 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+)
+
+// State is a server's administrative state as `set server ... state` takes it.
+type State string
+
+const (
+	StateReady State = "ready"
+	StateDrain State = "drain"
+	StateMaint State = "maint"
+)
+
+// Weight returns the current and initial (configured) weight of a server,
+// from `get weight`, which answers "0 (initial 7)".
+func (c *Client) Weight(ctx context.Context, backend, server string) (current, initial int, err error) {
+	ref, err := serverRef(backend, server)
+	if err != nil {
+		return 0, 0, err
+	}
+	out, err := c.Raw(ctx, "get weight "+ref)
+	if err != nil {
+		return 0, 0, err
+	}
+	if _, err := fmt.Sscanf(out, "%d (initial %d)", &current, &initial); err != nil {
+		return 0, 0, fmt.Errorf("get weight %s: %q: %w", ref, out, ErrMalformed)
+	}
+	return current, initial, nil
+}
+
+// SetWeight sets an absolute weight (0..256) and reads it back; a different
+// value read back is ErrMismatch.
+func (c *Client) SetWeight(ctx context.Context, backend, server string, weight int) error {
+	ref, err := serverRef(backend, server)
+	if err != nil {
+		return err
+	}
+	if weight < 0 || weight > 256 {
+		return fmt.Errorf("set weight %s %d: weight must be 0..256: %w", ref, weight, ErrCommand)
+	}
+	if err := c.set(ctx, fmt.Sprintf("set weight %s %d", ref, weight)); err != nil {
+		return err
+	}
+	got, _, err := c.Weight(ctx, backend, server)
+	if err != nil {
+		return fmt.Errorf("read back weight of %s: %w", ref, err)
+	}
+	if got != weight {
+		return fmt.Errorf("set weight %s %d: read back %d: %w", ref, weight, got, ErrMismatch)
+	}
+	return nil
+}
+
+// SetState sets the administrative state and reads it back from `show stat`.
+func (c *Client) SetState(ctx context.Context, backend, server string, state State) error {
+	ref, err := serverRef(backend, server)
+	if err != nil {
+		return err
+	}
+	switch state {
+	case StateReady, StateDrain, StateMaint:
+	default:
+		return fmt.Errorf("set state %s %q: want ready, drain or maint: %w", ref, state, ErrCommand)
+	}
+	if err := c.set(ctx, fmt.Sprintf("set server %s state %s", ref, state)); err != nil {
+		return err
+	}
+	a, err := c.Admin(ctx, backend, server)
+	if err != nil {
+		return fmt.Errorf("read back state of %s: %w", ref, err)
+	}
+	if a.State != state {
+		return fmt.Errorf("set server %s state %s: read back %s: %w", ref, state, a.State, ErrMismatch)
+	}
+	return nil
+}
+
+// SetAddr points a server at ip:port and reads the address back. HAProxy
+// reports both success ("IP changed from ...") and failure ("Invalid addr")
+// as severity-4 notices, so the reply alone proves nothing.
+func (c *Client) SetAddr(ctx context.Context, backend, server, ip string, port int) error {
+	ref, err := serverRef(backend, server)
+	if err != nil {
+		return err
+	}
+	parsed := net.ParseIP(ip)
+	if parsed == nil || port <= 0 || port > 65535 {
+		return fmt.Errorf("set server %s addr %q port %d: not an IP address and port: %w", ref, ip, port, ErrCommand)
+	}
+	cmd := fmt.Sprintf("set server %s addr %s port %d", ref, parsed, port)
+	r, err := c.do(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	s, err := c.Server(ctx, backend, server)
+	if err != nil {
+		return fmt.Errorf("read back address of %s: %w", ref, err)
+	}
+	want := net.JoinHostPort(parsed.String(), strconv.Itoa(port))
+	if s.Addr != want {
+		return fmt.Errorf("%s: haproxy said %q, address is %s: %w", cmd, r.text, s.Addr, ErrMismatch)
+	}
+	return nil
+}
+
+// ForceHealthDown marks the server DOWN and resets its check counter, so it
+// only comes back UP after `rise` fresh successful checks.
+func (c *Client) ForceHealthDown(ctx context.Context, backend, server string) error {
+	ref, err := serverRef(backend, server)
+	if err != nil {
+		return err
+	}
+	if err := c.set(ctx, "set server "+ref+" health down"); err != nil {
+		return err
+	}
+	s, err := c.Server(ctx, backend, server)
+	if err != nil {
+		return fmt.Errorf("read back health of %s: %w", ref, err)
+	}
+	if s.CheckHealth != 0 {
+		return fmt.Errorf("set server %s health down: check health is %d: %w", ref, s.CheckHealth, ErrMismatch)
+	}
+	return nil
+}
+
+// ShutdownSessions closes every session on the server
+// (`shutdown sessions server`).
+func (c *Client) ShutdownSessions(ctx context.Context, backend, server string) error {
+	ref, err := serverRef(backend, server)
+	if err != nil {
+		return err
+	}
+	return c.set(ctx, "shutdown sessions server "+ref)
+}
+
+// set runs a command that answers nothing on success. Any error-severity
+// reply fails; a non-empty informational reply is tolerated and the callers
+// verify the effect by reading it back.
+func (c *Client) set(ctx context.Context, cmd string) error {
+	_, err := c.do(ctx, cmd)
+	return err
+}

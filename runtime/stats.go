@@ -1,0 +1,170 @@
+package runtime
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// ServerStat is one server's line of `show stat`.
+type ServerStat struct {
+	Backend, Server string
+	// Status is HAProxy's status column: "UP", "DOWN", "DRAIN", "MAINT",
+	// "no check", or a transition such as "UP 1/2".
+	Status string
+	Weight int
+	Scur   int // current sessions
+	Qcur   int // requests queued for this server
+	// CheckStatus is the last health check result ("L7OK", "L4CON", ...). It
+	// survives `set server health down` and address changes: it can be stale.
+	CheckStatus string
+	CheckHealth int // health counter: rise+fall-1 means fully up
+	CheckRise   int
+	CheckFall   int
+	Addr        string // "ip:port"
+	Checked     bool   // the server has health checks enabled
+}
+
+// Drained reports no live session and no queued request.
+func (s ServerStat) Drained() bool { return s.Scur == 0 && s.Qcur == 0 }
+
+// FullyUp reports a server that passed enough consecutive checks to be up
+// with a full health counter. After `set server health down` this only
+// becomes true again after `rise` fresh successful checks.
+func (s ServerStat) FullyUp() bool {
+	if !s.Checked || s.CheckRise <= 0 {
+		return false
+	}
+	up := s.Status == "UP" || s.Status == "DRAIN"
+	return up && s.CheckHealth >= s.CheckRise+s.CheckFall-1 && strings.HasSuffix(s.CheckStatus, "OK")
+}
+
+// Serving reports a server that takes new traffic: up by its checks (or
+// unchecked), not drained or in maintenance, and with a non-zero weight.
+func (s ServerStat) Serving() bool {
+	switch {
+	case s.Weight == 0:
+		return false
+	case s.Status == "UP", s.Status == "no check", strings.HasPrefix(s.Status, "UP "):
+		return true
+	}
+	return false
+}
+
+// Backend returns the server lines of backend (`show stat <backend> 4 -1`).
+// An unknown backend is ErrNoSuchBackend.
+func (c *Client) Backend(ctx context.Context, backend string) ([]ServerStat, error) {
+	if err := ValidateName("backend", backend); err != nil {
+		return nil, err
+	}
+	cmd := "show stat " + backend + " 4 -1"
+	out, err := c.Raw(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	all, err := parseStat(out)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	// `show stat <name>` matches by name or numeric id; keep only this backend.
+	servers := all[:0]
+	for _, s := range all {
+		if s.Backend == backend {
+			servers = append(servers, s)
+		}
+	}
+	if len(servers) == 0 {
+		return nil, fmt.Errorf("backend %q has no servers: %w", backend, ErrNoSuchBackend)
+	}
+	return servers, nil
+}
+
+// Server returns one server's line of `show stat`. Unknown names give
+// ErrNoSuchBackend or ErrNoSuchServer.
+func (c *Client) Server(ctx context.Context, backend, server string) (ServerStat, error) {
+	if _, err := serverRef(backend, server); err != nil {
+		return ServerStat{}, err
+	}
+	all, err := c.Backend(ctx, backend)
+	if err != nil {
+		return ServerStat{}, err
+	}
+	for _, s := range all {
+		if s.Server == server {
+			return s, nil
+		}
+	}
+	return ServerStat{}, fmt.Errorf("server %s/%s: %w", backend, server, ErrNoSuchServer)
+}
+
+// parseStat parses `show stat` CSV by its header, so columns added by other
+// HAProxy versions do not shift the ones read here. Frontend and backend
+// aggregate lines are skipped.
+func parseStat(out string) ([]ServerStat, error) {
+	out = strings.TrimSpace(out)
+	if !strings.HasPrefix(out, "# ") {
+		return nil, fmt.Errorf("no `# pxname,...` header: %w", ErrMalformed)
+	}
+	r := csv.NewReader(strings.NewReader(strings.TrimPrefix(out, "# ")))
+	r.FieldsPerRecord = -1
+	rows, err := r.ReadAll()
+	if err != nil {
+		return nil, fmt.Errorf("%v: %w", err, ErrMalformed)
+	}
+	col := map[string]int{}
+	for i, name := range rows[0] {
+		col[name] = i
+	}
+	for _, need := range []string{"pxname", "svname", "qcur", "scur", "status", "weight", "check_status", "addr"} {
+		if _, ok := col[need]; !ok {
+			return nil, fmt.Errorf("column %q missing: %w", need, ErrMalformed)
+		}
+	}
+	var stats []ServerStat
+	for _, row := range rows[1:] {
+		get := func(name string) string {
+			if i, ok := col[name]; ok && i < len(row) {
+				return row[i]
+			}
+			return ""
+		}
+		num := func(name string) (int, error) {
+			v := get(name)
+			if v == "" {
+				return 0, nil
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return 0, fmt.Errorf("%s=%q for %s/%s: %w", name, v, get("pxname"), get("svname"), ErrMalformed)
+			}
+			return n, nil
+		}
+		if sv := get("svname"); sv == "FRONTEND" || sv == "BACKEND" || sv == "" {
+			continue
+		}
+		s := ServerStat{
+			Backend:     get("pxname"),
+			Server:      get("svname"),
+			Status:      get("status"),
+			CheckStatus: get("check_status"),
+			Addr:        get("addr"),
+			Checked:     get("status") != "no check" && get("check_rise") != "",
+		}
+		var errs [6]error
+		s.Weight, errs[0] = num("weight")
+		s.Scur, errs[1] = num("scur")
+		s.Qcur, errs[2] = num("qcur")
+		s.CheckHealth, errs[3] = num("check_health")
+		s.CheckRise, errs[4] = num("check_rise")
+		s.CheckFall, errs[5] = num("check_fall")
+		for _, err := range errs {
+			if err != nil {
+				return nil, err
+			}
+		}
+		stats = append(stats, s)
+	}
+	return stats, nil
+}

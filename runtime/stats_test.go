@@ -1,0 +1,84 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"testing"
+)
+
+func TestParseStatReadsServersByHeader(t *testing.T) {
+	stats, err := parseStat(recorded(t, "show_stat_app.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stats) != 3 {
+		t.Fatalf("got %d servers, want 3", len(stats))
+	}
+	app1 := stats[0]
+	want := ServerStat{Backend: "app", Server: "app1", Status: "UP", Weight: 7, CheckStatus: "L7OK",
+		CheckHealth: 3, CheckRise: 2, CheckFall: 2, Addr: "127.0.0.1:18555", Checked: true}
+	if app1 != want {
+		t.Fatalf("app1 = %+v\nwant  %+v", app1, want)
+	}
+	if !app1.FullyUp() || !app1.Serving() || !app1.Drained() {
+		t.Fatalf("app1 should be fully up, serving and drained: %+v", app1)
+	}
+	if stats[1].Status != "DOWN" || stats[1].Serving() || stats[1].FullyUp() {
+		t.Fatalf("app2 should be down and not serving: %+v", stats[1])
+	}
+	if stats[2].Checked || !stats[2].Serving() || stats[2].FullyUp() {
+		t.Fatalf("app3 has no check: serving but never FullyUp: %+v", stats[2])
+	}
+}
+
+func TestAStaleL7OKAfterHealthDownIsNotUp(t *testing.T) {
+	stats, err := parseStat(recorded(t, "show_stat_health_down.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := stats[0]; s.CheckStatus != "L7OK" || s.FullyUp() {
+		t.Fatalf("after health down the old L7OK stays but the server is not up: %+v", s)
+	}
+}
+
+func TestDrainStatusCountsAsUpButNotServing(t *testing.T) {
+	stats, err := parseStat(recorded(t, "show_stat_drain.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := stats[0]; s.Status != "DRAIN" || !s.FullyUp() || s.Serving() {
+		t.Fatalf("drained server: %+v", s)
+	}
+}
+
+func TestParseStatRejectsGarbage(t *testing.T) {
+	for _, in := range []string{"", "hello", "# pxname,svname\napp,app1", "# pxname,svname,qcur,scur,status,weight,check_status,addr\napp,a,x,0,UP,1,L7OK,1.2.3.4:5"} {
+		if _, err := parseStat(in); !errors.Is(err, ErrMalformed) {
+			t.Errorf("parseStat(%q) = %v, want ErrMalformed", in, err)
+		}
+	}
+}
+
+func TestServerOverTheSocketFindsOneServer(t *testing.T) {
+	f, c := newFakeUnix(t, func(cmd string) string { return recorded(t, "show_stat_app.csv") })
+	s, err := c.Server(context.Background(), "app", "app2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Server != "app2" || s.Weight != 3 {
+		t.Fatalf("got %+v", s)
+	}
+	if got := f.seen(); len(got) != 1 || got[0] != "show stat app 4 -1" {
+		t.Fatalf("commands sent: %q", got)
+	}
+	if _, err := c.Server(context.Background(), "app", "nope"); !errors.Is(err, ErrNoSuchServer) {
+		t.Fatalf("unknown server: %v, want ErrNoSuchServer", err)
+	}
+}
+
+func TestAnUnknownBackendIsErrNoSuchBackend(t *testing.T) {
+	_, c := newFakeUnix(t, func(cmd string) string { return recorded(t, "show_stat_no_proxy.txt") })
+	if _, err := c.Backend(context.Background(), "nope"); !errors.Is(err, ErrNoSuchBackend) {
+		t.Fatalf("got %v, want ErrNoSuchBackend", err)
+	}
+}
