@@ -1,0 +1,135 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/distribution/reference"
+)
+
+// Agent replaces the containers of one host's slots.
+type Agent struct {
+	cfg     Config
+	haproxy HAProxy
+	docker  Docker
+	log     *slog.Logger
+	// poll is how often HAProxy and the probe are asked while waiting.
+	poll time.Duration
+	// probe is the agent's own check of a container's address.
+	probe func(ctx context.Context, addr address) error
+}
+
+// New returns an agent for a validated cfg.
+func New(cfg Config, haproxy HAProxy, docker Docker, log *slog.Logger) *Agent {
+	a := &Agent{cfg: cfg, haproxy: haproxy, docker: docker, log: log, poll: 25 * time.Millisecond}
+	a.probe = a.probeApp
+	return a
+}
+
+// Request asks for the slots' containers to run Image.
+type Request struct {
+	Image string
+	// Slots limits the replacement to these slot names, in config order;
+	// empty means every slot.
+	Slots []string
+	// Force replaces slots already running the image.
+	Force bool
+	// Origin says who asks ("redeploy by root"), shown to a caller that
+	// finds the host busy.
+	Origin string
+}
+
+// Redeploy replaces the requested slots one at a time, in config order, and
+// stops at the first slot that fails (after rolling it back). Every check
+// that does not need to touch a slot runs first: a bad request returns
+// ErrUnknownSlot, ErrInvalidImage, ErrImageNotAllowed or ErrPreflight and
+// changes nothing; another replacement on the host is ErrBusy. events, when not nil, receives each finished phase.
+// The report covers every requested slot, also when an error is returned.
+func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (Report, error) {
+	begin := time.Now()
+	rep := Report{Image: req.Image}
+	if events == nil {
+		events = func(Event) {}
+	}
+	slots, err := a.selectSlots(req.Slots)
+	if err != nil {
+		return rep, err
+	}
+	lock, err := AcquireLock(a.cfg.StateDir, fmt.Sprintf("pid %d: %s of %s since %s",
+		os.Getpid(), req.Origin, req.Image, begin.Format(time.RFC3339)))
+	if err != nil {
+		return rep, err
+	}
+	defer lock.Release()
+	plans, err := a.preflight(ctx, req, slots)
+	if err != nil {
+		return rep, err
+	}
+	var failed error
+	for _, p := range plans {
+		if failed != nil {
+			rep.Slots = append(rep.Slots, SlotReport{Slot: p.slot.Name, Result: ResultNotRun})
+			continue
+		}
+		if p.skip {
+			events(Event{Slot: p.slot.Name, Phase: PhaseSkip, Start: time.Now(), Detail: "already runs " + req.Image})
+			rep.Slots = append(rep.Slots, SlotReport{Slot: p.slot.Name, Result: ResultSkipped, OldContainer: p.old.ID, Weight: p.weight})
+			continue
+		}
+		r := a.replace(ctx, p, req.Image, events)
+		rep.Slots = append(rep.Slots, r.report)
+		if r.err != nil {
+			failed = fmt.Errorf("slot %s: %w", p.slot.Name, r.err)
+		}
+	}
+	rep.Total = time.Since(begin)
+	return rep, failed
+}
+
+// selectSlots returns the configured slots named in names (all when empty),
+// in config order.
+func (a *Agent) selectSlots(names []string) ([]SlotConfig, error) {
+	if len(names) == 0 {
+		return a.cfg.Slots, nil
+	}
+	var errs []error
+	for _, n := range names {
+		if !slices.ContainsFunc(a.cfg.Slots, func(s SlotConfig) bool { return s.Name == n }) {
+			errs = append(errs, fmt.Errorf("%w %q: configured slots are %v", ErrUnknownSlot, n, a.slotNames()))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	var out []SlotConfig
+	for _, s := range a.cfg.Slots {
+		if slices.Contains(names, s.Name) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func (a *Agent) slotNames() []string {
+	names := make([]string, len(a.cfg.Slots))
+	for i, s := range a.cfg.Slots {
+		names[i] = s.Name
+	}
+	return names
+}
+
+// validateImage checks the reference syntax and allowed_images.
+func (a *Agent) validateImage(image string) error {
+	if _, err := reference.ParseNormalizedNamed(image); err != nil {
+		return fmt.Errorf("%w %q: %v (want e.g. registry.example/app:1.2)", ErrInvalidImage, image, err)
+	}
+	if !a.cfg.imageAllowed(image) {
+		return fmt.Errorf("%w: %q matches none of allowed_images %v", ErrImageNotAllowed, image, a.cfg.AllowedImages)
+	}
+	return nil
+}

@@ -1,0 +1,183 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"regexp"
+	"time"
+
+	"github.com/haroll/haroll/runtime"
+)
+
+// Config is the agent's configuration for one host.
+type Config struct {
+	HAProxy  HAProxyConfig `mapstructure:"haproxy"`
+	Docker   DockerConfig  `mapstructure:"docker"`
+	StateDir string        `mapstructure:"state_dir"`
+	Drain    DrainConfig   `mapstructure:"drain"`
+	Health   HealthConfig  `mapstructure:"health"`
+	// MinServing is how many OTHER servers of the slot's backend must be
+	// serving before the slot may be drained.
+	MinServing int `mapstructure:"min_serving"`
+	// AllowedImages are path.Match patterns ("registry.local/app:*"); empty
+	// allows every image.
+	AllowedImages []string     `mapstructure:"allowed_images"`
+	Slots         []SlotConfig `mapstructure:"slots"`
+}
+
+// HAProxyConfig says how to reach the runtime API.
+type HAProxyConfig struct {
+	// Socket is a unix socket path or host:port, with admin level.
+	Socket string `mapstructure:"socket"`
+	// Timeout bounds each runtime API call.
+	Timeout time.Duration `mapstructure:"timeout"`
+}
+
+// DockerConfig says how to reach the Docker engine.
+type DockerConfig struct {
+	// Host is a Docker host URL; empty means DOCKER_HOST or the default socket.
+	Host string `mapstructure:"host"`
+}
+
+// Drain modes and timeout policies.
+const (
+	DrainWeight = "weight" // set weight 0
+	DrainState  = "drain"  // set server state drain
+
+	OnTimeoutFail     = "fail"     // restore the server and fail the slot
+	OnTimeoutShutdown = "shutdown" // cut the remaining sessions and go on
+)
+
+// DrainConfig says how traffic is taken away from a slot.
+type DrainConfig struct {
+	Mode      string        `mapstructure:"mode"`
+	Timeout   time.Duration `mapstructure:"timeout"`
+	OnTimeout string        `mapstructure:"on_timeout"`
+}
+
+// HealthConfig bounds and shapes the health gate of a new container.
+type HealthConfig struct {
+	// Timeout bounds the new container's way from start to fully UP in HAProxy.
+	Timeout time.Duration `mapstructure:"timeout"`
+	// Path is the agent's own HTTP probe; empty means a TCP connect.
+	Path string `mapstructure:"path"`
+}
+
+// SlotConfig pairs one HAProxy server with one container.
+type SlotConfig struct {
+	Name      string `mapstructure:"name"`
+	Backend   string `mapstructure:"backend"`
+	Server    string `mapstructure:"server"`
+	Container string `mapstructure:"container"`
+	// Port is the container port the app listens on; 0 means the container's
+	// only exposed port.
+	Port int `mapstructure:"port"`
+	// Network, when set, makes HAProxy reach the container by its IP on that
+	// Docker network instead of a published host port.
+	Network string `mapstructure:"network"`
+}
+
+// DefaultConfig returns the defaults every key falls back to.
+func DefaultConfig() Config {
+	return Config{
+		HAProxy:    HAProxyConfig{Socket: "/run/haproxy/admin.sock", Timeout: runtime.DefaultTimeout},
+		StateDir:   "/var/lib/haroll",
+		Drain:      DrainConfig{Mode: DrainWeight, Timeout: 30 * time.Second, OnTimeout: OnTimeoutFail},
+		Health:     HealthConfig{Timeout: 60 * time.Second, Path: "/"},
+		MinServing: 1,
+	}
+}
+
+var containerName = regexp.MustCompile(`^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+
+// Validate reports every problem at once, naming the key and the value.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key string, val any, why string) {
+		errs = append(errs, fmt.Errorf("%s: %v: %s", key, val, why))
+	}
+	if c.HAProxy.Socket == "" {
+		bad("haproxy.socket", `""`, "set the HAProxy stats socket (a path or host:port)")
+	} else if _, err := runtime.New(c.HAProxy.Socket, 0); err != nil {
+		bad("haproxy.socket", c.HAProxy.Socket, "want an absolute unix socket path or host:port")
+	}
+	if c.HAProxy.Timeout <= 0 {
+		bad("haproxy.timeout", c.HAProxy.Timeout, "must be > 0")
+	}
+	if c.StateDir == "" {
+		bad("state_dir", `""`, "set a directory haroll may write its lock and journal to")
+	}
+	if c.Drain.Mode != DrainWeight && c.Drain.Mode != DrainState {
+		bad("drain.mode", c.Drain.Mode, "want weight or drain")
+	}
+	if c.Drain.Timeout <= 0 {
+		bad("drain.timeout", c.Drain.Timeout, "must be > 0, e.g. 30s")
+	}
+	if c.Drain.OnTimeout != OnTimeoutFail && c.Drain.OnTimeout != OnTimeoutShutdown {
+		bad("drain.on_timeout", c.Drain.OnTimeout, "want fail or shutdown")
+	}
+	if c.Health.Timeout <= 0 {
+		bad("health.timeout", c.Health.Timeout, "must be > 0, e.g. 60s")
+	}
+	if c.Health.Path != "" && c.Health.Path[0] != '/' {
+		bad("health.path", c.Health.Path, `must start with "/" (or be empty for a TCP probe)`)
+	}
+	if c.MinServing < 0 {
+		bad("min_serving", c.MinServing, "must be >= 0")
+	}
+	for i, p := range c.AllowedImages {
+		if _, err := path.Match(p, ""); err != nil {
+			bad(fmt.Sprintf("allowed_images[%d]", i), p, "not a valid pattern: "+err.Error())
+		}
+	}
+	if len(c.Slots) == 0 {
+		bad("slots", "[]", "list at least one slot {name, backend, server, container}")
+	}
+	names, servers, containers := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for i, s := range c.Slots {
+		key := func(k string) string { return fmt.Sprintf("slots[%d].%s", i, k) }
+		switch {
+		case s.Name == "":
+			bad(key("name"), `""`, "every slot needs a name")
+		case names[s.Name]:
+			bad(key("name"), s.Name, "duplicate slot name")
+		}
+		names[s.Name] = true
+		if err := runtime.ValidateName("backend", s.Backend); err != nil {
+			bad(key("backend"), fmt.Sprintf("%q", s.Backend), err.Error())
+		}
+		if err := runtime.ValidateName("server", s.Server); err != nil {
+			bad(key("server"), fmt.Sprintf("%q", s.Server), err.Error())
+		}
+		if ref := s.Backend + "/" + s.Server; servers[ref] {
+			bad(key("server"), ref, "two slots name the same HAProxy server")
+		} else {
+			servers[ref] = true
+		}
+		switch {
+		case !containerName.MatchString(s.Container):
+			bad(key("container"), fmt.Sprintf("%q", s.Container), "not a Docker container name")
+		case containers[s.Container]:
+			bad(key("container"), s.Container, "two slots name the same container")
+		}
+		containers[s.Container] = true
+		if s.Port < 0 || s.Port > 65535 {
+			bad(key("port"), s.Port, "want a container port 1..65535, or 0 for the only exposed port")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// imageAllowed reports whether image matches one of the allowed patterns.
+func (c Config) imageAllowed(image string) bool {
+	if len(c.AllowedImages) == 0 {
+		return true
+	}
+	for _, p := range c.AllowedImages {
+		if ok, _ := path.Match(p, image); ok {
+			return true
+		}
+	}
+	return false
+}

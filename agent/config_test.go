@@ -1,0 +1,51 @@
+package agent
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestTheDefaultsWithOneSlotAreValid(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Slots = []SlotConfig{{Name: "app-1", Backend: "app", Server: "app1", Container: "app-1"}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestValidateReportsEveryProblemNamingKeyAndValue(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.HAProxy.Socket = "relative.sock"
+	cfg.Drain.Mode = "slow"
+	cfg.Drain.Timeout = 0
+	cfg.Drain.OnTimeout = "panic"
+	cfg.Health.Path = "health"
+	cfg.MinServing = -1
+	cfg.AllowedImages = []string{"[bad"}
+	cfg.Slots = []SlotConfig{
+		{Name: "a", Backend: "app;x", Server: "s 1", Container: "c1", Port: 70000},
+		{Name: "a", Backend: "app", Server: "s2", Container: "c1"},
+		{Name: "", Backend: "app", Server: "s2", Container: "bad name"},
+	}
+	err := cfg.Validate()
+	if err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	for _, want := range []string{
+		"haproxy.socket: relative.sock", "drain.mode: slow", "drain.timeout: 0s", "drain.on_timeout: panic",
+		"health.path: health", "min_serving: -1", "allowed_images[0]: [bad",
+		`slots[0].backend: "app;x"`, `slots[0].server: "s 1"`, "slots[0].port: 70000",
+		"slots[1].name: a: duplicate", "slots[1].container: c1: two slots", `slots[2].name: ""`,
+		"slots[2].server: app/s2: two slots", `slots[2].container: "bad name"`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+}
+
+func TestNoSlotsIsAnError(t *testing.T) {
+	if err := DefaultConfig().Validate(); err == nil || !strings.Contains(err.Error(), "slots") {
+		t.Fatalf("got %v", err)
+	}
+}

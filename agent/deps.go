@@ -1,0 +1,33 @@
+package agent
+
+import (
+	"context"
+
+	"github.com/haroll/haroll/docker"
+	"github.com/haroll/haroll/runtime"
+)
+
+// HAProxy is the part of the runtime API the agent uses (runtime.Client).
+type HAProxy interface {
+	Server(ctx context.Context, backend, server string) (runtime.ServerStat, error)
+	Backend(ctx context.Context, backend string) ([]runtime.ServerStat, error)
+	Admin(ctx context.Context, backend, server string) (runtime.Admin, error)
+	Weight(ctx context.Context, backend, server string) (current, initial int, err error)
+	SetWeight(ctx context.Context, backend, server string, weight int) error
+	SetState(ctx context.Context, backend, server string, state runtime.State) error
+	SetAddr(ctx context.Context, backend, server, ip string, port int) error
+	ForceHealthDown(ctx context.Context, backend, server string) error
+	ShutdownSessions(ctx context.Context, backend, server string) error
+}
+
+// Docker is the part of the Docker Engine API the agent uses (docker.Client).
+type Docker interface {
+	Inspect(ctx context.Context, nameOrID string) (docker.Container, error)
+	EnsureImage(ctx context.Context, ref string) (imageID string, err error)
+	Clone(ctx context.Context, from, image, name string) (id string, err error)
+	Start(ctx context.Context, id string) error
+	Stop(ctx context.Context, id string) error
+	Rename(ctx context.Context, id, name string) error
+	Remove(ctx context.Context, id string) error
+	WaitHealthy(ctx context.Context, id string) error
+}

@@ -1,0 +1,24 @@
+package agent
+
+import "errors"
+
+var (
+	// ErrUnknownSlot: a requested slot is not in the configuration.
+	ErrUnknownSlot = errors.New("unknown slot")
+	// ErrImageNotAllowed: the image matches none of allowed_images.
+	ErrImageNotAllowed = errors.New("image not allowed")
+	// ErrInvalidImage: the image reference cannot be parsed.
+	ErrInvalidImage = errors.New("invalid image reference")
+	// ErrPreflight: a check before touching anything failed; nothing changed.
+	ErrPreflight = errors.New("preflight failed")
+	// ErrMinServing: draining the slot would leave too few serving servers.
+	ErrMinServing = errors.New("too few other servers serving")
+	// ErrDrainTimeout: sessions were still open at drain.timeout.
+	ErrDrainTimeout = errors.New("drain timed out")
+	// ErrNotHealthy: the new container did not prove healthy in health.timeout.
+	ErrNotHealthy = errors.New("container did not become healthy")
+	// ErrBusy: another replacement holds the host lock.
+	ErrBusy = errors.New("another replacement is running on this host")
+	// ErrRollback: a failed slot could not be fully rolled back.
+	ErrRollback = errors.New("rollback incomplete")
+)

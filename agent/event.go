@@ -1,0 +1,61 @@
+package agent
+
+import "time"
+
+// Phase is one step of a slot replacement.
+type Phase string
+
+const (
+	PhasePreflight Phase = "preflight"
+	PhaseDrain     Phase = "drain"
+	PhaseStop      Phase = "stop"
+	PhaseStart     Phase = "start"   // rename old, create and start the new container
+	PhaseBoot      Phase = "boot"    // start to healthy: Docker health and the agent's probe
+	PhaseAddress   Phase = "address" // point HAProxy at the new container
+	PhaseGate      Phase = "gate"    // a fresh HAProxy check after `health down`
+	PhaseRestore   Phase = "restore" // original weight and state back
+	PhaseCleanup   Phase = "cleanup" // remove the old container
+	PhaseRollback  Phase = "rollback"
+	PhaseSkip      Phase = "skip"
+)
+
+// Event reports one finished phase of one slot.
+type Event struct {
+	Slot     string        `json:"slot"`
+	Phase    Phase         `json:"phase"`
+	Start    time.Time     `json:"start"`
+	Duration time.Duration `json:"duration_ns"`
+	Detail   string        `json:"detail,omitempty"`
+	Err      string        `json:"error,omitempty"`
+}
+
+// Result is how a slot's replacement ended.
+type Result string
+
+const (
+	ResultReplaced   Result = "replaced"
+	ResultSkipped    Result = "skipped"     // already on the image
+	ResultRolledBack Result = "rolled_back" // failed; the old container serves again
+	ResultFailed     Result = "failed"      // failed, and the rollback did not fully succeed
+	ResultNotRun     Result = "not_run"     // an earlier slot failed
+)
+
+// SlotReport is the outcome of one slot.
+type SlotReport struct {
+	Slot         string                  `json:"slot"`
+	Result       Result                  `json:"result"`
+	OldContainer string                  `json:"old_container,omitempty"`
+	NewContainer string                  `json:"new_container,omitempty"`
+	OldImage     string                  `json:"old_image,omitempty"`
+	Weight       int                     `json:"weight"`
+	Phases       map[Phase]time.Duration `json:"phases_ns,omitempty"`
+	Total        time.Duration           `json:"total_ns"`
+	Err          string                  `json:"error,omitempty"`
+}
+
+// Report is the outcome of one Redeploy.
+type Report struct {
+	Image string        `json:"image"`
+	Slots []SlotReport  `json:"slots"`
+	Total time.Duration `json:"total_ns"`
+}

@@ -1,0 +1,377 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/haroll/haroll/docker"
+	"github.com/haroll/haroll/runtime"
+)
+
+// world is a fake host: an HAProxy whose checks pass for an address where a
+// healthy container listens, and a Docker engine holding containers.
+type world struct {
+	mu      sync.Mutex
+	servers map[string]*fakeServer // "backend/server"
+	ctrs    map[string]*docker.Container
+	images  map[string]string // ref -> image ID
+	broken  map[string]bool   // image ID -> never healthy
+	calls   []string          // mutating calls, in order
+	fail    map[string]error  // method -> error to return
+	nextID  int
+	nextPrt int
+	// ephemeral: new containers get a new host port, like `-p 8080` does.
+	ephemeral bool
+	// sessions: polls a drained server keeps its sessions for.
+	sessions int
+}
+
+type fakeServer struct {
+	stat  runtime.ServerStat
+	admin runtime.Admin
+	left  int // sessions left once drained
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	w := &world{servers: map[string]*fakeServer{}, ctrs: map[string]*docker.Container{},
+		images: map[string]string{"app:v1": "sha256:v1", "app:v2": "sha256:v2", "app:broken": "sha256:broken"},
+		broken: map[string]bool{"sha256:broken": true}, fail: map[string]error{}, nextPrt: 20000}
+	// A server haroll does not manage keeps the backend serving (min_serving).
+	w.servers["app/other"] = &fakeServer{stat: runtime.ServerStat{Backend: "app", Server: "other", Status: "no check", Weight: 1}}
+	return w
+}
+
+// addSlot adds a server at weight w and a running app:v1 container behind it.
+func (w *world) addSlot(name string, weight int) SlotConfig {
+	w.nextPrt++
+	port := w.nextPrt
+	id := w.newID()
+	w.ctrs[id] = &docker.Container{ID: id, Name: name, Image: "app:v1", ImageID: "sha256:v1", Running: true,
+		Ports: map[string][]docker.PortBinding{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: port}}}}
+	srv := "srv-" + name
+	w.servers["app/"+srv] = &fakeServer{
+		stat:  runtime.ServerStat{Backend: "app", Server: srv, Status: "UP", Weight: weight, CheckStatus: "L7OK", CheckHealth: 3, CheckRise: 2, CheckFall: 2, Addr: fmt.Sprintf("127.0.0.1:%d", port), Checked: true},
+		admin: runtime.Admin{State: runtime.StateReady, Checked: true},
+	}
+	return SlotConfig{Name: name, Backend: "app", Server: srv, Container: name, Port: 8080}
+}
+
+func (w *world) newID() string {
+	w.nextID++
+	return fmt.Sprintf("%064d", w.nextID)
+}
+
+func (w *world) record(format string, args ...any) error {
+	call := fmt.Sprintf(format, args...)
+	w.calls = append(w.calls, call)
+	return w.fail[strings.Fields(call)[0]]
+}
+
+// healthyAt reports whether a running, non-broken container answers on addr.
+func (w *world) healthyAt(addr string) bool {
+	for _, c := range w.ctrs {
+		if !c.Running || w.broken[c.ImageID] {
+			continue
+		}
+		for _, b := range c.Ports["8080/tcp"] {
+			if fmt.Sprintf("127.0.0.1:%d", b.HostPort) == addr {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (w *world) byName(name string) *docker.Container {
+	for _, c := range w.ctrs {
+		if c.Name == name || c.ID == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// --- HAProxy ---
+
+func (w *world) server(backend, server string) (*fakeServer, error) {
+	s, ok := w.servers[backend+"/"+server]
+	if !ok {
+		return nil, fmt.Errorf("server %s/%s: %w", backend, server, runtime.ErrNoSuchServer)
+	}
+	return s, nil
+}
+
+func (w *world) Server(ctx context.Context, backend, server string) (runtime.ServerStat, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.fail["Server"]; err != nil {
+		return runtime.ServerStat{}, err
+	}
+	s, err := w.server(backend, server)
+	if err != nil {
+		return runtime.ServerStat{}, err
+	}
+	// Each poll is one health check of whatever listens at the address.
+	full := s.stat.CheckRise + s.stat.CheckFall - 1
+	if w.healthyAt(s.stat.Addr) {
+		s.stat.CheckStatus = "L7OK"
+		if s.stat.CheckHealth < full {
+			s.stat.CheckHealth++
+		}
+	} else {
+		s.stat.CheckStatus = "L4CON"
+		if s.stat.CheckHealth > 0 {
+			s.stat.CheckHealth--
+		}
+	}
+	switch {
+	case s.stat.CheckHealth >= s.stat.CheckRise && s.admin.State == runtime.StateDrain:
+		s.stat.Status = "DRAIN"
+	case s.stat.CheckHealth >= s.stat.CheckRise:
+		s.stat.Status = "UP"
+	default:
+		s.stat.Status = "DOWN"
+	}
+	if s.stat.Weight == 0 || s.admin.State == runtime.StateDrain {
+		if s.left > 0 {
+			s.left--
+		}
+		s.stat.Scur = s.left
+	}
+	return s.stat, nil
+}
+
+func (w *world) Backend(ctx context.Context, backend string) ([]runtime.ServerStat, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []runtime.ServerStat
+	for _, s := range w.servers {
+		if s.stat.Backend == backend {
+			out = append(out, s.stat)
+		}
+	}
+	if len(out) == 0 {
+		return nil, runtime.ErrNoSuchBackend
+	}
+	return out, nil
+}
+
+func (w *world) Admin(ctx context.Context, backend, server string) (runtime.Admin, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s, err := w.server(backend, server)
+	if err != nil {
+		return runtime.Admin{}, err
+	}
+	return s.admin, nil
+}
+
+func (w *world) Weight(ctx context.Context, backend, server string) (int, int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s, err := w.server(backend, server)
+	if err != nil {
+		return 0, 0, err
+	}
+	return s.stat.Weight, s.stat.Weight, nil
+}
+
+func (w *world) SetWeight(ctx context.Context, backend, server string, weight int) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.record("SetWeight %s/%s %d", backend, server, weight); err != nil {
+		return err
+	}
+	s, err := w.server(backend, server)
+	if err != nil {
+		return err
+	}
+	if weight == 0 {
+		s.left = w.sessions
+	}
+	s.stat.Weight = weight
+	return nil
+}
+
+func (w *world) SetState(ctx context.Context, backend, server string, state runtime.State) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.record("SetState %s/%s %s", backend, server, state); err != nil {
+		return err
+	}
+	s, err := w.server(backend, server)
+	if err != nil {
+		return err
+	}
+	if state == runtime.StateDrain {
+		s.left = w.sessions
+	}
+	s.admin.State = state
+	return nil
+}
+
+func (w *world) SetAddr(ctx context.Context, backend, server, ip string, port int) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.record("SetAddr %s/%s %s:%d", backend, server, ip, port); err != nil {
+		return err
+	}
+	s, err := w.server(backend, server)
+	if err != nil {
+		return err
+	}
+	s.stat.Addr = ip + ":" + strconv.Itoa(port)
+	return nil
+}
+
+func (w *world) ForceHealthDown(ctx context.Context, backend, server string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.record("ForceHealthDown %s/%s", backend, server); err != nil {
+		return err
+	}
+	s, err := w.server(backend, server)
+	if err != nil {
+		return err
+	}
+	s.stat.CheckHealth, s.stat.Status = 0, "DOWN"
+	return nil
+}
+
+func (w *world) ShutdownSessions(ctx context.Context, backend, server string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.record("ShutdownSessions %s/%s", backend, server); err != nil {
+		return err
+	}
+	s, err := w.server(backend, server)
+	if err != nil {
+		return err
+	}
+	s.left = 0
+	return nil
+}
+
+// --- Docker ---
+
+func (w *world) Inspect(ctx context.Context, nameOrID string) (docker.Container, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	c := w.byName(nameOrID)
+	if c == nil {
+		return docker.Container{}, fmt.Errorf("container %s: %w", nameOrID, docker.ErrContainerNotFound)
+	}
+	return *c, nil
+}
+
+func (w *world) EnsureImage(ctx context.Context, ref string) (string, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	id, ok := w.images[ref]
+	if !ok {
+		return "", fmt.Errorf("image %s: %w", ref, docker.ErrImageNotFound)
+	}
+	return id, nil
+}
+
+func (w *world) Clone(ctx context.Context, from, image, name string) (string, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.record("Clone %s %s", image, name); err != nil {
+		return "", err
+	}
+	old := w.byName(from)
+	if w.byName(name) != nil {
+		return "", docker.ErrNameConflict
+	}
+	id := w.newID()
+	port := old.Ports["8080/tcp"][0].HostPort
+	if w.ephemeral {
+		w.nextPrt++
+		port = w.nextPrt
+	}
+	w.ctrs[id] = &docker.Container{ID: id, Name: name, Image: image, ImageID: w.images[image],
+		Ports: map[string][]docker.PortBinding{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: port}}}}
+	return id, nil
+}
+
+func (w *world) setRunning(verb, id string, running bool) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.record("%s %s", verb, w.byName(id).Name); err != nil {
+		return err
+	}
+	w.byName(id).Running = running
+	return nil
+}
+
+func (w *world) Start(ctx context.Context, id string) error { return w.setRunning("Start", id, true) }
+func (w *world) Stop(ctx context.Context, id string) error  { return w.setRunning("Stop", id, false) }
+
+func (w *world) Rename(ctx context.Context, id, name string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.record("Rename %s %s", w.byName(id).Name, name); err != nil {
+		return err
+	}
+	w.byName(id).Name = name
+	return nil
+}
+
+func (w *world) Remove(ctx context.Context, id string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.record("Remove %s", w.byName(id).Name); err != nil {
+		return err
+	}
+	delete(w.ctrs, w.byName(id).ID)
+	return nil
+}
+
+func (w *world) WaitHealthy(ctx context.Context, id string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if c := w.byName(id); !c.Running {
+		return docker.ErrExited
+	}
+	return nil
+}
+
+// mutations returns the mutating calls so far.
+func (w *world) mutations() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.calls...)
+}
+
+// newTestAgent returns an agent over w whose probe asks w, with short waits.
+func newTestAgent(t *testing.T, w *world, slots ...SlotConfig) *Agent {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.StateDir = t.TempDir()
+	cfg.Slots = slots
+	cfg.Drain.Timeout = 2 * time.Second
+	cfg.Health.Timeout = 2 * time.Second
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	a := New(cfg, w, w, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a.poll = time.Millisecond
+	a.probe = func(ctx context.Context, addr address) error {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if !w.healthyAt(addr.String()) {
+			return fmt.Errorf("connection refused")
+		}
+		return nil
+	}
+	return a
+}

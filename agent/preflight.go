@@ -1,0 +1,117 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/haroll/haroll/docker"
+	"github.com/haroll/haroll/runtime"
+)
+
+// plan is what preflight learnt about one slot before anything is touched.
+type plan struct {
+	slot   SlotConfig
+	old    docker.Container
+	weight int           // original weight, restored at the end
+	state  runtime.State // original administrative state
+	addr   string        // HAProxy's address for the server before the swap
+	skip   bool          // already runs the image
+}
+
+// preflight checks every requested slot, then makes sure the image is local
+// (pulling it now, before any drain), and changes nothing. All problems are
+// reported at once, wrapped in ErrPreflight.
+func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig) ([]plan, error) {
+	if err := a.validateImage(req.Image); err != nil {
+		return nil, err
+	}
+	var errs []error
+	plans := make([]plan, 0, len(slots))
+	for _, s := range slots {
+		p, err := a.checkSlot(ctx, s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("slot %s: %w", s.Name, err))
+			continue
+		}
+		plans = append(plans, p)
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %w", ErrPreflight, errors.Join(errs...))
+	}
+	imageID, err := a.docker.EnsureImage(ctx, req.Image)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrPreflight, err)
+	}
+	for i := range plans {
+		p := &plans[i]
+		p.skip = p.old.ImageID == imageID && !req.Force
+		if p.skip {
+			continue
+		}
+		if err := a.checkServing(ctx, p.slot); err != nil {
+			errs = append(errs, fmt.Errorf("slot %s: %w", p.slot.Name, err))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %w", ErrPreflight, errors.Join(errs...))
+	}
+	return plans, nil
+}
+
+// checkSlot checks that the slot's server and container exist and that
+// HAProxy can prove a new container healthy (the server has checks).
+func (a *Agent) checkSlot(ctx context.Context, s SlotConfig) (plan, error) {
+	p := plan{slot: s}
+	srv, err := a.haproxy.Server(ctx, s.Backend, s.Server)
+	if err != nil {
+		return p, fmt.Errorf("haproxy server %s/%s: %w", s.Backend, s.Server, err)
+	}
+	adm, err := a.haproxy.Admin(ctx, s.Backend, s.Server)
+	if err != nil {
+		return p, fmt.Errorf("haproxy server %s/%s: %w", s.Backend, s.Server, err)
+	}
+	if !adm.Checked {
+		return p, fmt.Errorf("haproxy server %s/%s has no health check, so HAProxy could not prove the new container healthy: add `check` to its server line", s.Backend, s.Server)
+	}
+	if adm.State == runtime.StateMaint {
+		return p, fmt.Errorf("haproxy server %s/%s is in maintenance: set it ready (`set server %s/%s state ready`) or leave the slot out", s.Backend, s.Server, s.Backend, s.Server)
+	}
+	weight, _, err := a.haproxy.Weight(ctx, s.Backend, s.Server)
+	if err != nil {
+		return p, err
+	}
+	old, err := a.docker.Inspect(ctx, s.Container)
+	if err != nil {
+		return p, err
+	}
+	p.old, p.weight, p.state, p.addr = old, weight, adm.State, srv.Addr
+	if old.Running {
+		if want, err := containerAddress(old, s); err != nil {
+			return p, err
+		} else if want.String() != srv.Addr {
+			a.log.Warn("haproxy server does not point at the slot's container", "slot", s.Name,
+				"haproxy_addr", srv.Addr, "container_addr", want.String())
+		}
+	}
+	return p, nil
+}
+
+// checkServing enforces min_serving: the slot's backend must keep that many
+// other servers serving while this one is out.
+func (a *Agent) checkServing(ctx context.Context, s SlotConfig) error {
+	servers, err := a.haproxy.Backend(ctx, s.Backend)
+	if err != nil {
+		return err
+	}
+	serving := 0
+	for _, srv := range servers {
+		if srv.Server != s.Server && srv.Serving() {
+			serving++
+		}
+	}
+	if serving < a.cfg.MinServing {
+		return fmt.Errorf("backend %s has %d other serving servers, min_serving is %d: %w", s.Backend, serving, a.cfg.MinServing, ErrMinServing)
+	}
+	return nil
+}

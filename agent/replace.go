@@ -1,0 +1,205 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/haroll/haroll/runtime"
+)
+
+// prevSuffix names the old container while the new one is being proven.
+const prevSuffix = "-haroll-prev"
+
+// replacement is one slot's replacement in progress: what has been done so
+// far, so that a failure undoes exactly that.
+type replacement struct {
+	a      *Agent
+	p      plan
+	image  string
+	log    *slog.Logger
+	events func(Event)
+	report SlotReport
+
+	drained  bool   // weight 0 or state drain was set
+	stopped  bool   // the old container was stopped
+	renamed  bool   // the old container carries prevSuffix
+	newID    string // the new container, once created
+	movedTo  string // HAProxy's address after `set server addr`, when changed
+	healthed bool   // `health down` was forced on the server
+}
+
+type replaceResult struct {
+	report SlotReport
+	err    error
+}
+
+// replace runs one slot through drain, stop, start, boot, address, gate,
+// restore and cleanup. A failure after draining rolls back to the old
+// container; the slot's server is never left drained.
+func (a *Agent) replace(ctx context.Context, p plan, image string, events func(Event)) replaceResult {
+	r := &replacement{
+		a: a, p: p, image: image, events: events,
+		log: a.log.With("slot", p.slot.Name, "backend", p.slot.Backend, "server", p.slot.Server),
+		report: SlotReport{
+			Slot: p.slot.Name, OldContainer: p.old.ID, OldImage: p.old.Image,
+			Weight: p.weight, Phases: map[Phase]time.Duration{},
+		},
+	}
+	begin := time.Now()
+	err := r.run(ctx)
+	if err != nil {
+		r.report.Err = err.Error()
+		r.report.Result = ResultRolledBack
+		if rbErr := r.rollback(ctx, err); rbErr != nil {
+			r.report.Result = ResultFailed
+			err = fmt.Errorf("%w; %w", err, rbErr)
+			r.report.Err = err.Error()
+		}
+	} else {
+		r.report.Result = ResultReplaced
+		r.report.NewContainer = r.newID
+	}
+	r.report.Total = time.Since(begin)
+	return replaceResult{report: r.report, err: err}
+}
+
+// step runs one phase, times it, and reports it.
+func (r *replacement) step(phase Phase, fn func() (string, error)) error {
+	start := time.Now()
+	detail, err := fn()
+	d := time.Since(start)
+	r.report.Phases[phase] += d
+	ev := Event{Slot: r.p.slot.Name, Phase: phase, Start: start, Duration: d, Detail: detail}
+	if err != nil {
+		ev.Err = err.Error()
+		r.log.Error("phase failed", "phase", phase, "duration", d, "error", err)
+	} else {
+		r.log.Info("phase done", "phase", phase, "duration", d, "detail", detail)
+	}
+	r.events(ev)
+	return err
+}
+
+func (r *replacement) run(ctx context.Context) error {
+	a, s := r.a, r.p.slot
+	if err := r.step(PhaseDrain, func() (string, error) { return r.drain(ctx) }); err != nil {
+		return err
+	}
+	if err := r.step(PhaseStop, func() (string, error) {
+		r.stopped = true // a stop that fails half-way must still be undone
+		return "", a.docker.Stop(ctx, r.p.old.ID)
+	}); err != nil {
+		return err
+	}
+	if err := r.step(PhaseStart, func() (string, error) {
+		if err := a.docker.Rename(ctx, r.p.old.ID, s.Container+prevSuffix); err != nil {
+			return "", err
+		}
+		r.renamed = true
+		id, err := a.docker.Clone(ctx, r.p.old.ID, r.image, s.Container)
+		if err != nil {
+			return "", err
+		}
+		r.newID = id
+		return shortID(id), a.docker.Start(ctx, id)
+	}); err != nil {
+		return err
+	}
+	healthCtx, cancel := context.WithTimeout(ctx, a.cfg.Health.Timeout)
+	defer cancel()
+	var addr address
+	if err := r.step(PhaseBoot, func() (string, error) {
+		var err error
+		addr, err = a.waitContainerReady(healthCtx, r.newID, s)
+		return addr.String(), err
+	}); err != nil {
+		return err
+	}
+	if addr.String() != r.p.addr {
+		if err := r.step(PhaseAddress, func() (string, error) {
+			r.movedTo = addr.String()
+			return r.p.addr + " -> " + addr.String(), a.haproxy.SetAddr(ctx, s.Backend, s.Server, addr.IP, addr.Port)
+		}); err != nil {
+			return err
+		}
+	}
+	if err := r.step(PhaseGate, func() (string, error) {
+		r.healthed = true
+		return a.freshCheck(healthCtx, s)
+	}); err != nil {
+		return err
+	}
+	if err := r.step(PhaseRestore, func() (string, error) { return r.restore(ctx) }); err != nil {
+		return err
+	}
+	r.drained = false
+	// The new container serves; failing to remove the old one is not a
+	// reason to roll back, only to tell the operator.
+	_ = r.step(PhaseCleanup, func() (string, error) {
+		return shortID(r.p.old.ID), a.docker.Remove(ctx, r.p.old.ID)
+	})
+	return nil
+}
+
+// drain takes the slot's traffic away and waits for its sessions to end.
+func (r *replacement) drain(ctx context.Context) (string, error) {
+	a, s := r.a, r.p.slot
+	if err := a.checkServing(ctx, s); err != nil {
+		return "", err
+	}
+	r.drained = true
+	var err error
+	if a.cfg.Drain.Mode == DrainState {
+		err = a.haproxy.SetState(ctx, s.Backend, s.Server, runtime.StateDrain)
+	} else {
+		err = a.haproxy.SetWeight(ctx, s.Backend, s.Server, 0)
+	}
+	if err != nil {
+		return "", err
+	}
+	drainCtx, cancel := context.WithTimeout(ctx, a.cfg.Drain.Timeout)
+	defer cancel()
+	last, err := a.waitDrained(drainCtx, s)
+	if err == nil {
+		return fmt.Sprintf("scur 0, qcur 0 (mode %s)", a.cfg.Drain.Mode), nil
+	}
+	if !errors.Is(err, ErrDrainTimeout) || a.cfg.Drain.OnTimeout != OnTimeoutShutdown {
+		return "", err
+	}
+	r.log.Warn("drain timed out, shutting sessions down", "scur", last.Scur, "qcur", last.Qcur)
+	if err := a.haproxy.ShutdownSessions(ctx, s.Backend, s.Server); err != nil {
+		return "", err
+	}
+	cutCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := a.waitDrained(cutCtx, s); err != nil {
+		return "", fmt.Errorf("after shutdown sessions: %w", err)
+	}
+	return fmt.Sprintf("timed out with scur %d, qcur %d: sessions shut down", last.Scur, last.Qcur), nil
+}
+
+// restore gives the slot its original weight and state back; the runtime
+// client reads each one back.
+func (r *replacement) restore(ctx context.Context) (string, error) {
+	a, s := r.a, r.p.slot
+	if a.cfg.Drain.Mode == DrainState {
+		if err := a.haproxy.SetState(ctx, s.Backend, s.Server, r.p.state); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("state %s", r.p.state), nil
+	}
+	if err := a.haproxy.SetWeight(ctx, s.Backend, s.Server, r.p.weight); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("weight %d", r.p.weight), nil
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

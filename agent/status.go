@@ -1,0 +1,54 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+)
+
+// SlotStatus is what one slot runs and how HAProxy sees it.
+type SlotStatus struct {
+	Slot        string `json:"slot"`
+	Backend     string `json:"backend"`
+	Server      string `json:"server"`
+	Container   string `json:"container"`
+	ContainerID string `json:"container_id,omitempty"`
+	Image       string `json:"image,omitempty"`
+	Running     bool   `json:"running"`
+	Health      string `json:"docker_health,omitempty"`
+	Status      string `json:"haproxy_status,omitempty"`
+	Weight      int    `json:"weight"`
+	Scur        int    `json:"scur"`
+	Addr        string `json:"addr,omitempty"`
+	Err         string `json:"error,omitempty"`
+}
+
+// Status reports every configured slot. A slot whose container or server
+// cannot be read carries the error in Err; Status itself only fails when
+// nothing can be read at all.
+func (a *Agent) Status(ctx context.Context) ([]SlotStatus, error) {
+	out := make([]SlotStatus, 0, len(a.cfg.Slots))
+	failures := 0
+	for _, s := range a.cfg.Slots {
+		st := SlotStatus{Slot: s.Name, Backend: s.Backend, Server: s.Server, Container: s.Container}
+		var errs []string
+		if c, err := a.docker.Inspect(ctx, s.Container); err != nil {
+			errs = append(errs, err.Error())
+		} else {
+			st.ContainerID, st.Image, st.Running, st.Health = shortID(c.ID), c.Image, c.Running, c.Health
+		}
+		if srv, err := a.haproxy.Server(ctx, s.Backend, s.Server); err != nil {
+			errs = append(errs, err.Error())
+		} else {
+			st.Status, st.Weight, st.Scur, st.Addr = srv.Status, srv.Weight, srv.Scur, srv.Addr
+		}
+		if len(errs) > 0 {
+			st.Err = fmt.Sprint(errs)
+			failures++
+		}
+		out = append(out, st)
+	}
+	if failures == len(out) && len(out) > 0 {
+		return out, fmt.Errorf("no slot could be read: %s", out[0].Err)
+	}
+	return out, nil
+}

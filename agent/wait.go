@@ -1,0 +1,147 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/haroll/haroll/runtime"
+)
+
+// waitDrained polls HAProxy until the slot's server has no session and no
+// queued request. At ctx's deadline it returns ErrDrainTimeout with the last
+// figures seen.
+func (a *Agent) waitDrained(ctx context.Context, s SlotConfig) (runtime.ServerStat, error) {
+	var last runtime.ServerStat
+	err := a.pollUntil(ctx, func() (bool, error) {
+		st, err := a.haproxy.Server(ctx, s.Backend, s.Server)
+		if err != nil {
+			return false, err
+		}
+		last = st
+		return st.Drained(), nil
+	})
+	if errors.Is(err, context.DeadlineExceeded) {
+		return last, fmt.Errorf("%s/%s still has scur %d, qcur %d: %w", s.Backend, s.Server, last.Scur, last.Qcur, ErrDrainTimeout)
+	}
+	return last, err
+}
+
+// freshCheck forces the server's health down, then waits until HAProxy's own
+// checks bring it fully up again: only checks run after the swap count, so a
+// stale L7OK of the old container can never pass the gate.
+func (a *Agent) freshCheck(ctx context.Context, s SlotConfig) (string, error) {
+	if err := a.haproxy.ForceHealthDown(ctx, s.Backend, s.Server); err != nil {
+		return "", err
+	}
+	var last runtime.ServerStat
+	err := a.pollUntil(ctx, func() (bool, error) {
+		st, err := a.haproxy.Server(ctx, s.Backend, s.Server)
+		if err != nil {
+			return false, err
+		}
+		last = st
+		return st.FullyUp(), nil
+	})
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "", fmt.Errorf("haproxy check of %s/%s: status %q, check %s, health %d/%d: %w",
+			s.Backend, s.Server, last.Status, last.CheckStatus, last.CheckHealth, last.CheckRise+last.CheckFall-1, ErrNotHealthy)
+	}
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s %s after %d fresh checks", last.Status, last.CheckStatus, last.CheckRise), nil
+}
+
+// waitContainerReady waits for Docker's health status (when the container
+// has a healthcheck), works out the container's address, and probes it until
+// the app answers.
+func (a *Agent) waitContainerReady(ctx context.Context, id string, s SlotConfig) (address, error) {
+	if err := a.docker.WaitHealthy(ctx, id); err != nil {
+		return address{}, notHealthy(ctx, err)
+	}
+	c, err := a.docker.Inspect(ctx, id)
+	if err != nil {
+		return address{}, err
+	}
+	addr, err := containerAddress(c, s)
+	if err != nil {
+		return address{}, err
+	}
+	var lastErr error
+	err = a.pollUntil(ctx, func() (bool, error) {
+		lastErr = a.probe(ctx, addr)
+		return lastErr == nil, nil
+	})
+	if err != nil {
+		return addr, fmt.Errorf("probe %s of container %s: %v: %w", addr, shortID(id), lastErr, notHealthy(ctx, err))
+	}
+	return addr, nil
+}
+
+// notHealthy turns a deadline into ErrNotHealthy and keeps other errors.
+func notHealthy(ctx context.Context, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%w within health.timeout: %w", ErrNotHealthy, err)
+	}
+	return err
+}
+
+// probeClient never reuses a connection, so each probe proves the app
+// accepts new ones.
+var probeClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
+// probeApp is the agent's own check of a container: an HTTP GET of
+// health.path expecting a 2xx or 3xx, or a TCP connect when the path is empty.
+func (a *Agent) probeApp(ctx context.Context, addr address) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if a.cfg.Health.Path == "" {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", addr.String())
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr.String()+a.cfg.Health.Path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := probeClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
+		return fmt.Errorf("GET %s: %s", a.cfg.Health.Path, resp.Status)
+	}
+	return nil
+}
+
+// pollUntil calls done every a.poll until it returns true or an error, or
+// ctx ends (ctx's error comes back).
+func (a *Agent) pollUntil(ctx context.Context, done func() (bool, error)) error {
+	t := time.NewTicker(a.poll)
+	defer t.Stop()
+	for {
+		ok, err := done()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err() // the call failed because the wait ran out
+			}
+			return err
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
