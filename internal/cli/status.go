@@ -1,0 +1,60 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+)
+
+func newStatus() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show each slot: container, image, HAProxy status, weight, sessions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "text" && output != "json" {
+				return usageError("--output %q: want text or json", output)
+			}
+			cfg, err := loadAgentConfig(cmd)
+			if err != nil {
+				return err
+			}
+			a, closeAgent, err := openAgent(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer closeAgent()
+			slots, err := a.Status(cmd.Context())
+			if output == "json" {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				_ = enc.Encode(slots)
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "SLOT\tSERVER\tCONTAINER\tID\tIMAGE\tHAPROXY\tWEIGHT\tSCUR\tADDR\t")
+			for _, s := range slots {
+				fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t\n", s.Slot, s.Backend, s.Server,
+					s.Container, dash(s.ContainerID), dash(s.Image), dash(s.Status), s.Weight, s.Scur, dash(s.Addr))
+				if s.Err != "" {
+					fmt.Fprintf(tw, "\t  error: %s\n", s.Err)
+				}
+			}
+			tw.Flush()
+			return err
+		},
+	}
+	agentFlags(cmd)
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,29 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/haroll/haroll/agent"
+	"github.com/haroll/haroll/docker"
+	"github.com/haroll/haroll/runtime"
+)
+
+// openAgent connects to HAProxy and Docker as cfg says and returns an agent
+// over them. Both are checked here, so an unreachable socket is reported
+// before anything is touched.
+func openAgent(ctx context.Context, cfg agent.Config) (*agent.Agent, func(), error) {
+	hp, err := runtime.New(cfg.HAProxy.Socket, cfg.HAProxy.Timeout)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := hp.Ping(ctx); err != nil {
+		return nil, nil, fmt.Errorf("haproxy.socket %s: %w: check that HAProxy runs with `stats socket %s level admin` and that haroll may open it", cfg.HAProxy.Socket, err, cfg.HAProxy.Socket)
+	}
+	dk, err := docker.New(ctx, cfg.Docker.Host)
+	if err != nil {
+		return nil, nil, fmt.Errorf("docker: %w", err)
+	}
+	return agent.New(cfg, hp, dk, slog.Default()), func() { dk.Close() }, nil
+}
