@@ -1,0 +1,262 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/haroll/haroll/runtime"
+)
+
+// Addressing says how HAProxy reaches a host's app containers.
+type Addressing string
+
+const (
+	// FixedPorts publishes each container on its own fixed loopback port:
+	// a replacement keeps the address.
+	FixedPorts Addressing = "fixed"
+	// EphemeralPorts publishes on a port Docker picks: every new container
+	// gets a new address.
+	EphemeralPorts Addressing = "ephemeral"
+	// UserNetwork puts the containers on a user network and HAProxy talks to
+	// their container IPs: every new container gets a new address.
+	UserNetwork Addressing = "network"
+)
+
+// HostOptions describe one simulated front-end host: an HAProxy and its app
+// containers.
+type HostOptions struct {
+	Dir        string   // haproxy.cfg, socket, agent.yaml, state dir
+	Name       string   // prefix of container and network names; unique per host
+	Image      string   // image the containers start on
+	Weights    []int    // one container and server per weight
+	Addressing Addressing
+	Inter      time.Duration // HAProxy check interval (default DefaultInter)
+	Rise, Fall int
+	// HealthTimeout and DrainTimeout go to the agent config (defaults 20s, 30s).
+	HealthTimeout, DrainTimeout time.Duration
+}
+
+// Host is a running simulated host.
+type Host struct {
+	Opts       HostOptions
+	HAProxy    *HAProxy
+	Network    string   // user network, for UserNetwork
+	Slots      []string // slot = container = "<name>-<i>"; servers are "s<i>"
+	AgentYAML  string   // a haroll agent config for this host
+	containers []string
+}
+
+// StartHost starts the containers, an HAProxy in front of them, and writes
+// the agent config. On error everything started is removed again.
+func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
+	if o.Inter == 0 {
+		o.Inter = DefaultInter
+	}
+	if o.HealthTimeout == 0 {
+		o.HealthTimeout = 20 * time.Second
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = 30 * time.Second
+	}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	h = &Host{Opts: o}
+	defer func() {
+		if err != nil {
+			h.Close()
+		}
+	}()
+	if o.Addressing == UserNetwork {
+		h.Network = o.Name + "-net"
+		if _, err := docker(ctx, "network", "create", "--label", "haroll.test=1", h.Network); err != nil {
+			return h, err
+		}
+	}
+	var servers []Server
+	for i, w := range o.Weights {
+		name := fmt.Sprintf("%s-%d", o.Name, i+1)
+		args := []string{"run", "-d", "--name", name, "--label", "haroll.test=1", "--stop-timeout", "10"}
+		switch o.Addressing {
+		case FixedPorts:
+			port, err := FreePort()
+			if err != nil {
+				return h, err
+			}
+			args = append(args, "-p", fmt.Sprintf("127.0.0.1:%d:8080", port))
+		case EphemeralPorts:
+			args = append(args, "-p", "127.0.0.1::8080")
+		case UserNetwork:
+			args = append(args, "--network", h.Network, "--network-alias", fmt.Sprintf("app%d", i+1))
+		default:
+			return h, fmt.Errorf("addressing %q: want fixed, ephemeral or network", o.Addressing)
+		}
+		if _, err := docker(ctx, append(args, o.Image)...); err != nil {
+			return h, err
+		}
+		h.containers = append(h.containers, name)
+		h.Slots = append(h.Slots, name)
+		addr, err := h.containerAddr(ctx, name)
+		if err != nil {
+			return h, err
+		}
+		servers = append(servers, Server{Name: fmt.Sprintf("s%d", i+1), Addr: addr, Weight: w})
+	}
+	fe, err := FreePort()
+	if err != nil {
+		return h, err
+	}
+	h.HAProxy, err = StartHAProxy(ctx, HAProxyConfig{Dir: o.Dir, Frontend: fe, Servers: servers, Inter: o.Inter, Rise: o.Rise, Fall: o.Fall})
+	if err != nil {
+		return h, err
+	}
+	if err := h.writeAgentConfig(); err != nil {
+		return h, err
+	}
+	return h, h.WaitAllUp(ctx)
+}
+
+// containerAddr is where HAProxy reaches a container: its published port, or
+// its IP on the host's user network.
+func (h *Host) containerAddr(ctx context.Context, name string) (string, error) {
+	if h.Opts.Addressing == UserNetwork {
+		ip, err := docker(ctx, "inspect", "-f", "{{(index .NetworkSettings.Networks \""+h.Network+"\").IPAddress}}", name)
+		return ip + ":8080", err
+	}
+	out, err := docker(ctx, "port", name, "8080/tcp")
+	if err != nil {
+		return "", err
+	}
+	return strings.Fields(out)[0], nil
+}
+
+func (h *Host) writeAgentConfig() error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "haproxy:\n  socket: %s\nstate_dir: %s\n", h.HAProxy.Socket, filepath.Join(h.Opts.Dir, "state"))
+	fmt.Fprintf(&b, "drain:\n  timeout: %s\nhealth:\n  timeout: %s\n  path: /health\nslots:\n", h.Opts.DrainTimeout, h.Opts.HealthTimeout)
+	for i, name := range h.Slots {
+		fmt.Fprintf(&b, "  - {name: %s, backend: %s, server: s%d, container: %s, port: 8080", name, DefaultBackend, i+1, name)
+		if h.Network != "" {
+			fmt.Fprintf(&b, ", network: %s", h.Network)
+		}
+		b.WriteString("}\n")
+	}
+	h.AgentYAML = filepath.Join(h.Opts.Dir, "agent.yaml")
+	return os.WriteFile(h.AgentYAML, []byte(b.String()), 0o644)
+}
+
+// Servers reads every server of the host's backend from HAProxy.
+func (h *Host) Servers(ctx context.Context) ([]runtime.ServerStat, error) {
+	c, err := runtime.New(h.HAProxy.Socket, 0)
+	if err != nil {
+		return nil, err
+	}
+	return c.Backend(ctx, DefaultBackend)
+}
+
+// WaitAllUp waits until every server is fully up by HAProxy's checks.
+func (h *Host) WaitAllUp(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		stats, err := h.Servers(ctx)
+		up := 0
+		for _, s := range stats {
+			if s.FullyUp() {
+				up++
+			}
+		}
+		if err == nil && up == len(h.Slots) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("servers not all up: %+v (%v)", stats, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Container is what a slot's container runs, from docker inspect.
+type Container struct{ ID, Image string }
+
+// Containers returns the ID and image reference of every slot's container.
+func (h *Host) Containers(ctx context.Context) ([]Container, error) {
+	var out []Container
+	for _, name := range h.Slots {
+		s, err := docker(ctx, "inspect", "-f", "{{.Id}} {{.Config.Image}}", name)
+		if err != nil {
+			return nil, err
+		}
+		f := strings.Fields(s)
+		out = append(out, Container{ID: f[0], Image: f[1]})
+	}
+	return out, nil
+}
+
+// AllContainers lists every container whose name starts with the host's
+// prefix, stopped ones included: a leftover shows up here.
+func (h *Host) AllContainers(ctx context.Context) ([]string, error) {
+	out, err := docker(ctx, "ps", "-a", "--filter", "name=^"+h.Opts.Name+"-", "--format", "{{.Names}}")
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(out), nil
+}
+
+// Close stops HAProxy and removes every container and the network of the host.
+func (h *Host) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if h.HAProxy != nil {
+		_ = h.HAProxy.Stop()
+	}
+	if names, err := h.AllContainers(ctx); err == nil && len(names) > 0 {
+		_, _ = docker(ctx, append([]string{"rm", "-f"}, names...)...)
+	}
+	if h.Network != "" {
+		_, _ = docker(ctx, "network", "rm", h.Network)
+	}
+}
+
+// URL is the host's frontend.
+func (h *Host) URL(path string) string {
+	return "http://127.0.0.1:" + strconv.Itoa(h.HAProxy.Frontend) + path
+}
+
+// docker runs the docker CLI (no shell) and returns its trimmed stdout.
+func docker(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "docker", args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return "", fmt.Errorf("docker %s: %s", strings.Join(args, " "), strings.TrimSpace(stderr.String()))
+		}
+		return "", fmt.Errorf("docker %s: %w", strings.Join(args, " "), err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// Addrs returns where each slot's container can be reached now, as HAProxy
+// should address it.
+func (h *Host) Addrs(ctx context.Context) ([]string, error) {
+	var out []string
+	for _, name := range h.Slots {
+		a, err := h.containerAddr(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
