@@ -32,10 +32,10 @@ const (
 // HostOptions describe one simulated front-end host: an HAProxy and its app
 // containers.
 type HostOptions struct {
-	Dir        string   // haproxy.cfg, socket, agent.yaml, state dir
-	Name       string   // prefix of container and network names; unique per host
-	Image      string   // image the containers start on
-	Weights    []int    // one container and server per weight
+	Dir        string // haproxy.cfg, socket, agent.yaml, state dir
+	Name       string // prefix of container and network names; unique per host
+	Image      string // image the containers start on
+	Weights    []int  // one container and server per weight
 	Addressing Addressing
 	Inter      time.Duration // HAProxy check interval (default DefaultInter)
 	Rise, Fall int

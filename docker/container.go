@@ -1,0 +1,191 @@
+package docker
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"strconv"
+	"strings"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+)
+
+// Container is what haroll needs to know about a container, read by Inspect.
+type Container struct {
+	ID   string
+	Name string // without the leading "/"
+	// Image is the reference the container was created from (Config.Image); ImageID the sha256:... of
+	// the image it runs.
+	Image   string
+	ImageID string
+	Running bool
+	// Health is "" when the container has no healthcheck, else starting, healthy or unhealthy.
+	Health string
+	// HasHealthcheck: a healthcheck is configured, by the image or the container, and not disabled.
+	HasHealthcheck bool
+	// Networks maps a network name to the container's endpoint on it.
+	Networks map[string]Endpoint
+	// Ports maps a container port ("8080/tcp") to its actual host bindings; empty when not running.
+	Ports       map[string][]PortBinding
+	StopTimeout *int   // seconds; nil means the daemon's default
+	StopSignal  string // "" means SIGTERM
+	Labels      map[string]string
+}
+
+// Endpoint is a container's attachment to one network.
+type Endpoint struct {
+	IP string
+	// Aliases are the DNS aliases of the container on the network, without the short container ID
+	// that Docker adds by itself.
+	Aliases []string
+}
+
+// PortBinding is one host address a container port is published on.
+type PortBinding struct {
+	HostIP   string
+	HostPort int
+}
+
+// HostPort is the host address container port port ("8080/tcp") is published on, preferring an IPv4
+// binding: Docker 20.10 reports an unqualified -p twice, on 0.0.0.0 and on ::, with the same port.
+// An ephemeral binding gets a new port each time the container starts, so read it after Start.
+func (c Container) HostPort(port string) (PortBinding, bool) {
+	bindings := c.Ports[port]
+	for _, b := range bindings {
+		if ip := net.ParseIP(b.HostIP); ip == nil || ip.To4() != nil {
+			return b, true
+		}
+	}
+	if len(bindings) > 0 {
+		return bindings[0], true
+	}
+	return PortBinding{}, false
+}
+
+// Inspect reads a container by name or ID. An unknown container is ErrContainerNotFound.
+func (c *Client) Inspect(ctx context.Context, nameOrID string) (Container, error) {
+	resp, err := c.api.ContainerInspect(ctx, nameOrID)
+	if err != nil {
+		return Container{}, containerError("inspect", nameOrID, err)
+	}
+	return fromInspect(resp), nil
+}
+
+// Start starts a created or stopped container; starting a running one is not an error. An unknown
+// container is ErrContainerNotFound.
+func (c *Client) Start(ctx context.Context, id string) error {
+	if err := c.api.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+		return containerError("start", id, err)
+	}
+	return nil
+}
+
+// Stop stops a container with its own stop signal and stop timeout (the daemon's default, 10 s, when it
+// has none), then SIGKILL. It returns once the container has stopped; ctx must allow for the stop
+// timeout. A container already stopped is not an error; an unknown one is ErrContainerNotFound.
+func (c *Client) Stop(ctx context.Context, id string) error {
+	if err := c.api.ContainerStop(ctx, id, container.StopOptions{}); err != nil {
+		return containerError("stop", id, err)
+	}
+	return nil
+}
+
+// Rename gives container id the name name. A name held by another container is ErrNameConflict; an
+// unknown container is ErrContainerNotFound.
+func (c *Client) Rename(ctx context.Context, id, name string) error {
+	err := c.api.ContainerRename(ctx, id, name)
+	switch {
+	case err == nil:
+		return nil
+	case cerrdefs.IsConflict(err):
+		return fmt.Errorf("rename container %s to %s: %w (remove or rename the container holding that name)", id, name, ErrNameConflict)
+	default:
+		return containerError("rename", id, err)
+	}
+}
+
+// Remove removes a container, stopping it first if it runs. Its volumes are kept. A container that
+// does not exist is not an error.
+func (c *Client) Remove(ctx context.Context, id string) error {
+	err := c.api.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
+	if err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("remove container %s: %w", id, err)
+	}
+	return nil
+}
+
+// containerError wraps an API error about container ref, turning "not found" into ErrContainerNotFound.
+func containerError(op, ref string, err error) error {
+	if cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("%s container %s: %w", op, ref, ErrContainerNotFound)
+	}
+	return fmt.Errorf("%s container %s: %w", op, ref, err)
+}
+
+func fromInspect(resp container.InspectResponse) Container {
+	var out Container
+	if resp.ContainerJSONBase != nil {
+		out.ID = resp.ID
+		out.Name = strings.TrimPrefix(resp.Name, "/")
+		out.ImageID = resp.Image
+		if s := resp.State; s != nil {
+			out.Running = s.Running
+			if s.Health != nil {
+				out.Health = string(s.Health.Status)
+			}
+		}
+	}
+	if cfg := resp.Config; cfg != nil {
+		out.Image = cfg.Image
+		out.HasHealthcheck = healthcheckEnabled(cfg.Healthcheck)
+		out.StopSignal = cfg.StopSignal
+		if cfg.StopTimeout != nil {
+			t := *cfg.StopTimeout
+			out.StopTimeout = &t
+		}
+		out.Labels = maps.Clone(cfg.Labels)
+	}
+	if !out.HasHealthcheck {
+		out.Health = ""
+	}
+	if ns := resp.NetworkSettings; ns != nil {
+		out.Networks = make(map[string]Endpoint, len(ns.Networks))
+		for name, ep := range ns.Networks {
+			if ep == nil {
+				continue
+			}
+			out.Networks[name] = Endpoint{IP: ep.IPAddress, Aliases: userAliases(ep.Aliases, out.ID)}
+		}
+		out.Ports = make(map[string][]PortBinding, len(ns.Ports))
+		for port, bindings := range ns.Ports {
+			for _, b := range bindings {
+				p, err := strconv.Atoi(b.HostPort)
+				if err != nil {
+					continue // not published (yet)
+				}
+				out.Ports[string(port)] = append(out.Ports[string(port)], PortBinding{HostIP: b.HostIP, HostPort: p})
+			}
+		}
+	}
+	return out
+}
+
+// healthcheckEnabled reports whether h (a container's effective healthcheck) makes Docker run checks.
+func healthcheckEnabled(h *container.HealthConfig) bool {
+	return h != nil && len(h.Test) > 0 && h.Test[0] != "NONE"
+}
+
+// userAliases drops the aliases Docker derives from the container ID (on user networks Docker 20.10
+// adds the 12-character short ID), keeping those an operator chose.
+func userAliases(aliases []string, id string) []string {
+	var out []string
+	for _, a := range aliases {
+		if len(a) >= 12 && strings.HasPrefix(id, a) {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}

@@ -1,0 +1,107 @@
+package docker_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/haroll/haroll/docker"
+)
+
+// startContainer creates and starts a test container from the image which.
+func startContainer(t *testing.T, c *docker.Client, cfg *container.Config) string {
+	t.Helper()
+	id := createContainer(t, rawAPI(t), uniqueName(t, "health"), cfg, nil, nil)
+	if err := c.Start(testContext(t, 20*time.Second), id); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func TestWaitHealthyReturnsOnceTheHealthcheckPasses(t *testing.T) {
+	t.Parallel()
+	c := engine(t)
+	id := startContainer(t, c, &container.Config{Image: testImage(t, imageV1), Env: []string{"WARMUP=700ms"}})
+
+	if err := c.WaitHealthy(testContext(t, 20*time.Second), id); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Inspect(testContext(t, 5*time.Second), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Health != "healthy" || !got.HasHealthcheck {
+		t.Fatalf("after WaitHealthy, Health = %q, HasHealthcheck = %v", got.Health, got.HasHealthcheck)
+	}
+}
+
+func TestWaitHealthyReportsABrokenAppAsErrUnhealthy(t *testing.T) {
+	t.Parallel()
+	c := engine(t)
+	id := startContainer(t, c, &container.Config{Image: testImage(t, imageBroken)})
+
+	err := c.WaitHealthy(testContext(t, 20*time.Second), id)
+	if !errors.Is(err, docker.ErrUnhealthy) {
+		t.Fatalf("WaitHealthy: got %v, want ErrUnhealthy", err)
+	}
+	if !strings.Contains(err.Error(), "503") {
+		t.Errorf("error %q should quote the last check's output", err)
+	}
+}
+
+func TestWaitHealthyReportsAnAppThatDiesAsErrExited(t *testing.T) {
+	t.Parallel()
+	c := engine(t)
+	id := startContainer(t, c, &container.Config{Image: testImage(t, imageV1), Env: []string{"PORT=not-a-number"}})
+
+	err := c.WaitHealthy(testContext(t, 20*time.Second), id)
+	if !errors.Is(err, docker.ErrExited) {
+		t.Fatalf("WaitHealthy: got %v, want ErrExited", err)
+	}
+	if !strings.Contains(err.Error(), "exit code 2") {
+		t.Errorf("error %q should give the exit code", err)
+	}
+}
+
+func TestWaitHealthyReturnsAsSoonAsAContainerWithoutHealthcheckRuns(t *testing.T) {
+	t.Parallel()
+	c := engine(t)
+	for _, tc := range []struct {
+		name string
+		cfg  *container.Config
+	}{
+		{"image without HEALTHCHECK", &container.Config{Image: testImage(t, imageNoHealthV)}},
+		{"healthcheck disabled at run", &container.Config{Image: testImage(t, imageBroken), Healthcheck: &container.HealthConfig{Test: []string{"NONE"}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := startContainer(t, c, tc.cfg)
+			start := time.Now()
+			if err := c.WaitHealthy(testContext(t, 10*time.Second), id); err != nil {
+				t.Fatal(err)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("WaitHealthy took %v for a container without healthcheck", d)
+			}
+			got, err := c.Inspect(testContext(t, 5*time.Second), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.HasHealthcheck || got.Health != "" {
+				t.Errorf("Inspect: HasHealthcheck = %v, Health = %q; want false, \"\"", got.HasHealthcheck, got.Health)
+			}
+		})
+	}
+}
+
+func TestWaitHealthyGivesUpWhenTheContextEnds(t *testing.T) {
+	t.Parallel()
+	c := engine(t)
+	id := startContainer(t, c, &container.Config{Image: testImage(t, imageV1), Env: []string{"WARMUP=1h"}})
+
+	err := c.WaitHealthy(testContext(t, 300*time.Millisecond), id)
+	if err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
+		t.Fatalf("WaitHealthy: got %v, want the context's deadline", err)
+	}
+}

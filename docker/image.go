@@ -1,0 +1,75 @@
+package docker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/image"
+)
+
+// EnsureImage returns the ID (sha256:...) of the local image ref, pulling it first only when it is not
+// present locally. Pulls are anonymous: a private registry needs the image pulled beforehand. An image
+// that is neither local nor pullable is ErrImageNotFound, with the pull error.
+func (c *Client) EnsureImage(ctx context.Context, ref string) (string, error) {
+	if ref == "" {
+		return "", fmt.Errorf("ensure image: empty image reference: %w", ErrImageNotFound)
+	}
+	id, err := c.localImageID(ctx, ref)
+	if err == nil || !errors.Is(err, ErrImageNotFound) {
+		return id, err
+	}
+	if err := c.pull(ctx, ref); err != nil {
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("pull image %s: %w", ref, ctx.Err())
+		}
+		return "", fmt.Errorf("image %s: %w: it is not on this host and pulling it failed: %v; build it here, `docker load` it, or push it to a registry this host can reach",
+			ref, ErrImageNotFound, err)
+	}
+	return c.localImageID(ctx, ref)
+}
+
+// localImageID returns the ID of the local image ref, or ErrImageNotFound.
+func (c *Client) localImageID(ctx context.Context, ref string) (string, error) {
+	resp, err := c.api.ImageInspect(ctx, ref)
+	if err != nil {
+		if cerrdefs.IsNotFound(err) {
+			return "", fmt.Errorf("image %s is not present locally: %w", ref, ErrImageNotFound)
+		}
+		return "", fmt.Errorf("inspect image %s: %w", ref, err)
+	}
+	return resp.ID, nil
+}
+
+// pull pulls ref and reports the error the daemon streams back, if any: the HTTP call itself succeeds
+// even when the pull fails.
+func (c *Client) pull(ctx context.Context, ref string) error {
+	body, err := c.api.ImagePull(ctx, ref, image.PullOptions{})
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	dec := json.NewDecoder(body)
+	for {
+		var msg struct {
+			Error       string `json:"error"`
+			ErrorDetail struct {
+				Message string `json:"message"`
+			} `json:"errorDetail"`
+		}
+		if err := dec.Decode(&msg); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("read pull progress: %w", err)
+		}
+		if msg.ErrorDetail.Message != "" {
+			return errors.New(msg.ErrorDetail.Message)
+		}
+		if msg.Error != "" {
+			return errors.New(msg.Error)
+		}
+	}
+}

@@ -1,0 +1,215 @@
+// Command testapp is the small HTTP service that haroll's integration tests and demo roll over.
+//
+// It is configured by environment variables, each also settable by a flag of the same name in lower
+// case (-version, -port, -boot_delay, -warmup, -latency_max, -broken):
+//
+//	VERSION      reported by every response as header X-Version and body "version=<v>\n" (default "dev")
+//	PORT         listening port (default 8080)
+//	BOOT_DELAY   sleep before listening (Go duration, default 0)
+//	WARMUP       after listening, /health answers 503 for this long (default 0)
+//	LATENCY_MAX  each request to / sleeps a uniformly random time in [0, LATENCY_MAX) (default 0)
+//	BROKEN=1     /health always answers 503; the app still listens and serves /
+//
+// Routes: / (any method, 200 after the random latency), /slow?ms=N (200 after N ms, or when the client
+// goes away), /health (200 "ok" once ready, else 503).
+//
+// SIGTERM or SIGINT shut the server down gracefully: in-flight requests complete (up to 30 s), then the
+// process exits 0. "testapp -check" (or "testapp check") probes http://127.0.0.1:$PORT/health and exits
+// 0 on 200, 1 otherwise; images built FROM scratch use it as their HEALTHCHECK since they have no shell.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// shutdownTimeout bounds how long in-flight requests may take to finish after SIGTERM.
+const shutdownTimeout = 30 * time.Second
+
+type config struct {
+	version    string
+	port       int
+	bootDelay  time.Duration
+	warmup     time.Duration
+	latencyMax time.Duration
+	broken     bool
+	check      bool
+}
+
+func main() {
+	cfg, err := parseConfig(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testapp:", err)
+		os.Exit(2)
+	}
+	if cfg.check {
+		os.Exit(check(cfg.port))
+	}
+	if err := serve(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "testapp:", err)
+		os.Exit(1)
+	}
+}
+
+func parseConfig(args []string) (config, error) {
+	var cfg config
+	fs := flag.NewFlagSet("testapp", flag.ContinueOnError)
+	fs.StringVar(&cfg.version, "version", envString("VERSION", "dev"), "version reported in X-Version and the body")
+	fs.IntVar(&cfg.port, "port", 8080, "listening port")
+	fs.DurationVar(&cfg.bootDelay, "boot_delay", 0, "sleep before listening")
+	fs.DurationVar(&cfg.warmup, "warmup", 0, "time /health answers 503 after listening")
+	fs.DurationVar(&cfg.latencyMax, "latency_max", 0, "upper bound of the random latency of /")
+	fs.BoolVar(&cfg.broken, "broken", os.Getenv("BROKEN") == "1", "never become ready")
+	fs.BoolVar(&cfg.check, "check", false, "probe /health on 127.0.0.1:$PORT and exit 0 when it answers 200")
+
+	// Environment first, flags override.
+	var errs []error
+	if v := os.Getenv("PORT"); v != "" {
+		p, err := strconv.Atoi(v)
+		errs = append(errs, wrapEnv("PORT", err))
+		cfg.port = p
+	}
+	for name, d := range map[string]*time.Duration{"BOOT_DELAY": &cfg.bootDelay, "WARMUP": &cfg.warmup, "LATENCY_MAX": &cfg.latencyMax} {
+		if v := os.Getenv(name); v != "" {
+			parsed, err := time.ParseDuration(v)
+			errs = append(errs, wrapEnv(name, err))
+			*d = parsed
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return config{}, err
+	}
+	if len(args) > 0 && args[0] == "check" {
+		cfg.check = true
+		args = args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	return cfg, nil
+}
+
+func wrapEnv(name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("environment variable %s: %w", name, err)
+}
+
+func envString(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+// check is the HEALTHCHECK probe; it returns the process exit code.
+func check(port int) int {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/health", port))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "check:", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintln(os.Stderr, "check: /health answered", resp.Status)
+		return 1
+	}
+	return 0
+}
+
+func serve(cfg config) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	select {
+	case <-time.After(cfg.bootDelay):
+	case <-ctx.Done():
+		return nil
+	}
+	ln, err := net.Listen("tcp", fmt.Sprintf(":%d", cfg.port))
+	if err != nil {
+		return err
+	}
+	var ready atomic.Bool
+	if !cfg.broken {
+		time.AfterFunc(cfg.warmup, func() { ready.Store(true) })
+	}
+	srv := &http.Server{Handler: handler(cfg, &ready), ReadHeaderTimeout: 10 * time.Second}
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	return srv.Shutdown(shutdownCtx)
+}
+
+func handler(cfg config, ready *atomic.Bool) http.Handler {
+	reply := func(w http.ResponseWriter, status int, body string) {
+		w.Header().Set("X-Version", cfg.version)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, body)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
+		if !ready.Load() {
+			reply(w, http.StatusServiceUnavailable, "not ready\n")
+			return
+		}
+		reply(w, http.StatusOK, "ok\n")
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+		if !sleep(r.Context(), time.Duration(ms)*time.Millisecond) {
+			return
+		}
+		reply(w, http.StatusOK, "version="+cfg.version+"\n")
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		var d time.Duration
+		if cfg.latencyMax > 0 {
+			d = rand.N(cfg.latencyMax)
+		}
+		if !sleep(r.Context(), d) {
+			return
+		}
+		reply(w, http.StatusOK, "version="+cfg.version+"\n")
+	})
+	return mux
+}
+
+// sleep waits for d and reports false when the client went away first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
