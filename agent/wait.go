@@ -15,6 +15,16 @@ import (
 // queued request. At ctx's deadline it returns ErrDrainTimeout with the last
 // figures seen.
 func (a *Agent) waitDrained(ctx context.Context, s SlotConfig) (runtime.ServerStat, error) {
+	last, err := a.waitServer(ctx, s, runtime.ServerStat.Drained)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return last, fmt.Errorf("%s/%s still has scur %d, qcur %d: %w", s.Backend, s.Server, last.Scur, last.Qcur, ErrDrainTimeout)
+	}
+	return last, err
+}
+
+// waitServer polls the slot's server until done says so, and returns the
+// last line of `show stat` it saw.
+func (a *Agent) waitServer(ctx context.Context, s SlotConfig, done func(runtime.ServerStat) bool) (runtime.ServerStat, error) {
 	var last runtime.ServerStat
 	err := a.pollUntil(ctx, func() (bool, error) {
 		st, err := a.haproxy.Server(ctx, s.Backend, s.Server)
@@ -22,11 +32,8 @@ func (a *Agent) waitDrained(ctx context.Context, s SlotConfig) (runtime.ServerSt
 			return false, err
 		}
 		last = st
-		return st.Drained(), nil
+		return done(st), nil
 	})
-	if errors.Is(err, context.DeadlineExceeded) {
-		return last, fmt.Errorf("%s/%s still has scur %d, qcur %d: %w", s.Backend, s.Server, last.Scur, last.Qcur, ErrDrainTimeout)
-	}
 	return last, err
 }
 
@@ -37,15 +44,7 @@ func (a *Agent) freshCheck(ctx context.Context, s SlotConfig) (string, error) {
 	if err := a.haproxy.ForceHealthDown(ctx, s.Backend, s.Server); err != nil {
 		return "", err
 	}
-	var last runtime.ServerStat
-	err := a.pollUntil(ctx, func() (bool, error) {
-		st, err := a.haproxy.Server(ctx, s.Backend, s.Server)
-		if err != nil {
-			return false, err
-		}
-		last = st
-		return st.FullyUp(), nil
-	})
+	last, err := a.waitServer(ctx, s, runtime.ServerStat.FullyUp)
 	if errors.Is(err, context.DeadlineExceeded) {
 		return "", fmt.Errorf("haproxy check of %s/%s: status %q, check %s, health %d/%d: %w",
 			s.Backend, s.Server, last.Status, last.CheckStatus, last.CheckHealth, last.CheckRise+last.CheckFall-1, ErrNotHealthy)

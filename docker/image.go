@@ -2,13 +2,13 @@ package docker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/pkg/jsonmessage"
 )
 
 // EnsureImage returns the ID (sha256:...) of the local image ref, pulling it first only when it is not
@@ -52,24 +52,6 @@ func (c *Client) pull(ctx context.Context, ref string) error {
 		return err
 	}
 	defer body.Close()
-	dec := json.NewDecoder(body)
-	for {
-		var msg struct {
-			Error       string `json:"error"`
-			ErrorDetail struct {
-				Message string `json:"message"`
-			} `json:"errorDetail"`
-		}
-		if err := dec.Decode(&msg); err == io.EOF {
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("read pull progress: %w", err)
-		}
-		if msg.ErrorDetail.Message != "" {
-			return errors.New(msg.ErrorDetail.Message)
-		}
-		if msg.Error != "" {
-			return errors.New(msg.Error)
-		}
-	}
+	// The stream carries the pull error, if any, as a JSON message.
+	return jsonmessage.DisplayJSONMessagesStream(body, io.Discard, 0, false, nil)
 }

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +21,7 @@ import (
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/jsonmessage"
 )
 
 // TestLabel marks every image (and, by convention, container and network) that haroll's tests create,
@@ -183,35 +183,15 @@ func buildContext(dockerfile string, bin []byte) ([]byte, error) {
 // readBuildStream drains the daemon's JSON message stream and returns the build error it reports, if
 // any, with the tail of the build output.
 func readBuildStream(r io.Reader) error {
-	dec := json.NewDecoder(r)
-	var tail []string
-	for {
-		var msg struct {
-			Stream      string `json:"stream"`
-			Error       string `json:"error"`
-			ErrorDetail struct {
-				Message string `json:"message"`
-			} `json:"errorDetail"`
+	var out bytes.Buffer
+	if err := jsonmessage.DisplayJSONMessagesStream(r, &out, 0, false, nil); err != nil {
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		if len(lines) > 10 {
+			lines = lines[len(lines)-10:]
 		}
-		if err := dec.Decode(&msg); err == io.EOF {
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("read build output: %w", err)
-		}
-		if s := strings.TrimSpace(msg.Stream); s != "" {
-			tail = append(tail, s)
-			if len(tail) > 10 {
-				tail = tail[1:]
-			}
-		}
-		if msg.Error != "" || msg.ErrorDetail.Message != "" {
-			m := msg.ErrorDetail.Message
-			if m == "" {
-				m = msg.Error
-			}
-			return fmt.Errorf("%s (build output: %s)", m, strings.Join(tail, " | "))
-		}
+		return fmt.Errorf("%w (build output: %s)", err, strings.Join(lines, " | "))
 	}
+	return nil
 }
 
 var testApp struct {

@@ -33,14 +33,7 @@ the original weight back. A failure rolls the slot back and stops.`,
 			if image == "" {
 				return usageError("--image is required")
 			}
-			if output != "text" && output != "json" {
-				return usageError("--output %q: want text or json", output)
-			}
-			cfg, err := loadAgentConfig(cmd)
-			if err != nil {
-				return err
-			}
-			a, closeAgent, err := openAgent(cmd.Context(), cfg)
+			a, closeAgent, err := prepare(cmd, output)
 			if err != nil {
 				return err
 			}
@@ -78,7 +71,7 @@ the original weight back. A failure rolls the slot back and stops.`,
 }
 
 func printEvent(w io.Writer, e agent.Event) {
-	line := fmt.Sprintf("%-12s %-9s %9s", e.Slot, e.Phase, e.Duration.Round(time.Millisecond))
+	line := fmt.Sprintf("%-12s %-9s %9s", e.Slot, e.Phase, roundDuration(e.Duration))
 	if e.Detail != "" {
 		line += "  " + e.Detail
 	}
@@ -98,7 +91,7 @@ func printSummary(w io.Writer, rep agent.Report) {
 		fmt.Fprintf(tw, "%s\t%s\t", s.Slot, s.Result)
 		for _, p := range summaryPhases {
 			if d, ok := s.Phases[p]; ok {
-				fmt.Fprintf(tw, "%s\t", d.Round(time.Millisecond))
+				fmt.Fprintf(tw, "%s\t", roundDuration(d))
 			} else {
 				fmt.Fprint(tw, "-\t")
 			}
@@ -107,6 +100,15 @@ func printSummary(w io.Writer, rep agent.Report) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "image %s: %d slot(s) in %s\n", rep.Image, len(rep.Slots), rep.Total.Round(time.Millisecond))
+}
+
+// roundDuration keeps three significant digits or so: milliseconds for
+// phases that take seconds, tens of microseconds for the quick ones.
+func roundDuration(d time.Duration) time.Duration {
+	if d < 10*time.Millisecond {
+		return d.Round(10 * time.Microsecond)
+	}
+	return d.Round(time.Millisecond)
 }
 
 func whoami() string {

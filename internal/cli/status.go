@@ -15,14 +15,7 @@ func newStatus() *cobra.Command {
 		Short: "Show each slot: container, image, HAProxy status, weight, sessions",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "text" && output != "json" {
-				return usageError("--output %q: want text or json", output)
-			}
-			cfg, err := loadAgentConfig(cmd)
-			if err != nil {
-				return err
-			}
-			a, closeAgent, err := openAgent(cmd.Context(), cfg)
+			a, closeAgent, err := prepare(cmd, output)
 			if err != nil {
 				return err
 			}

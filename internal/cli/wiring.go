@@ -5,10 +5,25 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/spf13/cobra"
+
 	"github.com/haroll/haroll/agent"
 	"github.com/haroll/haroll/docker"
 	"github.com/haroll/haroll/runtime"
 )
+
+// prepare checks --output, loads the agent config and opens the agent: the
+// start of every subcommand that works on this host's slots.
+func prepare(cmd *cobra.Command, output string) (*agent.Agent, func(), error) {
+	if output != "text" && output != "json" {
+		return nil, nil, usageError("--output %q: want text or json", output)
+	}
+	cfg, err := loadAgentConfig(cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	return openAgent(cmd.Context(), cfg)
+}
 
 // openAgent connects to HAProxy and Docker as cfg says and returns an agent
 // over them. Both are checked here, so an unreachable socket is reported

@@ -1,0 +1,112 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/haroll/haroll/integration/harness"
+	"github.com/haroll/haroll/runtime"
+)
+
+// TestRuntimeClientAgainstARealHAProxy checks the runtime package against
+// HAProxy 2.6 itself, not only against recorded replies.
+func TestRuntimeClientAgainstARealHAProxy(t *testing.T) {
+	requireDeps(t)
+	ctx := context.Background()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	fe, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hp, err := harness.StartHAProxy(ctx, harness.HAProxyConfig{Dir: t.TempDir(), Frontend: fe,
+		Servers: []harness.Server{{Name: "s1", Addr: l.Addr().String(), Weight: 7}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hp.Stop() })
+	c, err := runtime.New(hp.Socket, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUp := func() {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			s, err := c.Server(ctx, "app", "s1")
+			if err == nil && s.FullyUp() {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("s1 not fully up: %+v, %v", s, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitUp()
+
+	if err := c.SetWeight(ctx, "app", "s1", 0); err != nil {
+		t.Fatal(err)
+	}
+	if cur, initial, err := c.Weight(ctx, "app", "s1"); err != nil || cur != 0 || initial != 7 {
+		t.Fatalf("weight %d (initial %d), %v", cur, initial, err)
+	}
+	if err := c.SetWeight(ctx, "app", "s1", 7); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []runtime.State{runtime.StateDrain, runtime.StateMaint, runtime.StateReady} {
+		if err := c.SetState(ctx, "app", "s1", st); err != nil {
+			t.Fatalf("state %s: %v", st, err)
+		}
+	}
+	waitUp()
+	if err := c.ForceHealthDown(ctx, "app", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := c.Server(ctx, "app", "s1"); s.FullyUp() || s.CheckStatus != "L7OK" {
+		t.Fatalf("right after health down: %+v (want DOWN with the stale L7OK)", s)
+	}
+	waitUp() // fresh checks bring it back
+	if err := c.SetAddr(ctx, "app", "s1", "127.0.0.2", 1); err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(l.Addr().String())
+	if err := c.SetAddr(ctx, "app", "s1", host, atoi(t, port)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ShutdownSessions(ctx, "app", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Server(ctx, "app", "nope"); !errors.Is(err, runtime.ErrNoSuchServer) {
+		t.Fatalf("unknown server: %v", err)
+	}
+	if err := c.SetWeight(ctx, "app", "nope", 1); !errors.Is(err, runtime.ErrNoSuchServer) {
+		t.Fatalf("set weight on an unknown server: %v", err)
+	}
+	if _, err := c.Backend(ctx, "nope"); !errors.Is(err, runtime.ErrNoSuchBackend) {
+		t.Fatalf("unknown backend: %v", err)
+	}
+	if _, err := c.Admin(ctx, "nope", "s1"); !errors.Is(err, runtime.ErrNoSuchBackend) {
+		t.Fatalf("admin of an unknown backend: %v", err)
+	}
+	before, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hp.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after, err := c.Info(ctx)
+	if err != nil || !before.Reloaded(after) {
+		t.Fatalf("reload not detected: %+v -> %+v, %v", before, after, err)
+	}
+}
