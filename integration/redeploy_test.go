@@ -3,13 +3,17 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os/exec"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/haroll/haroll/agent"
 	"github.com/haroll/haroll/integration/harness"
 	"github.com/haroll/haroll/integration/loadgen"
 	"github.com/haroll/haroll/runtime"
@@ -154,6 +158,16 @@ func TestRedeployOnFixedPortsLosesNoRequest(t *testing.T) {
 			t.Errorf("no %s progress line in the output", phase)
 		}
 	}
+	status, err := haroll(t, "status", "--config", h.AgentYAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, slot := range h.Slots {
+		want := regexp.MustCompile(slot + `\s+app/s\d\s+` + slot + `\s+\w{12}\s+` + regexp.QuoteMeta(images.V2) + `\s+UP\s+` + strconv.Itoa(weights[i]) + `\s`)
+		if !want.MatchString(status) {
+			t.Errorf("status does not show %s on v2, UP at weight %d", slot, weights[i])
+		}
+	}
 }
 
 func TestRedeployToANewAddressPointsHAProxyAtIt(t *testing.T) {
@@ -165,11 +179,25 @@ func TestRedeployToANewAddressPointsHAProxyAtIt(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			var report agent.Report
 			res := underLoad(t, h, func() {
-				if _, err := haroll(t, "redeploy", "--config", h.AgentYAML, "--image", images.V2); err != nil {
+				out, err := haroll(t, "redeploy", "--config", h.AgentYAML, "--image", images.V2, "--output", "json")
+				if err != nil {
 					t.Errorf("redeploy failed: %v", err)
 				}
+				// Progress lines come first (stderr); the JSON report is the rest.
+				if i := strings.Index(out, "{\n"); i < 0 || json.Unmarshal([]byte(out[i:]), &report) != nil {
+					t.Errorf("no JSON report in the output")
+				}
 			})
+			for _, s := range report.Slots {
+				if s.Result != agent.ResultReplaced || s.Weight == 0 {
+					t.Errorf("report for %s: %+v", s.Slot, s)
+				}
+				if _, moved := s.Phases[agent.PhaseAddress]; addressing == harness.EphemeralPorts && !moved {
+					t.Errorf("%s: no address phase for a new port", s.Slot)
+				}
+			}
 			assertNoLoss(t, res)
 			if !slices.Equal(res.LastVersions, []string{"v2"}) {
 				t.Errorf("versions served at the end: %v, want only v2", res.LastVersions)
