@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/distribution/reference"
@@ -22,6 +23,8 @@ type Agent struct {
 	poll time.Duration
 	// probe is the agent's own check of a container's address.
 	probe func(ctx context.Context, addr address) error
+	// running says what this process is replacing, "" when idle.
+	running atomic.Pointer[string]
 }
 
 // New returns an agent for a validated cfg.
@@ -66,12 +69,18 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 		return rep, err
 	}
 	defer lock.Release()
+	doing := fmt.Sprintf("%s of %s since %s", req.Origin, req.Image, begin.Format(time.RFC3339))
+	a.running.Store(&doing)
+	defer a.running.Store(nil)
 	plans, err := a.preflight(ctx, req, slots)
 	if err != nil {
 		return rep, err
 	}
 	var failed error
 	for _, p := range plans {
+		if failed == nil && ctx.Err() != nil {
+			failed = ctx.Err() // shutting down: no further slot starts
+		}
 		if failed != nil {
 			rep.Slots = append(rep.Slots, SlotReport{Slot: p.slot.Name, Result: ResultNotRun})
 			continue
@@ -90,6 +99,18 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 	rep.Total = time.Since(begin)
 	return rep, failed
 }
+
+// Busy says what replacement runs on the host, in this process or in
+// another one holding the host lock; "" when none does.
+func (a *Agent) Busy() string {
+	if r := a.running.Load(); r != nil {
+		return *r
+	}
+	return LockHolder(a.cfg.StateDir)
+}
+
+// Slots returns the configured slots, in order.
+func (a *Agent) Slots() []SlotConfig { return slices.Clone(a.cfg.Slots) }
 
 // selectSlots returns the configured slots named in names (all when empty),
 // in config order.

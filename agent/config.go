@@ -3,7 +3,9 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"net"
 	"path"
+	"path/filepath"
 	"regexp"
 	"time"
 
@@ -24,6 +26,23 @@ type Config struct {
 	// allows every image.
 	AllowedImages []string     `mapstructure:"allowed_images"`
 	Slots         []SlotConfig `mapstructure:"slots"`
+
+	// Listen is the TCP address `haroll agent` serves gRPC on, with mutual
+	// TLS; empty serves only the unix socket.
+	Listen string `mapstructure:"listen"`
+	// Socket is the unix socket for the haroll CLI on this host.
+	Socket string    `mapstructure:"socket"`
+	TLS    TLSConfig `mapstructure:"tls"`
+}
+
+// TLSConfig is the agent's side of mutual TLS.
+type TLSConfig struct {
+	Cert     string `mapstructure:"cert"`
+	Key      string `mapstructure:"key"`
+	ClientCA string `mapstructure:"client_ca"`
+	// AllowedClients, when set, are the only client certificate names
+	// (CommonName or DNS SAN) accepted.
+	AllowedClients []string `mapstructure:"allowed_clients"`
 }
 
 // HAProxyConfig says how to reach the runtime API.
@@ -86,6 +105,7 @@ func DefaultConfig() Config {
 		Drain:      DrainConfig{Mode: DrainWeight, Timeout: 30 * time.Second, OnTimeout: OnTimeoutFail},
 		Health:     HealthConfig{Timeout: 60 * time.Second, Path: "/"},
 		MinServing: 1,
+		Socket:     "/run/haroll/agent.sock",
 	}
 }
 
@@ -129,6 +149,14 @@ func (c Config) Validate() error {
 	for i, p := range c.AllowedImages {
 		if _, err := path.Match(p, ""); err != nil {
 			bad(fmt.Sprintf("allowed_images[%d]", i), p, "not a valid pattern: "+err.Error())
+		}
+	}
+	if c.Socket != "" && !filepath.IsAbs(c.Socket) {
+		bad("socket", c.Socket, "want an absolute path for the agent's unix socket")
+	}
+	if c.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			bad("listen", c.Listen, "want host:port, e.g. 0.0.0.0:7443")
 		}
 	}
 	if len(c.Slots) == 0 {

@@ -44,3 +44,22 @@ func (l *Lock) Release() error {
 	_ = l.f.Truncate(0)
 	return l.f.Close() // closing the descriptor drops the flock
 }
+
+// LockHolder returns who holds the host lock in stateDir, or "" when nobody
+// does (or the lock cannot be read).
+func LockHolder(stateDir string) string {
+	path := filepath.Join(stateDir, "haroll.lock")
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err == nil {
+		return "" // nobody holds it exclusively; closing drops our shared lock
+	}
+	b, _ := os.ReadFile(path)
+	if h := strings.TrimSpace(string(b)); h != "" {
+		return h
+	}
+	return "another process"
+}

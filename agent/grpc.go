@@ -1,0 +1,107 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/haroll/haroll/agent/agentpb"
+	"github.com/haroll/haroll/docker"
+)
+
+// Service is the gRPC adapter over an Agent: it converts messages and maps
+// errors to codes; the behaviour is Agent's.
+type Service struct {
+	agentpb.UnimplementedAgentServer
+	agent   *Agent
+	version string
+	// life is the daemon's lifetime: replacements run under it, not under
+	// the caller's stream, so a lost caller does not stop a slot half-way.
+	life context.Context
+	wg   sync.WaitGroup
+}
+
+// NewService serves a over gRPC. Replacements run until they finish or life
+// ends (which rolls the slot in progress back and starts no further slot).
+func NewService(life context.Context, a *Agent, version string) *Service {
+	return &Service{agent: a, version: version, life: life}
+}
+
+// Wait blocks until every replacement started through the service ended.
+func (s *Service) Wait() { s.wg.Wait() }
+
+// Status reports the host's slots.
+func (s *Service) Status(ctx context.Context, _ *agentpb.StatusRequest) (*agentpb.StatusResponse, error) {
+	slots, err := s.agent.Status(ctx)
+	if err != nil && len(slots) == 0 {
+		return nil, toStatus(err)
+	}
+	host, _ := os.Hostname()
+	return &agentpb.StatusResponse{AgentVersion: s.version, Hostname: host, Busy: s.agent.Busy(), Slots: StatusToPB(slots)}, nil
+}
+
+// Redeploy runs a replacement and streams its events, then its report. Errors
+// that stop the request before any slot is touched come back as the RPC's
+// status; a slot that fails is reported in the final Report.
+func (s *Service) Redeploy(req *agentpb.RedeployRequest, stream agentpb.Agent_RedeployServer) error {
+	if req.GetImage() == "" {
+		return status.Error(codes.InvalidArgument, "image is required")
+	}
+	events := make(chan *agentpb.PhaseEvent, 64)
+	type outcome struct {
+		rep Report
+		err error
+	}
+	done := make(chan outcome, 1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		rep, err := s.agent.Redeploy(s.life, Request{Image: req.GetImage(), Slots: req.GetSlots(),
+			Force: req.GetForce(), Origin: req.GetOrigin()}, func(e Event) {
+			select {
+			case events <- EventToPB(e):
+			default: // a slow or gone caller never holds a slot up
+			}
+		})
+		close(events)
+		done <- outcome{rep, err}
+	}()
+	callerGone := false
+	for e := range events {
+		if callerGone {
+			continue
+		}
+		if err := stream.Send(&agentpb.RedeployEvent{Kind: &agentpb.RedeployEvent_Phase{Phase: e}}); err != nil {
+			callerGone = true
+		}
+	}
+	out := <-done
+	if out.err != nil && len(out.rep.Slots) == 0 {
+		return toStatus(out.err)
+	}
+	return stream.Send(&agentpb.RedeployEvent{Kind: &agentpb.RedeployEvent_Report{Report: ReportToPB(out.rep, out.err)}})
+}
+
+// toStatus maps the agent's errors onto gRPC codes, once, here.
+func toStatus(err error) error {
+	code := codes.Internal
+	switch {
+	case errors.Is(err, ErrBusy):
+		code = codes.ResourceExhausted
+	case errors.Is(err, ErrUnknownSlot), errors.Is(err, ErrInvalidImage):
+		code = codes.InvalidArgument
+	case errors.Is(err, ErrImageNotAllowed):
+		code = codes.PermissionDenied
+	case errors.Is(err, ErrPreflight), errors.Is(err, docker.ErrImageNotFound):
+		code = codes.FailedPrecondition
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	}
+	return status.Error(code, err.Error())
+}
