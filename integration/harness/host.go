@@ -139,7 +139,7 @@ func (h *Host) containerAddr(ctx context.Context, name string) (string, error) {
 
 func (h *Host) writeAgentConfig() error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "haproxy:\n  socket: %s\nstate_dir: %s\n", h.HAProxy.Socket, filepath.Join(h.Opts.Dir, "state"))
+	fmt.Fprintf(&b, "haproxy:\n  socket: %s\nstate_dir: %s\nsocket: %s\n", h.HAProxy.Socket, filepath.Join(h.Opts.Dir, "state"), h.AgentSocket())
 	fmt.Fprintf(&b, "drain:\n  timeout: %s\nhealth:\n  timeout: %s\n  path: /health\nslots:\n", h.Opts.DrainTimeout, h.Opts.HealthTimeout)
 	for i, name := range h.Slots {
 		fmt.Fprintf(&b, "  - {name: %s, backend: %s, server: s%d, container: %s, port: 8080", name, DefaultBackend, i+1, name)
@@ -151,6 +151,9 @@ func (h *Host) writeAgentConfig() error {
 	h.AgentYAML = filepath.Join(h.Opts.Dir, "agent.yaml")
 	return os.WriteFile(h.AgentYAML, []byte(b.String()), 0o644)
 }
+
+// AgentSocket is the unix socket of the host's agent, when one runs.
+func (h *Host) AgentSocket() string { return filepath.Join(h.Opts.Dir, "agent.sock") }
 
 // Servers reads every server of the host's backend from HAProxy.
 func (h *Host) Servers(ctx context.Context) ([]runtime.ServerStat, error) {
@@ -259,4 +262,15 @@ func (h *Host) Addrs(ctx context.Context) ([]string, error) {
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// AppendAgentConfig adds top-level YAML keys to the host's agent config.
+func (h *Host) AppendAgentConfig(yaml string) error {
+	f, err := os.OpenFile(h.AgentYAML, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.WriteString(yaml)
+	return err
 }

@@ -22,6 +22,7 @@ func agentFlags(cmd *cobra.Command) {
 	f.String("config", defaultAgentConfig, "agent configuration file (YAML)")
 	f.String("haproxy-socket", "", "HAProxy runtime API socket (overrides haproxy.socket)")
 	f.String("state-dir", "", "state directory (overrides state_dir)")
+	f.String("socket", "", "the agent's unix socket (overrides socket)")
 }
 
 // loadAgentConfig reads the agent configuration from the --config file,
@@ -34,7 +35,7 @@ func loadAgentConfig(cmd *cobra.Command) (agent.Config, error) {
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
 	setDefaults(v, "", reflect.ValueOf(agent.DefaultConfig()))
-	for flag, key := range map[string]string{"haproxy-socket": "haproxy.socket", "state-dir": "state_dir"} {
+	for flag, key := range map[string]string{"haproxy-socket": "haproxy.socket", "state-dir": "state_dir", "socket": "socket", "listen": "listen"} {
 		if f := cmd.Flags().Lookup(flag); f != nil && f.Changed {
 			v.Set(key, f.Value.String())
 		}

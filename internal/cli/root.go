@@ -41,7 +41,7 @@ func newRoot() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&level, "log-level", "warn", "log level: debug, info, warn, error")
-	root.AddCommand(newRedeploy(), newStatus(), newVersion())
+	root.AddCommand(newRedeploy(), newStatus(), newVersion(), newAgent(), newCerts())
 	return root
 }
 

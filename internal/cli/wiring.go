@@ -12,15 +12,20 @@ import (
 	"github.com/haroll/haroll/runtime"
 )
 
-// prepare checks --output, loads the agent config and opens the agent: the
-// start of every subcommand that works on this host's slots.
-func prepare(cmd *cobra.Command, output string) (*agent.Agent, func(), error) {
+// prepare checks --output, loads the agent config and returns the host's
+// slots: through the running agent when its socket answers (so its host lock
+// and journal stay the one authority), else in-process.
+func prepare(cmd *cobra.Command, output string) (slots, func(), error) {
 	if output != "text" && output != "json" {
 		return nil, nil, usageError("--output %q: want text or json", output)
 	}
 	cfg, err := loadAgentConfig(cmd)
 	if err != nil {
 		return nil, nil, err
+	}
+	if r, ok := dialLocalAgent(cmd.Context(), cfg.Socket); ok {
+		slog.Info("using the running agent", "socket", cfg.Socket)
+		return r, r.close, nil
 	}
 	return openAgent(cmd.Context(), cfg)
 }
