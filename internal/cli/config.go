@@ -25,18 +25,36 @@ func agentFlags(cmd *cobra.Command) {
 	f.String("socket", "", "the agent's unix socket (overrides socket)")
 }
 
+// agentFlagKeys maps the flags that override agent configuration keys.
+var agentFlagKeys = map[string]string{"haproxy-socket": "haproxy.socket", "state-dir": "state_dir", "socket": "socket", "listen": "listen"}
+
 // loadAgentConfig reads the agent configuration from the --config file,
 // HAROLL_* environment variables (HAROLL_HAPROXY_SOCKET, HAROLL_DRAIN_TIMEOUT,
-// ...) and flags, in rising precedence, then validates it. Unknown keys are
-// errors, so a typo does not silently fall back to a default.
+// ...) and flags, in rising precedence, then validates it.
 func loadAgentConfig(cmd *cobra.Command) (agent.Config, error) {
+	return loadConfig(cmd, agent.DefaultConfig(), agentFlagKeys, "configs/agent.yaml", nil)
+}
+
+// loadConfig reads a role's configuration: the --config file, HAROLL_*
+// environment variables and the flags in flagKeys, in rising precedence;
+// adjust (when not nil) then sets what only flags may say, and Validate
+// reports every problem. Unknown keys are errors, so a typo does not silently
+// fall back to a default.
+func loadConfig[T interface{ Validate() error }](cmd *cobra.Command, defaults T, flagKeys map[string]string, example string, adjust func(*T)) (T, error) {
+	var cfg T
 	v := viper.New()
 	v.SetEnvPrefix("HAROLL")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
-	setDefaults(v, "", reflect.ValueOf(agent.DefaultConfig()))
-	for flag, key := range map[string]string{"haproxy-socket": "haproxy.socket", "state-dir": "state_dir", "socket": "socket", "listen": "listen"} {
-		if f := cmd.Flags().Lookup(flag); f != nil && f.Changed {
+	setDefaults(v, "", reflect.ValueOf(defaults))
+	for flag, key := range flagKeys {
+		f := cmd.Flags().Lookup(flag)
+		switch {
+		case f == nil || !f.Changed:
+		case f.Value.Type() == "stringArray":
+			vals, _ := cmd.Flags().GetStringArray(flag)
+			v.Set(key, vals)
+		default:
 			v.Set(key, f.Value.String())
 		}
 	}
@@ -45,16 +63,18 @@ func loadAgentConfig(cmd *cobra.Command) (agent.Config, error) {
 	v.SetConfigType("yaml")
 	if err := v.ReadInConfig(); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return agent.Config{}, fmt.Errorf("config %s does not exist: pass --config with the agent's YAML file (see configs/agent.yaml)", path)
+			return cfg, fmt.Errorf("config %s does not exist: pass --config with the YAML file (see %s)", path, example)
 		}
-		return agent.Config{}, fmt.Errorf("config %s: %w", path, err)
+		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
-	var cfg agent.Config
 	if err := v.UnmarshalExact(&cfg); err != nil {
-		return agent.Config{}, fmt.Errorf("config %s: %w", path, err)
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if adjust != nil {
+		adjust(&cfg)
 	}
 	if err := cfg.Validate(); err != nil {
-		return agent.Config{}, fmt.Errorf("config %s is invalid:\n%w", path, err)
+		return cfg, fmt.Errorf("config %s is invalid:\n%w", path, err)
 	}
 	return cfg, nil
 }
@@ -65,7 +85,7 @@ func setDefaults(v *viper.Viper, prefix string, val reflect.Value) {
 	t := val.Type()
 	for i := 0; i < t.NumField(); i++ {
 		key := t.Field(i).Tag.Get("mapstructure")
-		if key == "" {
+		if key == "" || key == "-" {
 			continue
 		}
 		if prefix != "" {

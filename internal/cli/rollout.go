@@ -1,0 +1,162 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/haroll/haroll/internal/tlsconf"
+	"github.com/haroll/haroll/rollout"
+)
+
+// defaultCoordinatorConfig is where the coordinator's configuration lives.
+const defaultCoordinatorConfig = "/etc/haroll/coordinator.yaml"
+
+// rolloutFlagKeys maps the flags that override coordinator keys.
+var rolloutFlagKeys = map[string]string{
+	"batch": "batch", "canary": "canary", "max-failures": "max_failures", "slot": "slots",
+}
+
+func newRollout() *cobra.Command {
+	var (
+		image           string
+		force, dryRun   bool
+		skipUnreachable bool
+		output          string
+	)
+	cmd := &cobra.Command{
+		Use:   "rollout --config coordinator.yaml --image IMAGE",
+		Short: "Roll IMAGE over a fleet of agents, batch by batch",
+		Long: `rollout drives the agents listed in the coordinator configuration over
+gRPC with mutual TLS. It first asks every agent its status: a host that does
+not answer, is busy or lacks a slot stops the rollout before anything is
+touched (--skip-unreachable leaves unanswering hosts out instead). Then it
+rolls the hosts in batches (--batch, after an optional --canary batch); inside
+a batch, each slot is replaced on every host of the batch at once, one slot
+per host at a time. When the failed hosts exceed --max-failures after a
+batch, no further batch starts. The exit status is 1 if any host failed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "text" && output != "json" {
+				return usageError("--output %q: want text or json", output)
+			}
+			if image == "" {
+				return usageError("--image is required")
+			}
+			cfg, err := loadCoordinatorConfig(cmd)
+			if err != nil {
+				return err
+			}
+			hosts, err := cfg.ReadHosts()
+			if err != nil {
+				return fmt.Errorf("config: %w", err)
+			}
+			strategy, maxFailures, err := cfg.Strategy()
+			if err != nil {
+				return err
+			}
+			if dryRun && len(cfg.Slots) > 0 {
+				plan, err := rollout.NewPlan(hosts, cfg.Slots, strategy)
+				if err != nil {
+					return err
+				}
+				rollout.WritePlan(cmd.OutOrStdout(), plan, strategy)
+				return nil
+			}
+			dial, err := dialer(cfg, hosts)
+			if err != nil {
+				return err
+			}
+			progress := cmd.ErrOrStderr()
+			if output == "text" {
+				progress = cmd.OutOrStdout()
+			}
+			e := &rollout.Executor{
+				Dial: dial, Image: image, Force: force, Origin: "rollout by " + whoami(),
+				MaxFailures: maxFailures, SkipUnreachable: skipUnreachable,
+				ConnectTimeout: cfg.ConnectTimeout, StepTimeout: cfg.StepTimeout,
+				Events: rollout.NewProgress(progress, hosts, cfg.Slots).Event,
+				Log:    slog.Default().With("image", image),
+			}
+			if dryRun {
+				return dryRunWithStatus(cmd, e, hosts, strategy)
+			}
+			res, err := e.Run(cmd.Context(), hosts, cfg.Slots, strategy)
+			if output == "json" {
+				if jerr := rollout.WriteJSON(cmd.OutOrStdout(), res); jerr != nil && err == nil {
+					err = jerr
+				}
+			} else if len(res.Hosts) > 0 {
+				fmt.Fprintln(cmd.OutOrStdout())
+				rollout.WriteTable(cmd.OutOrStdout(), res)
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.String("config", defaultCoordinatorConfig, "coordinator configuration file (YAML)")
+	f.StringVar(&image, "image", "", "image to roll out (required)")
+	f.String("batch", "", `hosts per batch: "35%" of the fleet or a count (overrides batch)`)
+	f.String("canary", "", `a first batch of its own size: a count or "P%" (overrides canary)`)
+	f.String("max-failures", "", `failed hosts tolerated before no further batch starts: "N" or "P%" (overrides max_failures)`)
+	f.StringArray("slot", nil, "replace only this slot, in this order (repeatable; overrides slots); default: every slot")
+	f.BoolVar(&force, "force", false, "replace slots that already run the image")
+	f.BoolVar(&dryRun, "dry-run", false, "print the plan and touch nothing (asks the agents' status only when no slot is given)")
+	f.BoolVar(&skipUnreachable, "skip-unreachable", false, "leave hosts that do not answer out of the rollout instead of refusing it")
+	f.Bool("insecure", false, "dial the agents in plaintext; refused unless every host is a loopback address")
+	f.StringVarP(&output, "output", "o", "text", "text or json (the result on stdout, progress on stderr)")
+	return cmd
+}
+
+// dryRunWithStatus learns the slots from the agents' status (which changes
+// nothing) and prints the plan.
+func dryRunWithStatus(cmd *cobra.Command, e *rollout.Executor, hosts []string, strategy rollout.Strategy) error {
+	ready, slots, err := e.Check(cmd.Context(), hosts, nil)
+	if err != nil {
+		return err
+	}
+	plan, err := rollout.NewPlan(ready, slots, strategy)
+	if err != nil {
+		return err
+	}
+	rollout.WritePlan(cmd.OutOrStdout(), plan, strategy)
+	return nil
+}
+
+// dialer opens the agents with mutual TLS, or in plaintext with insecure on
+// loopback only.
+func dialer(cfg rollout.Config, hosts []string) (rollout.Dial, error) {
+	if cfg.Insecure {
+		var remote []string
+		for _, h := range hosts {
+			if !tlsconf.IsLoopback(h) {
+				remote = append(remote, h)
+			}
+		}
+		if len(remote) > 0 {
+			return nil, usageError("--insecure is only for loopback agents, and these are not: %s", strings.Join(remote, ", "))
+		}
+		return rollout.DialGRPC(grpc.WithTransportCredentials(insecure.NewCredentials())), nil
+	}
+	tc, err := tlsconf.Client(cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.CA)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	return rollout.DialGRPC(grpc.WithTransportCredentials(credentials.NewTLS(tc))), nil
+}
+
+// loadCoordinatorConfig reads the coordinator configuration from the
+// --config file, HAROLL_* environment variables (HAROLL_BATCH,
+// HAROLL_TLS_CERT, HAROLL_STEP_TIMEOUT, ...) and flags, in rising
+// precedence, then validates it. Plaintext is a flag only (--insecure), never
+// a file or environment setting.
+func loadCoordinatorConfig(cmd *cobra.Command) (rollout.Config, error) {
+	plaintext, _ := cmd.Flags().GetBool("insecure")
+	return loadConfig(cmd, rollout.DefaultConfig(), rolloutFlagKeys, "configs/coordinator.yaml",
+		func(c *rollout.Config) { c.Insecure = plaintext })
+}

@@ -1,0 +1,112 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/haroll/haroll/agent/agentpb"
+)
+
+// Client is an Agent over the agent's gRPC API: a thin adapter that reads
+// the Redeploy stream and maps gRPC codes back to this package's errors.
+type Client struct {
+	api  agentpb.AgentClient
+	conn io.Closer
+}
+
+// NewClient wraps api; Close closes conn when it is not nil.
+func NewClient(api agentpb.AgentClient, conn io.Closer) *Client {
+	return &Client{api: api, conn: conn}
+}
+
+// DialGRPC returns a Dial that opens one gRPC connection per host with
+// opts (transport credentials at least). grpc.NewClient connects lazily:
+// the first call, under its context's deadline, makes the connection.
+func DialGRPC(opts ...grpc.DialOption) Dial {
+	return func(_ context.Context, host string) (Agent, error) {
+		conn, err := grpc.NewClient(host, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w: %v", host, ErrUnreachable, err)
+		}
+		return NewClient(agentpb.NewAgentClient(conn), conn), nil
+	}
+}
+
+// Close closes the connection.
+func (c *Client) Close() error {
+	if c.conn == nil {
+		return nil
+	}
+	return c.conn.Close()
+}
+
+// Status asks for the host's slots. A failure to reach the agent wraps
+// ErrUnreachable.
+func (c *Client) Status(ctx context.Context) (*agentpb.StatusResponse, error) {
+	resp, err := c.api.Status(ctx, &agentpb.StatusRequest{})
+	if err != nil {
+		return nil, fromStatus(err)
+	}
+	return resp, nil
+}
+
+// Redeploy runs req on the agent, calls onPhase for every phase event and
+// returns the final report. A report whose error is set comes back with an
+// error wrapping ErrSlotFailed; a stream that ends without a report wraps
+// ErrNoReport; refusals wrap ErrBusy or ErrRefused.
+func (c *Client) Redeploy(ctx context.Context, req *agentpb.RedeployRequest, onPhase func(*agentpb.PhaseEvent)) (*agentpb.Report, error) {
+	stream, err := c.api.Redeploy(ctx, req)
+	if err != nil {
+		return nil, fromStatus(err)
+	}
+	for {
+		ev, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil, ErrNoReport
+		}
+		if err != nil {
+			return nil, fromStatus(err)
+		}
+		if p := ev.GetPhase(); p != nil {
+			if onPhase != nil {
+				onPhase(p)
+			}
+			continue
+		}
+		if r := ev.GetReport(); r != nil {
+			if r.GetError() != "" {
+				return r, fmt.Errorf("%w: %s", ErrSlotFailed, r.GetError())
+			}
+			return r, nil
+		}
+	}
+}
+
+// fromStatus maps a gRPC status back to this package's errors, keeping the
+// agent's message.
+func fromStatus(err error) error {
+	s, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	msg := s.Message()
+	switch s.Code() {
+	case codes.ResourceExhausted:
+		return fmt.Errorf("%w: %s", ErrBusy, msg)
+	case codes.InvalidArgument, codes.PermissionDenied, codes.FailedPrecondition:
+		return fmt.Errorf("%w: %s", ErrRefused, msg)
+	case codes.Unavailable:
+		return fmt.Errorf("%w: %s", ErrUnreachable, msg)
+	case codes.DeadlineExceeded:
+		return fmt.Errorf("%w: %s", context.DeadlineExceeded, msg)
+	case codes.Canceled:
+		return fmt.Errorf("%w: %s", context.Canceled, msg)
+	}
+	return fmt.Errorf("%s: %s", s.Code(), msg)
+}

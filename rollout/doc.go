@@ -1,0 +1,7 @@
+// Package rollout is haroll's coordinator: it rolls an image over a fleet of
+// agents. Plan is a pure function from hosts, slots and a Strategy to
+// batches of slot-major steps; Executor drives the agents' gRPC API through
+// that plan, checks every host before touching any, and stops before the
+// next batch when failures pass the threshold. rollout knows the agents only
+// through agentpb, never through the agent package's internals.
+package rollout

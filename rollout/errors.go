@@ -1,0 +1,28 @@
+package rollout
+
+import "errors"
+
+// The errors Executor.Run and Client return, wrapped with the host, slot
+// and the agent's message; test with errors.Is.
+var (
+	// ErrPreflight: the rollout was refused before any host was touched.
+	ErrPreflight = errors.New("preflight failed, no host was touched")
+	// ErrUnreachable: the agent did not answer (dial, TLS or Status failed).
+	ErrUnreachable = errors.New("agent unreachable")
+	// ErrMissingSlot: a host does not have a slot the rollout replaces.
+	ErrMissingSlot = errors.New("slot missing on host")
+	// ErrBusy: another replacement holds the host.
+	ErrBusy = errors.New("host busy")
+	// ErrRefused: the agent refused the request before touching a slot
+	// (bad image or slot, image not allowed, its own preflight).
+	ErrRefused = errors.New("agent refused")
+	// ErrSlotFailed: the agent reported that the slot was not replaced.
+	ErrSlotFailed = errors.New("slot failed")
+	// ErrNoReport: the agent's stream ended without a report.
+	ErrNoReport = errors.New("no report from agent")
+	// ErrStepTimeout: a host did not report within the step timeout; the
+	// agent goes on with (or rolls back) the slot on its own.
+	ErrStepTimeout = errors.New("step timeout")
+	// ErrFailed: at least one host failed; Result says which.
+	ErrFailed = errors.New("rollout failed")
+)

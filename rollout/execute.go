@@ -1,0 +1,505 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+
+	"github.com/haroll/haroll/agent/agentpb"
+)
+
+// Agent is one host's agent as the executor uses it.
+type Agent interface {
+	Status(ctx context.Context) (*agentpb.StatusResponse, error)
+	Redeploy(ctx context.Context, req *agentpb.RedeployRequest, onPhase func(*agentpb.PhaseEvent)) (*agentpb.Report, error)
+}
+
+// Dial opens the agent at host (an agent address, host:port). If the Agent
+// it returns is an io.Closer, the executor closes it at the end of the run.
+type Dial func(ctx context.Context, host string) (Agent, error)
+
+// preflightConcurrency bounds the hosts dialled and asked for their status
+// at once, so a fleet of thousands does not open every connection at once.
+const preflightConcurrency = 256
+
+// maxListedErrors bounds the errors spelled out in Run's error; Result has
+// every one.
+const maxListedErrors = 10
+
+// Executor rolls an image over a fleet of agents, batch by batch, as Plan
+// says. Its zero timeouts mean "no deadline"; its zero MaxFailures
+// tolerates no failed host.
+type Executor struct {
+	Dial  Dial
+	Image string
+	Force bool
+	// Origin tells an agent (and whoever finds it busy) who asks.
+	Origin          string
+	MaxFailures     Threshold
+	SkipUnreachable bool
+	// ConnectTimeout bounds dialling a host and its Status answer.
+	ConnectTimeout time.Duration
+	// StepTimeout bounds a step: every host of it must report by then, or
+	// is counted failed (the agent finishes or rolls back on its own).
+	StepTimeout time.Duration
+	// Events, if set, receives the live progress, one event at a time.
+	Events func(Event)
+	Log    *slog.Logger
+}
+
+// Run checks every host, plans the rollout and carries it out. Before any
+// host is touched, a host that does not answer (unless SkipUnreachable),
+// is busy, or lacks a slot fails the rollout with ErrPreflight. slots
+// empty means the slots the first answering host reports. After a batch,
+// if the failed hosts exceed MaxFailures, no further batch starts.
+//
+// The error is nil only when every planned host had every slot replaced or
+// skipped; otherwise it wraps ErrFailed (or ErrPreflight, context.Canceled)
+// and the per-host errors. Result is filled in either way.
+func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Strategy) (Result, error) {
+	start := time.Now()
+	res := Result{Image: e.Image}
+	if e.Image == "" || e.Dial == nil {
+		return res, errors.New("rollout: an image and a Dial are required")
+	}
+	if err := checkNames("host", hosts); err != nil {
+		return res, err
+	}
+	r := &run{e: e, log: e.log()}
+	defer r.close()
+
+	ready, slots, err := r.preflight(ctx, hosts, slots)
+	res.Slots = slots
+	if err != nil {
+		res.Hosts = r.hostResults(hosts, Plan{})
+		res.Totals = totals(res.Hosts)
+		res.Total = time.Since(start)
+		res.Error = err.Error()
+		return res, err
+	}
+	plan, err := NewPlan(ready, slots, strategy)
+	if err != nil {
+		return res, err
+	}
+	res.Plan = plan
+	r.results = make(map[string][]SlotResult, len(ready))
+	for _, h := range ready {
+		r.results[h] = notRun(slots)
+	}
+
+	var errs *multierror.Error
+	failedHosts := 0
+	for bi, b := range plan.Batches {
+		br := BatchResult{Batch: bi + 1, Canary: b.Canary, Hosts: len(b.Hosts)}
+		if res.Stopped != "" {
+			res.Batches = append(res.Batches, br)
+			continue
+		}
+		failed, err := r.batch(ctx, bi, len(plan.Batches), b, &br)
+		errs = multierror.Append(errs, err)
+		res.Batches = append(res.Batches, br)
+		failedHosts += failed
+		last := bi == len(plan.Batches)-1
+		switch {
+		case ctx.Err() != nil:
+			res.Stopped = "cancelled: " + context.Cause(ctx).Error()
+		case !last && e.MaxFailures.Exceeded(failedHosts, plan.Hosts()):
+			res.Stopped = fmt.Sprintf("%d of %d hosts failed, more than max_failures %s", failedHosts, plan.Hosts(), e.MaxFailures)
+		}
+		if res.Stopped != "" && !last {
+			r.log.Warn("rollout stopped", "batch", bi+1, "reason", res.Stopped)
+		}
+	}
+
+	res.Hosts = r.hostResults(hosts, plan)
+	res.Totals = totals(res.Hosts)
+	res.Total = time.Since(start)
+	if errs.ErrorOrNil() == nil && ctx.Err() == nil {
+		return res, nil
+	}
+	if ctx.Err() != nil {
+		errs = multierror.Append(errs, context.Cause(ctx))
+	}
+	errs.ErrorFormat = listErrors
+	err = fmt.Errorf("%w: %d of %d hosts failed, %d not run: %w", ErrFailed, res.Totals.Failed, res.Totals.Hosts, res.Totals.NotRun, errs)
+	res.Error = err.Error()
+	return res, err
+}
+
+// Check does what Run does before touching any host, and nothing more: it
+// dials every host and asks its status. It returns the hosts Run would roll
+// (all of them, or those that answered with SkipUnreachable) and the slots,
+// or an error wrapping ErrPreflight.
+func (e *Executor) Check(ctx context.Context, hosts, slots []string) (ready, slotNames []string, err error) {
+	if e.Dial == nil {
+		return nil, nil, errors.New("rollout: a Dial is required")
+	}
+	if err := checkNames("host", hosts); err != nil {
+		return nil, nil, err
+	}
+	r := &run{e: e, log: e.log()}
+	defer r.close()
+	return r.preflight(ctx, hosts, slots)
+}
+
+func (e *Executor) log() *slog.Logger {
+	if e.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return e.Log
+}
+
+// run is the state of one Executor.Run.
+type run struct {
+	e   *Executor
+	log *slog.Logger
+
+	mu      sync.Mutex
+	agents  map[string]Agent
+	skipped map[string]string // host -> why
+	results map[string][]SlotResult
+
+	emitMu sync.Mutex
+}
+
+func (r *run) emit(ev Event) {
+	if r.e.Events == nil {
+		return
+	}
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	r.emitMu.Lock()
+	defer r.emitMu.Unlock()
+	r.e.Events(ev)
+}
+
+func (r *run) close() {
+	for _, a := range r.agents {
+		if c, ok := a.(io.Closer); ok {
+			_ = c.Close()
+		}
+	}
+}
+
+// preflight dials every host and asks its status, in parallel, and returns
+// the hosts to roll (inventory order) and the slots to replace.
+func (r *run) preflight(ctx context.Context, hosts, slots []string) ([]string, []string, error) {
+	statuses := make([]*agentpb.StatusResponse, len(hosts))
+	errs := make([]error, len(hosts))
+	r.agents = make(map[string]Agent, len(hosts))
+	sem := make(chan struct{}, preflightConcurrency)
+	var wg sync.WaitGroup
+	for i, h := range hosts {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			a, st, err := r.status(ctx, h)
+			statuses[i], errs[i] = st, err
+			if a != nil {
+				r.mu.Lock()
+				r.agents[h] = a
+				r.mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, slots, fmt.Errorf("%w: %w", ErrPreflight, context.Cause(ctx))
+	}
+
+	var problems *multierror.Error
+	r.skipped = map[string]string{}
+	var ready []string
+	for i, h := range hosts {
+		switch {
+		case errs[i] != nil && r.e.SkipUnreachable:
+			r.skipped[h] = errs[i].Error()
+			r.log.Warn("host skipped", "host", h, "error", errs[i])
+			r.emit(Event{Kind: EventSkipped, Host: h, Err: errs[i].Error()})
+		case errs[i] != nil:
+			problems = multierror.Append(problems, errs[i])
+		default:
+			ready = append(ready, h)
+		}
+	}
+	if len(slots) == 0 && len(ready) > 0 {
+		for _, s := range statuses[slices.Index(hosts, ready[0])].GetSlots() {
+			slots = append(slots, s.GetSlot())
+		}
+		if len(slots) == 0 {
+			problems = multierror.Append(problems, fmt.Errorf("host %s: reports no slot, so there is nothing to replace: pass --slot or check its agent configuration", ready[0]))
+		}
+	}
+	for i, h := range hosts {
+		if errs[i] != nil {
+			continue
+		}
+		st := statuses[i]
+		if st.GetBusy() != "" {
+			problems = multierror.Append(problems, fmt.Errorf("host %s: %w: %s", h, ErrBusy, st.GetBusy()))
+		}
+		have := make(map[string]bool, len(st.GetSlots()))
+		for _, s := range st.GetSlots() {
+			have[s.GetSlot()] = true
+		}
+		var missing []string
+		for _, s := range slots {
+			if !have[s] {
+				missing = append(missing, s)
+			}
+		}
+		if len(missing) > 0 {
+			problems = multierror.Append(problems, fmt.Errorf("host %s: %w: %s (it has %s)", h, ErrMissingSlot, strings.Join(missing, ", "), slotNames(st)))
+		}
+	}
+	if problems.ErrorOrNil() != nil {
+		problems.ErrorFormat = listErrors
+		return nil, slots, fmt.Errorf("%w: %w", ErrPreflight, problems)
+	}
+	if len(ready) == 0 {
+		return nil, slots, fmt.Errorf("%w: no host answered", ErrPreflight)
+	}
+	return ready, slots, nil
+}
+
+// status dials h and asks its status within ConnectTimeout.
+func (r *run) status(ctx context.Context, h string) (Agent, *agentpb.StatusResponse, error) {
+	if r.e.ConnectTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.e.ConnectTimeout)
+		defer cancel()
+	}
+	a, err := r.e.Dial(ctx, h)
+	if err != nil {
+		return nil, nil, fmt.Errorf("host %s: %w", h, asUnreachable(err))
+	}
+	st, err := a.Status(ctx)
+	if err != nil {
+		return a, nil, fmt.Errorf("host %s: %w", h, asUnreachable(err))
+	}
+	return a, st, nil
+}
+
+// asUnreachable makes a dial or Status failure read as ErrUnreachable.
+func asUnreachable(err error) error {
+	if errors.Is(err, ErrUnreachable) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnreachable, err)
+}
+
+func slotNames(st *agentpb.StatusResponse) string {
+	var names []string
+	for _, s := range st.GetSlots() {
+		names = append(names, s.GetSlot())
+	}
+	if len(names) == 0 {
+		return "no slot"
+	}
+	return strings.Join(names, ", ")
+}
+
+// batch runs b step by step and returns how many of its hosts failed. A
+// host that failed a step is not asked for its later slots.
+func (r *run) batch(ctx context.Context, bi, nb int, b Batch, br *BatchResult) (int, error) {
+	log := r.log.With("batch", bi+1)
+	br.Start, br.Run = time.Now(), true
+	log.Info("batch start", "hosts", len(b.Hosts), "canary", b.Canary)
+	r.emit(Event{Kind: EventBatchStart, Batch: bi + 1, Batches: nb, Canary: b.Canary, Hosts: len(b.Hosts), Steps: len(b.Steps)})
+	var errs *multierror.Error
+	failed := map[string]bool{}
+	for si, st := range b.Steps {
+		if ctx.Err() != nil {
+			break
+		}
+		hosts := slices.DeleteFunc(slices.Clone(st.Hosts), func(h string) bool { return failed[h] })
+		if len(hosts) == 0 {
+			break
+		}
+		pos := Event{Batch: bi + 1, Batches: nb, Canary: b.Canary, Step: si + 1, Steps: len(b.Steps), Slot: st.Slot}
+		start := pos
+		start.Kind, start.Hosts = EventStepStart, len(hosts)
+		r.emit(start)
+		t0 := time.Now()
+		stepErrs := r.step(ctx, log, pos, si, hosts)
+		for h, err := range stepErrs {
+			failed[h] = true
+			errs = multierror.Append(errs, err)
+		}
+		end := pos
+		end.Kind, end.Hosts, end.Failed, end.Duration = EventStepEnd, len(hosts), len(stepErrs), time.Since(t0)
+		r.emit(end)
+	}
+	br.Failed, br.Duration = len(failed), time.Since(br.Start)
+	log.Info("batch end", "hosts", len(b.Hosts), "failed", len(failed), "duration", br.Duration)
+	r.emit(Event{Kind: EventBatchEnd, Batch: bi + 1, Batches: nb, Canary: b.Canary, Hosts: len(b.Hosts),
+		Failed: len(failed), Duration: br.Duration})
+	return len(failed), errs.ErrorOrNil()
+}
+
+// step replaces one slot on every host in parallel, under StepTimeout, and
+// returns the hosts that failed with their errors.
+func (r *run) step(ctx context.Context, log *slog.Logger, pos Event, si int, hosts []string) map[string]error {
+	sctx := ctx
+	if r.e.StepTimeout > 0 {
+		var cancel context.CancelFunc
+		sctx, cancel = context.WithTimeout(ctx, r.e.StepTimeout)
+		defer cancel()
+	}
+	var mu sync.Mutex
+	failed := map[string]error{}
+	var wg sync.WaitGroup
+	for _, h := range hosts {
+		wg.Go(func() {
+			sr, err := r.redeploy(ctx, sctx, pos, h)
+			r.mu.Lock()
+			r.results[h][si] = sr
+			r.mu.Unlock()
+			ev := pos
+			ev.Kind, ev.Host, ev.Result, ev.Duration, ev.Err = EventSlotDone, h, sr.Result, sr.Duration, sr.Error
+			r.emit(ev)
+			if err != nil {
+				log.Warn("slot failed", "host", h, "slot", pos.Slot, "result", sr.Result, "error", err)
+				mu.Lock()
+				failed[h] = err
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return failed
+}
+
+// redeploy asks host h to replace one slot and turns the answer into a
+// SlotResult and, when the slot was not replaced or skipped, an error.
+func (r *run) redeploy(ctx, sctx context.Context, pos Event, h string) (SlotResult, error) {
+	sr := SlotResult{Slot: pos.Slot, Result: ResultError}
+	a := r.agent(h)
+	req := &agentpb.RedeployRequest{Image: r.e.Image, Slots: []string{pos.Slot}, Force: r.e.Force, Origin: r.e.Origin}
+	t0 := time.Now()
+	rep, err := a.Redeploy(sctx, req, func(p *agentpb.PhaseEvent) {
+		ev := pos
+		ev.Kind, ev.Host, ev.Phase, ev.Duration, ev.Detail, ev.Err = EventPhase, h, p.GetPhase(),
+			p.GetDuration().AsDuration(), p.GetDetail(), p.GetError()
+		if p.GetSlot() != "" {
+			ev.Slot = p.GetSlot()
+		}
+		r.emit(ev)
+	})
+	sr.Duration = time.Since(t0)
+	for _, s := range rep.GetSlots() {
+		if s.GetSlot() != pos.Slot {
+			continue
+		}
+		sr.Result, sr.Error = s.GetResult(), s.GetError()
+		if d := s.GetTotal().AsDuration(); d > 0 {
+			sr.Duration = d
+		}
+		sr.Phases = make(map[string]time.Duration, len(s.GetPhases()))
+		for p, d := range s.GetPhases() {
+			sr.Phases[p] = d.AsDuration()
+		}
+	}
+	switch {
+	case err != nil && sctx.Err() != nil && ctx.Err() == nil:
+		err = fmt.Errorf("%w: no report within %s, the agent finishes or rolls back the slot on its own: %w", ErrStepTimeout, r.e.StepTimeout, err)
+	case err == nil && !slotOK(sr.Result):
+		err = fmt.Errorf("%w: result %q", ErrSlotFailed, sr.Result)
+	}
+	if err == nil {
+		return sr, nil
+	}
+	if sr.Error == "" {
+		sr.Error = err.Error()
+	}
+	return sr, fmt.Errorf("host %s slot %s: %w", h, pos.Slot, err)
+}
+
+func (r *run) agent(h string) Agent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.agents[h]
+}
+
+func notRun(slots []string) []SlotResult {
+	out := make([]SlotResult, len(slots))
+	for i, s := range slots {
+		out[i] = SlotResult{Slot: s, Result: ResultNotRun}
+	}
+	return out
+}
+
+// hostResults sums each host up, in inventory order.
+func (r *run) hostResults(hosts []string, plan Plan) []HostResult {
+	batchOf := map[string]int{}
+	for bi, b := range plan.Batches {
+		for _, h := range b.Hosts {
+			batchOf[h] = bi + 1
+		}
+	}
+	out := make([]HostResult, 0, len(hosts))
+	for _, h := range hosts {
+		hr := HostResult{Host: h, Batch: batchOf[h], Result: HostNotRun}
+		if why, ok := r.skipped[h]; ok {
+			hr.Result, hr.Error = HostSkipped, why
+			out = append(out, hr)
+			continue
+		}
+		hr.Slots = r.results[h]
+		ran := false
+		for _, s := range hr.Slots {
+			if s.Result == ResultNotRun {
+				continue
+			}
+			ran = true
+			if !slotOK(s.Result) && hr.Result != HostFailed {
+				hr.Result, hr.Error = HostFailed, s.Error
+			}
+		}
+		if ran && hr.Result == HostNotRun {
+			hr.Result = HostDone
+		}
+		out = append(out, hr)
+	}
+	return out
+}
+
+func totals(hosts []HostResult) Totals {
+	t := Totals{Hosts: len(hosts)}
+	for _, h := range hosts {
+		switch h.Result {
+		case HostDone:
+			t.Done++
+		case HostFailed:
+			t.Failed++
+		case HostNotRun:
+			t.NotRun++
+		case HostSkipped:
+			t.Skipped++
+		}
+	}
+	return t
+}
+
+// listErrors formats a multierror with at most maxListedErrors entries.
+func listErrors(es []error) string {
+	var b strings.Builder
+	for i, err := range es {
+		if i == maxListedErrors {
+			fmt.Fprintf(&b, "\n  ... and %d more", len(es)-i)
+			break
+		}
+		b.WriteString("\n  ")
+		b.WriteString(err.Error())
+	}
+	return b.String()
+}

@@ -1,0 +1,115 @@
+package rollout
+
+import "time"
+
+// Slot results: the agent's own (replaced, skipped, rolled_back, failed,
+// not_run) plus the coordinator's.
+const (
+	ResultReplaced   = "replaced"
+	ResultSkipped    = "skipped"     // already on the image
+	ResultRolledBack = "rolled_back" // failed; the old container serves again
+	ResultFailed     = "failed"      // failed, and the rollback did not fully succeed
+	ResultNotRun     = "not_run"     // not asked: an earlier slot or batch failed
+	// ResultError: the agent did not report (refused, lost, timed out or
+	// cancelled); the error says which. A slot that was started is finished
+	// or rolled back by the agent on its own: `haroll status` shows it.
+	ResultError = "error"
+)
+
+// Host results.
+const (
+	HostDone    = "done"    // every slot replaced or skipped
+	HostFailed  = "failed"  // a slot failed or did not report
+	HostNotRun  = "not_run" // its batch did not start
+	HostSkipped = "skipped" // unreachable, left out (--skip-unreachable)
+)
+
+// EventKind says what an Event marks.
+type EventKind string
+
+// The kinds of Event, in the order a rollout sends them.
+const (
+	EventSkipped    EventKind = "skipped"     // Host unreachable, left out of the plan
+	EventBatchStart EventKind = "batch_start" // Hosts in Batch
+	EventStepStart  EventKind = "step_start"  // Slot on Hosts hosts
+	EventPhase      EventKind = "phase"       // a phase of Slot ended on Host
+	EventSlotDone   EventKind = "slot_done"   // Slot on Host ended with Result
+	EventStepEnd    EventKind = "step_end"    // Failed of Hosts failed
+	EventBatchEnd   EventKind = "batch_end"   // Failed of Hosts failed
+)
+
+// Event is the live progress of a rollout. Executor sends events one at a
+// time, never concurrently.
+type Event struct {
+	Kind     EventKind     `json:"kind"`
+	Time     time.Time     `json:"time"`
+	Batch    int           `json:"batch,omitempty"` // 1-based
+	Batches  int           `json:"batches,omitempty"`
+	Canary   bool          `json:"canary,omitempty"`
+	Step     int           `json:"step,omitempty"` // 1-based
+	Steps    int           `json:"steps,omitempty"`
+	Host     string        `json:"host,omitempty"`
+	Slot     string        `json:"slot,omitempty"`
+	Phase    string        `json:"phase,omitempty"`
+	Result   string        `json:"result,omitempty"`
+	Duration time.Duration `json:"duration_ns,omitempty"`
+	Detail   string        `json:"detail,omitempty"`
+	Err      string        `json:"error,omitempty"`
+	Hosts    int           `json:"hosts,omitempty"`
+	Failed   int           `json:"failed,omitempty"`
+}
+
+// Result is the outcome of a rollout.
+type Result struct {
+	Image   string        `json:"image"`
+	Slots   []string      `json:"slots"`
+	Plan    Plan          `json:"plan"`
+	Hosts   []HostResult  `json:"hosts"` // inventory order
+	Batches []BatchResult `json:"batches"`
+	Totals  Totals        `json:"totals"`
+	Total   time.Duration `json:"total_ns"`
+	// Stopped says why batches were left unrun, if they were.
+	Stopped string `json:"stopped,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// HostResult is one host's outcome, slot by slot.
+type HostResult struct {
+	Host   string       `json:"host"`
+	Batch  int          `json:"batch,omitempty"` // 1-based; 0 when skipped
+	Result string       `json:"result"`
+	Slots  []SlotResult `json:"slots,omitempty"`
+	Error  string       `json:"error,omitempty"`
+}
+
+// SlotResult is one slot's outcome on one host.
+type SlotResult struct {
+	Slot     string                   `json:"slot"`
+	Result   string                   `json:"result"`
+	Duration time.Duration            `json:"duration_ns"`
+	Phases   map[string]time.Duration `json:"phases_ns,omitempty"`
+	Error    string                   `json:"error,omitempty"`
+}
+
+// BatchResult is one batch's timing and outcome.
+type BatchResult struct {
+	Batch    int           `json:"batch"`
+	Canary   bool          `json:"canary,omitempty"`
+	Hosts    int           `json:"hosts"`
+	Failed   int           `json:"failed"`
+	Start    time.Time     `json:"start,omitzero"`
+	Duration time.Duration `json:"duration_ns"`
+	Run      bool          `json:"run"`
+}
+
+// Totals counts hosts by result.
+type Totals struct {
+	Hosts   int `json:"hosts"`
+	Done    int `json:"done"`
+	Failed  int `json:"failed"`
+	NotRun  int `json:"not_run"`
+	Skipped int `json:"skipped"`
+}
+
+// slotOK reports whether a slot result counts as a success.
+func slotOK(result string) bool { return result == ResultReplaced || result == ResultSkipped }
