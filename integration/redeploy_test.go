@@ -113,7 +113,7 @@ func assertServing(t *testing.T, h *harness.Host, image string) []runtime.Server
 	}
 	for i, c := range ctrs {
 		if c.Image != image {
-			t.Errorf("%s runs %s, want %s", h.Slots[i], c.Image, image)
+			t.Errorf("%s runs %s, want %s", h.Names[i], c.Image, image)
 		}
 	}
 	all, err := h.AllContainers(ctx)
@@ -121,8 +121,8 @@ func assertServing(t *testing.T, h *harness.Host, image string) []runtime.Server
 		t.Fatal(err)
 	}
 	slices.Sort(all)
-	if !slices.Equal(all, h.Slots) {
-		t.Errorf("containers on the host: %v, want exactly %v", all, h.Slots)
+	if !slices.Equal(all, h.Names) {
+		t.Errorf("containers on the host: %v, want exactly %v", all, h.Names)
 	}
 	return stats
 }
@@ -162,10 +162,10 @@ func TestRedeployOnFixedPortsLosesNoRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, slot := range h.Slots {
-		want := regexp.MustCompile(slot + `\s+app/s\d\s+` + slot + `\s+\w{12}\s+` + regexp.QuoteMeta(images.V2) + `\s+UP\s+` + strconv.Itoa(weights[i]) + `\s`)
+	for i, name := range h.Names {
+		want := regexp.MustCompile(fmt.Sprintf(`app-%d\s+app/s%d\s+`, i+1, i+1) + name + `\s+\w{12}\s+` + regexp.QuoteMeta(images.V2) + `\s+UP\s+` + strconv.Itoa(weights[i]) + `\s`)
 		if !want.MatchString(status) {
-			t.Errorf("status does not show %s on v2, UP at weight %d", slot, weights[i])
+			t.Errorf("status does not show %s on v2, UP at weight %d", name, weights[i])
 		}
 	}
 }

@@ -187,6 +187,7 @@ func TestFleetRollout(t *testing.T) {
 				t.Errorf("host %d serves %v at the end, want only v2", i+1, res.LastVersions)
 			}
 		}
+		t.Logf("most hosts with a server out at once: %d; most servers out on one host: %d", maxHosts, maxPerHost)
 		if maxHosts > 2 || maxPerHost > 1 {
 			t.Errorf("seen %d hosts with a server out at once (want <= ceil(35%% x 4) = 2), %d servers out on one host (want <= 1)", maxHosts, maxPerHost)
 		}

@@ -45,11 +45,12 @@ type HostOptions struct {
 
 // Host is a running simulated host.
 type Host struct {
-	Opts       HostOptions
-	HAProxy    *HAProxy
-	Network    string   // user network, for UserNetwork
-	Slots      []string // slot = container = "<name>-<i>"; servers are "s<i>"
-	AgentYAML  string   // a haroll agent config for this host
+	Opts    HostOptions
+	HAProxy *HAProxy
+	Network string // user network, for UserNetwork
+	// Names are the containers "<name>-<i>"; slot i is "app-<i>", its server "s<i>".
+	Names      []string
+	AgentYAML  string // a haroll agent config for this host
 	containers []string
 }
 
@@ -102,7 +103,7 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 			return h, err
 		}
 		h.containers = append(h.containers, name)
-		h.Slots = append(h.Slots, name)
+		h.Names = append(h.Names, name)
 		addr, err := h.containerAddr(ctx, name)
 		if err != nil {
 			return h, err
@@ -141,8 +142,8 @@ func (h *Host) writeAgentConfig() error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "haproxy:\n  socket: %s\nstate_dir: %s\nsocket: %s\n", h.HAProxy.Socket, filepath.Join(h.Opts.Dir, "state"), h.AgentSocket())
 	fmt.Fprintf(&b, "drain:\n  timeout: %s\nhealth:\n  timeout: %s\n  path: /health\nslots:\n", h.Opts.DrainTimeout, h.Opts.HealthTimeout)
-	for i, name := range h.Slots {
-		fmt.Fprintf(&b, "  - {name: %s, backend: %s, server: s%d, container: %s, port: 8080", name, DefaultBackend, i+1, name)
+	for i, name := range h.Names {
+		fmt.Fprintf(&b, "  - {name: app-%d, backend: %s, server: s%d, container: %s, port: 8080", i+1, DefaultBackend, i+1, name)
 		if h.Network != "" {
 			fmt.Fprintf(&b, ", network: %s", h.Network)
 		}
@@ -176,7 +177,7 @@ func (h *Host) WaitAllUp(ctx context.Context) error {
 				up++
 			}
 		}
-		if err == nil && up == len(h.Slots) {
+		if err == nil && up == len(h.Names) {
 			return nil
 		}
 		select {
@@ -193,7 +194,7 @@ type Container struct{ ID, Image string }
 // Containers returns the ID and image reference of every slot's container.
 func (h *Host) Containers(ctx context.Context) ([]Container, error) {
 	var out []Container
-	for _, name := range h.Slots {
+	for _, name := range h.Names {
 		s, err := docker(ctx, "inspect", "-f", "{{.Id}} {{.Config.Image}}", name)
 		if err != nil {
 			return nil, err
@@ -254,7 +255,7 @@ func docker(ctx context.Context, args ...string) (string, error) {
 // should address it.
 func (h *Host) Addrs(ctx context.Context) ([]string, error) {
 	var out []string
-	for _, name := range h.Slots {
+	for _, name := range h.Names {
 		a, err := h.containerAddr(ctx, name)
 		if err != nil {
 			return nil, err
