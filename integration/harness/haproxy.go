@@ -424,7 +424,15 @@ func (h *HAProxy) Reload(ctx context.Context) error {
 	if err := h.Cmd.Process.Signal(syscall.SIGUSR2); err != nil {
 		return fmt.Errorf("reload haproxy: %w", err)
 	}
-	return h.waitReady(ctx, "reload", func(info map[string]string) bool { return info["Pid"] != before["Pid"] })
+	// The master re-executes itself on a reload: its CLI is gone for a moment, so the reload is
+	// done only when the new worker answers and the master lists it.
+	return h.waitReady(ctx, "reload", func(info map[string]string) bool {
+		if info["Pid"] == before["Pid"] {
+			return false
+		}
+		procs, err := h.ExecMaster("show proc")
+		return err == nil && strings.Contains(procs, info["Pid"]+" ")
+	})
 }
 
 // Stop ends this haproxy (its master, by PID, which stops the workers): SIGTERM, then SIGKILL after
