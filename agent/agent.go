@@ -69,6 +69,11 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 		return rep, err
 	}
 	defer lock.Release()
+	if done, err := a.recoverLocked(ctx); err != nil {
+		return rep, fmt.Errorf("recovering an earlier replacement: %w", err)
+	} else if done != "" {
+		events(Event{Slot: "(journal)", Phase: PhaseRecover, Start: begin, Detail: done})
+	}
 	doing := fmt.Sprintf("%s of %s since %s", req.Origin, req.Image, begin.Format(time.RFC3339))
 	a.running.Store(&doing)
 	defer a.running.Store(nil)

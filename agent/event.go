@@ -17,6 +17,7 @@ const (
 	PhaseCleanup   Phase = "cleanup" // remove the old container
 	PhaseRollback  Phase = "rollback"
 	PhaseSkip      Phase = "skip"
+	PhaseRecover   Phase = "recover" // an earlier replacement cut off by a crash, finished or undone
 )
 
 // Event reports one finished phase of one slot.

@@ -31,7 +31,13 @@ type world struct {
 	ephemeral bool
 	// sessions: polls a drained server keeps its sessions for.
 	sessions int
+	// crashBefore: the first mutating call starting with it panics with
+	// errCrash before it acts, as if the process died there.
+	crashBefore string
 }
+
+// errCrash is the panic value of a simulated process death.
+var errCrash = fmt.Errorf("simulated crash")
 
 type fakeServer struct {
 	stat  runtime.ServerStat
@@ -71,6 +77,10 @@ func (w *world) newID() string {
 
 func (w *world) record(format string, args ...any) error {
 	call := fmt.Sprintf(format, args...)
+	if w.crashBefore != "" && strings.HasPrefix(call, w.crashBefore) {
+		w.crashBefore = ""
+		panic(errCrash)
+	}
 	w.calls = append(w.calls, call)
 	return w.fail[strings.Fields(call)[0]]
 }

@@ -23,12 +23,17 @@ type replacement struct {
 	events func(Event)
 	report SlotReport
 
-	drained  bool   // weight 0 or state drain was set
-	stopped  bool   // the old container was stopped
-	renamed  bool   // the old container carries prevSuffix
-	newID    string // the new container, once created
-	movedTo  string // HAProxy's address after `set server addr`, when changed
-	healthed bool   // `health down` was forced on the server
+	// e is what has been done (or is about to be): it is journaled before
+	// each change, so a crash at any point can be finished or undone.
+	e       Entry
+	journal Journal
+}
+
+// save journals the entry; a replacement that cannot record what it does
+// must not go on doing it.
+func (r *replacement) save(phase Phase) error {
+	r.e.Phase = phase
+	return r.journal.Write(r.e)
 }
 
 type replaceResult struct {
@@ -40,14 +45,7 @@ type replaceResult struct {
 // restore and cleanup. A failure after draining rolls back to the old
 // container; the slot's server is never left drained.
 func (a *Agent) replace(ctx context.Context, p plan, image string, events func(Event)) replaceResult {
-	r := &replacement{
-		a: a, p: p, image: image, events: events,
-		log: a.log.With("slot", p.slot.Name, "backend", p.slot.Backend, "server", p.slot.Server),
-		report: SlotReport{
-			Slot: p.slot.Name, OldContainer: p.old.ID, OldImage: p.old.Image,
-			Weight: p.weight, Phases: map[Phase]time.Duration{},
-		},
-	}
+	r := a.newReplacement(p, image, events)
 	begin := time.Now()
 	err := r.run(ctx)
 	if err != nil {
@@ -60,7 +58,7 @@ func (a *Agent) replace(ctx context.Context, p plan, image string, events func(E
 		}
 	} else {
 		r.report.Result = ResultReplaced
-		r.report.NewContainer = r.newID
+		r.report.NewContainer = r.e.NewID
 	}
 	r.report.Total = time.Since(begin)
 	return replaceResult{report: r.report, err: err}
@@ -83,27 +81,49 @@ func (r *replacement) step(phase Phase, fn func() (string, error)) error {
 	return err
 }
 
+func (a *Agent) newReplacement(p plan, image string, events func(Event)) *replacement {
+	return &replacement{
+		a: a, p: p, image: image, events: events, journal: Journal{dir: a.cfg.StateDir},
+		log: a.log.With("slot", p.slot.Name, "backend", p.slot.Backend, "server", p.slot.Server),
+		report: SlotReport{
+			Slot: p.slot.Name, OldContainer: p.old.ID, OldImage: p.old.Image,
+			Weight: p.weight, Phases: map[Phase]time.Duration{},
+		},
+		e: Entry{Slot: p.slot.Name, Image: image, OldID: p.old.ID, OldImage: p.old.Image, Weight: p.weight,
+			State: p.state, Addr: p.addr, DrainMode: a.cfg.Drain.Mode, Started: time.Now()},
+	}
+}
+
 func (r *replacement) run(ctx context.Context) error {
 	a, s := r.a, r.p.slot
 	if err := r.step(PhaseDrain, func() (string, error) { return r.drain(ctx) }); err != nil {
 		return err
 	}
 	if err := r.step(PhaseStop, func() (string, error) {
-		r.stopped = true // a stop that fails half-way must still be undone
+		r.e.Stopped = true // a stop that fails half-way must still be undone
+		if err := r.save(PhaseStop); err != nil {
+			return "", err
+		}
 		return "", a.docker.Stop(ctx, r.p.old.ID)
 	}); err != nil {
 		return err
 	}
 	if err := r.step(PhaseStart, func() (string, error) {
+		r.e.Renamed = true
+		if err := r.save(PhaseStart); err != nil {
+			return "", err
+		}
 		if err := a.docker.Rename(ctx, r.p.old.ID, s.Container+prevSuffix); err != nil {
 			return "", err
 		}
-		r.renamed = true
 		id, err := a.docker.Clone(ctx, r.p.old.ID, r.image, s.Container)
 		if err != nil {
 			return "", err
 		}
-		r.newID = id
+		r.e.NewID = id
+		if err := r.save(PhaseStart); err != nil {
+			return "", err
+		}
 		return shortID(id), a.docker.Start(ctx, id)
 	}); err != nil {
 		return err
@@ -113,35 +133,50 @@ func (r *replacement) run(ctx context.Context) error {
 	var addr address
 	if err := r.step(PhaseBoot, func() (string, error) {
 		var err error
-		addr, err = a.waitContainerReady(healthCtx, r.newID, s)
+		addr, err = a.waitContainerReady(healthCtx, r.e.NewID, s)
 		return addr.String(), err
 	}); err != nil {
 		return err
 	}
 	if addr.String() != r.p.addr {
 		if err := r.step(PhaseAddress, func() (string, error) {
-			r.movedTo = addr.String()
+			if err := r.save(PhaseAddress); err != nil {
+				return "", err
+			}
 			return r.p.addr + " -> " + addr.String(), a.haproxy.SetAddr(ctx, s.Backend, s.Server, addr.IP, addr.Port)
 		}); err != nil {
 			return err
 		}
 	}
 	if err := r.step(PhaseGate, func() (string, error) {
-		r.healthed = true
+		if err := r.save(PhaseGate); err != nil {
+			return "", err
+		}
 		return a.freshCheck(healthCtx, s)
 	}); err != nil {
 		return err
 	}
+	// Proven: from here a crash is finished forward, never rolled back.
+	r.e.Proven = true
+	if err := r.save(PhaseRestore); err != nil {
+		return err
+	}
+	return r.finish(ctx)
+}
+
+// finish gives the proven new container its traffic and removes the old one.
+func (r *replacement) finish(ctx context.Context) error {
+	a := r.a
 	if err := r.step(PhaseRestore, func() (string, error) { return r.restore(ctx) }); err != nil {
 		return err
 	}
-	r.drained = false
+	r.e.Drained = false
 	// The new container serves; failing to remove the old one is not a
 	// reason to roll back, only to tell the operator.
 	_ = r.step(PhaseCleanup, func() (string, error) {
 		return shortID(r.p.old.ID), a.docker.Remove(ctx, r.p.old.ID)
 	})
-	return nil
+	return r.journal.Clear()
 }
 
 // drain takes the slot's traffic away and waits for its sessions to end.
@@ -150,7 +185,10 @@ func (r *replacement) drain(ctx context.Context) (string, error) {
 	if err := a.checkServing(ctx, s); err != nil {
 		return "", err
 	}
-	r.drained = true
+	r.e.Drained = true
+	if err := r.save(PhaseDrain); err != nil {
+		return "", err
+	}
 	var err error
 	if a.cfg.Drain.Mode == DrainState {
 		err = a.haproxy.SetState(ctx, s.Backend, s.Server, runtime.StateDrain)
@@ -185,7 +223,7 @@ func (r *replacement) drain(ctx context.Context) (string, error) {
 // client reads each one back.
 func (r *replacement) restore(ctx context.Context) (string, error) {
 	a, s := r.a, r.p.slot
-	if a.cfg.Drain.Mode == DrainState {
+	if r.e.DrainMode == DrainState { // as drained, even if the config changed since
 		if err := a.haproxy.SetState(ctx, s.Backend, s.Server, r.p.state); err != nil {
 			return "", err
 		}

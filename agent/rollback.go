@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/haroll/haroll/docker"
 )
 
 // rollbackGrace is added to health.timeout to bound a rollback, which runs
@@ -19,7 +21,7 @@ const rollbackGrace = 60 * time.Second
 // that did not prove healthy hands it nothing. Returns ErrRollback naming
 // every step that failed.
 func (r *replacement) rollback(parent context.Context, cause error) error {
-	a, s := r.a, r.p.slot
+	a := r.a
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), a.cfg.Health.Timeout+rollbackGrace)
 	defer cancel()
 	r.log.Warn("rolling back", "cause", cause)
@@ -30,17 +32,17 @@ func (r *replacement) rollback(parent context.Context, cause error) error {
 		}
 	}
 	_ = r.step(PhaseRollback, func() (string, error) {
-		if r.newID != "" {
-			keep("stop new container", a.docker.Stop(ctx, r.newID))
-			keep("remove new container", a.docker.Remove(ctx, r.newID))
+		if r.e.NewID != "" {
+			keep("stop new container", ignoreGone(a.docker.Stop(ctx, r.e.NewID)))
+			keep("remove new container", a.docker.Remove(ctx, r.e.NewID))
 		}
-		if r.renamed {
-			keep("rename old container back", a.docker.Rename(ctx, r.p.old.ID, s.Container))
+		if r.e.Renamed {
+			keep("rename old container back", r.renameOldBack(ctx))
 		}
-		if r.stopped {
+		if r.e.Stopped {
 			keep("bring old container back", r.reviveOld(ctx))
 		}
-		if r.drained {
+		if r.e.Drained {
 			_, err := r.restore(ctx)
 			keep("restore weight/state", err)
 		}
@@ -50,9 +52,31 @@ func (r *replacement) rollback(parent context.Context, cause error) error {
 		return "old container " + shortID(r.p.old.ID) + " serving", nil
 	})
 	if len(errs) > 0 {
+		// The journal stays: the next start of haroll tries again.
 		return fmt.Errorf("%w: %w", ErrRollback, errors.Join(errs...))
 	}
-	return nil
+	return r.journal.Clear()
+}
+
+// renameOldBack gives the old container its name again, unless it has it
+// (a crash may have come before the rename).
+func (r *replacement) renameOldBack(ctx context.Context) error {
+	old, err := r.a.docker.Inspect(ctx, r.p.old.ID)
+	if err != nil {
+		return err
+	}
+	if old.Name == r.p.slot.Container {
+		return nil
+	}
+	return r.a.docker.Rename(ctx, r.p.old.ID, r.p.slot.Container)
+}
+
+// ignoreGone treats a container that no longer exists as stopped.
+func ignoreGone(err error) error {
+	if errors.Is(err, docker.ErrContainerNotFound) {
+		return nil
+	}
+	return err
 }
 
 // reviveOld starts the old container again and proves it healthy to HAProxy,
@@ -68,11 +92,13 @@ func (r *replacement) reviveOld(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	current := r.p.addr
-	if r.movedTo != "" {
-		current = r.movedTo
+	// Ask HAProxy where it points rather than trust what we did: a crash
+	// may have come on either side of a `set server addr`.
+	srv, err := a.haproxy.Server(ctx, s.Backend, s.Server)
+	if err != nil {
+		return err
 	}
-	if addr.String() != current {
+	if addr.String() != srv.Addr {
 		if err := a.haproxy.SetAddr(ctx, s.Backend, s.Server, addr.IP, addr.Port); err != nil {
 			return err
 		}

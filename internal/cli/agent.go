@@ -90,6 +90,15 @@ func listenCredentials(cfg agent.Config, plaintext bool) (credentials.TransportC
 // serveAgent serves until ctx ends, then lets the replacement in progress
 // roll back and stops.
 func serveAgent(ctx context.Context, cfg agent.Config, a *agent.Agent, creds credentials.TransportCredentials) error {
+	// A replacement cut off when the agent (or the machine) died is finished
+	// or rolled back before anything else; a failure is logged and retried
+	// by the next replacement, and the agent serves anyway so that
+	// `haroll status` can show the slot.
+	if did, err := a.Recover(ctx); err != nil {
+		slog.Error("recovering an interrupted replacement failed", "error", err)
+	} else if did != "" {
+		slog.Warn("recovered an interrupted replacement", "result", did)
+	}
 	svc := agent.NewService(ctx, a, version)
 	hs := health.NewServer()
 	newServer := func(opts ...grpc.ServerOption) *grpc.Server {

@@ -41,7 +41,7 @@ func newRoot() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&level, "log-level", "warn", "log level: debug, info, warn, error")
-	root.AddCommand(newRedeploy(), newStatus(), newVersion(), newAgent(), newCerts(), newRollout())
+	root.AddCommand(newRedeploy(), newStatus(), newVersion(), newAgent(), newCerts(), newRecover(), newRollout())
 	return root
 }
 

@@ -1,0 +1,105 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/haroll/haroll/runtime"
+)
+
+// journalFile holds the replacement in progress on this host: there is at
+// most one, since the host lock admits one replacement at a time.
+const journalFile = "journal.json"
+
+// Entry is what a replacement must remember to be finished or undone after
+// a crash. It is written before each step that changes HAProxy or Docker,
+// so it always covers what may have happened.
+type Entry struct {
+	Slot      string        `json:"slot"`
+	Image     string        `json:"image"`
+	Phase     Phase         `json:"phase"`
+	OldID     string        `json:"old_id"`
+	OldImage  string        `json:"old_image"`
+	NewID     string        `json:"new_id,omitempty"`
+	Weight    int           `json:"weight"`
+	State     runtime.State `json:"state"`
+	Addr      string        `json:"addr"`
+	DrainMode string        `json:"drain_mode"`
+	Drained   bool          `json:"drained"`
+	Stopped   bool          `json:"stopped"`
+	Renamed   bool          `json:"renamed"`
+	Proven    bool          `json:"proven"` // the new container passed the gate
+	Started   time.Time     `json:"started"`
+}
+
+// Journal reads and writes the entry in state_dir.
+type Journal struct{ dir string }
+
+// Write replaces the entry atomically: write a temporary file, fsync it,
+// rename it over the journal, fsync the directory.
+func (j Journal) Write(e Entry) error {
+	b, err := json.MarshalIndent(e, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(j.dir, journalFile)
+	tmp, err := os.CreateTemp(j.dir, journalFile+".*")
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("journal: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("journal: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	return syncDir(j.dir)
+}
+
+// Read returns the entry, or nil when no replacement was cut off.
+func (j Journal) Read() (*Entry, error) {
+	b, err := os.ReadFile(filepath.Join(j.dir, journalFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	var e Entry
+	if err := json.Unmarshal(b, &e); err != nil {
+		return nil, fmt.Errorf("journal %s is corrupt (%v): fix or remove it after checking the slot by hand", filepath.Join(j.dir, journalFile), err)
+	}
+	return &e, nil
+}
+
+// Clear removes the entry: the replacement ended, one way or the other.
+func (j Journal) Clear() error {
+	err := os.Remove(filepath.Join(j.dir, journalFile))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("journal: %w", err)
+	}
+	return syncDir(j.dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

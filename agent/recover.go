@@ -1,0 +1,67 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/haroll/haroll/docker"
+)
+
+// ErrRecovered is the cause given to a rollback done on behalf of a
+// replacement cut off by a crash.
+var ErrRecovered = errors.New("replacement cut off by a crash")
+
+// Recover finishes or rolls back a replacement that a crash (of the agent,
+// of `haroll redeploy`, of the machine) cut off, as its journal says. A new
+// container that passed the health gate is kept and given its traffic;
+// anything earlier is rolled back to the old container. Either way the server
+// gets its original weight and state back and no container is left over. It
+// returns what it did ("" when there was nothing to do), and takes the host
+// lock (ErrBusy when a replacement runs).
+func (a *Agent) Recover(ctx context.Context) (string, error) {
+	lock, err := AcquireLock(a.cfg.StateDir, fmt.Sprintf("pid %d: recovery since %s", os.Getpid(), time.Now().Format(time.RFC3339)))
+	if err != nil {
+		return "", err
+	}
+	defer lock.Release()
+	return a.recoverLocked(ctx)
+}
+
+func (a *Agent) recoverLocked(ctx context.Context) (string, error) {
+	j := Journal{dir: a.cfg.StateDir}
+	e, err := j.Read()
+	if err != nil || e == nil {
+		return "", err
+	}
+	var slot *SlotConfig
+	for i := range a.cfg.Slots {
+		if a.cfg.Slots[i].Name == e.Slot {
+			slot = &a.cfg.Slots[i]
+		}
+	}
+	if slot == nil {
+		return "", fmt.Errorf("the journal in %s names slot %q, which is no longer configured: put it back in the config to recover it", a.cfg.StateDir, e.Slot)
+	}
+	p := plan{slot: *slot, old: docker.Container{ID: e.OldID, Image: e.OldImage}, weight: e.Weight, state: e.State, addr: e.Addr}
+	r := a.newReplacement(p, e.Image, func(Event) {})
+	r.e = *e
+	r.log.Warn("recovering a replacement cut off by a crash", "phase", e.Phase, "proven", e.Proven)
+	if e.Proven {
+		if err := r.finish(ctx); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("slot %s: finished the replacement by %s (it had passed the health gate)", e.Slot, e.Image), nil
+	}
+	// A crash between creating the new container and journaling its ID
+	// leaves it under the slot's name: that is the one to remove.
+	if c, err := a.docker.Inspect(ctx, slot.Container); err == nil && c.ID != e.OldID {
+		r.e.NewID = c.ID
+	}
+	if err := r.rollback(ctx, ErrRecovered); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("slot %s: rolled back to container %s (cut off in phase %s)", e.Slot, shortID(e.OldID), e.Phase), nil
+}

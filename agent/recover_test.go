@@ -1,0 +1,105 @@
+package agent
+
+import (
+	"context"
+	"testing"
+)
+
+// redeployUntilCrash runs a redeploy that dies at the first call starting with
+// point, leaving the journal as a killed process would.
+func redeployUntilCrash(t *testing.T, a *Agent, w *world, point string) {
+	t.Helper()
+	w.crashBefore = point
+	defer func() {
+		if r := recover(); r != errCrash {
+			t.Fatalf("no crash at %q (recovered %v)", point, r)
+		}
+	}()
+	_, _ = a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil)
+}
+
+func TestRecoveryAfterACrashInEachPhaseLeavesTheSlotServing(t *testing.T) {
+	for _, tc := range []struct {
+		name, crashBefore string
+		wantImage         string
+	}{
+		{"drained", "Stop", "app:v1"},
+		{"old stopped", "Rename", "app:v1"},
+		{"renamed, new not created", "Clone", "app:v1"},
+		{"new created", "Start", "app:v1"},
+		{"new started, before the gate", "ForceHealthDown", "app:v1"},
+		{"gate passed, before restore", "SetWeight app/srv-app-1 7", "app:v2"},
+		{"restored, old not removed", "Remove", "app:v2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			slot := w.addSlot("app-1", 7)
+			a := newTestAgent(t, w, slot)
+			redeployUntilCrash(t, a, w, tc.crashBefore)
+
+			// The agent starts again over the same state_dir.
+			b := newTestAgent(t, w, slot)
+			b.cfg.StateDir = a.cfg.StateDir
+			did, err := b.Recover(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if did == "" {
+				t.Fatal("recovery found nothing to do")
+			}
+			c := w.byName("app-1")
+			if c == nil || !c.Running || c.Image != tc.wantImage {
+				t.Fatalf("app-1: %+v, want %s running", c, tc.wantImage)
+			}
+			if len(w.ctrs) != 1 {
+				t.Fatalf("%d containers, want 1", len(w.ctrs))
+			}
+			if st := w.servers["app/srv-app-1"].stat; st.Weight != 7 {
+				t.Fatalf("weight %d, want 7", st.Weight)
+			}
+			if e, err := (Journal{dir: b.cfg.StateDir}).Read(); err != nil || e != nil {
+				t.Fatalf("journal left: %+v, %v", e, err)
+			}
+			if again, err := b.Recover(context.Background()); err != nil || again != "" {
+				t.Fatalf("a second recovery did %q, %v", again, err)
+			}
+		})
+	}
+}
+
+func TestANewContainerCreatedButNotJournaledIsRemoved(t *testing.T) {
+	w := newWorld(t)
+	slot := w.addSlot("app-1", 7)
+	a := newTestAgent(t, w, slot)
+	// Crash right after the clone: the journal does not know the new ID.
+	w.crashBefore = "Start"
+	func() {
+		defer func() { _ = recover() }()
+		_, _ = a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil)
+	}()
+	e, _ := (Journal{dir: a.cfg.StateDir}).Read()
+	e.NewID = ""
+	if err := (Journal{dir: a.cfg.StateDir}).Write(*e); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if c := w.byName("app-1"); c.Image != "app:v1" || !c.Running || len(w.ctrs) != 1 {
+		t.Fatalf("app-1 %+v, %d containers", c, len(w.ctrs))
+	}
+}
+
+func TestTheNextRedeployRecoversFirst(t *testing.T) {
+	w := newWorld(t)
+	slot := w.addSlot("app-1", 7)
+	a := newTestAgent(t, w, slot)
+	redeployUntilCrash(t, a, w, "Rename")
+	var recovered bool
+	rep, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, func(e Event) {
+		recovered = recovered || e.Phase == PhaseRecover
+	})
+	if err != nil || !recovered || rep.Slots[0].Result != ResultReplaced {
+		t.Fatalf("recovered %v, %+v, %v", recovered, rep.Slots, err)
+	}
+}
