@@ -128,7 +128,7 @@ func makePKI(dir string, hosts int) error {
 }
 
 // StartAgent starts `haroll agent` for h and waits until its unix socket and
-// TCP listener accept connections.
+// TCP listener (addr; "" when it has none) accept connections.
 func StartAgent(ctx context.Context, bin string, h *Host, addr string) (*AgentProcess, error) {
 	logPath := filepath.Join(h.Opts.Dir, "agent.log")
 	logf, err := os.Create(logPath)
@@ -147,16 +147,18 @@ func StartAgent(ctx context.Context, bin string, h *Host, addr string) (*AgentPr
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		c1, err1 := net.Dial("unix", h.AgentSocket())
-		c2, err2 := net.Dial("tcp", addr)
-		if err1 == nil && err2 == nil {
-			c1.Close()
-			c2.Close()
-			return a, nil
+		var c2 net.Conn
+		var err2 error
+		if addr != "" { // "" for an agent with no TCP listener
+			c2, err2 = net.Dial("tcp", addr)
 		}
 		for _, c := range []net.Conn{c1, c2} {
 			if c != nil {
 				c.Close()
 			}
+		}
+		if err1 == nil && err2 == nil {
+			return a, nil
 		}
 		select {
 		case <-a.done:

@@ -1,0 +1,202 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/haroll/haroll/integration/harness"
+	"github.com/haroll/haroll/integration/loadgen"
+)
+
+// killPoint is where a replacement is cut off with SIGKILL: when HAProxy
+// shows the server drained, or right after haroll reports a phase done.
+type killPoint struct {
+	name  string
+	after string // phase whose progress line triggers the kill; "" = on weight 0
+}
+
+var killPoints = []killPoint{
+	{"draining", ""},
+	{"old stopped", "stop"},
+	{"new started", "start"},
+	{"health gate", "boot"},
+}
+
+// TestSIGKILLInEachPhaseLeavesEverySlotServing kills the agent daemon, and
+// the in-process `haroll redeploy`, in each phase of a replacement under
+// load, restarts it, and checks the host: every server UP at its original
+// weight, one running container per slot, nothing left over.
+func TestSIGKILLInEachPhaseLeavesEverySlotServing(t *testing.T) {
+	requireDeps(t)
+	for _, mode := range []string{"daemon", "in-process"} {
+		t.Run(mode, func(t *testing.T) {
+			h := startHost(t, harness.FixedPorts)
+			var agentProc *harness.AgentProcess
+			startAgent := func() {
+				t.Helper()
+				a, err := harness.StartAgent(context.Background(), harollBin, h, "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				agentProc = a
+			}
+			if mode == "daemon" {
+				startAgent()
+				t.Cleanup(func() { agentProc.Stop() })
+			}
+			image := images.V2
+			for _, kp := range killPoints {
+				t.Run(kp.name, func(t *testing.T) {
+					stopLoad := loadgen.Start(context.Background(), loadgen.Options{
+						URL: h.URL("/"), Rate: 150, SlowURL: h.URL("/slow?ms=3000"), SlowEvery: 500 * time.Millisecond,
+					})
+					time.Sleep(300 * time.Millisecond)
+					victim := func(cli *exec.Cmd) *os.Process {
+						if mode == "daemon" {
+							return agentProc.Cmd.Process
+						}
+						return cli.Process
+					}
+					killed := redeployAndKill(t, h, image, kp, victim)
+					if mode == "daemon" {
+						<-waitExit(agentProc)
+						startAgent() // recovers before it serves
+					} else {
+						out, err := haroll(t, "recover", "--config", h.AgentYAML)
+						if err != nil || !strings.Contains(out, "slot app-1") {
+							t.Errorf("recover: %v", err)
+						}
+					}
+					if err := h.WaitAllUp(context.Background()); err != nil {
+						t.Error(err)
+					}
+					time.Sleep(time.Second)
+					res := stopLoad()
+					t.Logf("killed %s (%s) in phase %q: load %s", mode, killed, kp.name, res)
+					if res.Failed != 0 || res.SlowFailed != 0 || res.Dropped != 0 {
+						t.Errorf("lost requests: %s %v", res, res.Errors)
+					}
+					assertConsistent(t, h)
+					if image == images.V2 {
+						image = images.V1
+					} else {
+						image = images.V2
+					}
+				})
+			}
+		})
+	}
+}
+
+// redeployAndKill runs `haroll redeploy --slot app-1 --force` and SIGKILLs
+// victim at kp. It returns what it killed.
+func redeployAndKill(t *testing.T, h *harness.Host, image string, kp killPoint, victim func(*exec.Cmd) *os.Process) string {
+	t.Helper()
+	cli := exec.Command(harollBin, "redeploy", "--config", h.AgentYAML, "--image", image, "--slot", "app-1", "--force")
+	stdout, err := cli.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.Stderr = cli.Stdout
+	if err := cli.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Wait()
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	deadline := time.After(time.Minute)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("redeploy ended before the kill point %q", kp.name)
+			}
+			t.Log(line)
+			if f := strings.Fields(line); kp.after != "" && len(f) > 1 && f[0] == "app-1" && f[1] == kp.after {
+				p := victim(cli)
+				_ = p.Signal(syscall.SIGKILL)
+				go func() {
+					for range lines {
+					}
+				}()
+				return "pid " + itoaPid(p.Pid)
+			}
+		case <-tick.C:
+			if kp.after != "" {
+				continue
+			}
+			stats, err := h.Servers(context.Background())
+			if err == nil && stats[0].Weight == 0 {
+				p := victim(cli)
+				_ = p.Signal(syscall.SIGKILL)
+				go func() {
+					for range lines {
+					}
+				}()
+				return "pid " + itoaPid(p.Pid)
+			}
+		case <-deadline:
+			t.Fatalf("kill point %q never came", kp.name)
+		}
+	}
+}
+
+func itoaPid(pid int) string { return strconv.Itoa(pid) }
+
+// assertConsistent checks the host after a recovery: every server fully UP
+// at its original weight and pointing at its slot's container, which runs;
+// no other container; no journal.
+func assertConsistent(t *testing.T, h *harness.Host) {
+	t.Helper()
+	ctx := context.Background()
+	stats, err := h.Servers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := h.Addrs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range stats {
+		if s.Weight != weights[i] || !s.FullyUp() || s.Addr != addrs[i] {
+			t.Errorf("%s: %s weight %d at %s; want UP, weight %d, at %s", s.Server, s.Status, s.Weight, s.Addr, weights[i], addrs[i])
+		}
+	}
+	all, err := h.AllContainers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != len(h.Names) {
+		t.Errorf("containers %v, want exactly %v", all, h.Names)
+	}
+	if _, err := os.Stat(filepath.Join(h.Opts.Dir, "state", "journal.json")); err == nil {
+		t.Error("the journal is still there after recovery")
+	}
+}
+
+func waitExit(a *harness.AgentProcess) <-chan struct{} {
+	c := make(chan struct{})
+	go func() {
+		for !a.Exited() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		close(c)
+	}()
+	return c
+}
