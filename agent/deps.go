@@ -18,6 +18,7 @@ type HAProxy interface {
 	SetAddr(ctx context.Context, backend, server, ip string, port int) error
 	ForceHealthDown(ctx context.Context, backend, server string) error
 	ShutdownSessions(ctx context.Context, backend, server string) error
+	Info(ctx context.Context) (runtime.Info, error)
 }
 
 // Docker is the part of the Docker Engine API the agent uses (docker.Client).

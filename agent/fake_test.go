@@ -34,6 +34,8 @@ type world struct {
 	// crashBefore: the first mutating call starting with it panics with
 	// errCrash before it acts, as if the process died there.
 	crashBefore string
+	// pid+1 is the HAProxy worker's pid; a test bumps it to fake a reload.
+	pid int
 }
 
 // errCrash is the panic value of a simulated process death.
@@ -268,6 +270,13 @@ func (w *world) ShutdownSessions(ctx context.Context, backend, server string) er
 	}
 	s.left = 0
 	return nil
+}
+
+// Info answers `show info`; reload makes the next answer a new worker.
+func (w *world) Info(ctx context.Context) (runtime.Info, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return runtime.Info{Pid: w.pid + 1, UptimeSec: 100}, nil
 }
 
 // --- Docker ---

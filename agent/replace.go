@@ -27,6 +27,10 @@ type replacement struct {
 	// each change, so a crash at any point can be finished or undone.
 	e       Entry
 	journal Journal
+
+	reload reloadWatch // HAProxy reloads seen, and what to re-apply
+	gating bool        // in the health gate: a reload needs `health down` again
+	target string      // the new (or revived) container's address, once known
 }
 
 // save journals the entry; a replacement that cannot record what it does
@@ -134,6 +138,7 @@ func (r *replacement) run(ctx context.Context) error {
 	if err := r.step(PhaseBoot, func() (string, error) {
 		var err error
 		addr, err = a.waitContainerReady(healthCtx, r.e.NewID, s)
+		r.target = addr.String()
 		return addr.String(), err
 	}); err != nil {
 		return err
@@ -152,7 +157,7 @@ func (r *replacement) run(ctx context.Context) error {
 		if err := r.save(PhaseGate); err != nil {
 			return "", err
 		}
-		return a.freshCheck(healthCtx, s)
+		return r.freshCheck(healthCtx)
 	}); err != nil {
 		return err
 	}
@@ -189,6 +194,9 @@ func (r *replacement) drain(ctx context.Context) (string, error) {
 	if err := r.save(PhaseDrain); err != nil {
 		return "", err
 	}
+	if _, err := r.watchReload(ctx); err != nil { // the worker the drain starts on
+		return "", err
+	}
 	var err error
 	if a.cfg.Drain.Mode == DrainState {
 		err = a.haproxy.SetState(ctx, s.Backend, s.Server, runtime.StateDrain)
@@ -200,7 +208,7 @@ func (r *replacement) drain(ctx context.Context) (string, error) {
 	}
 	drainCtx, cancel := context.WithTimeout(ctx, a.cfg.Drain.Timeout)
 	defer cancel()
-	last, err := a.waitDrained(drainCtx, s)
+	last, err := r.waitDrained(drainCtx)
 	if err == nil {
 		return fmt.Sprintf("scur 0, qcur 0 (mode %s)", a.cfg.Drain.Mode), nil
 	}
@@ -213,7 +221,7 @@ func (r *replacement) drain(ctx context.Context) (string, error) {
 	}
 	cutCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := a.waitDrained(cutCtx, s); err != nil {
+	if _, err := r.waitDrained(cutCtx); err != nil {
 		return "", fmt.Errorf("after shutdown sessions: %w", err)
 	}
 	return fmt.Sprintf("timed out with scur %d, qcur %d: sessions shut down", last.Scur, last.Qcur), nil

@@ -98,11 +98,12 @@ func (r *replacement) reviveOld(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.target = addr.String()
 	if addr.String() != srv.Addr {
 		if err := a.haproxy.SetAddr(ctx, s.Backend, s.Server, addr.IP, addr.Port); err != nil {
 			return err
 		}
 	}
-	_, err = a.freshCheck(healthCtx, s)
+	_, err = r.freshCheck(healthCtx)
 	return err
 }

@@ -14,8 +14,13 @@ import (
 // waitDrained polls HAProxy until the slot's server has no session and no
 // queued request. At ctx's deadline it returns ErrDrainTimeout with the last
 // figures seen.
-func (a *Agent) waitDrained(ctx context.Context, s SlotConfig) (runtime.ServerStat, error) {
-	last, err := a.waitServer(ctx, s, runtime.ServerStat.Drained)
+func (r *replacement) waitDrained(ctx context.Context) (runtime.ServerStat, error) {
+	s := r.p.slot
+	last, err := r.waitServer(ctx, func(st runtime.ServerStat) bool {
+		// After a reload the old worker may still hold sessions that the
+		// new worker's counters do not show.
+		return st.Drained() && r.oldWorkersGone()
+	})
 	if errors.Is(err, context.DeadlineExceeded) {
 		return last, fmt.Errorf("%s/%s still has scur %d, qcur %d: %w", s.Backend, s.Server, last.Scur, last.Qcur, ErrDrainTimeout)
 	}
@@ -23,10 +28,15 @@ func (a *Agent) waitDrained(ctx context.Context, s SlotConfig) (runtime.ServerSt
 }
 
 // waitServer polls the slot's server until done says so, and returns the
-// last line of `show stat` it saw.
-func (a *Agent) waitServer(ctx context.Context, s SlotConfig, done func(runtime.ServerStat) bool) (runtime.ServerStat, error) {
+// last line of `show stat` it saw. A reload of HAProxy seen on the way has
+// the changes this replacement owns re-applied, and the wait goes on.
+func (r *replacement) waitServer(ctx context.Context, done func(runtime.ServerStat) bool) (runtime.ServerStat, error) {
+	a, s := r.a, r.p.slot
 	var last runtime.ServerStat
 	err := a.pollUntil(ctx, func() (bool, error) {
+		if reloaded, err := r.watchReload(ctx); err != nil || reloaded {
+			return false, err
+		}
 		st, err := a.haproxy.Server(ctx, s.Backend, s.Server)
 		if err != nil {
 			return false, err
@@ -40,11 +50,14 @@ func (a *Agent) waitServer(ctx context.Context, s SlotConfig, done func(runtime.
 // freshCheck forces the server's health down, then waits until HAProxy's own
 // checks bring it fully up again: only checks run after the swap count, so a
 // stale L7OK of the old container can never pass the gate.
-func (a *Agent) freshCheck(ctx context.Context, s SlotConfig) (string, error) {
+func (r *replacement) freshCheck(ctx context.Context) (string, error) {
+	a, s := r.a, r.p.slot
+	r.gating = true
+	defer func() { r.gating = false }()
 	if err := a.haproxy.ForceHealthDown(ctx, s.Backend, s.Server); err != nil {
 		return "", err
 	}
-	last, err := a.waitServer(ctx, s, runtime.ServerStat.FullyUp)
+	last, err := r.waitServer(ctx, runtime.ServerStat.FullyUp)
 	if errors.Is(err, context.DeadlineExceeded) {
 		return "", fmt.Errorf("haproxy check of %s/%s: status %q, check %s, health %d/%d: %w",
 			s.Backend, s.Server, last.Status, last.CheckStatus, last.CheckHealth, last.CheckRise+last.CheckFall-1, ErrNotHealthy)
