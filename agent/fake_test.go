@@ -325,6 +325,9 @@ func (w *world) Clone(ctx context.Context, from, image, name string) (string, er
 func (w *world) setRunning(verb, id string, running bool) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.byName(id) == nil {
+		return fmt.Errorf("container %s: %w", id, docker.ErrContainerNotFound)
+	}
 	if err := w.record("%s %s", verb, w.byName(id).Name); err != nil {
 		return err
 	}
@@ -341,6 +344,9 @@ func (w *world) Rename(ctx context.Context, id, name string) error {
 	if err := w.record("Rename %s %s", w.byName(id).Name, name); err != nil {
 		return err
 	}
+	if other := w.byName(name); other != nil && other.ID != id {
+		return fmt.Errorf("rename to %s: %w", name, docker.ErrNameConflict)
+	}
 	w.byName(id).Name = name
 	return nil
 }
@@ -348,6 +354,9 @@ func (w *world) Rename(ctx context.Context, id, name string) error {
 func (w *world) Remove(ctx context.Context, id string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.byName(id) == nil {
+		return nil // as Docker's client: removing what is gone is done
+	}
 	if err := w.record("Remove %s", w.byName(id).Name); err != nil {
 		return err
 	}
