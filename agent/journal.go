@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/haroll/haroll/internal/atomicfile"
 	"github.com/haroll/haroll/runtime"
 )
 
@@ -43,31 +44,10 @@ type Journal struct{ dir string }
 // Write replaces the entry atomically: write a temporary file, fsync it,
 // rename it over the journal, fsync the directory.
 func (j Journal) Write(e Entry) error {
-	b, err := json.MarshalIndent(e, "", "  ")
-	if err != nil {
-		return err
-	}
-	path := filepath.Join(j.dir, journalFile)
-	tmp, err := os.CreateTemp(j.dir, journalFile+".*")
-	if err != nil {
+	if err := atomicfile.WriteJSON(filepath.Join(j.dir, journalFile), e); err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("journal: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("journal: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("journal: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("journal: %w", err)
-	}
-	return syncDir(j.dir)
+	return nil
 }
 
 // Read returns the entry, or nil when no replacement was cut off.
@@ -92,14 +72,5 @@ func (j Journal) Clear() error {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("journal: %w", err)
 	}
-	return syncDir(j.dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.SyncDir(j.dir)
 }

@@ -34,6 +34,9 @@ type Config struct {
 	StepTimeout    time.Duration `mapstructure:"step_timeout"`
 	// Slots to replace, in order; empty means every slot of the first host.
 	Slots []string `mapstructure:"slots"`
+	// StateFile is where the rollout's progress is persisted after every
+	// finished (host, slot) pair, for `haroll rollout --resume`.
+	StateFile string `mapstructure:"state_file"`
 }
 
 // TLSConfig is the coordinator's client certificate and the CA that signed
@@ -52,8 +55,12 @@ func DefaultConfig() Config {
 		MaxFailures:    "0",
 		ConnectTimeout: 5 * time.Second,
 		StepTimeout:    10 * time.Minute,
+		StateFile:      DefaultStateFile,
 	}
 }
+
+// DefaultStateFile is where the coordinator keeps a rollout's progress.
+const DefaultStateFile = "/var/lib/haroll/rollout.json"
 
 // Validate reports every problem at once, each naming its key and value.
 // It reads no file: ReadHosts reads the inventory.
@@ -91,6 +98,9 @@ func (c Config) Validate() error {
 				bad("%s: empty: the coordinator needs a client certificate, its key and the agents' CA (or --insecure on loopback)", key)
 			}
 		}
+	}
+	if c.StateFile == "" {
+		bad("state_file: empty: the coordinator records its progress there, for --resume (default %s)", DefaultStateFile)
 	}
 	seen := map[string]bool{}
 	for i, s := range c.Slots {

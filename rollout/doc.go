@@ -2,6 +2,9 @@
 // agents. Plan is a pure function from hosts, slots and a Strategy to
 // batches of slot-major steps; Executor drives the agents' gRPC API through
 // that plan, checks every host before touching any, and stops before the
-// next batch when failures pass the threshold. rollout knows the agents only
-// through agentpb, never through the agent package's internals.
+// next batch when failures pass the threshold. With a StateFile, the
+// executor records every finished (host, slot) pair (State), and Resume
+// goes on with a rollout whose coordinator died without asking those pairs
+// again. rollout knows the agents only through agentpb, never through the
+// agent package's internals.
 package rollout

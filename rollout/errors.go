@@ -25,4 +25,13 @@ var (
 	ErrStepTimeout = errors.New("step timeout")
 	// ErrFailed: at least one host failed; Result says which.
 	ErrFailed = errors.New("rollout failed")
+	// ErrNothingToResume: --resume found no state file, or one whose
+	// rollout is complete.
+	ErrNothingToResume = errors.New("nothing to resume")
+	// ErrImageMismatch: --resume was given another image than the one the
+	// unfinished rollout rolls.
+	ErrImageMismatch = errors.New("image differs from the unfinished rollout's")
+	// ErrState: the state file could not be written; the rollout stops
+	// before its next step, and what it recorded so far can be resumed.
+	ErrState = errors.New("state file not written")
 )

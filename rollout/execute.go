@@ -50,6 +50,12 @@ type Executor struct {
 	// StepTimeout bounds a step: every host of it must report by then, or
 	// is counted failed (the agent finishes or rolls back on its own).
 	StepTimeout time.Duration
+	// StateFile, if set, is where Run and Resume persist the rollout's
+	// progress (see State) after every finished (host, slot) pair.
+	StateFile string
+	// PollInterval is how often Resume asks a busy host whether it is idle
+	// yet; zero means every second.
+	PollInterval time.Duration
 	// Events, if set, receives the live progress, one event at a time.
 	Events func(Event)
 	Log    *slog.Logger
@@ -79,11 +85,7 @@ func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Stra
 	ready, slots, err := r.preflight(ctx, hosts, slots)
 	res.Slots = slots
 	if err != nil {
-		res.Hosts = r.hostResults(hosts, Plan{})
-		res.Totals = totals(res.Hosts)
-		res.Total = time.Since(start)
-		res.Error = err.Error()
-		return res, err
+		return r.refused(res, hosts, Plan{}, start, err)
 	}
 	plan, err := NewPlan(ready, slots, strategy)
 	if err != nil {
@@ -94,7 +96,106 @@ func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Stra
 	for _, h := range ready {
 		r.results[h] = notRun(slots)
 	}
+	if e.StateFile != "" {
+		r.state = &State{Version: stateVersion, Image: e.Image, Force: e.Force, MaxFailures: e.MaxFailures.String(),
+			Hosts: hosts, Skipped: r.skipped, Slots: slots, Plan: plan, Done: []PairResult{}, Started: start}
+		if err := r.save(); err != nil {
+			return r.refused(res, hosts, plan, start, fmt.Errorf("%w: %w: %w", ErrPreflight, ErrState, err))
+		}
+	}
+	return r.execute(ctx, hosts, plan, res, start)
+}
 
+// Resume goes on with the rollout st records (read by LoadResumable) and
+// keeps recording into StateFile. Pairs st records as finished are not
+// asked again, and count as they did: a host that failed one is failed and
+// not asked for its later slots, and failed hosts count toward MaxFailures.
+// Before any host is touched, each host with a pair left is asked its
+// status; one that is busy (typically finishing or rolling back the slot the
+// dead coordinator left in flight) is waited for, polling every
+// PollInterval for at most StepTimeout, and its pair is then asked again:
+// the agent skips a slot already on the image. A host still busy, or
+// unreachable (unless SkipUnreachable), fails the resume with ErrPreflight.
+// e.Image must be st.Image (ErrImageMismatch); e.Force should be st.Force.
+// Result and the error are as for Run, and cover the whole rollout.
+func (e *Executor) Resume(ctx context.Context, st *State) (Result, error) {
+	start := time.Now()
+	res := Result{Image: st.Image, Slots: st.Slots, Plan: st.Plan}
+	if e.Dial == nil {
+		return res, errors.New("rollout: a Dial is required")
+	}
+	if e.Image != st.Image {
+		return res, fmt.Errorf("%w: resuming %s with image %s", ErrImageMismatch, st.Image, e.Image)
+	}
+	r := &run{e: e, log: e.log(), state: st, waitBusy: true, prior: map[pair]PairResult{}}
+	defer r.close()
+	slotIndex := make(map[string]int, len(st.Slots))
+	for i, s := range st.Slots {
+		slotIndex[s] = i
+	}
+	r.results = map[string][]SlotResult{}
+	for _, b := range st.Plan.Batches {
+		for _, h := range b.Hosts {
+			r.results[h] = notRun(st.Slots)
+		}
+	}
+	for _, p := range st.Done {
+		si, ok := slotIndex[p.Slot]
+		if _, planned := r.results[p.Host]; !ok || !planned {
+			return res, fmt.Errorf("state file: %s slot %s is recorded but not in the plan", p.Host, p.Slot)
+		}
+		r.prior[pair{p.Host, si}] = p
+		r.results[p.Host][si] = SlotResult{Slot: p.Slot, Result: p.Result, Duration: p.Duration, Error: p.Error}
+	}
+	res.Resumed = len(r.prior)
+
+	// The hosts left to ask: those with a pair not recorded, unless a
+	// recorded failure in their batch ends them.
+	var todo []string
+	for _, b := range st.Plan.Batches {
+		for _, h := range b.Hosts {
+			left := false
+			for si := range b.Steps {
+				p, ok := r.prior[pair{h, si}]
+				if ok && !slotOK(p.Result) {
+					left = false
+					break
+				}
+				left = left || !ok
+			}
+			if left {
+				todo = append(todo, h)
+			}
+		}
+	}
+	r.skipped = map[string]string{}
+	if len(todo) > 0 {
+		_, _, err := r.preflight(ctx, todo, st.Slots)
+		if err != nil {
+			return r.refused(res, st.Hosts, st.Plan, start, err)
+		}
+	}
+	for h, why := range st.Skipped {
+		r.skipped[h] = why
+	}
+	st.Skipped = r.skipped
+	return r.execute(ctx, st.Hosts, st.Plan, res, start)
+}
+
+// refused fills res in for a rollout that touched no host.
+func (r *run) refused(res Result, hosts []string, plan Plan, start time.Time, err error) (Result, error) {
+	res.Hosts = r.hostResults(hosts, plan)
+	res.Totals = totals(res.Hosts)
+	res.Total = time.Since(start)
+	res.Error = err.Error()
+	return res, err
+}
+
+// execute runs plan's batches in order, stopping before a batch when the
+// context is done, the state file could not be written, or failures passed
+// MaxFailures, and marks the state complete unless the context is done.
+func (r *run) execute(ctx context.Context, hosts []string, plan Plan, res Result, start time.Time) (Result, error) {
+	e := r.e
 	var errs *multierror.Error
 	failedHosts := 0
 	for bi, b := range plan.Batches {
@@ -111,6 +212,8 @@ func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Stra
 		switch {
 		case ctx.Err() != nil:
 			res.Stopped = "cancelled: " + context.Cause(ctx).Error()
+		case r.stateError() != nil:
+			res.Stopped = r.stateError().Error()
 		case !last && e.MaxFailures.Exceeded(failedHosts, plan.Hosts()):
 			res.Stopped = fmt.Sprintf("%d of %d hosts failed, more than max_failures %s", failedHosts, plan.Hosts(), e.MaxFailures)
 		}
@@ -122,6 +225,21 @@ func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Stra
 	res.Hosts = r.hostResults(hosts, plan)
 	res.Totals = totals(res.Hosts)
 	res.Total = time.Since(start)
+	if err := r.stateError(); err != nil {
+		errs = multierror.Append(errs, err)
+	}
+	if r.state != nil && ctx.Err() == nil && r.stateError() == nil {
+		r.stateMu.Lock()
+		r.state.Complete, r.state.Stopped, r.state.Outcome = true, res.Stopped, HostDone
+		if errs.ErrorOrNil() != nil {
+			r.state.Outcome = HostFailed
+		}
+		err := r.saveLocked()
+		r.stateMu.Unlock()
+		if err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("%w: %w: the rollout ended but the file does not say so", ErrState, err))
+		}
+	}
 	if errs.ErrorOrNil() == nil && ctx.Err() == nil {
 		return res, nil
 	}
@@ -129,7 +247,7 @@ func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Stra
 		errs = multierror.Append(errs, context.Cause(ctx))
 	}
 	errs.ErrorFormat = listErrors
-	err = fmt.Errorf("%w: %d of %d hosts failed, %d not run: %w", ErrFailed, res.Totals.Failed, res.Totals.Hosts, res.Totals.NotRun, errs)
+	err := fmt.Errorf("%w: %d of %d hosts failed, %d not run: %w", ErrFailed, res.Totals.Failed, res.Totals.Hosts, res.Totals.NotRun, errs)
 	res.Error = err.Error()
 	return res, err
 }
@@ -167,7 +285,54 @@ type run struct {
 	skipped map[string]string // host -> why
 	results map[string][]SlotResult
 
+	// waitBusy makes preflight wait for a busy host (Resume).
+	waitBusy bool
+	// prior are the pairs an earlier run finished (Resume).
+	prior map[pair]PairResult
+
+	stateMu  sync.Mutex
+	state    *State // nil: nothing persisted
+	stateErr error  // the first failed write
+
 	emitMu sync.Mutex
+}
+
+// pair is a host and the index of a slot.
+type pair struct {
+	host string
+	slot int
+}
+
+// record adds a finished pair to the state and writes it. A failed write
+// is logged and remembered: the rollout stops before its next step.
+func (r *run) record(p PairResult) {
+	if r.state == nil {
+		return
+	}
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	r.state.Done = append(r.state.Done, p)
+	if err := r.saveLocked(); err != nil && r.stateErr == nil {
+		r.log.Error("state file not written: the rollout stops after this step", "error", err)
+		r.stateErr = fmt.Errorf("%w: %w", ErrState, err)
+	}
+}
+
+func (r *run) save() error {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	return r.saveLocked()
+}
+
+func (r *run) saveLocked() error {
+	r.state.Updated = time.Now()
+	return WriteState(r.e.StateFile, r.state)
+}
+
+func (r *run) stateError() error {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	return r.stateErr
 }
 
 func (r *run) emit(ev Event) {
@@ -203,6 +368,9 @@ func (r *run) preflight(ctx context.Context, hosts, slots []string) ([]string, [
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			a, st, err := r.status(ctx, h)
+			if err == nil && r.waitBusy && st.GetBusy() != "" {
+				st, err = r.waitIdle(ctx, a, h, st)
+			}
 			statuses[i], errs[i] = st, err
 			if a != nil {
 				r.mu.Lock()
@@ -289,6 +457,51 @@ func (r *run) status(ctx context.Context, h string) (Agent, *agentpb.StatusRespo
 	return a, st, nil
 }
 
+// waitIdle asks h its status every PollInterval until it is no longer busy,
+// for at most StepTimeout, and returns the last status: still busy if the
+// time ran out. It fails only when ctx is done.
+func (r *run) waitIdle(ctx context.Context, a Agent, h string, st *agentpb.StatusResponse) (*agentpb.StatusResponse, error) {
+	r.log.Info("waiting for a busy host", "host", h, "busy", st.GetBusy())
+	r.emit(Event{Kind: EventWaiting, Host: h, Detail: st.GetBusy()})
+	wctx := ctx
+	if r.e.StepTimeout > 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, r.e.StepTimeout)
+		defer cancel()
+	}
+	every := r.e.PollInterval
+	if every <= 0 {
+		every = time.Second
+	}
+	t0 := time.Now()
+	for {
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("host %s: %w", h, context.Cause(ctx))
+			}
+			r.log.Warn("host still busy", "host", h, "busy", st.GetBusy(), "waited", time.Since(t0))
+			return st, nil
+		case <-time.After(every):
+		}
+		sctx, cancel := wctx, context.CancelFunc(func() {})
+		if r.e.ConnectTimeout > 0 {
+			sctx, cancel = context.WithTimeout(wctx, r.e.ConnectTimeout)
+		}
+		now, err := a.Status(sctx)
+		cancel()
+		if err != nil {
+			r.log.Warn("status while waiting for a busy host", "host", h, "error", err)
+			continue
+		}
+		st = now
+		if st.GetBusy() == "" {
+			r.log.Info("host idle", "host", h, "waited", time.Since(t0))
+			return st, nil
+		}
+	}
+}
+
 // asUnreachable makes a dial or Status failure read as ErrUnreachable.
 func asUnreachable(err error) error {
 	if errors.Is(err, ErrUnreachable) {
@@ -312,18 +525,44 @@ func slotNames(st *agentpb.StatusResponse) string {
 // host that failed a step is not asked for its later slots.
 func (r *run) batch(ctx context.Context, bi, nb int, b Batch, br *BatchResult) (int, error) {
 	log := r.log.With("batch", bi+1)
-	br.Start, br.Run = time.Now(), true
-	log.Info("batch start", "hosts", len(b.Hosts), "canary", b.Canary)
-	r.emit(Event{Kind: EventBatchStart, Batch: bi + 1, Batches: nb, Canary: b.Canary, Hosts: len(b.Hosts), Steps: len(b.Steps)})
 	var errs *multierror.Error
 	failed := map[string]bool{}
+	// Pairs an earlier run finished are not asked again; a host that failed
+	// one is failed here too.
 	for si, st := range b.Steps {
-		if ctx.Err() != nil {
+		for _, h := range st.Hosts {
+			if p, ok := r.prior[pair{h, si}]; ok && !slotOK(p.Result) && !failed[h] {
+				failed[h] = true
+				errs = multierror.Append(errs, fmt.Errorf("host %s slot %s: %s (recorded before the resume)", h, st.Slot, p.Error))
+			}
+		}
+	}
+	ask := func(si int) []string {
+		return slices.DeleteFunc(slices.Clone(b.Steps[si].Hosts), func(h string) bool {
+			_, done := r.prior[pair{h, si}]
+			_, skipped := r.skipped[h]
+			return failed[h] || done || skipped
+		})
+	}
+	br.Run = true
+	pending := false
+	for si := range b.Steps {
+		pending = pending || len(ask(si)) > 0
+	}
+	if !pending { // finished before a resume
+		br.Failed = len(failed)
+		return len(failed), errs.ErrorOrNil()
+	}
+	br.Start = time.Now()
+	log.Info("batch start", "hosts", len(b.Hosts), "canary", b.Canary)
+	r.emit(Event{Kind: EventBatchStart, Batch: bi + 1, Batches: nb, Canary: b.Canary, Hosts: len(b.Hosts), Steps: len(b.Steps)})
+	for si, st := range b.Steps {
+		if ctx.Err() != nil || r.stateError() != nil {
 			break
 		}
-		hosts := slices.DeleteFunc(slices.Clone(st.Hosts), func(h string) bool { return failed[h] })
+		hosts := ask(si)
 		if len(hosts) == 0 {
-			break
+			continue
 		}
 		pos := Event{Batch: bi + 1, Batches: nb, Canary: b.Canary, Step: si + 1, Steps: len(b.Steps), Slot: st.Slot}
 		start := pos
@@ -364,6 +603,12 @@ func (r *run) step(ctx context.Context, log *slog.Logger, pos Event, si int, hos
 			r.mu.Lock()
 			r.results[h][si] = sr
 			r.mu.Unlock()
+			// A call cut short by the coordinator stopping is not finished:
+			// a resume asks it again.
+			if ctx.Err() == nil || sr.Result != ResultError {
+				r.record(PairResult{Batch: pos.Batch, Host: h, Slot: pos.Slot, Result: sr.Result, Error: sr.Error,
+					Duration: sr.Duration, Finished: time.Now()})
+			}
 			ev := pos
 			ev.Kind, ev.Host, ev.Result, ev.Duration, ev.Err = EventSlotDone, h, sr.Result, sr.Duration, sr.Error
 			r.emit(ev)

@@ -39,6 +39,8 @@ func (p *Progress) Event(e Event) {
 	switch e.Kind {
 	case EventSkipped:
 		line = fmt.Sprintf("skipped %-*s  %s", p.hostW, e.Host, e.Err)
+	case EventWaiting:
+		line = fmt.Sprintf("waiting %-*s  busy: %s (waiting until it is idle, then asking its slot again)", p.hostW, e.Host, e.Detail)
 	case EventBatchStart:
 		canary := ""
 		if e.Canary {
@@ -130,6 +132,9 @@ func WriteTable(w io.Writer, res Result) {
 	t := res.Totals
 	fmt.Fprintf(w, "image %s: %d host(s): %d done, %d failed, %d not run, %d skipped, in %s\n",
 		res.Image, t.Hosts, t.Done, t.Failed, t.NotRun, t.Skipped, round(res.Total))
+	if res.Resumed > 0 {
+		fmt.Fprintf(w, "resumed: %d (host, slot) pair(s) were finished before the resume and not asked again\n", res.Resumed)
+	}
 	if res.Stopped != "" {
 		fmt.Fprintf(w, "stopped: %s\n", res.Stopped)
 	}

@@ -30,6 +30,7 @@ type EventKind string
 // The kinds of Event, in the order a rollout sends them.
 const (
 	EventSkipped    EventKind = "skipped"     // Host unreachable, left out of the plan
+	EventWaiting    EventKind = "waiting"     // Host busy (Detail says with what); Resume waits for it
 	EventBatchStart EventKind = "batch_start" // Hosts in Batch
 	EventStepStart  EventKind = "step_start"  // Slot on Hosts hosts
 	EventPhase      EventKind = "phase"       // a phase of Slot ended on Host
@@ -70,6 +71,9 @@ type Result struct {
 	Total   time.Duration `json:"total_ns"`
 	// Stopped says why batches were left unrun, if they were.
 	Stopped string `json:"stopped,omitempty"`
+	// Resumed is the number of (host, slot) pairs an earlier run finished,
+	// taken from the state file by Resume and not asked again.
+	Resumed int    `json:"resumed,omitempty"`
 	Error   string `json:"error,omitempty"`
 }
 

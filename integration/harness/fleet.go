@@ -100,8 +100,9 @@ func StartFleet(ctx context.Context, o FleetOptions) (f *Fleet, err error) {
 		addrs = append(addrs, addr)
 	}
 	f.CoordinatorYAML = filepath.Join(o.Dir, "coordinator.yaml")
-	body := fmt.Sprintf("hosts:\n  - %s\ntls:\n  cert: %s\n  key: %s\n  ca: %s\nconnect_timeout: 5s\nstep_timeout: 2m\n",
-		strings.Join(addrs, "\n  - "), filepath.Join(f.PKI, "coordinator.crt"), filepath.Join(f.PKI, "coordinator.key"), filepath.Join(f.PKI, "ca.crt"))
+	body := fmt.Sprintf("hosts:\n  - %s\ntls:\n  cert: %s\n  key: %s\n  ca: %s\nconnect_timeout: 5s\nstep_timeout: 2m\nstate_file: %s\n",
+		strings.Join(addrs, "\n  - "), filepath.Join(f.PKI, "coordinator.crt"), filepath.Join(f.PKI, "coordinator.key"), filepath.Join(f.PKI, "ca.crt"),
+		filepath.Join(o.Dir, "rollout.json"))
 	return f, os.WriteFile(f.CoordinatorYAML, []byte(body), 0o644)
 }
 

@@ -1,9 +1,14 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -20,6 +25,7 @@ const defaultCoordinatorConfig = "/etc/haroll/coordinator.yaml"
 // rolloutFlagKeys maps the flags that override coordinator keys.
 var rolloutFlagKeys = map[string]string{
 	"batch": "batch", "canary": "canary", "max-failures": "max_failures", "slot": "slots",
+	"step-timeout": "step_timeout", "state-file": "state_file",
 }
 
 func newRollout() *cobra.Command {
@@ -27,10 +33,11 @@ func newRollout() *cobra.Command {
 		image           string
 		force, dryRun   bool
 		skipUnreachable bool
+		resume          bool
 		output          string
 	)
 	cmd := &cobra.Command{
-		Use:   "rollout --config coordinator.yaml --image IMAGE",
+		Use:   "rollout --config coordinator.yaml (--image IMAGE | --resume)",
 		Short: "Roll IMAGE over a fleet of agents, batch by batch",
 		Long: `rollout drives the agents listed in the coordinator configuration over
 gRPC with mutual TLS. It first asks every agent its status: a host that does
@@ -39,18 +46,38 @@ touched (--skip-unreachable leaves unanswering hosts out instead). Then it
 rolls the hosts in batches (--batch, after an optional --canary batch); inside
 a batch, each slot is replaced on every host of the batch at once, one slot
 per host at a time. When the failed hosts exceed --max-failures after a
-batch, no further batch starts. The exit status is 1 if any host failed.`,
+batch, no further batch starts. The exit status is 1 if any host failed.
+
+The progress is recorded in the state file (state_file, --state-file) after
+every finished (host, slot) pair. If the coordinator dies (or is
+interrupted), --resume with the same --config goes on from the first
+unfinished pair, with the image and plan recorded there, and does not ask
+finished pairs again; a host still busy with the slot that was in flight is
+waited for (up to step_timeout), then asked for that slot again, which the
+agent skips if it is already on the image.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "text" && output != "json" {
 				return usageError("--output %q: want text or json", output)
 			}
-			if image == "" {
-				return usageError("--image is required")
+			if resume && dryRun {
+				return usageError("--resume and --dry-run do not go together: the plan of a resumed rollout is in its state file")
+			}
+			if resume {
+				for _, name := range []string{"batch", "canary", "slot", "force"} {
+					if cmd.Flags().Changed(name) {
+						return usageError("--%s cannot change a resumed rollout: its image and plan come from its state file", name)
+					}
+				}
+			} else if image == "" {
+				return usageError("--image is required (or --resume to finish an interrupted rollout)")
 			}
 			cfg, err := loadCoordinatorConfig(cmd)
 			if err != nil {
 				return err
+			}
+			if resume {
+				return resumeRollout(cmd, cfg, image, skipUnreachable, output)
 			}
 			hosts, err := cfg.ReadHosts()
 			if err != nil {
@@ -80,22 +107,22 @@ batch, no further batch starts. The exit status is 1 if any host failed.`,
 				Dial: dial, Image: image, Force: force, Origin: "rollout by " + whoami(),
 				MaxFailures: maxFailures, SkipUnreachable: skipUnreachable,
 				ConnectTimeout: cfg.ConnectTimeout, StepTimeout: cfg.StepTimeout,
-				Events: rollout.NewProgress(progress, hosts, cfg.Slots).Event,
-				Log:    slog.Default().With("image", image),
+				StateFile: cfg.StateFile,
+				Events:    rollout.NewProgress(progress, hosts, cfg.Slots).Event,
+				Log:       slog.Default().With("image", image),
 			}
 			if dryRun {
+				e.StateFile = ""
 				return dryRunWithStatus(cmd, e, hosts, strategy)
 			}
-			res, err := e.Run(cmd.Context(), hosts, cfg.Slots, strategy)
-			if output == "json" {
-				if jerr := rollout.WriteJSON(cmd.OutOrStdout(), res); jerr != nil && err == nil {
-					err = jerr
-				}
-			} else if len(res.Hosts) > 0 {
-				fmt.Fprintln(cmd.OutOrStdout())
-				rollout.WriteTable(cmd.OutOrStdout(), res)
+			if old, err := rollout.ReadState(cfg.StateFile); err == nil && !old.Complete {
+				fmt.Fprintf(progress, "note: %s records an unfinished rollout of %s (%d of %d pairs done); this rollout replaces it\n",
+					cfg.StateFile, old.Image, len(old.Done), old.Pairs())
+			} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				slog.Warn("an unreadable state file is replaced", "state_file", cfg.StateFile, "error", err)
 			}
-			return err
+			res, err := e.Run(cmd.Context(), hosts, cfg.Slots, strategy)
+			return writeResult(cmd.OutOrStdout(), output, res, err)
 		},
 	}
 	f := cmd.Flags()
@@ -108,9 +135,66 @@ batch, no further batch starts. The exit status is 1 if any host failed.`,
 	f.BoolVar(&force, "force", false, "replace slots that already run the image")
 	f.BoolVar(&dryRun, "dry-run", false, "print the plan and touch nothing (asks the agents' status only when no slot is given)")
 	f.BoolVar(&skipUnreachable, "skip-unreachable", false, "leave hosts that do not answer out of the rollout instead of refusing it")
+	f.BoolVar(&resume, "resume", false, "finish the interrupted rollout recorded in the state file (its image and plan); --image, if given, must match")
+	f.String("state-file", "", "where the rollout's progress is recorded, for --resume (overrides state_file; default "+rollout.DefaultStateFile+")")
+	f.Duration("step-timeout", 0, "how long every host of a step has to report on its slot (overrides step_timeout)")
 	f.Bool("insecure", false, "dial the agents in plaintext; refused unless every host is a loopback address")
 	f.StringVarP(&output, "output", "o", "text", "text or json (the result on stdout, progress on stderr)")
 	return cmd
+}
+
+// resumeRollout goes on with the unfinished rollout in cfg.StateFile.
+func resumeRollout(cmd *cobra.Command, cfg rollout.Config, image string, skipUnreachable bool, output string) error {
+	st, err := rollout.LoadResumable(cfg.StateFile, image)
+	if err != nil {
+		return err
+	}
+	maxFailures, err := rollout.ParseMaxFailures(st.MaxFailures)
+	if err != nil {
+		return fmt.Errorf("state file %s: max_failures: %w", cfg.StateFile, err)
+	}
+	if cmd.Flags().Changed("max-failures") {
+		if _, maxFailures, err = cfg.Strategy(); err != nil {
+			return err
+		}
+	}
+	if hosts, err := cfg.ReadHosts(); err == nil && !slices.Equal(hosts, st.Hosts) {
+		slog.Warn("the configuration lists other hosts than the recorded rollout: resuming over the recorded ones",
+			"config", strings.Join(hosts, " "), "recorded", strings.Join(st.Hosts, " "))
+	}
+	dial, err := dialer(cfg, st.Hosts)
+	if err != nil {
+		return err
+	}
+	progress := cmd.ErrOrStderr()
+	if output == "text" {
+		progress = cmd.OutOrStdout()
+	}
+	fmt.Fprintf(progress, "resuming the rollout of %s recorded in %s (started %s): %d of %d (host, slot) pair(s) finished, %d to go\n",
+		st.Image, cfg.StateFile, st.Started.Format(time.RFC3339), len(st.Done), st.Pairs(), st.Pairs()-len(st.Done))
+	e := &rollout.Executor{
+		Dial: dial, Image: st.Image, Force: st.Force, Origin: "rollout (resumed) by " + whoami(),
+		MaxFailures: maxFailures, SkipUnreachable: skipUnreachable,
+		ConnectTimeout: cfg.ConnectTimeout, StepTimeout: cfg.StepTimeout, StateFile: cfg.StateFile,
+		Events: rollout.NewProgress(progress, st.Hosts, st.Slots).Event,
+		Log:    slog.Default().With("image", st.Image),
+	}
+	res, err := e.Resume(cmd.Context(), st)
+	return writeResult(cmd.OutOrStdout(), output, res, err)
+}
+
+// writeResult writes the final result as a table or JSON and returns err,
+// or the error writing the JSON.
+func writeResult(w io.Writer, output string, res rollout.Result, err error) error {
+	if output == "json" {
+		if jerr := rollout.WriteJSON(w, res); jerr != nil && err == nil {
+			err = jerr
+		}
+	} else if len(res.Hosts) > 0 {
+		fmt.Fprintln(w)
+		rollout.WriteTable(w, res)
+	}
+	return err
 }
 
 // dryRunWithStatus learns the slots from the agents' status (which changes

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/haroll/haroll/rollout"
 )
 
 // loadCoordinatorFrom runs loadCoordinatorConfig the way `haroll rollout` would.
@@ -134,5 +136,68 @@ func TestRolloutNeedsAnImageAndAKnownOutput(t *testing.T) {
 	}
 	if _, err := runRollout(t, "--config", p, "--image", "x", "--output", "yaml"); err == nil || !strings.Contains(err.Error(), "--output") {
 		t.Errorf("got %v", err)
+	}
+}
+
+func TestStepTimeoutAndStateFileFlagsOverrideTheCoordinatorFile(t *testing.T) {
+	p := writeCoordinatorConfig(t, "hosts: [a.example.com:7443]\ntls: {cert: c.crt, key: c.key, ca: ca.crt}\nstate_file: /srv/a.json\n")
+	cmd := newRollout()
+	if err := cmd.ParseFlags([]string{"--config", p, "--step-timeout", "30s", "--state-file", "/srv/b.json"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadCoordinatorConfig(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.StepTimeout != 30*time.Second || cfg.StateFile != "/srv/b.json" {
+		t.Fatalf("got step_timeout %s, state_file %s", cfg.StepTimeout, cfg.StateFile)
+	}
+	p = writeCoordinatorConfig(t, "hosts: [a.example.com:7443]\ntls: {cert: c.crt, key: c.key, ca: ca.crt}\n")
+	cmd = newRollout()
+	if err := cmd.ParseFlags([]string{"--config", p}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = loadCoordinatorConfig(cmd); err != nil || cfg.StateFile != rollout.DefaultStateFile {
+		t.Fatalf("state_file %q, %v: want the default %s", cfg.StateFile, err, rollout.DefaultStateFile)
+	}
+}
+
+// writeState writes a state file of a rollout of app:v2 over one host.
+func writeState(t *testing.T, complete bool) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "rollout.json")
+	st := &rollout.State{Version: 1, Image: "app:v2", MaxFailures: "0", Hosts: []string{"127.0.0.1:1"}, Slots: []string{"app-1"},
+		Plan:     rollout.Plan{Batches: []rollout.Batch{{Hosts: []string{"127.0.0.1:1"}, Steps: []rollout.Step{{Slot: "app-1", Hosts: []string{"127.0.0.1:1"}}}}}},
+		Complete: complete, Outcome: rollout.HostDone}
+	if err := rollout.WriteState(path, st); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestResumeIsRefusedWithAClearReason(t *testing.T) {
+	p := writeCoordinatorConfig(t, "hosts: [127.0.0.1:1]\nconnect_timeout: 1s\n")
+	missing := filepath.Join(t.TempDir(), "none.json")
+	for name, tc := range map[string]struct {
+		args []string
+		want []string
+	}{
+		"no state file":     {[]string{"--state-file", missing}, []string{"nothing to resume", missing}},
+		"a complete one":    {[]string{"--state-file", writeState(t, true)}, []string{"nothing to resume", "is complete", "app:v2"}},
+		"another image":     {[]string{"--state-file", writeState(t, false), "--image", "app:v3"}, []string{"app:v3", "is of app:v2"}},
+		"a new batch size":  {[]string{"--state-file", writeState(t, false), "--batch", "2"}, []string{"--batch cannot change a resumed rollout"}},
+		"with a dry run":    {[]string{"--state-file", writeState(t, false), "--dry-run"}, []string{"--resume and --dry-run"}},
+		"other slots":       {[]string{"--state-file", writeState(t, false), "--slot", "app-2"}, []string{"--slot cannot change"}},
+		"an agent gone":     {[]string{"--state-file", writeState(t, false)}, []string{"no host was touched", "127.0.0.1:1"}},
+		"matching --image ": {[]string{"--state-file", writeState(t, false), "--image", "app:v2"}, []string{"no host was touched"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			out, err := runRollout(t, append([]string{"--config", p, "--insecure", "--resume"}, tc.args...)...)
+			for _, want := range tc.want {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("got %v, want %q in it\n%s", err, want, out)
+				}
+			}
+		})
 	}
 }

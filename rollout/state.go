@@ -1,0 +1,121 @@
+package rollout
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/haroll/haroll/internal/atomicfile"
+)
+
+// stateVersion is the layout of the state file; ReadState refuses others.
+const stateVersion = 1
+
+// State is a rollout's progress as the coordinator persists it after every
+// finished (host, slot) pair, so that `haroll rollout --resume` can go on
+// where a coordinator that died left off. A pair is recorded once the agent
+// reported on it, or the coordinator gave up on it (step timeout, lost
+// agent); a pair whose call was cut short by the coordinator stopping is
+// not, and a resume asks it again (the agent skips a slot already on the
+// image).
+type State struct {
+	Version     int    `json:"version"`
+	Image       string `json:"image"`
+	Force       bool   `json:"force,omitempty"`
+	MaxFailures string `json:"max_failures"`
+	// Hosts is the inventory, in order; Skipped those left out of the plan
+	// (unreachable with --skip-unreachable), with why.
+	Hosts   []string          `json:"hosts"`
+	Skipped map[string]string `json:"skipped,omitempty"`
+	Slots   []string          `json:"slots"`
+	Plan    Plan              `json:"plan"`
+	// Done are the finished pairs, in the order they finished.
+	Done    []PairResult `json:"done"`
+	Started time.Time    `json:"started"`
+	Updated time.Time    `json:"updated"`
+	// Complete is set when the rollout ended on its own (every batch run,
+	// or stopped by max_failures); a cancelled or killed one stays
+	// incomplete and resumable.
+	Complete bool   `json:"complete"`
+	Outcome  string `json:"outcome,omitempty"` // HostDone or HostFailed, once complete
+	Stopped  string `json:"stopped,omitempty"`
+}
+
+// PairResult is one finished (host, slot) pair.
+type PairResult struct {
+	Batch    int           `json:"batch"` // 1-based
+	Host     string        `json:"host"`
+	Slot     string        `json:"slot"`
+	Result   string        `json:"result"`
+	Error    string        `json:"error,omitempty"`
+	Duration time.Duration `json:"duration_ns"`
+	Finished time.Time     `json:"finished"`
+}
+
+// Pairs is the number of (host, slot) pairs in the plan.
+func (s *State) Pairs() int {
+	n := 0
+	for _, b := range s.Plan.Batches {
+		for _, st := range b.Steps {
+			n += len(st.Hosts)
+		}
+	}
+	return n
+}
+
+// ReadState reads the state file at path. A missing file is an error
+// wrapping fs.ErrNotExist.
+func ReadState(path string) (*State, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("state file: %w", err)
+	}
+	var s State
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("state file %s: %w", path, err)
+	}
+	if s.Version != stateVersion {
+		return nil, fmt.Errorf("state file %s: version %d, this haroll reads version %d", path, s.Version, stateVersion)
+	}
+	if s.Image == "" || len(s.Slots) == 0 || len(s.Plan.Batches) == 0 {
+		return nil, fmt.Errorf("state file %s: no image, slot or plan recorded", path)
+	}
+	return &s, nil
+}
+
+// LoadResumable reads the state file at path for `--resume`. It wraps
+// ErrNothingToResume when there is no file or the rollout it records is
+// complete, and ErrImageMismatch when image is not empty and differs from
+// the recorded one.
+func LoadResumable(path, image string) (*State, error) {
+	s, err := ReadState(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: no state file %s: no rollout was started with this state_file (see --state-file)", ErrNothingToResume, path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if s.Complete {
+		return nil, fmt.Errorf("%w: the rollout of %s recorded in %s is complete (%s, %s): start a new rollout with --image",
+			ErrNothingToResume, s.Image, path, s.Outcome, s.Updated.Format(time.RFC3339))
+	}
+	if image != "" && image != s.Image {
+		return nil, fmt.Errorf("%w: --image %s, but the unfinished rollout recorded in %s is of %s: resume without --image, or remove the file to start over",
+			ErrImageMismatch, image, path, s.Image)
+	}
+	return s, nil
+}
+
+// WriteState writes s to path atomically: a temporary file in the same
+// directory, synced, renamed over path, and the directory synced, so a crash
+// leaves either the old state or the new one. The directory is created if
+// needed.
+func WriteState(path string, s *State) error {
+	if err := atomicfile.WriteJSON(path, s); err != nil {
+		return fmt.Errorf("state file %s: %w", path, err)
+	}
+	return nil
+}
