@@ -5,7 +5,7 @@ GO ?= go
 # Go from the official tarball lives here on a fresh machine; appended, so a go on PATH wins.
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: build test test-unit demo bench clean proto
+.PHONY: build test test-unit fuzz demo bench clean proto
 
 build:
 	$(GO) build -o bin/haroll ./cmd/haroll
@@ -23,6 +23,23 @@ test-unit:
 demo:
 	.ci/deps
 	$(GO) run ./integration/demo
+
+# Runs each fuzz target for FUZZTIME, one at a time (`go test -fuzz` takes one target of one package).
+# Their seed corpora (testdata/fuzz/) already run in `make test`; a failing input is written there.
+# Go minimizes every new input for up to 60s by default, which stalls short runs of the slower
+# targets (the config loaders): FUZZMINIMIZETIME bounds it, in runs.
+FUZZTIME ?= 10s
+FUZZMINIMIZETIME ?= 100x
+FUZZ_TARGETS := rollout:FuzzParseSize rollout:FuzzParseMaxFailures rollout:FuzzNewPlan \
+	runtime:FuzzParseStat runtime:FuzzParseInfo runtime:FuzzParseAdmin runtime:FuzzParseReply \
+	runtime:FuzzValidateName internal/cli:FuzzLoadAgentConfig internal/cli:FuzzLoadCoordinatorConfig \
+	agent:FuzzRedeployRequestValidation
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "$(GO) test -run '^$$' -fuzz '^$$name$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./$$pkg"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./$$pkg; \
+	done
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -122,8 +122,8 @@ func (c Config) Validate() error {
 	} else if _, err := runtime.New(c.HAProxy.Socket, 0); err != nil {
 		bad("haproxy.socket", c.HAProxy.Socket, "want an absolute unix socket path or host:port")
 	}
-	if c.HAProxy.Timeout <= 0 {
-		bad("haproxy.timeout", c.HAProxy.Timeout, "must be > 0")
+	if c.HAProxy.Timeout < time.Millisecond {
+		bad("haproxy.timeout", c.HAProxy.Timeout, "must be at least 1ms: write it with a unit, e.g. 5s")
 	}
 	if c.StateDir == "" {
 		bad("state_dir", `""`, "set a directory haroll may write its lock and journal to")
@@ -131,14 +131,14 @@ func (c Config) Validate() error {
 	if c.Drain.Mode != DrainWeight && c.Drain.Mode != DrainState {
 		bad("drain.mode", c.Drain.Mode, "want weight or drain")
 	}
-	if c.Drain.Timeout <= 0 {
-		bad("drain.timeout", c.Drain.Timeout, "must be > 0, e.g. 30s")
+	if c.Drain.Timeout < time.Millisecond {
+		bad("drain.timeout", c.Drain.Timeout, "must be at least 1ms: write it with a unit, e.g. 30s")
 	}
 	if c.Drain.OnTimeout != OnTimeoutFail && c.Drain.OnTimeout != OnTimeoutShutdown {
 		bad("drain.on_timeout", c.Drain.OnTimeout, "want fail or shutdown")
 	}
-	if c.Health.Timeout <= 0 {
-		bad("health.timeout", c.Health.Timeout, "must be > 0, e.g. 60s")
+	if c.Health.Timeout < time.Millisecond {
+		bad("health.timeout", c.Health.Timeout, "must be at least 1ms: write it with a unit, e.g. 60s")
 	}
 	if c.Health.Path != "" && c.Health.Path[0] != '/' {
 		bad("health.path", c.Health.Path, `must start with "/" (or be empty for a TCP probe)`)

@@ -3,6 +3,7 @@ package runtime
 import (
 	"fmt"
 	"strings"
+	"unicode"
 )
 
 // ValidateName reports whether s can be sent as a backend or server name.
@@ -19,7 +20,7 @@ func ValidateName(kind, s string) error {
 }
 
 func badNameRune(r rune) bool {
-	return r == ';' || r == '/' || r == '#' || r <= ' ' || r == 0x7f
+	return r == ';' || r == '/' || r == '#' || r <= ' ' || unicode.IsSpace(r) || unicode.IsControl(r)
 }
 
 func serverRef(backend, server string) (string, error) {

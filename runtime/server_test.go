@@ -147,3 +147,11 @@ func TestForceHealthDownChecksTheCounterWasReset(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestUnicodeSpacesAndControlCharactersAreRefusedInNames(t *testing.T) {
+	for _, bad := range []string{"app\u0085", "app\u00a0x", "a\u2028b"} {
+		if err := ValidateName("server", bad); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
