@@ -35,6 +35,11 @@ func TestAContainerCanBeStoppedRenamedStartedAndRemoved(t *testing.T) {
 		t.Fatalf("after Start, Inspect = %+v", got)
 	}
 
+	// A SIGTERM that lands before the app has set up its handler kills it
+	// with exit code 2: wait until it serves.
+	if err := c.WaitHealthy(ctx, id); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Stop(ctx, id); err != nil {
 		t.Fatal(err)
 	}
