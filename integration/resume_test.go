@@ -29,8 +29,8 @@ import (
 )
 
 // coordinatorConfig copies the fleet's coordinator config with agent
-// addresses replaced as via says (old -> new) and a state file under the
-// test's directory; it returns both paths.
+// addresses replaced as via says (old -> new); it returns its path and the
+// state file it names.
 func coordinatorConfig(t *testing.T, f *harness.Fleet, via map[string]string) (config, state string) {
 	t.Helper()
 	b, err := os.ReadFile(f.CoordinatorYAML)
@@ -44,13 +44,11 @@ func coordinatorConfig(t *testing.T, f *harness.Fleet, via map[string]string) (c
 		}
 		body = strings.ReplaceAll(body, from, to)
 	}
-	dir := t.TempDir()
-	state = filepath.Join(dir, "state", "rollout.json")
-	config = filepath.Join(dir, "coordinator.yaml")
-	if err := os.WriteFile(config, []byte(body+"state_file: "+state+"\n"), 0o644); err != nil {
+	config = filepath.Join(t.TempDir(), "coordinator.yaml")
+	if err := os.WriteFile(config, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return config, state
+	return config, f.StateFile
 }
 
 // watched is a `haroll` process whose output is read line by line.

@@ -33,8 +33,10 @@ type Fleet struct {
 	// PKI holds ca.crt, agent-N.{crt,key}, coordinator.{crt,key} and a
 	// foreign CA's client certificate (stranger.{crt,key}).
 	PKI string
-	// CoordinatorYAML is a `haroll rollout` config listing every agent.
+	// CoordinatorYAML is a `haroll rollout` config listing every agent,
+	// with its state file at StateFile.
 	CoordinatorYAML string
+	StateFile       string
 }
 
 // AgentProcess is one `haroll agent` child process.
@@ -100,9 +102,10 @@ func StartFleet(ctx context.Context, o FleetOptions) (f *Fleet, err error) {
 		addrs = append(addrs, addr)
 	}
 	f.CoordinatorYAML = filepath.Join(o.Dir, "coordinator.yaml")
+	f.StateFile = filepath.Join(o.Dir, "rollout.json")
 	body := fmt.Sprintf("hosts:\n  - %s\ntls:\n  cert: %s\n  key: %s\n  ca: %s\nconnect_timeout: 5s\nstep_timeout: 2m\nstate_file: %s\n",
 		strings.Join(addrs, "\n  - "), filepath.Join(f.PKI, "coordinator.crt"), filepath.Join(f.PKI, "coordinator.key"), filepath.Join(f.PKI, "ca.crt"),
-		filepath.Join(o.Dir, "rollout.json"))
+		f.StateFile)
 	return f, os.WriteFile(f.CoordinatorYAML, []byte(body), 0o644)
 }
 
