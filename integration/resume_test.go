@@ -203,30 +203,6 @@ func logHAProxyTrouble(t *testing.T, f *harness.Fleet) {
 	})
 }
 
-// assertSafe checks that h serves on every server at its weight and holds
-// no container but its slots', whatever image each runs.
-func assertSafe(t *testing.T, h *harness.Host) {
-	t.Helper()
-	ctx := context.Background()
-	stats, err := h.Servers(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, s := range stats {
-		if s.Weight != weights[i] || !s.FullyUp() {
-			t.Errorf("%s: status %s weight %d, want UP at weight %d", s.Server, s.Status, s.Weight, weights[i])
-		}
-	}
-	all, err := h.AllContainers(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	slices.Sort(all)
-	if !slices.Equal(all, h.Names) {
-		t.Errorf("containers on the host: %v, want exactly %v", all, h.Names)
-	}
-}
-
 // The fleet tests have short names: t.TempDir() holds HAProxy's unix
 // sockets, whose paths must stay under 98 bytes.
 
