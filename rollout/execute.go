@@ -151,7 +151,7 @@ func (e *Executor) Resume(ctx context.Context, st *State) (Result, error) {
 
 	// The hosts left to ask: those with a pair not recorded, unless a
 	// recorded failure in their batch ends them.
-	var todo []string
+	var unfinished []string
 	for _, b := range st.Plan.Batches {
 		for _, h := range b.Hosts {
 			left := false
@@ -164,13 +164,13 @@ func (e *Executor) Resume(ctx context.Context, st *State) (Result, error) {
 				left = left || !ok
 			}
 			if left {
-				todo = append(todo, h)
+				unfinished = append(unfinished, h)
 			}
 		}
 	}
 	r.skipped = map[string]string{}
-	if len(todo) > 0 {
-		_, _, err := r.preflight(ctx, todo, st.Slots)
+	if len(unfinished) > 0 {
+		_, _, err := r.preflight(ctx, unfinished, st.Slots)
 		if err != nil {
 			return r.refused(res, st.Hosts, st.Plan, start, err)
 		}
