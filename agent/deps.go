@@ -12,7 +12,6 @@ type HAProxy interface {
 	Server(ctx context.Context, backend, server string) (runtime.ServerStat, error)
 	Backend(ctx context.Context, backend string) ([]runtime.ServerStat, error)
 	Admin(ctx context.Context, backend, server string) (runtime.Admin, error)
-	Weight(ctx context.Context, backend, server string) (current, initial int, err error)
 	SetWeight(ctx context.Context, backend, server string, weight int) error
 	SetState(ctx context.Context, backend, server string, state runtime.State) error
 	SetAddr(ctx context.Context, backend, server, ip string, port int) error

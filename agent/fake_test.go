@@ -186,16 +186,6 @@ func (w *world) Admin(ctx context.Context, backend, server string) (runtime.Admi
 	return s.admin, nil
 }
 
-func (w *world) Weight(ctx context.Context, backend, server string) (int, int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	s, err := w.server(backend, server)
-	if err != nil {
-		return 0, 0, err
-	}
-	return s.stat.Weight, s.stat.Weight, nil
-}
-
 func (w *world) SetWeight(ctx context.Context, backend, server string, weight int) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()

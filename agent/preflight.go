@@ -77,15 +77,11 @@ func (a *Agent) checkSlot(ctx context.Context, s SlotConfig) (plan, error) {
 	if adm.State == runtime.StateMaint {
 		return p, fmt.Errorf("haproxy server %s/%s is in maintenance: set it ready (`set server %s/%s state ready`) or leave the slot out", s.Backend, s.Server, s.Backend, s.Server)
 	}
-	weight, _, err := a.haproxy.Weight(ctx, s.Backend, s.Server)
-	if err != nil {
-		return p, err
-	}
 	old, err := a.docker.Inspect(ctx, s.Container)
 	if err != nil {
 		return p, err
 	}
-	p.old, p.weight, p.state, p.addr = old, weight, adm.State, srv.Addr
+	p.old, p.weight, p.state, p.addr = old, srv.Weight, adm.State, srv.Addr
 	if old.Running {
 		if want, err := containerAddress(old, s); err != nil {
 			return p, err

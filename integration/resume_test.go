@@ -254,13 +254,7 @@ func TestResumeAfterTheCoordinatorIsKilled(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the resumed rollout failed: %v", err)
 	}
-	for i, res := range results {
-		t.Logf("host %d load: %s", i+1, res)
-		assertNoLoss(t, res)
-		if !slices.Equal(res.LastVersions, []string{"v2"}) {
-			t.Errorf("host %d serves %v at the end, want only v2", i+1, res.LastVersions)
-		}
-	}
+	assertFleetLoad(t, results, "v2")
 	for _, h := range f.Hosts {
 		assertServing(t, h, images.V2)
 	}
@@ -329,10 +323,7 @@ func TestNetworkCutMidStepFailsItsHostSafely(t *testing.T) {
 	if !strings.Contains(out, "more than max_failures 0") {
 		t.Error("the rollout does not say the failure policy stopped it")
 	}
-	for i, res := range results {
-		t.Logf("host %d load: %s", i+1, res)
-		assertNoLoss(t, res)
-	}
+	assertFleetLoad(t, results, "")
 	assertSafe(t, f.Hosts[0])
 	assertServing(t, f.Hosts[1], images.V2)
 	after := snapshotFleet(t, f)
