@@ -21,6 +21,9 @@ type Agent struct {
 	log     *slog.Logger
 	// poll is how often HAProxy and the probe are asked while waiting.
 	poll time.Duration
+	// grace bounds the final restore and, beyond health.timeout, a rollback
+	// (rollbackGrace).
+	grace time.Duration
 	// probe is the agent's own check of a container's address.
 	probe func(ctx context.Context, addr address) error
 	// running says what this process is replacing, "" when idle.
@@ -29,7 +32,7 @@ type Agent struct {
 
 // New returns an agent for a validated cfg.
 func New(cfg Config, haproxy HAProxy, docker Docker, log *slog.Logger) *Agent {
-	a := &Agent{cfg: cfg, haproxy: haproxy, docker: docker, log: log, poll: 25 * time.Millisecond}
+	a := &Agent{cfg: cfg, haproxy: haproxy, docker: docker, log: log, poll: 25 * time.Millisecond, grace: rollbackGrace}
 	a.probe = a.probeApp
 	return a
 }

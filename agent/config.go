@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/haroll/haroll/docker"
 	"github.com/haroll/haroll/runtime"
 )
 
@@ -57,6 +58,9 @@ type HAProxyConfig struct {
 type DockerConfig struct {
 	// Host is a Docker host URL; empty means DOCKER_HOST or the default socket.
 	Host string `mapstructure:"host"`
+	// Timeout bounds each Docker API call (a stop adds the container's own
+	// stop timeout).
+	Timeout time.Duration `mapstructure:"timeout"`
 }
 
 // Drain modes and timeout policies.
@@ -101,6 +105,7 @@ type SlotConfig struct {
 func DefaultConfig() Config {
 	return Config{
 		HAProxy:    HAProxyConfig{Socket: "/run/haproxy/admin.sock", Timeout: runtime.DefaultTimeout},
+		Docker:     DockerConfig{Timeout: docker.DefaultTimeout},
 		StateDir:   "/var/lib/haroll",
 		Drain:      DrainConfig{Mode: DrainWeight, Timeout: 30 * time.Second, OnTimeout: OnTimeoutFail},
 		Health:     HealthConfig{Timeout: 60 * time.Second, Path: "/"},
@@ -124,6 +129,9 @@ func (c Config) Validate() error {
 	}
 	if c.HAProxy.Timeout < time.Millisecond {
 		bad("haproxy.timeout", c.HAProxy.Timeout, "must be at least 1ms: write it with a unit, e.g. 5s")
+	}
+	if c.Docker.Timeout < time.Millisecond {
+		bad("docker.timeout", c.Docker.Timeout, "must be at least 1ms: write it with a unit, e.g. 30s")
 	}
 	if c.StateDir == "" {
 		bad("state_dir", `""`, "set a directory haroll may write its lock and journal to")

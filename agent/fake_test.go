@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -36,6 +37,30 @@ type world struct {
 	crashBefore string
 	// pid+1 is the HAProxy worker's pid; a test bumps it to fake a reload.
 	pid int
+	// haproxyDown and dockerDown, when set, are what every HAProxy or Docker
+	// call returns: the socket is gone, the daemon restarts.
+	haproxyDown, dockerDown error
+}
+
+// restartHAProxy ends an outage as a restart does: a new process, every
+// server back at its configured weight and ready state.
+func (w *world) restartHAProxy(weights map[string]int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.haproxyDown = nil
+	w.pid += 1000
+	w.sessions = 0 // a restart ends every session
+	for name, weight := range weights {
+		s := w.servers["app/"+name]
+		s.stat.Weight, s.stat.Scur, s.admin.State, s.left = weight, 0, runtime.StateReady, 0
+	}
+}
+
+// setDown starts (err != nil) or ends an outage of HAProxy or Docker.
+func (w *world) setDown(which *error, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	*which = err
 }
 
 // errCrash is the panic value of a simulated process death.
@@ -83,8 +108,21 @@ func (w *world) record(format string, args ...any) error {
 		w.crashBefore = ""
 		panic(errCrash)
 	}
+	verb := strings.Fields(call)[0]
+	if down := w.down(verb); down != nil {
+		return down
+	}
 	w.calls = append(w.calls, call)
-	return w.fail[strings.Fields(call)[0]]
+	return w.fail[verb]
+}
+
+// down returns the outage error of the side method belongs to, if any.
+func (w *world) down(method string) error {
+	switch method {
+	case "Server", "Backend", "Admin", "SetWeight", "SetState", "SetAddr", "ForceHealthDown", "ShutdownSessions", "Info":
+		return w.haproxyDown
+	}
+	return w.dockerDown
 }
 
 // healthyAt reports whether a running, non-broken container answers on addr.
@@ -124,7 +162,7 @@ func (w *world) server(backend, server string) (*fakeServer, error) {
 func (w *world) Server(ctx context.Context, backend, server string) (runtime.ServerStat, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err := w.fail["Server"]; err != nil {
+	if err := cmp.Or(w.haproxyDown, w.fail["Server"]); err != nil {
 		return runtime.ServerStat{}, err
 	}
 	s, err := w.server(backend, server)
@@ -164,6 +202,9 @@ func (w *world) Server(ctx context.Context, backend, server string) (runtime.Ser
 func (w *world) Backend(ctx context.Context, backend string) ([]runtime.ServerStat, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.haproxyDown != nil {
+		return nil, w.haproxyDown
+	}
 	var out []runtime.ServerStat
 	for _, s := range w.servers {
 		if s.stat.Backend == backend {
@@ -179,6 +220,9 @@ func (w *world) Backend(ctx context.Context, backend string) ([]runtime.ServerSt
 func (w *world) Admin(ctx context.Context, backend, server string) (runtime.Admin, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.haproxyDown != nil {
+		return runtime.Admin{}, w.haproxyDown
+	}
 	s, err := w.server(backend, server)
 	if err != nil {
 		return runtime.Admin{}, err
@@ -266,6 +310,9 @@ func (w *world) ShutdownSessions(ctx context.Context, backend, server string) er
 func (w *world) Info(ctx context.Context) (runtime.Info, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.haproxyDown != nil {
+		return runtime.Info{}, w.haproxyDown
+	}
 	return runtime.Info{Pid: w.pid + 1, UptimeSec: 100}, nil
 }
 
@@ -274,6 +321,9 @@ func (w *world) Info(ctx context.Context) (runtime.Info, error) {
 func (w *world) Inspect(ctx context.Context, nameOrID string) (docker.Container, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.dockerDown != nil {
+		return docker.Container{}, w.dockerDown
+	}
 	c := w.byName(nameOrID)
 	if c == nil {
 		return docker.Container{}, fmt.Errorf("container %s: %w", nameOrID, docker.ErrContainerNotFound)
@@ -357,6 +407,9 @@ func (w *world) Remove(ctx context.Context, id string) error {
 func (w *world) WaitHealthy(ctx context.Context, id string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.dockerDown != nil {
+		return w.dockerDown
+	}
 	if c := w.byName(id); !c.Running {
 		return docker.ErrExited
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/haroll/haroll/docker"
 	"github.com/haroll/haroll/runtime"
@@ -52,6 +53,7 @@ func TestALeftoverPreviousContainerIsANameConflictAndRolledBack(t *testing.T) {
 func TestHAProxyFailingDuringTheGateIsRolledBack(t *testing.T) {
 	w := newWorld(t)
 	a := newTestAgent(t, w, w.addSlot("app-1", 7))
+	a.grace = 50 * time.Millisecond // the rollback retries the timeouts until health.timeout + grace
 	oldID := w.byName("app-1").ID
 	w.fail["ForceHealthDown"] = runtime.ErrTimeout
 	_, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil)

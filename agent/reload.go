@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"syscall"
 
@@ -25,8 +26,7 @@ type reloadWatch struct {
 // starts the server UP with no check run). It reports whether a reload was
 // seen, so a wait looks again before it decides anything.
 func (r *replacement) watchReload(ctx context.Context) (bool, error) {
-	a, s := r.a, r.p.slot
-	info, err := a.haproxy.Info(ctx)
+	info, err := r.a.haproxy.Info(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -38,10 +38,24 @@ func (r *replacement) watchReload(ctx context.Context) (bool, error) {
 	if !w.info.Reloaded(info) {
 		return false, nil
 	}
-	w.oldWorkers = append(w.oldWorkers, w.info.Pid)
+	// w.info moves to the new process only once everything is re-applied:
+	// a failure here is seen as the same reload on the next look.
+	if !slices.Contains(w.oldWorkers, w.info.Pid) {
+		w.oldWorkers = append(w.oldWorkers, w.info.Pid)
+		r.log.Warn("haproxy was reloaded or restarted: re-applying this slot's runtime changes", "old_pid", w.info.Pid, "pid", info.Pid)
+	}
+	if err := r.reapply(ctx); err != nil {
+		return true, err
+	}
 	w.info = info
 	w.count++
-	r.log.Warn("haproxy was reloaded: re-applying this slot's runtime changes", "old_pid", w.oldWorkers[len(w.oldWorkers)-1], "pid", info.Pid)
+	return true, nil
+}
+
+// reapply makes again the runtime changes this replacement owns.
+func (r *replacement) reapply(ctx context.Context) error {
+	a, s := r.a, r.p.slot
+	var err error
 	if r.e.Drained {
 		if r.e.DrainMode == DrainState {
 			err = a.haproxy.SetState(ctx, s.Backend, s.Server, runtime.StateDrain)
@@ -49,22 +63,22 @@ func (r *replacement) watchReload(ctx context.Context) (bool, error) {
 			err = a.haproxy.SetWeight(ctx, s.Backend, s.Server, 0)
 		}
 		if err != nil {
-			return true, fmt.Errorf("re-apply the drain after a reload: %w", err)
+			return fmt.Errorf("re-apply the drain after a reload: %w", err)
 		}
 	}
 	if r.target != "" {
 		host, port, _ := net.SplitHostPort(r.target)
 		p, _ := strconv.Atoi(port)
 		if err := a.haproxy.SetAddr(ctx, s.Backend, s.Server, host, p); err != nil {
-			return true, fmt.Errorf("re-apply the address after a reload: %w", err)
+			return fmt.Errorf("re-apply the address after a reload: %w", err)
 		}
 	}
 	if r.gating {
 		if err := a.haproxy.ForceHealthDown(ctx, s.Backend, s.Server); err != nil {
-			return true, fmt.Errorf("re-apply health down after a reload: %w", err)
+			return fmt.Errorf("re-apply health down after a reload: %w", err)
 		}
 	}
-	return true, nil
+	return nil
 }
 
 // oldWorkersGone reports whether every HAProxy worker replaced by a reload

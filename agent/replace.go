@@ -52,7 +52,14 @@ func (a *Agent) replace(ctx context.Context, p plan, image string, events func(E
 	r := a.newReplacement(p, image, events)
 	begin := time.Now()
 	err := r.run(ctx)
-	if err != nil {
+	switch {
+	case err != nil && r.e.Proven:
+		// Only the restore failed: the new container passed the gate, so it
+		// is finished forward by the next recovery, never rolled back.
+		err = fmt.Errorf("%w; the new container passed the health gate: the journal in %s is kept, and `haroll recover` (or the agent's next start) gives it its traffic", err, a.cfg.StateDir)
+		r.report.Err = err.Error()
+		r.report.Result = ResultFailed
+	case err != nil:
 		r.report.Err = err.Error()
 		r.report.Result = ResultRolledBack
 		if rbErr := r.rollback(ctx, err); rbErr != nil {
@@ -60,7 +67,7 @@ func (a *Agent) replace(ctx context.Context, p plan, image string, events func(E
 			err = fmt.Errorf("%w; %w", err, rbErr)
 			r.report.Err = err.Error()
 		}
-	} else {
+	default:
 		r.report.Result = ResultReplaced
 		r.report.NewContainer = r.e.NewID
 	}
@@ -170,9 +177,20 @@ func (r *replacement) run(ctx context.Context) error {
 }
 
 // finish gives the proven new container its traffic and removes the old one.
+// The restore is retried while HAProxy does not answer (for at most
+// rollbackGrace): the new container is proven, so a restart of HAProxy at
+// this point is waited out rather than rolled back.
 func (r *replacement) finish(ctx context.Context) error {
 	a := r.a
-	if err := r.step(PhaseRestore, func() (string, error) { return r.restore(ctx) }); err != nil {
+	if err := r.step(PhaseRestore, func() (detail string, err error) {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.grace)
+		defer cancel()
+		err = a.retry(rctx, r.log, "restore weight/state", func() (err error) {
+			detail, err = r.restore(rctx)
+			return err
+		})
+		return detail, err
+	}); err != nil {
 		return err
 	}
 	r.e.Drained = false

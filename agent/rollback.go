@@ -10,7 +10,7 @@ import (
 )
 
 // rollbackGrace is added to health.timeout to bound a rollback, which runs
-// even when the caller's context is cancelled.
+// even when the caller's context is cancelled, and bounds the final restore.
 const rollbackGrace = 60 * time.Second
 
 // rollback undoes what r did, in reverse: remove the new container, bring
@@ -22,29 +22,30 @@ const rollbackGrace = 60 * time.Second
 // every step that failed.
 func (r *replacement) rollback(parent context.Context, cause error) error {
 	a := r.a
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), a.cfg.Health.Timeout+rollbackGrace)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), a.cfg.Health.Timeout+a.grace)
 	defer cancel()
 	r.log.Warn("rolling back", "cause", cause)
 	var errs []error
-	keep := func(what string, err error) {
-		if err != nil {
+	// Each step is retried while HAProxy or Docker does not answer, within
+	// the rollback's bound, and a step that fails does not stop the next.
+	undo := func(what string, fn func() error) {
+		if err := a.retry(ctx, r.log, what, fn); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", what, err))
 		}
 	}
 	_ = r.step(PhaseRollback, func() (string, error) {
 		if r.e.NewID != "" {
-			keep("stop new container", ignoreGone(a.docker.Stop(ctx, r.e.NewID)))
-			keep("remove new container", a.docker.Remove(ctx, r.e.NewID))
+			undo("stop new container", func() error { return ignoreGone(a.docker.Stop(ctx, r.e.NewID)) })
+			undo("remove new container", func() error { return a.docker.Remove(ctx, r.e.NewID) })
 		}
 		if r.e.Renamed {
-			keep("rename old container back", r.renameOldBack(ctx))
+			undo("rename old container back", func() error { return r.renameOldBack(ctx) })
 		}
 		if r.e.Stopped {
-			keep("bring old container back", r.reviveOld(ctx))
+			undo("bring old container back", func() error { return r.reviveOld(ctx) })
 		}
 		if r.e.Drained {
-			_, err := r.restore(ctx)
-			keep("restore weight/state", err)
+			undo("restore weight/state", func() error { _, err := r.restore(ctx); return err })
 		}
 		if len(errs) > 0 {
 			return "", errors.Join(errs...)

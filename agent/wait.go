@@ -28,22 +28,34 @@ func (r *replacement) waitDrained(ctx context.Context) (runtime.ServerStat, erro
 }
 
 // waitServer polls the slot's server until done says so, and returns the
-// last line of `show stat` it saw. A reload of HAProxy seen on the way has
-// the changes this replacement owns re-applied, and the wait goes on.
+// last line of `show stat` it saw. A reload or restart of HAProxy seen on the
+// way has the changes this replacement owns re-applied, and the wait goes on.
+// So does a spell of HAProxy not answering (a restart, a hung socket): when
+// ctx ends during one, the error says so rather than ctx's.
 func (r *replacement) waitServer(ctx context.Context, done func(runtime.ServerStat) bool) (runtime.ServerStat, error) {
 	a, s := r.a, r.p.slot
 	var last runtime.ServerStat
+	var down outage
 	err := a.pollUntil(ctx, func() (bool, error) {
-		if reloaded, err := r.watchReload(ctx); err != nil || reloaded {
-			return false, err
+		reloaded, err := r.watchReload(ctx)
+		var st runtime.ServerStat
+		if err == nil && !reloaded {
+			st, err = a.haproxy.Server(ctx, s.Backend, s.Server)
 		}
-		st, err := a.haproxy.Server(ctx, s.Backend, s.Server)
-		if err != nil {
+		if transient(err) && ctx.Err() == nil {
+			down.see(r.log, err)
+			return false, nil
+		}
+		down.see(r.log, nil)
+		if err != nil || reloaded {
 			return false, err
 		}
 		last = st
 		return done(st), nil
 	})
+	if err != nil && down.err != nil {
+		return last, fmt.Errorf("haproxy has not answered for %s: %w", time.Since(down.since).Round(time.Millisecond), down.err)
+	}
 	return last, err
 }
 

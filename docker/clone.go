@@ -40,7 +40,15 @@ const multiNetworkCreateAPI = "1.44"
 // When the daemon cannot attach several networks at create time (API < 1.44), the first network is
 // attached at create and the others are connected before Clone returns; if that fails, the new
 // container is removed.
-func (c *Client) Clone(ctx context.Context, from string, image, name string) (string, error) {
+func (c *Client) Clone(ctx context.Context, from string, image, name string) (id string, err error) {
+	err = c.bounded(ctx, 0, func(ctx context.Context) (err error) {
+		id, err = c.clone(ctx, from, image, name)
+		return err
+	})
+	return id, err
+}
+
+func (c *Client) clone(ctx context.Context, from string, image, name string) (string, error) {
 	old, err := c.api.ContainerInspect(ctx, from)
 	if err != nil {
 		return "", containerError("clone: inspect", from, err)

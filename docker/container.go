@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
@@ -66,7 +67,11 @@ func (c Container) HostPort(port string) (PortBinding, bool) {
 
 // Inspect reads a container by name or ID. An unknown container is ErrContainerNotFound.
 func (c *Client) Inspect(ctx context.Context, nameOrID string) (Container, error) {
-	resp, err := c.api.ContainerInspect(ctx, nameOrID)
+	var resp container.InspectResponse
+	err := c.bounded(ctx, 0, func(ctx context.Context) (err error) {
+		resp, err = c.api.ContainerInspect(ctx, nameOrID)
+		return err
+	})
 	if err != nil {
 		return Container{}, containerError("inspect", nameOrID, err)
 	}
@@ -76,7 +81,9 @@ func (c *Client) Inspect(ctx context.Context, nameOrID string) (Container, error
 // Start starts a created or stopped container; starting a running one is not an error. An unknown
 // container is ErrContainerNotFound.
 func (c *Client) Start(ctx context.Context, id string) error {
-	if err := c.api.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+	if err := c.bounded(ctx, 0, func(ctx context.Context) error {
+		return c.api.ContainerStart(ctx, id, container.StartOptions{})
+	}); err != nil {
 		return containerError("start", id, err)
 	}
 	return nil
@@ -85,17 +92,31 @@ func (c *Client) Start(ctx context.Context, id string) error {
 // Stop stops a container with its own stop signal and stop timeout (the daemon's default, 10 s, when it
 // has none), then SIGKILL. It returns once the container has stopped; ctx must allow for the stop
 // timeout. A container already stopped is not an error; an unknown one is ErrContainerNotFound.
+// The call is bounded by the client's timeout plus the container's stop timeout.
 func (c *Client) Stop(ctx context.Context, id string) error {
-	if err := c.api.ContainerStop(ctx, id, container.StopOptions{}); err != nil {
+	ctr, err := c.Inspect(ctx, id)
+	if err != nil {
+		return err
+	}
+	grace := defaultStopTimeout
+	if ctr.StopTimeout != nil && *ctr.StopTimeout >= 0 {
+		grace = time.Duration(*ctr.StopTimeout) * time.Second
+	}
+	if err := c.bounded(ctx, grace, func(ctx context.Context) error {
+		return c.api.ContainerStop(ctx, id, container.StopOptions{})
+	}); err != nil {
 		return containerError("stop", id, err)
 	}
 	return nil
 }
 
+// defaultStopTimeout is the daemon's stop timeout for a container without its own.
+const defaultStopTimeout = 10 * time.Second
+
 // Rename gives container id the name name. A name held by another container is ErrNameConflict; an
 // unknown container is ErrContainerNotFound.
 func (c *Client) Rename(ctx context.Context, id, name string) error {
-	err := c.api.ContainerRename(ctx, id, name)
+	err := c.bounded(ctx, 0, func(ctx context.Context) error { return c.api.ContainerRename(ctx, id, name) })
 	switch {
 	case err == nil:
 		return nil
@@ -109,7 +130,9 @@ func (c *Client) Rename(ctx context.Context, id, name string) error {
 // Remove removes a container, stopping it first if it runs. Its volumes are kept. A container that
 // does not exist is not an error.
 func (c *Client) Remove(ctx context.Context, id string) error {
-	err := c.api.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
+	err := c.bounded(ctx, 0, func(ctx context.Context) error {
+		return c.api.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
+	})
 	if err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("remove container %s: %w", id, err)
 	}

@@ -61,7 +61,7 @@ func engine(t *testing.T) *docker.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := docker.New(ctx, "")
+	c, err := docker.New(ctx, "", 0)
 	if err != nil {
 		if os.Getenv("CI") == "" {
 			t.Skipf("no Docker engine (set CI to make this fatal): %v", err)

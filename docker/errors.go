@@ -14,4 +14,8 @@ var (
 	ErrExited = errors.New("container exited")
 	// ErrNameConflict: another container already holds the requested name.
 	ErrNameConflict = errors.New("container name already in use")
+	// ErrUnreachable: the daemon could not be reached (not running, restarting, socket gone).
+	ErrUnreachable = errors.New("docker daemon unreachable")
+	// ErrTimeout: the daemon did not answer one call within the client's timeout.
+	ErrTimeout = errors.New("docker call timed out")
 )

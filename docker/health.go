@@ -23,7 +23,11 @@ func (c *Client) WaitHealthy(ctx context.Context, id string) error {
 	defer ticker.Stop()
 	last := "unknown"
 	for {
-		resp, err := c.api.ContainerInspect(ctx, id)
+		var resp container.InspectResponse
+		err := c.bounded(ctx, 0, func(ctx context.Context) (err error) {
+			resp, err = c.api.ContainerInspect(ctx, id)
+			return err
+		})
 		if err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("wait for container %s to become healthy: %w (last health status: %s)", id, ctx.Err(), last)

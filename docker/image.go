@@ -34,7 +34,11 @@ func (c *Client) EnsureImage(ctx context.Context, ref string) (string, error) {
 
 // localImageID returns the ID of the local image ref, or ErrImageNotFound.
 func (c *Client) localImageID(ctx context.Context, ref string) (string, error) {
-	resp, err := c.api.ImageInspect(ctx, ref)
+	var resp image.InspectResponse
+	err := c.bounded(ctx, 0, func(ctx context.Context) (err error) {
+		resp, err = c.api.ImageInspect(ctx, ref)
+		return err
+	})
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
 			return "", fmt.Errorf("image %s is not present locally: %w", ref, ErrImageNotFound)

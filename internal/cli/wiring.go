@@ -41,7 +41,7 @@ func openAgent(ctx context.Context, cfg agent.Config) (*agent.Agent, func(), err
 	if err := hp.Ping(ctx); err != nil {
 		return nil, nil, fmt.Errorf("haproxy.socket %s: %w: check that HAProxy runs with `stats socket %s level admin` and that haroll may open it", cfg.HAProxy.Socket, err, cfg.HAProxy.Socket)
 	}
-	dk, err := docker.New(ctx, cfg.Docker.Host)
+	dk, err := docker.New(ctx, cfg.Docker.Host, cfg.Docker.Timeout)
 	if err != nil {
 		return nil, nil, fmt.Errorf("docker: %w", err)
 	}
