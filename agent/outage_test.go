@@ -34,7 +34,7 @@ func countCalls(w *world, call string) int {
 
 func TestAnHAProxyRestartDuringTheDrainIsWaitedOutAndTheDrainReapplied(t *testing.T) {
 	w := newWorld(t)
-	w.sessions = 1 << 20 // only the restart ends them
+	w.sessions = 1 << 20   // only the restart ends them
 	w.pid = deadPid(t) - 1 // a restart ends the old process
 	a := newTestAgent(t, w, w.addSlot("app-1", 7))
 	go func() {
