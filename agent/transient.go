@@ -60,7 +60,7 @@ func (o *outage) see(log *slog.Logger, err error) {
 		o.since = time.Now()
 		log.Warn("haproxy does not answer: waiting for it (a restart?)", "error", err)
 	case err == nil && o.err != nil:
-		log.Info("haproxy answers again", "after", time.Since(o.since).Round(time.Millisecond))
+		log.Warn("haproxy answers again", "after", time.Since(o.since).Round(time.Millisecond))
 	}
 	o.err = err
 }

@@ -42,7 +42,10 @@ func (r *replacement) waitServer(ctx context.Context, done func(runtime.ServerSt
 		if err == nil && !reloaded {
 			st, err = a.haproxy.Server(ctx, s.Backend, s.Server)
 		}
-		if transient(err) && ctx.Err() == nil {
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return false, err // the wait ran out, perhaps during an outage
+		case transient(err):
 			down.see(r.log, err)
 			return false, nil
 		}

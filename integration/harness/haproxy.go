@@ -84,6 +84,7 @@ type HAProxy struct {
 	LogPath      string // haproxy's stdout and stderr: alerts, health check changes, one line per request
 	Frontend     int
 
+	bin      string
 	done     chan struct{} // closed when Cmd has been waited for
 	waitErr  error
 	tmpDir   string // holds the socket when Dir's path is too long for a unix socket
@@ -250,7 +251,6 @@ func StartHAProxy(ctx context.Context, cfg HAProxyConfig) (*HAProxy, error) {
 		ConfigPath: filepath.Join(cfg.Dir, "haproxy.cfg"),
 		LogPath:    filepath.Join(cfg.Dir, "haproxy.log"),
 		Frontend:   cfg.Frontend,
-		done:       make(chan struct{}),
 	}
 	h.MasterSocket = filepath.Join(cfg.Dir, "master.sock")
 	if len(h.MasterSocket) > maxSocketLen {
@@ -271,7 +271,16 @@ func (h *HAProxy) start(ctx context.Context, bin string, cfg HAProxyConfig) erro
 	if err := os.WriteFile(h.ConfigPath, []byte(cfg.render(h.Socket)), 0o644); err != nil {
 		return fmt.Errorf("start haproxy: %w", err)
 	}
-	logFile, err := os.OpenFile(h.LogPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	h.bin = bin
+	return h.launch(ctx, os.O_TRUNC)
+}
+
+// launch starts haproxy from ConfigPath, its log opened with logFlag
+// (O_TRUNC or O_APPEND), and waits until it serves.
+func (h *HAProxy) launch(ctx context.Context, logFlag int) error {
+	bin := h.bin
+	h.done = make(chan struct{})
+	logFile, err := os.OpenFile(h.LogPath, os.O_CREATE|os.O_WRONLY|logFlag, 0o644)
 	if err != nil {
 		return fmt.Errorf("start haproxy: %w", err)
 	}
@@ -281,7 +290,7 @@ func (h *HAProxy) start(ctx context.Context, bin string, cfg HAProxyConfig) erro
 
 	// Not CommandContext: ctx bounds the start-up only.
 	h.Cmd = exec.Command(bin, "-W", "-db", "-S", h.MasterSocket, "-f", h.ConfigPath)
-	h.Cmd.Dir = cfg.Dir
+	h.Cmd.Dir = filepath.Dir(h.ConfigPath)
 	h.Cmd.Stdout, h.Cmd.Stderr = logFile, logFile // files, not pipes: Wait never hangs on a worker
 	// If the test binary dies (a test timeout panics without running cleanups), haproxy goes too
 	// instead of holding its port for the next run.
@@ -289,9 +298,10 @@ func (h *HAProxy) start(ctx context.Context, bin string, cfg HAProxyConfig) erro
 	if err := startOnLockedThread(h.Cmd); err != nil {
 		return fmt.Errorf("start haproxy %s: %w", bin, err)
 	}
+	cmd, done := h.Cmd, h.done // a Restart replaces both
 	go func() {
-		h.waitErr = h.Cmd.Wait()
-		close(h.done)
+		h.waitErr = cmd.Wait()
+		close(done)
 	}()
 	if err := h.waitReady(ctx, "start", func(info map[string]string) bool { return info["Pid"] != "" }); err != nil {
 		return err
@@ -433,6 +443,26 @@ func (h *HAProxy) Reload(ctx context.Context) error {
 		procs, err := h.ExecMaster("show proc")
 		return err == nil && strings.Contains(procs, info["Pid"]+" ")
 	})
+}
+
+// Restart stops haproxy as `systemctl restart` does (SIGTERM to the master:
+// a hard stop that closes every connection, then a new master from
+// ConfigPath) and waits until the new process serves. Every runtime change
+// is lost, and the frontend refuses connections in between.
+func (h *HAProxy) Restart(ctx context.Context) error {
+	if err := h.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("restart haproxy: %w", err)
+	}
+	select {
+	case <-h.done:
+	case <-time.After(stopTimeout):
+		_ = h.Cmd.Process.Kill()
+		<-h.done
+	}
+	if err := h.launch(ctx, os.O_APPEND); err != nil {
+		return fmt.Errorf("restart haproxy: %w", err)
+	}
+	return nil
 }
 
 // Stop ends this haproxy (its master, by PID, which stops the workers): SIGTERM, then SIGKILL after
