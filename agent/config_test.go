@@ -18,6 +18,7 @@ func TestValidateReportsEveryProblemNamingKeyAndValue(t *testing.T) {
 	cfg.HAProxy.Socket = "relative.sock"
 	cfg.Drain.Mode = "slow"
 	cfg.Drain.Timeout = 0
+	cfg.Docker.Timeout = 500
 	cfg.Drain.OnTimeout = "panic"
 	cfg.Health.Path = "health"
 	cfg.MinServing = -1
@@ -32,7 +33,7 @@ func TestValidateReportsEveryProblemNamingKeyAndValue(t *testing.T) {
 		t.Fatal("invalid config accepted")
 	}
 	for _, want := range []string{
-		"haproxy.socket: relative.sock", "drain.mode: slow", "drain.timeout: 0s", "drain.on_timeout: panic",
+		"haproxy.socket: relative.sock", "drain.mode: slow", "drain.timeout: 0s", "docker.timeout: 500ns", "drain.on_timeout: panic",
 		"health.path: health", "min_serving: -1", "allowed_images[0]: [bad",
 		`slots[0].backend: "app;x"`, `slots[0].server: "s 1"`, "slots[0].port: 70000",
 		"slots[1].name: a: duplicate", "slots[1].container: c1: two slots", `slots[2].name: ""`,
