@@ -99,7 +99,22 @@ type SlotConfig struct {
 	// Network, when set, makes HAProxy reach the container by its IP on that
 	// Docker network instead of a published host port.
 	Network string `mapstructure:"network"`
+	// Strategy is auto (the default), stop-first or start-first.
+	Strategy string `mapstructure:"strategy"`
 }
+
+// Replacement strategies of a slot.
+const (
+	// StrategyAuto is start-first when the old and the new container can
+	// run side by side (no fixed host port, own network stack), else
+	// stop-first.
+	StrategyAuto = "auto"
+	// StrategyStopFirst drains, stops the old container, then starts the new.
+	StrategyStopFirst = "stop-first"
+	// StrategyStartFirst starts the new container while the old one drains,
+	// and points HAProxy at it once both are done.
+	StrategyStartFirst = "start-first"
+)
 
 // DefaultConfig returns the defaults every key falls back to.
 func DefaultConfig() Config {
@@ -200,6 +215,11 @@ func (c Config) Validate() error {
 		containers[s.Container] = true
 		if s.Port < 0 || s.Port > 65535 {
 			bad(key("port"), s.Port, "want a container port 1..65535, or 0 for the only exposed port")
+		}
+		switch s.Strategy {
+		case "", StrategyAuto, StrategyStopFirst, StrategyStartFirst:
+		default:
+			bad(key("strategy"), s.Strategy, "want auto, stop-first or start-first")
 		}
 	}
 	return errors.Join(errs...)

@@ -87,14 +87,26 @@ func (w *world) addSlot(name string, weight int) SlotConfig {
 	w.nextPrt++
 	port := w.nextPrt
 	id := w.newID()
+	// A fixed host port, so the default strategy is stop-first; startFirst
+	// makes the slot's container publish an ephemeral one.
 	w.ctrs[id] = &docker.Container{ID: id, Name: name, Image: "app:v1", ImageID: "sha256:v1", Running: true,
-		Ports: map[string][]docker.PortBinding{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: port}}}}
+		Ports:          map[string][]docker.PortBinding{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: port}}},
+		FixedHostPorts: []string{fmt.Sprintf("127.0.0.1:%d->8080/tcp", port)}}
 	srv := "srv-" + name
 	w.servers["app/"+srv] = &fakeServer{
 		stat:  runtime.ServerStat{Backend: "app", Server: srv, Status: "UP", Weight: weight, CheckStatus: "L7OK", CheckHealth: 3, CheckRise: 2, CheckFall: 2, Addr: fmt.Sprintf("127.0.0.1:%d", port), Checked: true},
 		admin: runtime.Admin{State: runtime.StateReady, Checked: true},
 	}
 	return SlotConfig{Name: name, Backend: "app", Server: srv, Container: name, Port: 8080}
+}
+
+// startFirst makes the world's containers publish ephemeral ports, so that
+// an old and a new one can run side by side (strategy auto: start-first).
+func (w *world) startFirst() {
+	w.ephemeral = true
+	for _, c := range w.ctrs {
+		c.FixedHostPorts = nil
+	}
 }
 
 func (w *world) newID() string {
@@ -358,7 +370,8 @@ func (w *world) Clone(ctx context.Context, from, image, name string) (string, er
 		port = w.nextPrt
 	}
 	w.ctrs[id] = &docker.Container{ID: id, Name: name, Image: image, ImageID: w.images[image],
-		Ports: map[string][]docker.PortBinding{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: port}}}}
+		Ports:          map[string][]docker.PortBinding{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: port}}},
+		FixedHostPorts: old.FixedHostPorts}
 	return id, nil
 }
 

@@ -34,8 +34,12 @@ type Entry struct {
 	Drained   bool          `json:"drained"`
 	Stopped   bool          `json:"stopped"`
 	Renamed   bool          `json:"renamed"`
-	Proven    bool          `json:"proven"` // the new container passed the gate
-	Started   time.Time     `json:"started"`
+	// Switched: HAProxy may point at the new container's address.
+	Switched bool `json:"switched"`
+	// StartFirst: the old container kept running beside the new one.
+	StartFirst bool      `json:"start_first,omitempty"`
+	Proven     bool      `json:"proven"` // the new container passed the gate
+	Started    time.Time `json:"started"`
 }
 
 // Journal reads and writes the entry in state_dir.

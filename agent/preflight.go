@@ -17,6 +17,8 @@ type plan struct {
 	state  runtime.State // original administrative state
 	addr   string        // HAProxy's address for the server before the swap
 	skip   bool          // already runs the image
+	// startFirst: the new container boots while the old one drains.
+	startFirst bool
 }
 
 // preflight checks every requested slot, then makes sure the image is local
@@ -82,6 +84,17 @@ func (a *Agent) checkSlot(ctx context.Context, s SlotConfig) (plan, error) {
 		return p, err
 	}
 	p.old, p.weight, p.state, p.addr = old, srv.Weight, adm.State, srv.Addr
+	beside, why := old.CanRunBeside()
+	switch s.Strategy {
+	case StrategyStartFirst:
+		if !beside {
+			return p, fmt.Errorf("strategy start-first: container %s cannot run beside its replacement: %s; use stop-first or auto", s.Container, why)
+		}
+		p.startFirst = true
+	case StrategyStopFirst:
+	default:
+		p.startFirst = beside
+	}
 	if old.Running {
 		if want, err := containerAddress(old, s); err != nil {
 			return p, err

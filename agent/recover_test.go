@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"testing"
 )
 
@@ -19,51 +20,76 @@ func redeployUntilCrash(t *testing.T, a *Agent, w *world, point string) {
 }
 
 func TestRecoveryAfterACrashInEachPhaseLeavesTheSlotServing(t *testing.T) {
-	for _, tc := range []struct {
-		name, crashBefore string
-		wantImage         string
+	type crash struct{ name, crashBefore, wantImage string }
+	for _, strategy := range []struct {
+		name    string
+		crashes []crash
 	}{
-		{"drained", "Stop", "app:v1"},
-		{"old stopped", "Rename", "app:v1"},
-		{"renamed, new not created", "Clone", "app:v1"},
-		{"new created", "Start", "app:v1"},
-		{"new started, before the gate", "ForceHealthDown", "app:v1"},
-		{"gate passed, before restore", "SetWeight app/srv-app-1 7", "app:v2"},
-		{"restored, old not removed", "Remove", "app:v2"},
+		{StrategyStopFirst, []crash{
+			{"drained", "Stop", "app:v1"},
+			{"old stopped", "Rename", "app:v1"},
+			{"renamed, new not created", "Clone", "app:v1"},
+			{"new created", "Start", "app:v1"},
+			{"new started, before the gate", "ForceHealthDown", "app:v1"},
+			{"gate passed, before restore", "SetWeight app/srv-app-1 7", "app:v2"},
+			{"restored, old not removed", "Remove", "app:v2"},
+		}},
+		// The old container runs until the new one is proven, and HAProxy is
+		// pointed at the new one's address.
+		{StrategyStartFirst, []crash{
+			{"draining, before the rename", "Rename", "app:v1"},
+			{"renamed, new not created", "Clone", "app:v1"},
+			{"new created", "Start", "app:v1"},
+			{"new booted, before the address", "SetAddr", "app:v1"},
+			{"address switched, before the gate", "ForceHealthDown", "app:v1"},
+			{"gate passed, before restore", "SetWeight app/srv-app-1 7", "app:v2"},
+			{"restored, old not stopped", "Stop", "app:v2"},
+			{"old stopped, not removed", "Remove", "app:v2"},
+		}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			w := newWorld(t)
-			slot := w.addSlot("app-1", 7)
-			a := newTestAgent(t, w, slot)
-			redeployUntilCrash(t, a, w, tc.crashBefore)
+		for _, tc := range strategy.crashes {
+			t.Run(strategy.name+"/"+tc.name, func(t *testing.T) {
+				w := newWorld(t)
+				slot := w.addSlot("app-1", 7)
+				if strategy.name == StrategyStartFirst {
+					w.startFirst()
+				}
+				a := newTestAgent(t, w, slot)
+				redeployUntilCrash(t, a, w, tc.crashBefore)
 
-			// The agent starts again over the same state_dir.
-			b := newTestAgent(t, w, slot)
-			b.cfg.StateDir = a.cfg.StateDir
-			did, err := b.Recover(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if did == "" {
-				t.Fatal("recovery found nothing to do")
-			}
-			c := w.byName("app-1")
-			if c == nil || !c.Running || c.Image != tc.wantImage {
-				t.Fatalf("app-1: %+v, want %s running", c, tc.wantImage)
-			}
-			if len(w.ctrs) != 1 {
-				t.Fatalf("%d containers, want 1", len(w.ctrs))
-			}
-			if st := w.servers["app/srv-app-1"].stat; st.Weight != 7 {
-				t.Fatalf("weight %d, want 7", st.Weight)
-			}
-			if e, err := (Journal{dir: b.cfg.StateDir}).Read(); err != nil || e != nil {
-				t.Fatalf("journal left: %+v, %v", e, err)
-			}
-			if again, err := b.Recover(context.Background()); err != nil || again != "" {
-				t.Fatalf("a second recovery did %q, %v", again, err)
-			}
-		})
+				// The agent starts again over the same state_dir.
+				b := newTestAgent(t, w, slot)
+				b.cfg.StateDir = a.cfg.StateDir
+				did, err := b.Recover(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if did == "" {
+					t.Fatal("recovery found nothing to do")
+				}
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				c := w.byName("app-1")
+				if c == nil || !c.Running || c.Image != tc.wantImage {
+					t.Fatalf("app-1: %+v, want %s running", c, tc.wantImage)
+				}
+				if len(w.ctrs) != 1 {
+					t.Fatalf("%d containers, want 1", len(w.ctrs))
+				}
+				st := w.servers["app/srv-app-1"].stat
+				if want := fmt.Sprintf("127.0.0.1:%d", c.Ports["8080/tcp"][0].HostPort); st.Weight != 7 || st.Addr != want {
+					t.Fatalf("weight %d at %s, want 7 at %s", st.Weight, st.Addr, want)
+				}
+				if e, err := (Journal{dir: b.cfg.StateDir}).Read(); err != nil || e != nil {
+					t.Fatalf("journal left: %+v, %v", e, err)
+				}
+				w.mu.Unlock()
+				defer w.mu.Lock()
+				if again, err := b.Recover(context.Background()); err != nil || again != "" {
+					t.Fatalf("a second recovery did %q, %v", again, err)
+				}
+			})
+		}
 	}
 }
 

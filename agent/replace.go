@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/haroll/haroll/runtime"
@@ -28,6 +29,7 @@ type replacement struct {
 	e       Entry
 	journal Journal
 
+	mu     sync.Mutex  // report and events, for phases that overlap
 	reload reloadWatch // HAProxy reloads seen, and what to re-apply
 	gating bool        // in the health gate: a reload needs `health down` again
 	target string      // the new (or revived) container's address, once known
@@ -77,9 +79,16 @@ func (a *Agent) replace(ctx context.Context, p plan, image string, events func(E
 
 // step runs one phase, times it, and reports it.
 func (r *replacement) step(phase Phase, fn func() (string, error)) error {
-	start := time.Now()
+	return r.stepSince(phase, time.Now(), fn)
+}
+
+// stepSince is step for a phase that began at start. Two phases may run at
+// once (start-first boots while the old container drains).
+func (r *replacement) stepSince(phase Phase, start time.Time, fn func() (string, error)) error {
 	detail, err := fn()
 	d := time.Since(start)
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.report.Phases[phase] += d
 	ev := Event{Slot: r.p.slot.Name, Phase: phase, Start: start, Duration: d, Detail: detail}
 	if err != nil {
@@ -106,8 +115,16 @@ func (a *Agent) newReplacement(p plan, image string, events func(Event)) *replac
 }
 
 func (r *replacement) run(ctx context.Context) error {
-	a, s := r.a, r.p.slot
-	if err := r.step(PhaseDrain, func() (string, error) { return r.drain(ctx) }); err != nil {
+	a := r.a
+	if r.p.startFirst {
+		return r.runStartFirst(ctx)
+	}
+	if err := r.step(PhaseDrain, func() (string, error) {
+		if err := r.beginDrain(ctx); err != nil {
+			return "", err
+		}
+		return r.awaitDrain(ctx)
+	}); err != nil {
 		return err
 	}
 	if err := r.step(PhaseStop, func() (string, error) {
@@ -119,39 +136,98 @@ func (r *replacement) run(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	if err := r.step(PhaseStart, func() (string, error) {
-		r.e.Renamed = true
-		if err := r.save(PhaseStart); err != nil {
-			return "", err
-		}
-		if err := a.docker.Rename(ctx, r.p.old.ID, s.Container+prevSuffix); err != nil {
-			return "", err
-		}
-		id, err := a.docker.Clone(ctx, r.p.old.ID, r.image, s.Container)
-		if err != nil {
-			return "", err
-		}
-		r.e.NewID = id
-		if err := r.save(PhaseStart); err != nil {
-			return "", err
-		}
-		return shortID(id), a.docker.Start(ctx, id)
-	}); err != nil {
+	if err := r.step(PhaseStart, func() (string, error) { return r.startNew(ctx) }); err != nil {
 		return err
 	}
+	// health.timeout bounds the way from the start to fully UP in HAProxy.
 	healthCtx, cancel := context.WithTimeout(ctx, a.cfg.Health.Timeout)
 	defer cancel()
-	var addr address
-	if err := r.step(PhaseBoot, func() (string, error) {
-		var err error
-		addr, err = a.waitContainerReady(healthCtx, r.e.NewID, s)
-		r.target = addr.String()
-		return addr.String(), err
-	}); err != nil {
+	addr, err := r.boot(healthCtx)
+	if err != nil {
 		return err
 	}
+	return r.prove(ctx, healthCtx, addr)
+}
+
+// runStartFirst starts and boots the new container while the old one drains
+// (it keeps running, under another name, until the new one is proven), then
+// points HAProxy at the new container. health.timeout bounds the boot, and
+// then the health gate from the end of the drain.
+func (r *replacement) runStartFirst(ctx context.Context) error {
+	a := r.a
+	r.e.StartFirst = true
+	begin := time.Now()
+	if err := r.beginDrain(ctx); err != nil {
+		return r.stepSince(PhaseDrain, begin, func() (string, error) { return "", err })
+	}
+	drainCtx, cancelDrain := context.WithCancel(ctx)
+	defer cancelDrain()
+	drained := make(chan error, 1)
+	go func() {
+		drained <- r.stepSince(PhaseDrain, begin, func() (string, error) { return r.awaitDrain(drainCtx) })
+	}()
+	bootCtx, cancelBoot := context.WithTimeout(ctx, a.cfg.Health.Timeout)
+	defer cancelBoot()
+	var addr address
+	err := r.step(PhaseStart, func() (string, error) { return r.startNew(ctx) })
+	if err == nil {
+		addr, err = r.boot(bootCtx)
+	}
+	if err != nil {
+		cancelDrain() // the slot fails anyway: no need to wait for the drain
+	}
+	if drainErr := <-drained; err == nil {
+		err = drainErr
+	}
+	if err != nil {
+		return err
+	}
+	gateCtx, cancelGate := context.WithTimeout(ctx, a.cfg.Health.Timeout)
+	defer cancelGate()
+	return r.prove(ctx, gateCtx, addr)
+}
+
+// startNew renames the old container out of the way, creates the new one
+// under the slot's container name, and starts it.
+func (r *replacement) startNew(ctx context.Context) (string, error) {
+	a, s := r.a, r.p.slot
+	r.e.Renamed = true
+	if err := r.save(PhaseStart); err != nil {
+		return "", err
+	}
+	if err := a.docker.Rename(ctx, r.p.old.ID, s.Container+prevSuffix); err != nil {
+		return "", err
+	}
+	id, err := a.docker.Clone(ctx, r.p.old.ID, r.image, s.Container)
+	if err != nil {
+		return "", err
+	}
+	r.e.NewID = id
+	if err := r.save(PhaseStart); err != nil {
+		return "", err
+	}
+	return shortID(id), a.docker.Start(ctx, id)
+}
+
+// boot waits until the new container is ready, and returns its address.
+func (r *replacement) boot(ctx context.Context) (address, error) {
+	var addr address
+	err := r.step(PhaseBoot, func() (string, error) {
+		var err error
+		addr, err = r.a.waitContainerReady(ctx, r.e.NewID, r.p.slot)
+		return addr.String(), err
+	})
+	return addr, err
+}
+
+// prove points HAProxy at the new container when its address differs,
+// passes the health gate within gateCtx, and finishes the replacement.
+func (r *replacement) prove(ctx, gateCtx context.Context, addr address) error {
+	a, s := r.a, r.p.slot
+	r.target = addr.String()
 	if addr.String() != r.p.addr {
 		if err := r.step(PhaseAddress, func() (string, error) {
+			r.e.Switched = true
 			if err := r.save(PhaseAddress); err != nil {
 				return "", err
 			}
@@ -164,7 +240,7 @@ func (r *replacement) run(ctx context.Context) error {
 		if err := r.save(PhaseGate); err != nil {
 			return "", err
 		}
-		return r.freshCheck(healthCtx)
+		return r.freshCheck(gateCtx)
 	}); err != nil {
 		return err
 	}
@@ -195,40 +271,52 @@ func (r *replacement) finish(ctx context.Context) error {
 	}
 	r.e.Drained = false
 	// The new container serves; failing to remove the old one is not a
-	// reason to roll back, only to tell the operator.
+	// reason to roll back, only to tell the operator. Started first, the old
+	// one still runs (HAProxy no longer sends it anything): it gets its own
+	// stop signal and timeout rather than a kill.
 	_ = r.step(PhaseCleanup, func() (string, error) {
+		if r.e.StartFirst {
+			if err := ignoreGone(a.docker.Stop(ctx, r.p.old.ID)); err != nil {
+				return shortID(r.p.old.ID), err
+			}
+		}
 		return shortID(r.p.old.ID), a.docker.Remove(ctx, r.p.old.ID)
 	})
 	return r.journal.Clear()
 }
 
-// drain takes the slot's traffic away and waits for its sessions to end.
-func (r *replacement) drain(ctx context.Context) (string, error) {
+// beginDrain takes the slot's traffic away.
+func (r *replacement) beginDrain(ctx context.Context) error {
 	a, s := r.a, r.p.slot
 	if err := a.checkServing(ctx, s); err != nil {
-		return "", err
+		return err
 	}
 	r.e.Drained = true
 	if err := r.save(PhaseDrain); err != nil {
-		return "", err
+		return err
 	}
 	if _, err := r.watchReload(ctx); err != nil { // the worker the drain starts on
-		return "", err
+		return err
 	}
-	var err error
 	if a.cfg.Drain.Mode == DrainState {
-		err = a.haproxy.SetState(ctx, s.Backend, s.Server, runtime.StateDrain)
-	} else {
-		err = a.haproxy.SetWeight(ctx, s.Backend, s.Server, 0)
+		return a.haproxy.SetState(ctx, s.Backend, s.Server, runtime.StateDrain)
 	}
-	if err != nil {
-		return "", err
+	return a.haproxy.SetWeight(ctx, s.Backend, s.Server, 0)
+}
+
+// awaitDrain waits for the drained slot's sessions to end, within
+// drain.timeout, then applies drain.on_timeout.
+func (r *replacement) awaitDrain(ctx context.Context) (string, error) {
+	a, s := r.a, r.p.slot
+	how := fmt.Sprintf("mode %s", a.cfg.Drain.Mode)
+	if r.p.startFirst {
+		how += ", start-first"
 	}
 	drainCtx, cancel := context.WithTimeout(ctx, a.cfg.Drain.Timeout)
 	defer cancel()
 	last, err := r.waitDrained(drainCtx)
 	if err == nil {
-		return fmt.Sprintf("scur 0, qcur 0 (mode %s)", a.cfg.Drain.Mode), nil
+		return fmt.Sprintf("scur 0, qcur 0 (%s)", how), nil
 	}
 	if !errors.Is(err, ErrDrainTimeout) || a.cfg.Drain.OnTimeout != OnTimeoutShutdown {
 		return "", err

@@ -41,7 +41,7 @@ func (r *replacement) rollback(parent context.Context, cause error) error {
 		if r.e.Renamed {
 			undo("rename old container back", func() error { return r.renameOldBack(ctx) })
 		}
-		if r.e.Stopped {
+		if r.e.Stopped || r.e.Switched {
 			undo("bring old container back", func() error { return r.reviveOld(ctx) })
 		}
 		if r.e.Drained {
@@ -80,8 +80,8 @@ func ignoreGone(err error) error {
 	return err
 }
 
-// reviveOld starts the old container again and proves it healthy to HAProxy,
-// pointing the server back at it if its address moved.
+// reviveOld starts the old container again (if it was stopped) and proves
+// it healthy to HAProxy, pointing the server back at it if its address moved.
 func (r *replacement) reviveOld(ctx context.Context) error {
 	a, s := r.a, r.p.slot
 	if err := a.docker.Start(ctx, r.p.old.ID); err != nil {

@@ -33,6 +33,27 @@ type Container struct {
 	StopTimeout *int   // seconds; nil means the daemon's default
 	StopSignal  string // "" means SIGTERM
 	Labels      map[string]string
+	// FixedHostPorts are the configured publications with a fixed host port
+	// ("127.0.0.1:18081->8080/tcp"): a second container with the same
+	// configuration cannot start while this one runs.
+	FixedHostPorts []string
+	// NetworkMode is HostConfig.NetworkMode: "host", "bridge", a network's
+	// name, "container:<id>"...
+	NetworkMode string
+}
+
+// CanRunBeside reports whether a clone of c can run at the same time as c:
+// it publishes no fixed host port and does not share the host's or another
+// container's network stack, where it would bind the same ports. It says
+// why not otherwise.
+func (c Container) CanRunBeside() (bool, string) {
+	switch {
+	case len(c.FixedHostPorts) > 0:
+		return false, "it publishes fixed host ports (" + strings.Join(c.FixedHostPorts, ", ") + ")"
+	case c.NetworkMode == "host" || strings.HasPrefix(c.NetworkMode, "container:"):
+		return false, "its network mode is " + c.NetworkMode
+	}
+	return true, ""
 }
 
 // Endpoint is a container's attachment to one network.
@@ -172,6 +193,16 @@ func fromInspect(resp container.InspectResponse) Container {
 	}
 	if !out.HasHealthcheck {
 		out.Health = ""
+	}
+	if hc := resp.HostConfig; hc != nil {
+		out.NetworkMode = string(hc.NetworkMode)
+		for _, port := range sortedKeys(hc.PortBindings) {
+			for _, b := range hc.PortBindings[port] {
+				if n, err := strconv.Atoi(b.HostPort); err == nil && n != 0 {
+					out.FixedHostPorts = append(out.FixedHostPorts, net.JoinHostPort(b.HostIP, b.HostPort)+"->"+string(port))
+				}
+			}
+		}
 	}
 	if ns := resp.NetworkSettings; ns != nil {
 		out.Networks = make(map[string]Endpoint, len(ns.Networks))

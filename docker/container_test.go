@@ -2,6 +2,7 @@ package docker
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/docker/docker/api/types/container"
@@ -51,6 +52,31 @@ func TestHostPortPrefersTheIPv4Binding(t *testing.T) {
 	} {
 		if got, ok := c.HostPort(tc.port); got != tc.want || ok != tc.wantOK {
 			t.Errorf("HostPort(%s) = %v, %v; want %v, %v", tc.port, got, ok, tc.want, tc.wantOK)
+		}
+	}
+}
+
+func TestCanRunBesideNeedsNoFixedHostPortAndItsOwnNetworkStack(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		bindings nat.PortMap
+		mode     string
+		want     bool
+		why      string
+	}{
+		{"ephemeral port", nat.PortMap{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: ""}}}, "bridge", true, ""},
+		{"port 0", nat.PortMap{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: "0"}}}, "bridge", true, ""},
+		{"user network, nothing published", nil, "front", true, ""},
+		{"fixed port", nat.PortMap{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: "18081"}}}, "bridge", false, "127.0.0.1:18081->8080/tcp"},
+		{"host network", nil, "host", false, "network mode is host"},
+		{"another container's network", nil, "container:abc", false, "network mode is container:abc"},
+	} {
+		resp := oldContainer()
+		resp.HostConfig.PortBindings = tc.bindings
+		resp.HostConfig.NetworkMode = container.NetworkMode(tc.mode)
+		ok, why := fromInspect(resp).CanRunBeside()
+		if ok != tc.want || !strings.Contains(why, tc.why) {
+			t.Errorf("%s: CanRunBeside() = %v, %q; want %v, containing %q", tc.name, ok, why, tc.want, tc.why)
 		}
 	}
 }

@@ -1,0 +1,107 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestStartFirstBootsTheNewContainerWhileTheOldOneDrains(t *testing.T) {
+	w := newWorld(t)
+	slot := w.addSlot("app-1", 7)
+	w.startFirst()
+	w.sessions = 200 // polls; the boot is done long before
+	a := newTestAgent(t, w, slot)
+	oldAddr := w.servers["app/srv-app-1"].stat.Addr
+	var phases []Phase
+	rep, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, func(e Event) {
+		phases = append(phases, e.Phase)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Phase{PhaseStart, PhaseBoot, PhaseDrain, PhaseAddress, PhaseGate, PhaseRestore, PhaseCleanup}
+	if !slices.Equal(phases, want) {
+		t.Fatalf("phases %v, want %v: the boot must end before the drain", phases, want)
+	}
+	calls := w.mutations()
+	wantCalls := []string{
+		"SetWeight app/srv-app-1 0", "Rename app-1 app-1-haroll-prev", "Clone app:v2 app-1", "Start app-1",
+		"SetAddr app/srv-app-1 127.0.0.1:20002", "ForceHealthDown app/srv-app-1", "SetWeight app/srv-app-1 7",
+		"Stop app-1-haroll-prev", "Remove app-1-haroll-prev",
+	}
+	if !slices.Equal(calls, wantCalls) {
+		t.Fatalf("calls\n%q\nwant\n%q", calls, wantCalls)
+	}
+	if st := w.servers["app/srv-app-1"].stat; st.Addr == oldAddr || st.Weight != 7 {
+		t.Fatalf("server at %s weight %d", st.Addr, st.Weight)
+	}
+	if r := rep.Slots[0]; r.Result != ResultReplaced {
+		t.Fatalf("%+v", r)
+	}
+}
+
+func TestStartFirstWithABrokenImageLeavesTheOldContainerServingUntouched(t *testing.T) {
+	w := newWorld(t)
+	slot := w.addSlot("app-1", 7)
+	w.startFirst()
+	a := newTestAgent(t, w, slot)
+	a.cfg.Health.Timeout = 200 * time.Millisecond
+	oldID := w.byName("app-1").ID
+	oldAddr := w.servers["app/srv-app-1"].stat.Addr
+	_, err := a.Redeploy(context.Background(), Request{Image: "app:broken"}, nil)
+	if !errors.Is(err, ErrNotHealthy) {
+		t.Fatalf("got %v", err)
+	}
+	assertRolledBack(t, w, oldID)
+	for _, c := range w.mutations() {
+		if strings.HasPrefix(c, "Stop app-1-haroll-prev") || strings.HasPrefix(c, "SetAddr") || strings.HasPrefix(c, "ForceHealthDown") {
+			t.Fatalf("the old container or its server was touched beyond the weight: %q", w.mutations())
+		}
+	}
+	if st := w.servers["app/srv-app-1"].stat; st.Addr != oldAddr || len(w.ctrs) != 1 {
+		t.Fatalf("server at %s, %d containers", st.Addr, len(w.ctrs))
+	}
+}
+
+func TestTheStrategyIsChosenFromTheContainersPorts(t *testing.T) {
+	for _, tc := range []struct {
+		strategy   string
+		startFirst bool // the containers can run side by side
+		want       string
+	}{
+		{"", false, "stop-first"},
+		{StrategyAuto, true, "start-first"},
+		{StrategyStopFirst, true, "stop-first"},
+		{StrategyStartFirst, true, "start-first"},
+		{StrategyStartFirst, false, "error"},
+	} {
+		w := newWorld(t)
+		slot := w.addSlot("app-1", 7)
+		slot.Strategy = tc.strategy
+		if tc.startFirst {
+			w.startFirst()
+		}
+		a := newTestAgent(t, w, slot)
+		_, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil)
+		got := "stop-first"
+		switch {
+		case err != nil:
+			got = "error"
+			if !errors.Is(err, ErrPreflight) || !strings.Contains(err.Error(), "fixed host ports (127.0.0.1:") {
+				t.Errorf("%q: %v: want a preflight error naming the fixed port", tc.strategy, err)
+			}
+			if len(w.mutations()) != 0 {
+				t.Errorf("%q: refused, yet %q", tc.strategy, w.mutations())
+			}
+		case !slices.Contains(w.mutations(), "Stop app-1"):
+			got = "start-first"
+		}
+		if got != tc.want {
+			t.Errorf("strategy %q, side by side %v: %s, want %s", tc.strategy, tc.startFirst, got, tc.want)
+		}
+	}
+}
