@@ -41,8 +41,19 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./$$pkg; \
 	done
 
+# One run of everything BENCHMARKS.md reports: the deploy comparison (2016 method, docker stop/rm/run,
+# haroll per strategy) as one table, haroll per slot against the limit, the runtime micro-benchmarks
+# against a raw socket, and the coordinator with 1,000 simulated agents.
+# BASELINE=<git rev> adds haroll built at that revision to the first table (old and new in one run);
+# BENCH_AGENTS=10000 adds the coordinator at 10,000 agents.
+BASELINE ?=
+BENCH_AGENTS ?=
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	.ci/deps
+	$(GO) run ./integration/bench $(if $(BASELINE),-baseline $(BASELINE))
+	$(GO) test -run '^$$' -bench . -benchmem ./runtime/
+	$(GO) test -run '^$$' -bench 'Rollout1000Agents/agents=child' -benchtime 3x ./rollout/
+	$(if $(BENCH_AGENTS),HAROLL_BENCH_AGENTS=$(BENCH_AGENTS) $(GO) test -run '^$$' -bench 'RolloutAgents' -benchtime 1x -timeout 30m ./rollout/)
 
 clean:
 	rm -rf bin

@@ -41,6 +41,8 @@ type HostOptions struct {
 	Rise, Fall int
 	// HealthTimeout and DrainTimeout go to the agent config (defaults 20s, 30s).
 	HealthTimeout, DrainTimeout time.Duration
+	// Strategy goes to every slot of the agent config ("" leaves the default).
+	Strategy string
 }
 
 // Host is a running simulated host.
@@ -49,7 +51,10 @@ type Host struct {
 	HAProxy *HAProxy
 	Network string // user network, for UserNetwork
 	// Names are the containers "<name>-<i>"; slot i is "app-<i>", its server "s<i>".
-	Names      []string
+	Names []string
+	// RunArgs are the `docker run` options each container was started with
+	// (without the image), by container name.
+	RunArgs    map[string][]string
 	AgentYAML  string // a haroll agent config for this host
 	containers []string
 }
@@ -69,7 +74,7 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	h = &Host{Opts: o}
+	h = &Host{Opts: o, RunArgs: map[string][]string{}}
 	defer func() {
 		if err != nil {
 			h.Close()
@@ -102,6 +107,7 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 		if _, err := docker(ctx, append(args, o.Image)...); err != nil {
 			return h, err
 		}
+		h.RunArgs[name] = args[1:]
 		h.containers = append(h.containers, name)
 		h.Names = append(h.Names, name)
 		addr, err := h.containerAddr(ctx, name)
@@ -146,6 +152,9 @@ func (h *Host) writeAgentConfig() error {
 		fmt.Fprintf(&b, "  - {name: app-%d, backend: %s, server: s%d, container: %s, port: 8080", i+1, DefaultBackend, i+1, name)
 		if h.Network != "" {
 			fmt.Fprintf(&b, ", network: %s", h.Network)
+		}
+		if h.Opts.Strategy != "" {
+			fmt.Fprintf(&b, ", strategy: %s", h.Opts.Strategy)
 		}
 		b.WriteString("}\n")
 	}

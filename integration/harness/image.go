@@ -29,15 +29,20 @@ import (
 const TestLabel = "haroll.test"
 
 // DefaultHealthInterval is the HEALTHCHECK interval of test images. Docker 20.10 accepts intervals down
-// to 1ms, but every probe is an exec in the container; 500ms keeps a dozen containers cheap on 2 cores.
-const DefaultHealthInterval = 500 * time.Millisecond
+// to 1ms, but every probe is an exec in the container, and on 2 cores with fuse-overlayfs a dozen
+// containers checked every 500ms made the execs themselves time out. Docker runs the first check one
+// interval after the start, so 2s still reports the test app (ready after 1.5 s) healthy at 2 s.
+const DefaultHealthInterval = 2 * time.Second
+
+// healthTimeout bounds one HEALTHCHECK exec of a test image.
+const healthTimeout = 5 * time.Second
 
 // ImageOptions describe a test app image.
 type ImageOptions struct {
 	Tag string // e.g. "haroll-testapp:v1"
 	// Env is baked in as ENV: VERSION, PORT, BOOT_DELAY, WARMUP, LATENCY_MAX, BROKEN.
 	Env map[string]string
-	// Healthcheck adds HEALTHCHECK --interval=<HealthInterval> --timeout=1s --retries=3 CMD ["/app","-check"].
+	// Healthcheck adds HEALTHCHECK --interval=<HealthInterval> --timeout=5s --retries=3 CMD ["/app","-check"].
 	Healthcheck bool
 	// HealthInterval overrides DefaultHealthInterval when Healthcheck is set.
 	HealthInterval time.Duration
@@ -126,7 +131,7 @@ func dockerfile(opts ImageOptions) string {
 		if interval <= 0 {
 			interval = DefaultHealthInterval
 		}
-		fmt.Fprintf(&b, "HEALTHCHECK --interval=%s --timeout=1s --retries=3 CMD [\"/app\",\"-check\"]\n", interval)
+		fmt.Fprintf(&b, "HEALTHCHECK --interval=%s --timeout=%s --retries=3 CMD [\"/app\",\"-check\"]\n", interval, healthTimeout)
 	}
 	labels := map[string]string{TestLabel: "1"}
 	for k, v := range opts.Labels {

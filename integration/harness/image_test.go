@@ -24,7 +24,7 @@ COPY app /app
 EXPOSE 8080
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/app"]
-HEALTHCHECK --interval=500ms --timeout=1s --retries=3 CMD ["/app","-check"]
+HEALTHCHECK --interval=2s --timeout=5s --retries=3 CMD ["/app","-check"]
 LABEL "a"="b c" "haroll.test"="1"
 ENV "BOOT_DELAY"="1s" "VERSION"="v2"
 `

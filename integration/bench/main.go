@@ -1,0 +1,344 @@
+// Command bench compares ways of replacing three app containers behind
+// HAProxy, in one run, on the same setup and under the same load: the 2016
+// method (weight 0 with socat, sleep 5, docker stop/rm/run, weight 1), a
+// naive docker stop/rm/run with no HAProxy change, and haroll redeploy with
+// each strategy. It prints one table of wall time, failed requests and
+// weights after, then haroll's time per slot beside the slot's physical
+// limit (drain + the app's boot-to-ready + one HAProxy rise).
+//
+//	go run ./integration/bench            (or: make bench)
+//	go run ./integration/bench -baseline HEAD~3   also runs haroll built at that revision
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/haroll/haroll/agent"
+	"github.com/haroll/haroll/integration/harness"
+	"github.com/haroll/haroll/integration/loadgen"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the knobs every method runs under.
+type options struct {
+	rate     int
+	inter    time.Duration
+	rise     int
+	weights  []int
+	images   harness.Versions
+	dir      string
+	scripts  string // folder of replace-2016.sh and replace-naive.sh
+	bootTime time.Duration
+}
+
+// method is one way of moving the three slots from v1 to v2.
+type method struct {
+	name       string
+	addressing harness.Addressing
+	strategy   string
+	// deploy replaces the three slots of h and, for haroll, returns its report.
+	deploy func(ctx context.Context, h *harness.Host) (*agent.Report, error)
+}
+
+// outcome is what one method did.
+type outcome struct {
+	method  method
+	wall    time.Duration
+	load    loadgen.Result
+	weights string
+	report  *agent.Report
+	err     error
+}
+
+func run() error {
+	rate := flag.Int("rate", 250, "requests per second through HAProxy")
+	baseline := flag.String("baseline", "", "also run haroll built at this git revision (old and new in one run)")
+	only := flag.String("only", "", "run only the methods whose name contains this")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+
+	dir, err := os.MkdirTemp("", "haroll-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	step := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "==> "+format+"\n", args...) }
+
+	_, self, _, _ := runtime.Caller(0)
+	o := options{rate: *rate, inter: harness.DefaultInter, rise: harness.DefaultRise, weights: []int{7, 3, 5},
+		dir: dir, scripts: filepath.Dir(self)}
+	step("building haroll and the test app images (FROM scratch): boot 1 s, warm-up 0.5 s, latency 0-30 ms")
+	bin, err := harness.BuildHaroll(ctx, dir)
+	if err != nil {
+		return err
+	}
+	o.images, err = harness.BuildVersions(ctx, "haroll-bench-app", harness.AppProfile{BootDelay: time.Second, Warmup: 500 * time.Millisecond, LatencyMax: 30 * time.Millisecond})
+	if err != nil {
+		return err
+	}
+	step("measuring the app's boot-to-ready time (docker start to the first 200 from /health), 3 times")
+	if o.bootTime, err = bootToReady(ctx, o.images.V2, 3); err != nil {
+		return err
+	}
+	step("boot-to-ready: %s (median)", o.bootTime.Round(time.Millisecond))
+
+	methods := []method{
+		{name: "2016: weight 0, sleep 5, docker stop/rm/run, weight 1", addressing: harness.FixedPorts, deploy: o.script2016},
+		{name: "docker stop/rm/run, no HAProxy change", addressing: harness.FixedPorts, deploy: o.scriptNaive},
+		{name: "haroll redeploy (fixed ports: stop-first)", addressing: harness.FixedPorts, deploy: o.haroll(bin)},
+		{name: "haroll redeploy (ephemeral ports, stop-first)", addressing: harness.EphemeralPorts, strategy: agent.StrategyStopFirst, deploy: o.haroll(bin)},
+		{name: "haroll redeploy (ephemeral ports, auto: start-first)", addressing: harness.EphemeralPorts, deploy: o.haroll(bin)},
+	}
+	if *baseline != "" {
+		old, err := buildAt(ctx, *baseline, dir)
+		if err != nil {
+			return err
+		}
+		methods = append(methods,
+			method{name: "haroll @" + *baseline + " (fixed ports)", addressing: harness.FixedPorts, deploy: o.haroll(old)},
+			method{name: "haroll @" + *baseline + " (ephemeral ports)", addressing: harness.EphemeralPorts, deploy: o.haroll(old)})
+	}
+	var outcomes []outcome
+	for _, m := range methods {
+		if !strings.Contains(m.name, *only) {
+			continue
+		}
+		step("%s", m.name)
+		oc, err := o.measure(ctx, m)
+		if err != nil {
+			return fmt.Errorf("%s: %w", m.name, err)
+		}
+		outcomes = append(outcomes, oc)
+	}
+	printComparison(outcomes, o)
+	printSlots(outcomes, o)
+	return nil
+}
+
+// measure starts a fresh host, puts it under load, and runs m's deploy.
+func (o options) measure(ctx context.Context, m method) (outcome, error) {
+	hctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	h, err := harness.StartHost(hctx, harness.HostOptions{Dir: filepath.Join(o.dir, fmt.Sprintf("h%d", time.Now().UnixNano())),
+		Name: fmt.Sprintf("hbench%d", time.Now().UnixNano()%1e9), Image: o.images.V1, Weights: o.weights,
+		Addressing: m.addressing, Inter: o.inter, Rise: o.rise, Strategy: m.strategy})
+	if err != nil {
+		return outcome{}, err
+	}
+	defer h.Close()
+	stopLoad := loadgen.Start(ctx, loadgen.Options{URL: h.URL("/"), Rate: o.rate,
+		SlowURL: h.URL("/slow?ms=3000"), SlowEvery: 500 * time.Millisecond})
+	time.Sleep(time.Second)
+	begin := time.Now()
+	rep, deployErr := m.deploy(ctx, h)
+	oc := outcome{method: m, wall: time.Since(begin), report: rep, err: deployErr}
+	time.Sleep(3500 * time.Millisecond) // the last 3 s requests sent during the deploy end
+	oc.load = stopLoad()
+	if oc.load.Err != nil {
+		return oc, oc.load.Err
+	}
+	stats, err := h.Servers(ctx)
+	if err != nil {
+		return oc, err
+	}
+	var w []string
+	for _, s := range stats {
+		w = append(w, fmt.Sprint(s.Weight))
+	}
+	oc.weights = strings.Join(w, "/")
+	return oc, nil
+}
+
+// script2016 runs replace-2016.sh for each slot in turn.
+func (o options) script2016(ctx context.Context, h *harness.Host) (*agent.Report, error) {
+	for i, name := range h.Names {
+		args := append([]string{h.HAProxy.Socket, fmt.Sprintf("%s/s%d", harness.DefaultBackend, i+1), name, o.images.V2}, h.RunArgs[name]...)
+		if err := runScript(ctx, filepath.Join(o.scripts, "replace-2016.sh"), args...); err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
+}
+
+// scriptNaive runs replace-naive.sh for each slot in turn.
+func (o options) scriptNaive(ctx context.Context, h *harness.Host) (*agent.Report, error) {
+	for _, name := range h.Names {
+		if err := runScript(ctx, filepath.Join(o.scripts, "replace-naive.sh"), append([]string{name, o.images.V2}, h.RunArgs[name]...)...); err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
+}
+
+func runScript(ctx context.Context, script string, args ...string) error {
+	out, err := exec.CommandContext(ctx, script, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", filepath.Base(script), strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// haroll returns a deploy that runs `haroll redeploy` with the binary bin.
+func (o options) haroll(bin string) func(ctx context.Context, h *harness.Host) (*agent.Report, error) {
+	return func(ctx context.Context, h *harness.Host) (*agent.Report, error) {
+		var out, errOut bytes.Buffer
+		cmd := exec.CommandContext(ctx, bin, "redeploy", "--config", h.AgentYAML, "--image", o.images.V2, "--output", "json")
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		runErr := cmd.Run()
+		var rep agent.Report
+		if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+			return nil, fmt.Errorf("haroll's report: %w (%v: %s)", err, runErr, errOut.String())
+		}
+		if runErr != nil {
+			return &rep, fmt.Errorf("haroll redeploy: %w: %s", runErr, errOut.String())
+		}
+		return &rep, nil
+	}
+}
+
+// buildAt builds cmd/haroll at a git revision, in a temporary worktree.
+func buildAt(ctx context.Context, rev, dir string) (string, error) {
+	tree := filepath.Join(dir, "baseline")
+	git := func(args ...string) error {
+		if out, err := exec.CommandContext(ctx, "git", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+		}
+		return nil
+	}
+	if err := git("worktree", "add", "--detach", tree, rev); err != nil {
+		return "", err
+	}
+	defer git("worktree", "remove", "--force", tree)
+	bin := filepath.Join(dir, "haroll-baseline")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/haroll")
+	cmd.Dir = tree
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build haroll at %s: %w: %s", rev, err, bytes.TrimSpace(out))
+	}
+	return bin, nil
+}
+
+// bootToReady starts a container of image n times and returns the median
+// time from `docker start` to the first 200 from its /health.
+func bootToReady(ctx context.Context, image string, n int) (time.Duration, error) {
+	var times []time.Duration
+	for range n {
+		id, err := dockerCmd(ctx, "create", "--label", harness.TestLabel+"=1", "-p", "127.0.0.1::8080", image)
+		if err != nil {
+			return 0, err
+		}
+		d, err := timeToReady(ctx, id)
+		_, _ = dockerCmd(context.WithoutCancel(ctx), "rm", "-f", id)
+		if err != nil {
+			return 0, err
+		}
+		times = append(times, d)
+	}
+	slices.Sort(times)
+	return times[len(times)/2], nil
+}
+
+func timeToReady(ctx context.Context, id string) (time.Duration, error) {
+	begin := time.Now()
+	if _, err := dockerCmd(ctx, "start", id); err != nil {
+		return 0, err
+	}
+	port, err := dockerCmd(ctx, "port", id, "8080/tcp")
+	if err != nil {
+		return 0, err
+	}
+	url := "http://" + strings.Fields(port)[0] + "/health"
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for time.Since(begin) < 30*time.Second {
+		if resp, err := client.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return time.Since(begin), nil
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return 0, errors.New("the app never became ready")
+}
+
+func dockerCmd(ctx context.Context, args ...string) (string, error) {
+	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("docker %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func ms(d time.Duration) string { return d.Round(10 * time.Millisecond).String() }
+
+func printComparison(outcomes []outcome, o options) {
+	fmt.Printf("\nReplacing 3 containers (v1 -> v2) behind HAProxy 2.6 under %d POST/s plus a 3 s request every 500 ms\n", o.rate)
+	fmt.Printf("(app: boot 1 s, health 503 for 0.5 s more, 0-30 ms latency; HAProxy inter %s rise %d; weights %v; %d cores)\n\n",
+		o.inter, o.rise, o.weights, runtime.NumCPU())
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "method\twall time (3 slots)\tfailed / total\tfailed 3 s requests\tweights after\terror")
+	for _, oc := range outcomes {
+		errText := "-"
+		if oc.err != nil {
+			errText = firstLine(oc.err.Error())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d / %d\t%d / %d\t%s\t%s\n", oc.method.name, ms(oc.wall),
+			oc.load.Failed+oc.load.SlowFailed+oc.load.Dropped, oc.load.Sent+oc.load.SlowSent, oc.load.SlowFailed, oc.load.SlowSent, oc.weights, errText)
+	}
+	tw.Flush()
+	for _, oc := range outcomes {
+		if len(oc.load.Errors) > 0 {
+			fmt.Printf("  %s: %s\n", oc.method.name, strings.Join(oc.load.Errors, ", "))
+		}
+	}
+}
+
+// printSlots prints haroll's time per slot beside the slot's physical
+// limit: its drain + the app's boot-to-ready + one rise of HAProxy checks.
+func printSlots(outcomes []outcome, o options) {
+	rise := time.Duration(o.rise) * o.inter
+	fmt.Printf("\nharoll per slot against the limit = drain + boot-to-ready (%s) + rise x inter (%s)\n\n", ms(o.bootTime), ms(rise))
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "method\tslot\tdrain\tstop\tstart\tboot\taddress\tgate\trestore+cleanup\ttotal\tlimit\ttotal - limit")
+	for _, oc := range outcomes {
+		if oc.report == nil {
+			continue
+		}
+		for _, s := range oc.report.Slots {
+			p := s.Phases
+			limit := p[agent.PhaseDrain] + o.bootTime + rise
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%+d ms\n", oc.method.name, s.Slot,
+				ms(p[agent.PhaseDrain]), ms(p[agent.PhaseStop]), ms(p[agent.PhaseStart]), ms(p[agent.PhaseBoot]),
+				ms(p[agent.PhaseAddress]), ms(p[agent.PhaseGate]), ms(p[agent.PhaseRestore]+p[agent.PhaseCleanup]),
+				ms(s.Total), ms(limit), (s.Total - limit).Milliseconds())
+		}
+	}
+	tw.Flush()
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}
