@@ -85,7 +85,17 @@ type HealthConfig struct {
 	Timeout time.Duration `mapstructure:"timeout"`
 	// Path is the agent's own HTTP probe; empty means a TCP connect.
 	Path string `mapstructure:"path"`
+	// Docker says what a container's own HEALTHCHECK counts for: wait (for
+	// it to report healthy before probing) or watch (the probe decides; an
+	// unhealthy or exited report fails the slot).
+	Docker string `mapstructure:"docker"`
 }
+
+// What a container's Docker HEALTHCHECK counts for (health.docker).
+const (
+	DockerHealthWait  = "wait"
+	DockerHealthWatch = "watch"
+)
 
 // SlotConfig pairs one HAProxy server with one container.
 type SlotConfig struct {
@@ -123,7 +133,7 @@ func DefaultConfig() Config {
 		Docker:     DockerConfig{Timeout: docker.DefaultTimeout},
 		StateDir:   "/var/lib/haroll",
 		Drain:      DrainConfig{Mode: DrainWeight, Timeout: 30 * time.Second, OnTimeout: OnTimeoutFail},
-		Health:     HealthConfig{Timeout: 60 * time.Second, Path: "/"},
+		Health:     HealthConfig{Timeout: 60 * time.Second, Path: "/", Docker: DockerHealthWait},
 		MinServing: 1,
 		Socket:     "/run/haroll/agent.sock",
 	}
@@ -162,6 +172,9 @@ func (c Config) Validate() error {
 	}
 	if c.Health.Timeout < time.Millisecond {
 		bad("health.timeout", c.Health.Timeout, "must be at least 1ms: write it with a unit, e.g. 60s")
+	}
+	if c.Health.Docker != DockerHealthWait && c.Health.Docker != DockerHealthWatch {
+		bad("health.docker", c.Health.Docker, "want wait or watch")
 	}
 	if c.Health.Path != "" && c.Health.Path[0] != '/' {
 		bad("health.path", c.Health.Path, `must start with "/" (or be empty for a TCP probe)`)

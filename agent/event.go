@@ -9,7 +9,8 @@ const (
 	PhasePreflight Phase = "preflight"
 	PhaseDrain     Phase = "drain"
 	PhaseStop      Phase = "stop"
-	PhaseStart     Phase = "start"   // rename old, create and start the new container
+	PhaseCreate    Phase = "create"  // create the new container, while the old one drains
+	PhaseStart     Phase = "start"   // give the new container the slot's name, and start it
 	PhaseBoot      Phase = "boot"    // start to healthy: Docker health and the agent's probe
 	PhaseAddress   Phase = "address" // point HAProxy at the new container
 	PhaseGate      Phase = "gate"    // a fresh HAProxy check after `health down`

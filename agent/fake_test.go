@@ -56,6 +56,17 @@ func (w *world) restartHAProxy(weights map[string]int) {
 	}
 }
 
+// failing makes method fail with err from now on (nil: succeed again).
+func (w *world) failing(method string, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err == nil {
+		delete(w.fail, method)
+		return
+	}
+	w.fail[method] = err
+}
+
 // setDown starts (err != nil) or ends an outage of HAProxy or Docker.
 func (w *world) setDown(which *error, err error) {
 	w.mu.Lock()
@@ -420,8 +431,8 @@ func (w *world) Remove(ctx context.Context, id string) error {
 func (w *world) WaitHealthy(ctx context.Context, id string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.dockerDown != nil {
-		return w.dockerDown
+	if err := cmp.Or(w.dockerDown, w.fail["WaitHealthy"]); err != nil {
+		return err
 	}
 	if c := w.byName(id); !c.Running {
 		return docker.ErrExited

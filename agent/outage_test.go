@@ -103,7 +103,7 @@ func TestAnOutageLongerThanTheRollbackKeepsTheJournalForRecovery(t *testing.T) {
 	a.grace = 100 * time.Millisecond
 	a.cfg.Health.Timeout = 300 * time.Millisecond
 	oldID := w.byName("app-1").ID
-	events := after(w, PhaseStart, func() { w.haproxyDown = runtime.ErrUnreachable }) // w.mu is held
+	events := after(w, PhaseStart, func() { w.setDown(&w.haproxyDown, runtime.ErrUnreachable) })
 	begin := time.Now()
 	_, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, events)
 	if !errors.Is(err, runtime.ErrUnreachable) || !errors.Is(err, ErrRollback) {
@@ -129,7 +129,7 @@ func TestAnOutageLongerThanTheRollbackKeepsTheJournalForRecovery(t *testing.T) {
 func TestARestoreThatFailsAfterTheGateIsFinishedForwardNotRolledBack(t *testing.T) {
 	w := newWorld(t)
 	a := newTestAgent(t, w, w.addSlot("app-1", 7))
-	events := after(w, PhaseGate, func() { w.fail["SetWeight"] = runtime.ErrCommand }) // w.mu is held
+	events := after(w, PhaseGate, func() { w.failing("SetWeight", runtime.ErrCommand) })
 	rep, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, events)
 	if !errors.Is(err, runtime.ErrCommand) || !strings.Contains(err.Error(), "haroll recover") {
 		t.Fatalf("got %v", err)
@@ -140,7 +140,7 @@ func TestARestoreThatFailsAfterTheGateIsFinishedForwardNotRolledBack(t *testing.
 	if w.byName("app-1").Image != "app:v2" || !w.byName("app-1").Running {
 		t.Fatalf("the proven new container was not kept: %+v", w.byName("app-1"))
 	}
-	delete(w.fail, "SetWeight")
+	w.failing("SetWeight", nil)
 	if did, err := a.Recover(context.Background()); err != nil || !strings.Contains(did, "finished") {
 		t.Fatalf("recover: %q, %v", did, err)
 	}

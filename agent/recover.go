@@ -56,9 +56,12 @@ func (a *Agent) recoverLocked(ctx context.Context) (string, error) {
 		return fmt.Sprintf("slot %s: finished the replacement by %s (it had passed the health gate)", e.Slot, e.Image), nil
 	}
 	// A crash between creating the new container and journaling its ID
-	// leaves it under the slot's name: that is the one to remove.
-	if c, err := a.docker.Inspect(ctx, slot.Container); err == nil && c.ID != e.OldID {
-		r.e.NewID = c.ID
+	// leaves it under the slot's name, or the `-haroll-next` one: that is the
+	// one to remove.
+	for _, name := range []string{slot.Container, slot.Container + nextSuffix} {
+		if c, err := a.docker.Inspect(ctx, name); err == nil && c.ID != e.OldID && r.e.NewID == "" {
+			r.e.NewID = c.ID
+		}
 	}
 	if err := r.rollback(ctx, ErrRecovered); err != nil {
 		return "", err

@@ -26,10 +26,11 @@ func TestRecoveryAfterACrashInEachPhaseLeavesTheSlotServing(t *testing.T) {
 		crashes []crash
 	}{
 		{StrategyStopFirst, []crash{
-			{"drained", "Stop", "app:v1"},
+			{"draining, before the new container is created", "Clone", "app:v1"},
+			{"drained, new container created", "Stop", "app:v1"},
 			{"old stopped", "Rename", "app:v1"},
-			{"renamed, new not created", "Clone", "app:v1"},
-			{"new created", "Start", "app:v1"},
+			{"old renamed, new not", "Rename app-1-haroll-next", "app:v1"},
+			{"both renamed, new not started", "Start", "app:v1"},
 			{"new started, before the gate", "ForceHealthDown", "app:v1"},
 			{"gate passed, before restore", "SetWeight app/srv-app-1 7", "app:v2"},
 			{"restored, old not removed", "Remove", "app:v2"},
@@ -94,25 +95,29 @@ func TestRecoveryAfterACrashInEachPhaseLeavesTheSlotServing(t *testing.T) {
 }
 
 func TestANewContainerCreatedButNotJournaledIsRemoved(t *testing.T) {
-	w := newWorld(t)
-	slot := w.addSlot("app-1", 7)
-	a := newTestAgent(t, w, slot)
-	// Crash right after the clone: the journal does not know the new ID.
-	w.crashBefore = "Start"
-	func() {
-		defer func() { _ = recover() }()
-		_, _ = a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil)
-	}()
-	e, _ := (Journal{dir: a.cfg.StateDir}).Read()
-	e.NewID = ""
-	if err := (Journal{dir: a.cfg.StateDir}).Write(*e); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Recover(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if c := w.byName("app-1"); c.Image != "app:v1" || !c.Running || len(w.ctrs) != 1 {
-		t.Fatalf("app-1 %+v, %d containers", c, len(w.ctrs))
+	// Under the `-haroll-next` name (created while draining), or under the
+	// slot's name (after the swap).
+	for _, crashBefore := range []string{"Stop", "Start"} {
+		w := newWorld(t)
+		slot := w.addSlot("app-1", 7)
+		a := newTestAgent(t, w, slot)
+		// Crash after the clone, with a journal that does not know the new ID.
+		w.crashBefore = crashBefore
+		func() {
+			defer func() { _ = recover() }()
+			_, _ = a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil)
+		}()
+		e, _ := (Journal{dir: a.cfg.StateDir}).Read()
+		e.NewID = ""
+		if err := (Journal{dir: a.cfg.StateDir}).Write(*e); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Recover(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if c := w.byName("app-1"); c.Image != "app:v1" || !c.Running || len(w.ctrs) != 1 {
+			t.Fatalf("crash before %s: app-1 %+v, %d containers", crashBefore, c, len(w.ctrs))
+		}
 	}
 }
 

@@ -11,8 +11,12 @@ import (
 	"github.com/haroll/haroll/runtime"
 )
 
-// prevSuffix names the old container while the new one is being proven.
-const prevSuffix = "-haroll-prev"
+// prevSuffix names the old container while the new one is being proven;
+// nextSuffix the new one, stopped first, until the old one has stopped.
+const (
+	prevSuffix = "-haroll-prev"
+	nextSuffix = "-haroll-next"
+)
 
 // replacement is one slot's replacement in progress: what has been done so
 // far, so that a failure undoes exactly that.
@@ -116,46 +120,7 @@ func (a *Agent) newReplacement(p plan, image string, events func(Event)) *replac
 
 func (r *replacement) run(ctx context.Context) error {
 	a := r.a
-	if r.p.startFirst {
-		return r.runStartFirst(ctx)
-	}
-	if err := r.step(PhaseDrain, func() (string, error) {
-		if err := r.beginDrain(ctx); err != nil {
-			return "", err
-		}
-		return r.awaitDrain(ctx)
-	}); err != nil {
-		return err
-	}
-	if err := r.step(PhaseStop, func() (string, error) {
-		r.e.Stopped = true // a stop that fails half-way must still be undone
-		if err := r.save(PhaseStop); err != nil {
-			return "", err
-		}
-		return "", a.docker.Stop(ctx, r.p.old.ID)
-	}); err != nil {
-		return err
-	}
-	if err := r.step(PhaseStart, func() (string, error) { return r.startNew(ctx) }); err != nil {
-		return err
-	}
-	// health.timeout bounds the way from the start to fully UP in HAProxy.
-	healthCtx, cancel := context.WithTimeout(ctx, a.cfg.Health.Timeout)
-	defer cancel()
-	addr, err := r.boot(healthCtx)
-	if err != nil {
-		return err
-	}
-	return r.prove(ctx, healthCtx, addr)
-}
-
-// runStartFirst starts and boots the new container while the old one drains
-// (it keeps running, under another name, until the new one is proven), then
-// points HAProxy at the new container. health.timeout bounds the boot, and
-// then the health gate from the end of the drain.
-func (r *replacement) runStartFirst(ctx context.Context) error {
-	a := r.a
-	r.e.StartFirst = true
+	r.e.StartFirst = r.p.startFirst
 	begin := time.Now()
 	if err := r.beginDrain(ctx); err != nil {
 		return r.stepSince(PhaseDrain, begin, func() (string, error) { return "", err })
@@ -166,12 +131,17 @@ func (r *replacement) runStartFirst(ctx context.Context) error {
 	go func() {
 		drained <- r.stepSince(PhaseDrain, begin, func() (string, error) { return r.awaitDrain(drainCtx) })
 	}()
+	// While the old container drains, the new one is created and, started
+	// first, started and booted too. health.timeout bounds the way from its
+	// start to ready, then (from the end of the drain) the health gate.
 	bootCtx, cancelBoot := context.WithTimeout(ctx, a.cfg.Health.Timeout)
 	defer cancelBoot()
 	var addr address
-	err := r.step(PhaseStart, func() (string, error) { return r.startNew(ctx) })
-	if err == nil {
-		addr, err = r.boot(bootCtx)
+	err := r.step(PhaseCreate, func() (string, error) { return r.create(ctx) })
+	if err == nil && r.p.startFirst {
+		if err = r.step(PhaseStart, func() (string, error) { return "", a.docker.Start(ctx, r.e.NewID) }); err == nil {
+			addr, err = r.boot(bootCtx)
+		}
 	}
 	if err != nil {
 		cancelDrain() // the slot fails anyway: no need to wait for the drain
@@ -182,14 +152,62 @@ func (r *replacement) runStartFirst(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	gateCtx, cancelGate := context.WithTimeout(ctx, a.cfg.Health.Timeout)
-	defer cancelGate()
-	return r.prove(ctx, gateCtx, addr)
+	if r.p.startFirst {
+		gateCtx, cancel := context.WithTimeout(ctx, a.cfg.Health.Timeout)
+		defer cancel()
+		return r.prove(ctx, gateCtx, addr)
+	}
+	if err := r.step(PhaseStop, func() (string, error) {
+		r.e.Stopped = true // a stop that fails half-way must still be undone
+		if err := r.save(PhaseStop); err != nil {
+			return "", err
+		}
+		return "", a.docker.Stop(ctx, r.p.old.ID)
+	}); err != nil {
+		return err
+	}
+	healthCtx, cancel := context.WithTimeout(ctx, a.cfg.Health.Timeout)
+	defer cancel()
+	if err := r.step(PhaseStart, func() (string, error) { return r.swapNames(ctx) }); err != nil {
+		return err
+	}
+	if addr, err = r.boot(healthCtx); err != nil {
+		return err
+	}
+	return r.prove(ctx, healthCtx, addr)
 }
 
-// startNew renames the old container out of the way, creates the new one
-// under the slot's container name, and starts it.
-func (r *replacement) startNew(ctx context.Context) (string, error) {
+// create makes the new container from the old one's configuration. Started
+// first, it takes the slot's container name at once (the old container is
+// renamed out of the way, running); stopped first, it is created as
+// `<name>-haroll-next` and takes the name once the old one has stopped
+// (swapNames): a fixed host port is only claimed at start.
+func (r *replacement) create(ctx context.Context) (string, error) {
+	a, s := r.a, r.p.slot
+	name := s.Container + nextSuffix
+	if r.p.startFirst {
+		r.e.Renamed = true
+		name = s.Container
+	}
+	if err := r.save(PhaseCreate); err != nil {
+		return "", err
+	}
+	if r.p.startFirst {
+		if err := a.docker.Rename(ctx, r.p.old.ID, s.Container+prevSuffix); err != nil {
+			return "", err
+		}
+	}
+	id, err := a.docker.Clone(ctx, r.p.old.ID, r.image, name)
+	if err != nil {
+		return "", err
+	}
+	r.e.NewID = id
+	return name + " " + shortID(id), r.save(PhaseCreate)
+}
+
+// swapNames gives the stopped old container the `-haroll-prev` name and the
+// new one the slot's, and starts the new one.
+func (r *replacement) swapNames(ctx context.Context) (string, error) {
 	a, s := r.a, r.p.slot
 	r.e.Renamed = true
 	if err := r.save(PhaseStart); err != nil {
@@ -198,15 +216,10 @@ func (r *replacement) startNew(ctx context.Context) (string, error) {
 	if err := a.docker.Rename(ctx, r.p.old.ID, s.Container+prevSuffix); err != nil {
 		return "", err
 	}
-	id, err := a.docker.Clone(ctx, r.p.old.ID, r.image, s.Container)
-	if err != nil {
+	if err := a.docker.Rename(ctx, r.e.NewID, s.Container); err != nil {
 		return "", err
 	}
-	r.e.NewID = id
-	if err := r.save(PhaseStart); err != nil {
-		return "", err
-	}
-	return shortID(id), a.docker.Start(ctx, id)
+	return shortID(r.e.NewID), a.docker.Start(ctx, r.e.NewID)
 }
 
 // boot waits until the new container is ready, and returns its address.

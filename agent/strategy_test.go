@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/haroll/haroll/docker"
 )
 
 func TestStartFirstBootsTheNewContainerWhileTheOldOneDrains(t *testing.T) {
@@ -23,7 +25,7 @@ func TestStartFirstBootsTheNewContainerWhileTheOldOneDrains(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Phase{PhaseStart, PhaseBoot, PhaseDrain, PhaseAddress, PhaseGate, PhaseRestore, PhaseCleanup}
+	want := []Phase{PhaseCreate, PhaseStart, PhaseBoot, PhaseDrain, PhaseAddress, PhaseGate, PhaseRestore, PhaseCleanup}
 	if !slices.Equal(phases, want) {
 		t.Fatalf("phases %v, want %v: the boot must end before the drain", phases, want)
 	}
@@ -104,4 +106,35 @@ func TestTheStrategyIsChosenFromTheContainersPorts(t *testing.T) {
 			t.Errorf("strategy %q, side by side %v: %s, want %s", tc.strategy, tc.startFirst, got, tc.want)
 		}
 	}
+}
+
+func TestWithHealthDockerWatchTheProbeDecidesAndDockerCanOnlyFail(t *testing.T) {
+	t.Run("ready", func(t *testing.T) {
+		w := newWorld(t)
+		a := newTestAgent(t, w, w.addSlot("app-1", 7))
+		a.cfg.Health.Docker = DockerHealthWatch
+		// Docker's own check has not run yet: with wait the fake would
+		// still pass (it reports running containers healthy), so watch is
+		// told apart by never asking for it.
+		w.failing("WaitHealthy", errors.New("WaitHealthy must not be called with health.docker watch"))
+		if _, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("unhealthy", func(t *testing.T) {
+		w := newWorld(t)
+		a := newTestAgent(t, w, w.addSlot("app-1", 7))
+		a.cfg.Health.Docker = DockerHealthWatch
+		a.cfg.Health.Timeout = 10 * time.Second
+		events := after(w, PhaseStart, func() {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			w.byName("app-1").Health = "unhealthy"
+		})
+		begin := time.Now()
+		_, err := a.Redeploy(context.Background(), Request{Image: "app:broken"}, events)
+		if !errors.Is(err, docker.ErrUnhealthy) || time.Since(begin) > 5*time.Second {
+			t.Fatalf("got %v after %s: want Docker's unhealthy report, well before health.timeout", err, time.Since(begin))
+		}
+	})
 }

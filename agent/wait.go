@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/haroll/haroll/docker"
 	"github.com/haroll/haroll/runtime"
 )
 
@@ -83,12 +84,17 @@ func (r *replacement) freshCheck(ctx context.Context) (string, error) {
 	return fmt.Sprintf("%s %s after %d fresh checks", last.Status, last.CheckStatus, last.CheckRise), nil
 }
 
-// waitContainerReady waits for Docker's health status (when the container
-// has a healthcheck), works out the container's address, and probes it until
-// the app answers.
+// waitContainerReady works out the container's address and probes it until
+// the app answers. With health.docker wait, it first waits for Docker to
+// report the container healthy (when it has a healthcheck); with watch, the
+// probe decides, and Docker reporting the container unhealthy or exited
+// ends the wait with that error.
 func (a *Agent) waitContainerReady(ctx context.Context, id string, s SlotConfig) (address, error) {
-	if err := a.docker.WaitHealthy(ctx, id); err != nil {
-		return address{}, notHealthy(ctx, err)
+	watch := a.cfg.Health.Docker == DockerHealthWatch
+	if !watch {
+		if err := a.docker.WaitHealthy(ctx, id); err != nil {
+			return address{}, notHealthy(ctx, err)
+		}
 	}
 	c, err := a.docker.Inspect(ctx, id)
 	if err != nil {
@@ -100,8 +106,19 @@ func (a *Agent) waitContainerReady(ctx context.Context, id string, s SlotConfig)
 	}
 	var lastErr error
 	err = a.pollUntil(ctx, func() (bool, error) {
-		lastErr = a.probe(ctx, addr)
-		return lastErr == nil, nil
+		if lastErr = a.probe(ctx, addr); lastErr == nil || !watch {
+			return lastErr == nil, nil
+		}
+		c, err := a.docker.Inspect(ctx, id)
+		switch {
+		case err != nil:
+			return false, err
+		case !c.Running:
+			return false, fmt.Errorf("container %s: %w", shortID(id), docker.ErrExited)
+		case c.Health == "unhealthy":
+			return false, fmt.Errorf("container %s: Docker reports it unhealthy: %w", shortID(id), docker.ErrUnhealthy)
+		}
+		return false, nil
 	})
 	if err != nil {
 		return addr, fmt.Errorf("probe %s of container %s: %v: %w", addr, shortID(id), lastErr, notHealthy(ctx, err))

@@ -104,12 +104,15 @@ func run() error {
 	}
 	step("boot-to-ready: %s (median)", o.bootTime.Round(time.Millisecond))
 
+	watch := "HAROLL_HEALTH_DOCKER=" + agent.DockerHealthWatch
 	methods := []method{
 		{name: "2016: weight 0, sleep 5, docker stop/rm/run, weight 1", addressing: harness.FixedPorts, deploy: o.script2016},
 		{name: "docker stop/rm/run, no HAProxy change", addressing: harness.FixedPorts, deploy: o.scriptNaive},
-		{name: "haroll redeploy (fixed ports: stop-first)", addressing: harness.FixedPorts, deploy: o.haroll(bin)},
-		{name: "haroll redeploy (ephemeral ports, stop-first)", addressing: harness.EphemeralPorts, strategy: agent.StrategyStopFirst, deploy: o.haroll(bin)},
-		{name: "haroll redeploy (ephemeral ports, auto: start-first)", addressing: harness.EphemeralPorts, deploy: o.haroll(bin)},
+		{name: "haroll, fixed ports (auto: stop-first)", addressing: harness.FixedPorts, deploy: o.haroll(bin)},
+		{name: "haroll, fixed ports (auto: stop-first), health.docker watch", addressing: harness.FixedPorts, deploy: o.haroll(bin, watch)},
+		{name: "haroll, ephemeral ports, stop-first", addressing: harness.EphemeralPorts, strategy: agent.StrategyStopFirst, deploy: o.haroll(bin)},
+		{name: "haroll, ephemeral ports (auto: start-first)", addressing: harness.EphemeralPorts, deploy: o.haroll(bin)},
+		{name: "haroll, ephemeral ports (auto: start-first), health.docker watch", addressing: harness.EphemeralPorts, deploy: o.haroll(bin, watch)},
 	}
 	if *baseline != "" {
 		old, err := buildAt(ctx, *baseline, dir)
@@ -117,8 +120,8 @@ func run() error {
 			return err
 		}
 		methods = append(methods,
-			method{name: "haroll @" + *baseline + " (fixed ports)", addressing: harness.FixedPorts, deploy: o.haroll(old)},
-			method{name: "haroll @" + *baseline + " (ephemeral ports)", addressing: harness.EphemeralPorts, deploy: o.haroll(old)})
+			method{name: "haroll @" + *baseline + ", fixed ports", addressing: harness.FixedPorts, deploy: o.haroll(old)},
+			method{name: "haroll @" + *baseline + ", ephemeral ports", addressing: harness.EphemeralPorts, deploy: o.haroll(old)})
 	}
 	var outcomes []outcome
 	for _, m := range methods {
@@ -200,11 +203,13 @@ func runScript(ctx context.Context, script string, args ...string) error {
 	return nil
 }
 
-// haroll returns a deploy that runs `haroll redeploy` with the binary bin.
-func (o options) haroll(bin string) func(ctx context.Context, h *harness.Host) (*agent.Report, error) {
+// haroll returns a deploy that runs `haroll redeploy` with the binary bin,
+// with env added to its environment.
+func (o options) haroll(bin string, env ...string) func(ctx context.Context, h *harness.Host) (*agent.Report, error) {
 	return func(ctx context.Context, h *harness.Host) (*agent.Report, error) {
 		var out, errOut bytes.Buffer
 		cmd := exec.CommandContext(ctx, bin, "redeploy", "--config", h.AgentYAML, "--image", o.images.V2, "--output", "json")
+		cmd.Env = append(os.Environ(), env...)
 		cmd.Stdout, cmd.Stderr = &out, &errOut
 		runErr := cmd.Run()
 		var rep agent.Report
@@ -321,7 +326,7 @@ func printSlots(outcomes []outcome, o options) {
 	rise := time.Duration(o.rise) * o.inter
 	fmt.Printf("\nharoll per slot against the limit = drain + boot-to-ready (%s) + rise x inter (%s)\n\n", ms(o.bootTime), ms(rise))
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "method\tslot\tdrain\tstop\tstart\tboot\taddress\tgate\trestore+cleanup\ttotal\tlimit\ttotal - limit")
+	fmt.Fprintln(tw, "method\tslot\tdrain\tcreate*\tstop\tstart\tboot\taddress\tgate\trestore+cleanup\ttotal\tlimit\ttotal - limit")
 	for _, oc := range outcomes {
 		if oc.report == nil {
 			continue
@@ -329,13 +334,15 @@ func printSlots(outcomes []outcome, o options) {
 		for _, s := range oc.report.Slots {
 			p := s.Phases
 			limit := p[agent.PhaseDrain] + o.bootTime + rise
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%+d ms\n", oc.method.name, s.Slot,
-				ms(p[agent.PhaseDrain]), ms(p[agent.PhaseStop]), ms(p[agent.PhaseStart]), ms(p[agent.PhaseBoot]),
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%+d ms\n", oc.method.name, s.Slot,
+				ms(p[agent.PhaseDrain]), ms(p[agent.PhaseCreate]), ms(p[agent.PhaseStop]), ms(p[agent.PhaseStart]), ms(p[agent.PhaseBoot]),
 				ms(p[agent.PhaseAddress]), ms(p[agent.PhaseGate]), ms(p[agent.PhaseRestore]+p[agent.PhaseCleanup]),
 				ms(s.Total), ms(limit), (s.Total - limit).Milliseconds())
 		}
 	}
 	tw.Flush()
+	fmt.Println("\n* create runs while the old container drains, and so do start and boot when started first:")
+	fmt.Println("  the phases overlap, and total is the slot's wall time.")
 }
 
 func firstLine(s string) string {
