@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -84,6 +85,17 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 	if err != nil {
 		return rep, err
 	}
+	// Phases of two slots (one replaced, the other's old container removed)
+	// may report at once.
+	var eventsMu sync.Mutex
+	caller := events
+	events = func(e Event) {
+		eventsMu.Lock()
+		defer eventsMu.Unlock()
+		caller(e)
+	}
+	cleanup := a.startCleaner(events)
+	defer cleanup.close()
 	var failed error
 	for _, p := range plans {
 		if failed == nil && ctx.Err() != nil {
@@ -98,12 +110,13 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 			rep.Slots = append(rep.Slots, SlotReport{Slot: p.slot.Name, Result: ResultSkipped, OldContainer: p.old.ID, Weight: p.weight})
 			continue
 		}
-		r := a.replace(ctx, p, req.Image, events)
+		r := a.replace(ctx, p, req.Image, events, cleanup)
 		rep.Slots = append(rep.Slots, r.report)
 		if r.err != nil {
 			failed = fmt.Errorf("slot %s: %w", p.slot.Name, r.err)
 		}
 	}
+	cleanup.close()
 	rep.Total = time.Since(begin)
 	return rep, failed
 }

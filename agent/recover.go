@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/haroll/haroll/docker"
@@ -31,6 +32,19 @@ func (a *Agent) Recover(ctx context.Context) (string, error) {
 }
 
 func (a *Agent) recoverLocked(ctx context.Context) (string, error) {
+	did, err := a.recoverJournal(ctx)
+	if err != nil {
+		return did, err
+	}
+	// Old containers of finished slots that a crash kept from removal.
+	n, err := a.recoverLeftovers()
+	if n > 0 {
+		did = strings.TrimPrefix(did+fmt.Sprintf("; removed %d old container(s) of finished slots", n), "; ")
+	}
+	return did, err
+}
+
+func (a *Agent) recoverJournal(ctx context.Context) (string, error) {
 	j := Journal{dir: a.cfg.StateDir}
 	e, err := j.Read()
 	if err != nil || e == nil {

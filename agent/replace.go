@@ -35,6 +35,9 @@ type replacement struct {
 
 	mu     sync.Mutex  // report and events, for phases that overlap
 	reload reloadWatch // HAProxy reloads seen, and what to re-apply
+	// cleaner removes the old container in the background once the slot is
+	// done; nil means at once (recovery).
+	cleaner *cleaner
 	gating bool        // in the health gate: a reload needs `health down` again
 	target string      // the new (or revived) container's address, once known
 }
@@ -54,8 +57,9 @@ type replaceResult struct {
 // replace runs one slot through drain, stop, start, boot, address, gate,
 // restore and cleanup. A failure after draining rolls back to the old
 // container; the slot's server is never left drained.
-func (a *Agent) replace(ctx context.Context, p plan, image string, events func(Event)) replaceResult {
+func (a *Agent) replace(ctx context.Context, p plan, image string, events func(Event), c *cleaner) replaceResult {
 	r := a.newReplacement(p, image, events)
+	r.cleaner = c
 	begin := time.Now()
 	err := r.run(ctx)
 	switch {
@@ -286,15 +290,15 @@ func (r *replacement) finish(ctx context.Context) error {
 	// The new container serves; failing to remove the old one is not a
 	// reason to roll back, only to tell the operator. Started first, the old
 	// one still runs (HAProxy no longer sends it anything): it gets its own
-	// stop signal and timeout rather than a kill.
-	_ = r.step(PhaseCleanup, func() (string, error) {
-		if r.e.StartFirst {
-			if err := ignoreGone(a.docker.Stop(ctx, r.p.old.ID)); err != nil {
-				return shortID(r.p.old.ID), err
-			}
+	// stop signal and timeout rather than a kill. During a redeploy that
+	// happens in the background, while the next slot is replaced.
+	old := Leftover{Slot: r.p.slot.Name, ID: r.p.old.ID}
+	if r.cleaner != nil {
+		if err := r.cleaner.add(old); err == nil {
+			return r.journal.Clear()
 		}
-		return shortID(r.p.old.ID), a.docker.Remove(ctx, r.p.old.ID)
-	})
+	}
+	_ = r.step(PhaseCleanup, func() (string, error) { return shortID(old.ID), a.removeLeftover(old) })
 	return r.journal.Clear()
 }
 
