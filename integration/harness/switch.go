@@ -2,7 +2,6 @@ package harness
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"sync"
@@ -18,7 +17,7 @@ const (
 	// died or were restarting; open connections are closed.
 	Gone
 	// Hang accepts connections and never answers, as a wedged server does;
-	// open connections are closed.
+	// open connections stop passing data. Switching back to Pass closes them.
 	Hang
 )
 
@@ -33,17 +32,18 @@ type SocketSwitch struct {
 	Path   string
 	target string
 
-	mu    sync.Mutex
-	mode  SwitchMode
-	ln    net.Listener
-	conns map[net.Conn]struct{} // open client and upstream connections
-	wg    sync.WaitGroup
+	mu      sync.Mutex
+	mode    SwitchMode
+	changed chan struct{} // closed when the mode changes
+	ln      net.Listener
+	conns   map[net.Conn]struct{} // open client and upstream connections
+	wg      sync.WaitGroup
 }
 
 // StartSocketSwitch listens on path (which must not exist) and forwards to
 // the unix socket target.
 func StartSocketSwitch(path, target string) (*SocketSwitch, error) {
-	s := &SocketSwitch{Path: path, target: target, conns: map[net.Conn]struct{}{}}
+	s := &SocketSwitch{Path: path, target: target, conns: map[net.Conn]struct{}{}, changed: make(chan struct{})}
 	if err := s.listen(); err != nil {
 		return nil, err
 	}
@@ -72,7 +72,11 @@ func (s *SocketSwitch) Set(m SwitchMode) error {
 	if m == s.mode {
 		return nil
 	}
-	s.closeConns()
+	if m != Hang {
+		s.closeConns()
+	}
+	close(s.changed)
+	s.changed = make(chan struct{})
 	var err error
 	switch {
 	case m == Gone:
@@ -140,7 +144,7 @@ func (s *SocketSwitch) serve(c net.Conn) {
 	s.mu.Unlock()
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
+		s.copy(dst, src)
 		if uc, ok := dst.(*net.UnixConn); ok {
 			_ = uc.CloseWrite()
 		}
@@ -156,6 +160,32 @@ func (s *SocketSwitch) serve(c net.Conn) {
 		if _, open := s.conns[x]; open {
 			x.Close()
 			delete(s.conns, x)
+		}
+	}
+}
+
+// copy copies src to dst until either ends; while the switch hangs, what is
+// read is held back, and the connection closes at the next mode change.
+func (s *SocketSwitch) copy(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			s.mu.Lock()
+			mode, changed := s.mode, s.changed
+			s.mu.Unlock()
+			if mode == Hang {
+				<-changed
+				dst.Close()
+				src.Close()
+				return
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
 		}
 	}
 }
