@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -80,20 +81,36 @@ func BenchmarkSetWeight(b *testing.B) {
 	})
 }
 
-// BenchmarkServer: one server's status (`show stat app 4 -1`, parsed and
-// picked) against the same command read raw, for 3 and 100 servers.
+// BenchmarkServer: one server's status. haroll asks for the server's own
+// line once it knows its id (`show stat app 4 <sid>`); whole-backend is how
+// it did it before (`show stat app 4 -1`, parse every server, pick one), and
+// the raw rows send the same two commands with nothing parsed. 3 and 100
+// servers in the backend.
 func BenchmarkServer(b *testing.B) {
 	for _, n := range []int{3, 100} {
 		h, c := benchHAProxy(b, n)
 		ctx := context.Background()
 		b.Run(fmt.Sprintf("servers=%d/haroll", n), func(b *testing.B) {
 			for b.Loop() {
-				if _, err := c.Server(ctx, "app", "s1"); err != nil {
+				if s, err := c.Server(ctx, "app", "s1"); err != nil || s.Server != "s1" {
+					b.Fatal(s, err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("servers=%d/haroll-whole-backend", n), func(b *testing.B) {
+			for b.Loop() {
+				all, err := c.Backend(ctx, "app")
+				if err != nil || !slices.ContainsFunc(all, func(s runtime.ServerStat) bool { return s.Server == "s1" }) {
 					b.Fatal(err)
 				}
 			}
 		})
-		b.Run(fmt.Sprintf("servers=%d/raw", n), func(b *testing.B) {
+		b.Run(fmt.Sprintf("servers=%d/raw-own-line", n), func(b *testing.B) {
+			for b.Loop() {
+				rawExec(b, h.Socket, "show stat app 4 1")
+			}
+		})
+		b.Run(fmt.Sprintf("servers=%d/raw-whole-backend", n), func(b *testing.B) {
 			for b.Loop() {
 				rawExec(b, h.Socket, "show stat app 4 -1")
 			}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	native "github.com/haproxytech/client-native/v5/runtime"
@@ -24,6 +25,9 @@ type Client struct {
 	addr    string
 	timeout time.Duration
 	exec    executor
+
+	mu   sync.Mutex
+	sids map[string]int // "backend/server" -> numeric server id, for Server
 }
 
 // executor runs one command and returns HAProxy's raw reply.

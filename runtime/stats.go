@@ -3,7 +3,9 @@ package runtime
 import (
 	"context"
 	"encoding/csv"
+	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 )
@@ -25,6 +27,7 @@ type ServerStat struct {
 	CheckFall   int
 	Addr        string // "ip:port"
 	Checked     bool   // the server has health checks enabled
+	ID          int    // the server's numeric id in its backend (sid)
 }
 
 // Drained reports no live session and no queued request.
@@ -78,14 +81,32 @@ func (c *Client) Backend(ctx context.Context, backend string) ([]ServerStat, err
 	if len(servers) == 0 {
 		return nil, fmt.Errorf("backend %q has no servers: %w", backend, ErrNoSuchBackend)
 	}
+	c.rememberIDs(servers)
 	return servers, nil
 }
 
 // Server returns one server's line of `show stat`. Unknown names give
-// ErrNoSuchBackend or ErrNoSuchServer.
+// ErrNoSuchBackend or ErrNoSuchServer. Once the server's numeric id is known
+// (from an earlier read of its backend), only its own line is asked for
+// (`show stat <backend> 4 <sid>`), whatever the size of the backend; a line
+// that does not name it (ids change when a reload brings another config)
+// falls back to reading the whole backend.
 func (c *Client) Server(ctx context.Context, backend, server string) (ServerStat, error) {
-	if _, err := serverRef(backend, server); err != nil {
+	ref, err := serverRef(backend, server)
+	if err != nil {
 		return ServerStat{}, err
+	}
+	c.mu.Lock()
+	sid, known := c.sids[ref]
+	c.mu.Unlock()
+	if known {
+		out, err := c.Raw(ctx, "show stat "+backend+" 4 "+strconv.Itoa(sid))
+		if err != nil {
+			return ServerStat{}, err
+		}
+		if stats, err := parseStat(out); err == nil && len(stats) == 1 && stats[0].Backend == backend && stats[0].Server == server {
+			return stats[0], nil
+		}
 	}
 	all, err := c.Backend(ctx, backend)
 	if err != nil {
@@ -99,6 +120,20 @@ func (c *Client) Server(ctx context.Context, backend, server string) (ServerStat
 	return ServerStat{}, fmt.Errorf("server %s/%s: %w", backend, server, ErrNoSuchServer)
 }
 
+// rememberIDs records the numeric ids of servers, for Server.
+func (c *Client) rememberIDs(servers []ServerStat) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sids == nil {
+		c.sids = map[string]int{}
+	}
+	for _, s := range servers {
+		if s.ID > 0 {
+			c.sids[s.Backend+"/"+s.Server] = s.ID
+		}
+	}
+}
+
 // parseStat parses `show stat` CSV by its header, so columns added by other
 // HAProxy versions do not shift the ones read here. Frontend and backend
 // aggregate lines are skipped.
@@ -109,12 +144,13 @@ func parseStat(out string) ([]ServerStat, error) {
 	}
 	r := csv.NewReader(strings.NewReader(strings.TrimPrefix(out, "# ")))
 	r.FieldsPerRecord = -1
-	rows, err := r.ReadAll()
+	r.ReuseRecord = true // the field strings stay valid; only the slice is reused
+	header, err := r.Read()
 	if err != nil {
 		return nil, fmt.Errorf("%v: %w", err, ErrMalformed)
 	}
-	col := map[string]int{}
-	for i, name := range rows[0] {
+	col := make(map[string]int, len(header))
+	for i, name := range header {
 		col[name] = i
 	}
 	for _, need := range []string{"pxname", "svname", "qcur", "scur", "status", "weight", "check_status", "addr"} {
@@ -123,7 +159,14 @@ func parseStat(out string) ([]ServerStat, error) {
 		}
 	}
 	var stats []ServerStat
-	for _, row := range rows[1:] {
+	for {
+		row, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%v: %w", err, ErrMalformed)
+		}
 		get := func(name string) string {
 			if i, ok := col[name]; ok && i < len(row) {
 				return row[i]
@@ -152,13 +195,14 @@ func parseStat(out string) ([]ServerStat, error) {
 			Addr:        get("addr"),
 			Checked:     get("status") != "no check" && get("check_rise") != "",
 		}
-		var errs [6]error
+		var errs [7]error
 		s.Weight, errs[0] = num("weight")
 		s.Scur, errs[1] = num("scur")
 		s.Qcur, errs[2] = num("qcur")
 		s.CheckHealth, errs[3] = num("check_health")
 		s.CheckRise, errs[4] = num("check_rise")
 		s.CheckFall, errs[5] = num("check_fall")
+		s.ID, errs[6] = num("sid")
 		for _, err := range errs {
 			if err != nil {
 				return nil, err

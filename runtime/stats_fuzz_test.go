@@ -40,14 +40,14 @@ func statCSV(t *testing.T, stats []ServerStat) string {
 	b.WriteString("# ")
 	w := csv.NewWriter(&b)
 	rows := [][]string{{"pxname", "svname", "qcur", "scur", "status", "weight", "check_status", "addr",
-		"check_health", "check_rise", "check_fall"}}
+		"check_health", "check_rise", "check_fall", "sid"}}
 	for _, s := range stats {
 		rise := strconv.Itoa(s.CheckRise)
 		if !s.Checked && s.CheckRise == 0 {
 			rise = ""
 		}
 		rows = append(rows, []string{s.Backend, s.Server, strconv.Itoa(s.Qcur), strconv.Itoa(s.Scur), s.Status,
-			strconv.Itoa(s.Weight), s.CheckStatus, s.Addr, strconv.Itoa(s.CheckHealth), rise, strconv.Itoa(s.CheckFall)})
+			strconv.Itoa(s.Weight), s.CheckStatus, s.Addr, strconv.Itoa(s.CheckHealth), rise, strconv.Itoa(s.CheckFall), strconv.Itoa(s.ID)})
 	}
 	if err := w.WriteAll(rows); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,9 @@ package runtime
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -16,7 +19,7 @@ func TestParseStatReadsServersByHeader(t *testing.T) {
 	}
 	app1 := stats[0]
 	want := ServerStat{Backend: "app", Server: "app1", Status: "UP", Weight: 7, CheckStatus: "L7OK",
-		CheckHealth: 3, CheckRise: 2, CheckFall: 2, Addr: "127.0.0.1:18555", Checked: true}
+		CheckHealth: 3, CheckRise: 2, CheckFall: 2, Addr: "127.0.0.1:18555", Checked: true, ID: 1}
 	if app1 != want {
 		t.Fatalf("app1 = %+v\nwant  %+v", app1, want)
 	}
@@ -80,5 +83,50 @@ func TestAnUnknownBackendIsErrNoSuchBackend(t *testing.T) {
 	_, c := newFakeUnix(t, func(cmd string) string { return recorded(t, "show_stat_no_proxy.txt") })
 	if _, err := c.Backend(context.Background(), "nope"); !errors.Is(err, ErrNoSuchBackend) {
 		t.Fatalf("got %v, want ErrNoSuchBackend", err)
+	}
+}
+
+// onlySid keeps the header and the line of server id sid of a recorded
+// `show stat`, as `show stat app 4 <sid>` answers.
+func onlySid(t *testing.T, sid string) string {
+	lines := strings.Split(strings.TrimSpace(recorded(t, "show_stat_app.csv")), "\n")
+	out := lines[0] + "\n"
+	for _, l := range lines[1:] {
+		if strings.Split(l, ",")[28] == sid { // the sid column
+			out += l + "\n"
+		}
+	}
+	return out
+}
+
+func TestServerAsksForItsOwnLineOnceItsIDIsKnown(t *testing.T) {
+	var reload atomic.Bool // after a "reload", sid 2 is app3
+	f, c := newFakeUnix(t, func(cmd string) string {
+		switch {
+		case cmd == "show stat app 4 -1":
+			return recorded(t, "show_stat_app.csv")
+		case cmd == "show stat app 4 2" && reload.Load():
+			return onlySid(t, "3")
+		case cmd == "show stat app 4 2":
+			return onlySid(t, "2")
+		}
+		return "unexpected " + cmd
+	})
+	ctx := context.Background()
+	for range 2 {
+		if s, err := c.Server(ctx, "app", "app2"); err != nil || s.Server != "app2" || s.Weight != 3 {
+			t.Fatalf("got %+v, %v", s, err)
+		}
+	}
+	want := []string{"show stat app 4 -1", "show stat app 4 2"}
+	if got := f.seen(); !slices.Equal(got, want) {
+		t.Fatalf("commands sent: %q, want %q", got, want)
+	}
+	reload.Store(true)
+	if s, err := c.Server(ctx, "app", "app2"); err != nil || s.Server != "app2" {
+		t.Fatalf("after the ids changed: %+v, %v", s, err)
+	}
+	if got := f.seen(); !slices.Equal(got[2:], []string{"show stat app 4 2", "show stat app 4 -1"}) {
+		t.Fatalf("a line naming another server must fall back to the whole backend: %q", got)
 	}
 }
