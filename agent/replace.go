@@ -38,8 +38,8 @@ type replacement struct {
 	// cleaner removes the old container in the background once the slot is
 	// done; nil means at once (recovery).
 	cleaner *cleaner
-	gating bool        // in the health gate: a reload needs `health down` again
-	target string      // the new (or revived) container's address, once known
+	gating  bool   // in the health gate: a reload needs `health down` again
+	target  string // the new (or revived) container's address, once known
 }
 
 // save journals the entry; a replacement that cannot record what it does
