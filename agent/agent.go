@@ -49,6 +49,10 @@ type Request struct {
 	// Origin says who asks ("redeploy by root"), shown to a caller that
 	// finds the host busy.
 	Origin string
+	// CanaryPercent, in 1..99, makes each replaced slot a canary: it gets
+	// that share of its weight (CanaryWeight) until Promote, or a later
+	// redeploy of the slot, gives it the whole weight back. 0: no canary.
+	CanaryPercent int
 }
 
 // Redeploy replaces the requested slots one at a time, in config order, and
@@ -66,6 +70,9 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 	slots, err := a.selectSlots(req.Slots)
 	if err != nil {
 		return rep, err
+	}
+	if req.CanaryPercent < 0 || req.CanaryPercent > 99 {
+		return rep, fmt.Errorf("%w: %d%%: want 1..99 (or 0 for no canary)", ErrInvalidCanary, req.CanaryPercent)
 	}
 	lock, err := AcquireLock(a.cfg.StateDir, fmt.Sprintf("pid %d: %s of %s since %s",
 		os.Getpid(), req.Origin, req.Image, begin.Format(time.RFC3339)))

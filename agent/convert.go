@@ -64,7 +64,7 @@ func StatusToPB(slots []SlotStatus) []*agentpb.SlotStatus {
 		out = append(out, &agentpb.SlotStatus{Slot: s.Slot, Backend: s.Backend, Server: s.Server,
 			Container: s.Container, ContainerId: s.ContainerID, Image: s.Image, Running: s.Running,
 			DockerHealth: s.Health, HaproxyStatus: s.Status, Weight: int32(s.Weight), Scur: int32(s.Scur),
-			Addr: s.Addr, Error: s.Err})
+			Addr: s.Addr, Error: s.Err, Canary: s.Canary, FullWeight: int32(s.FullWeight)})
 	}
 	return out
 }
@@ -76,7 +76,18 @@ func StatusFromPB(slots []*agentpb.SlotStatus) []SlotStatus {
 		out = append(out, SlotStatus{Slot: s.GetSlot(), Backend: s.GetBackend(), Server: s.GetServer(),
 			Container: s.GetContainer(), ContainerID: s.GetContainerId(), Image: s.GetImage(),
 			Running: s.GetRunning(), Health: s.GetDockerHealth(), Status: s.GetHaproxyStatus(),
-			Weight: int(s.GetWeight()), Scur: int(s.GetScur()), Addr: s.GetAddr(), Err: s.GetError()})
+			Weight: int(s.GetWeight()), Scur: int(s.GetScur()), Addr: s.GetAddr(), Err: s.GetError(),
+			Canary: s.GetCanary(), FullWeight: int(s.GetFullWeight())})
+	}
+	return out
+}
+
+// CountersToPB converts one sample of every slot's counters.
+func CountersToPB(at time.Time, slots []SlotCounters) *agentpb.CountersSample {
+	out := &agentpb.CountersSample{Time: timestamppb.New(at)}
+	for _, s := range slots {
+		out.Slots = append(out.Slots, &agentpb.SlotCounters{Slot: s.Slot, Canary: s.Canary, Image: s.Image,
+			Responses: s.Responses, Hrsp_5Xx: s.Hrsp5xx, Econ: s.Econ, Eresp: s.Eresp, Weight: int32(s.Weight), Error: s.Err})
 	}
 	return out
 }

@@ -21,4 +21,8 @@ var (
 	ErrBusy = errors.New("another replacement is running on this host")
 	// ErrRollback: a failed slot could not be fully rolled back.
 	ErrRollback = errors.New("rollback incomplete")
+	// ErrInvalidCanary: a canary weight share outside 1..99 percent.
+	ErrInvalidCanary = errors.New("invalid canary weight")
+	// ErrNoCanary: Promote was asked for a slot that runs no canary.
+	ErrNoCanary = errors.New("slot runs no canary")
 )

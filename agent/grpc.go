@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -61,7 +62,7 @@ func (s *Service) Redeploy(req *agentpb.RedeployRequest, stream agentpb.Agent_Re
 	go func() {
 		defer s.wg.Done()
 		rep, err := s.agent.Redeploy(s.life, Request{Image: req.GetImage(), Slots: req.GetSlots(),
-			Force: req.GetForce(), Origin: req.GetOrigin()}, func(e Event) {
+			Force: req.GetForce(), Origin: req.GetOrigin(), CanaryPercent: int(req.GetCanaryWeightPercent())}, func(e Event) {
 			select {
 			case events <- EventToPB(e):
 			default: // a slow or gone caller never holds a slot up
@@ -86,17 +87,68 @@ func (s *Service) Redeploy(req *agentpb.RedeployRequest, stream agentpb.Agent_Re
 	return stream.Send(&agentpb.RedeployEvent{Kind: &agentpb.RedeployEvent_Report{Report: ReportToPB(out.rep, out.err)}})
 }
 
+// Promote gives canary slots their whole weight back.
+func (s *Service) Promote(ctx context.Context, req *agentpb.PromoteRequest) (*agentpb.PromoteResponse, error) {
+	done, err := s.agent.Promote(ctx, req.GetSlots(), req.GetOrigin())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &agentpb.PromoteResponse{}
+	for _, w := range done {
+		out.Slots = append(out.Slots, &agentpb.SlotWeight{Slot: w.Slot, Weight: int32(w.Weight)})
+	}
+	return out, nil
+}
+
+// Counters bounds: a sample at most every minCountersInterval, a stream of
+// at most maxCountersWindow.
+const (
+	minCountersInterval = 100 * time.Millisecond
+	maxCountersWindow   = time.Hour
+)
+
+// Counters streams a sample of every slot's counters at once, then every
+// interval, until the window has passed or the caller goes away.
+func (s *Service) Counters(req *agentpb.CountersRequest, stream agentpb.Agent_CountersServer) error {
+	every, window := req.GetInterval().AsDuration(), req.GetWindow().AsDuration()
+	if every < minCountersInterval || window <= 0 || window > maxCountersWindow {
+		return status.Errorf(codes.InvalidArgument, "counters: interval %s, window %s: want an interval of at least %s and a window in (0, %s]",
+			every, window, minCountersInterval, maxCountersWindow)
+	}
+	ctx, cancel := context.WithTimeout(stream.Context(), window)
+	defer cancel()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		slots, err := s.agent.Counters(ctx)
+		if err != nil {
+			return toStatus(err)
+		}
+		if err := stream.Send(CountersToPB(time.Now(), slots)); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			if stream.Context().Err() != nil {
+				return status.FromContextError(stream.Context().Err()).Err()
+			}
+			return nil // the window has passed
+		case <-tick.C:
+		}
+	}
+}
+
 // toStatus maps the agent's errors onto gRPC codes, once, here.
 func toStatus(err error) error {
 	code := codes.Internal
 	switch {
 	case errors.Is(err, ErrBusy):
 		code = codes.ResourceExhausted
-	case errors.Is(err, ErrUnknownSlot), errors.Is(err, ErrInvalidImage):
+	case errors.Is(err, ErrUnknownSlot), errors.Is(err, ErrInvalidImage), errors.Is(err, ErrInvalidCanary):
 		code = codes.InvalidArgument
 	case errors.Is(err, ErrImageNotAllowed):
 		code = codes.PermissionDenied
-	case errors.Is(err, ErrPreflight), errors.Is(err, docker.ErrImageNotFound):
+	case errors.Is(err, ErrPreflight), errors.Is(err, docker.ErrImageNotFound), errors.Is(err, ErrNoCanary):
 		code = codes.FailedPrecondition
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled

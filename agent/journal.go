@@ -37,9 +37,14 @@ type Entry struct {
 	// Switched: HAProxy may point at the new container's address.
 	Switched bool `json:"switched"`
 	// StartFirst: the old container kept running beside the new one.
-	StartFirst bool      `json:"start_first,omitempty"`
-	Proven     bool      `json:"proven"` // the new container passed the gate
-	Started    time.Time `json:"started"`
+	StartFirst bool `json:"start_first,omitempty"`
+	Proven     bool `json:"proven"` // the new container passed the gate
+	// Final is the weight the new container gets (0: Weight); Canary: it
+	// runs as a canary at Final, out of Full.
+	Final   int       `json:"final,omitempty"`
+	Full    int       `json:"full,omitempty"`
+	Canary  bool      `json:"canary,omitempty"`
+	Started time.Time `json:"started"`
 }
 
 // Journal reads and writes the entry in state_dir.

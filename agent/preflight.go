@@ -16,7 +16,12 @@ type plan struct {
 	weight int           // original weight, restored at the end
 	state  runtime.State // original administrative state
 	addr   string        // HAProxy's address for the server before the swap
-	skip   bool          // already runs the image
+	// full is the slot's whole weight: weight, or the weight before a
+	// canary the slot runs; final is what the slot gets once replaced
+	// (full, or a share of it for a canary).
+	full, final int
+	canary      bool
+	skip        bool // already runs the image
 	// startFirst: the new container boots while the old one drains.
 	startFirst bool
 }
@@ -40,6 +45,21 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig) 
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrPreflight, errors.Join(errs...))
+	}
+	canaries, err := a.canaries()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrPreflight, err)
+	}
+	for i := range plans {
+		p := &plans[i]
+		p.full = p.weight
+		if c, ok := canaries[p.slot.Name]; ok {
+			p.full = c.FullWeight
+		}
+		p.final, p.canary = p.full, req.CanaryPercent > 0
+		if p.canary {
+			p.final = CanaryWeight(p.full, req.CanaryPercent)
+		}
 	}
 	imageID, err := a.docker.EnsureImage(ctx, req.Image)
 	if err != nil {

@@ -118,7 +118,8 @@ func (a *Agent) newReplacement(p plan, image string, events func(Event)) *replac
 			Weight: p.weight, Phases: map[Phase]time.Duration{},
 		},
 		e: Entry{Slot: p.slot.Name, Image: image, OldID: p.old.ID, OldImage: p.old.Image, Weight: p.weight,
-			State: p.state, Addr: p.addr, DrainMode: a.cfg.Drain.Mode, Started: time.Now()},
+			State: p.state, Addr: p.addr, DrainMode: a.cfg.Drain.Mode, Started: time.Now(),
+			Final: p.final, Full: p.full, Canary: p.canary},
 	}
 }
 
@@ -276,10 +277,15 @@ func (r *replacement) prove(ctx, gateCtx context.Context, addr address) error {
 func (r *replacement) finish(ctx context.Context) error {
 	a := r.a
 	if err := r.step(PhaseRestore, func() (detail string, err error) {
+		// The canary record comes first: a crash after a reduced weight is
+		// set must not forget the whole one.
+		if err := r.recordCanary(); err != nil {
+			return "", err
+		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.grace)
 		defer cancel()
 		err = a.retry(rctx, r.log, "restore weight/state", func() (err error) {
-			detail, err = r.restore(rctx)
+			detail, err = r.restore(rctx, r.finalWeight())
 			return err
 		})
 		return detail, err
@@ -350,20 +356,43 @@ func (r *replacement) awaitDrain(ctx context.Context) (string, error) {
 	return fmt.Sprintf("timed out with scur %d, qcur %d: sessions shut down", last.Scur, last.Qcur), nil
 }
 
-// restore gives the slot its original weight and state back; the runtime
+// restore gives the slot its original state back, and weight; the runtime
 // client reads each one back.
-func (r *replacement) restore(ctx context.Context) (string, error) {
+func (r *replacement) restore(ctx context.Context, weight int) (string, error) {
 	a, s := r.a, r.p.slot
 	if r.e.DrainMode == DrainState { // as drained, even if the config changed since
 		if err := a.haproxy.SetState(ctx, s.Backend, s.Server, r.p.state); err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("state %s", r.p.state), nil
+		if weight == r.p.weight { // the drain left the weight alone
+			return fmt.Sprintf("state %s", r.p.state), nil
+		}
 	}
-	if err := a.haproxy.SetWeight(ctx, s.Backend, s.Server, r.p.weight); err != nil {
+	if err := a.haproxy.SetWeight(ctx, s.Backend, s.Server, weight); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("weight %d", r.p.weight), nil
+	if r.e.Canary {
+		return fmt.Sprintf("weight %d (canary, of %d)", weight, r.e.Full), nil
+	}
+	return fmt.Sprintf("weight %d", weight), nil
+}
+
+// finalWeight is the weight the proven new container gets.
+func (r *replacement) finalWeight() int {
+	if r.e.Final > 0 {
+		return r.e.Final
+	}
+	return r.p.weight
+}
+
+// recordCanary records the slot's canary, or forgets the one the slot ran
+// before this replacement.
+func (r *replacement) recordCanary() error {
+	c := Canary{Slot: r.p.slot.Name}
+	if r.e.Canary {
+		c = Canary{Slot: r.p.slot.Name, Image: r.image, FullWeight: r.e.Full, Weight: r.finalWeight(), Since: time.Now()}
+	}
+	return r.a.setCanary(c)
 }
 
 func shortID(id string) string {

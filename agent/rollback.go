@@ -45,7 +45,7 @@ func (r *replacement) rollback(parent context.Context, cause error) error {
 			undo("bring old container back", func() error { return r.reviveOld(ctx) })
 		}
 		if r.e.Drained {
-			undo("restore weight/state", func() error { _, err := r.restore(ctx); return err })
+			undo("restore weight/state", func() error { _, err := r.restore(ctx, r.p.weight); return err })
 		}
 		if len(errs) > 0 {
 			return "", errors.Join(errs...)

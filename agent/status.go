@@ -20,6 +20,10 @@ type SlotStatus struct {
 	Scur        int    `json:"scur"`
 	Addr        string `json:"addr,omitempty"`
 	Err         string `json:"error,omitempty"`
+	// Canary: the slot runs a canary at Weight; FullWeight is what Promote
+	// gives it back.
+	Canary     bool `json:"canary,omitempty"`
+	FullWeight int  `json:"full_weight,omitempty"`
 }
 
 // Status reports every configured slot. A slot whose container or server
@@ -28,9 +32,15 @@ type SlotStatus struct {
 func (a *Agent) Status(ctx context.Context) ([]SlotStatus, error) {
 	out := make([]SlotStatus, 0, len(a.cfg.Slots))
 	failures := 0
+	canaries, canaryErr := a.canaries()
 	for _, s := range a.cfg.Slots {
 		st := SlotStatus{Slot: s.Name, Backend: s.Backend, Server: s.Server, Container: s.Container}
+		c, ok := canaries[s.Name]
+		st.Canary, st.FullWeight = ok, c.FullWeight
 		var errs []string
+		if canaryErr != nil {
+			errs = append(errs, canaryErr.Error())
+		}
 		if c, err := a.docker.Inspect(ctx, s.Container); err != nil {
 			errs = append(errs, err.Error())
 		} else {

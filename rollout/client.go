@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/haroll/haroll/agent/agentpb"
 )
@@ -85,6 +87,35 @@ func (c *Client) Redeploy(ctx context.Context, req *agentpb.RedeployRequest, onP
 			}
 			return r, nil
 		}
+	}
+}
+
+// Promote gives the host's canary slots their whole weight back.
+func (c *Client) Promote(ctx context.Context, origin string) error {
+	if _, err := c.api.Promote(ctx, &agentpb.PromoteRequest{Origin: origin}); err != nil {
+		return fromStatus(err)
+	}
+	return nil
+}
+
+// Counters streams the host's counters to onSample until window has passed
+// or ctx ends; either is a nil error.
+func (c *Client) Counters(ctx context.Context, interval, window time.Duration, onSample func(*agentpb.CountersSample)) error {
+	stream, err := c.api.Counters(ctx, &agentpb.CountersRequest{Interval: durationpb.New(interval), Window: durationpb.New(window)})
+	if err != nil {
+		return fromStatus(err)
+	}
+	for {
+		s, err := stream.Recv()
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case err != nil && ctx.Err() != nil:
+			return nil
+		case err != nil:
+			return fromStatus(err)
+		}
+		onSample(s)
 	}
 }
 

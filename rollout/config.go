@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -25,8 +26,8 @@ type Config struct {
 	Insecure bool `mapstructure:"-"`
 	// Batch is the hosts rolled at once: "35%" of the fleet or a count.
 	Batch string `mapstructure:"batch"`
-	// Canary is an optional first batch of its own size; "" for none.
-	Canary string `mapstructure:"canary"`
+	// Canary is an optional first batch, run and judged as a canary.
+	Canary CanaryConfig `mapstructure:"canary"`
 	// MaxFailures is the failed hosts tolerated before no further batch
 	// starts: a count or a percentage; "0" tolerates none.
 	MaxFailures    string        `mapstructure:"max_failures"`
@@ -37,6 +38,25 @@ type Config struct {
 	// StateFile is where the rollout's progress is persisted after every
 	// finished (host, slot) pair, for `haroll rollout --resume`.
 	StateFile string `mapstructure:"state_file"`
+}
+
+// CanaryConfig is the canary stage of a rollout (see CanaryPolicy).
+type CanaryConfig struct {
+	// Hosts is the canary batch's size: a count or a share of the fleet;
+	// "" for no canary.
+	Hosts string `mapstructure:"hosts"`
+	// Slots replaced on each canary host before the analysis.
+	Slots int `mapstructure:"slots"`
+	// Weight is the share of their weight the canaries get: "10%".
+	Weight   string        `mapstructure:"weight"`
+	Window   time.Duration `mapstructure:"window"`
+	Interval time.Duration `mapstructure:"interval"`
+	// MaxErrorRate and Margin are rates: "1%" or "0.01".
+	MaxErrorRate string `mapstructure:"max_error_rate"`
+	Margin       string `mapstructure:"margin"`
+	MinRequests  int64  `mapstructure:"min_requests"`
+	// Pause waits after a passing analysis for `haroll rollout promote`.
+	Pause bool `mapstructure:"pause"`
 }
 
 // TLSConfig is the coordinator's client certificate and the CA that signed
@@ -56,6 +76,8 @@ func DefaultConfig() Config {
 		ConnectTimeout: 5 * time.Second,
 		StepTimeout:    10 * time.Minute,
 		StateFile:      DefaultStateFile,
+		Canary: CanaryConfig{Slots: 1, Weight: "10%", Window: 2 * time.Minute, Interval: 5 * time.Second,
+			MaxErrorRate: "1%", Margin: "0.5%", MinRequests: 20},
 	}
 }
 
@@ -78,10 +100,15 @@ func (c Config) Validate() error {
 	if _, err := ParseSize(c.Batch); err != nil {
 		bad("batch: %w", err)
 	}
-	if c.Canary != "" {
-		if _, err := ParseSize(c.Canary); err != nil {
-			bad("canary: %w", err)
+	if c.Canary.Hosts != "" {
+		if _, err := ParseSize(c.Canary.Hosts); err != nil {
+			bad("canary.hosts: %w", err)
 		}
+	} else if c.Canary.Pause {
+		bad("canary.pause: set, but there is no canary: set canary.hosts (--canary) too")
+	}
+	if _, err := c.CanaryPolicy(); err != nil {
+		errs = append(errs, err)
 	}
 	if _, err := ParseMaxFailures(c.MaxFailures); err != nil {
 		bad("max_failures: %w", err)
@@ -190,9 +217,9 @@ func (c Config) Strategy() (Strategy, Threshold, error) {
 	if s.Batch, err = ParseSize(c.Batch); err != nil {
 		return s, Threshold{}, fmt.Errorf("batch: %w", err)
 	}
-	if c.Canary != "" {
-		if s.Canary, err = ParseSize(c.Canary); err != nil {
-			return s, Threshold{}, fmt.Errorf("canary: %w", err)
+	if c.Canary.Hosts != "" {
+		if s.Canary, err = ParseSize(c.Canary.Hosts); err != nil {
+			return s, Threshold{}, fmt.Errorf("canary.hosts: %w", err)
 		}
 	}
 	t, err := ParseMaxFailures(c.MaxFailures)
@@ -200,4 +227,59 @@ func (c Config) Strategy() (Strategy, Threshold, error) {
 		return s, Threshold{}, fmt.Errorf("max_failures: %w", err)
 	}
 	return s, t, nil
+}
+
+// CanaryPolicy is how the canary batch is run and judged; nil when there is
+// no canary (canary.hosts empty). Every bad key is reported at once.
+func (c Config) CanaryPolicy() (*CanaryPolicy, error) {
+	k := c.Canary
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	p := CanaryPolicy{Slots: k.Slots, Window: k.Window, Interval: k.Interval, MinRequests: k.MinRequests, Pause: k.Pause}
+	if n, pct, err := parseAmount(k.Weight); err != nil || !pct || n < 1 {
+		bad("canary.weight: %q: want a share of the weight in 1%%..100%%, e.g. 10%%", k.Weight)
+	} else {
+		p.WeightPercent = n
+	}
+	if k.Slots < 1 {
+		bad("canary.slots: %d: want at least 1 slot per canary host", k.Slots)
+	}
+	if k.Window <= 0 || k.Window > time.Hour {
+		bad("canary.window: %s: want a duration in (0, 1h], e.g. 2m", k.Window)
+	}
+	if k.Interval != 0 && (k.Interval < 100*time.Millisecond || k.Interval > k.Window) {
+		bad("canary.interval: %s: want at least 100ms and at most canary.window (%s)", k.Interval, k.Window)
+	}
+	var err error
+	if p.MaxErrorRate, err = parseRate(k.MaxErrorRate); err != nil {
+		bad("canary.max_error_rate: %w", err)
+	}
+	if p.Margin, err = parseRate(k.Margin); err != nil {
+		bad("canary.margin: %w", err)
+	}
+	if k.MinRequests < 0 {
+		bad("canary.min_requests: %d: must be >= 0", k.MinRequests)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if k.Hosts == "" {
+		return nil, nil
+	}
+	return &p, nil
+}
+
+// parseRate reads a rate as a percentage ("1%", "0.5%") or a fraction
+// ("0.01"), in 0..1.
+func parseRate(s string) (float64, error) {
+	t := strings.TrimSpace(s)
+	scale := 1.0
+	if strings.HasSuffix(t, "%") {
+		t, scale = strings.TrimSuffix(t, "%"), 100
+	}
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || f < 0 || f/scale > 1 || math.IsNaN(f) {
+		return 0, fmt.Errorf("%q: want a rate in 0..1 or 0%%..100%%, e.g. 1%% or 0.01", s)
+	}
+	return f / scale, nil
 }

@@ -32,7 +32,7 @@ func TestTheDefaultsWithHostsAndCertificatesAreValid(t *testing.T) {
 }
 
 func TestValidateReportsEveryProblemWithItsKeyAndValue(t *testing.T) {
-	c := Config{Hosts: []string{"web-1", "web-2:99999", ":7443"}, Batch: "0%", Canary: "35.5%",
+	c := Config{Hosts: []string{"web-1", "web-2:99999", ":7443"}, Batch: "0%", Canary: CanaryConfig{Hosts: "35.5%"},
 		MaxFailures: "-1", StepTimeout: -time.Second, Slots: []string{"a", "a", "b c"}}
 	err := c.Validate()
 	if err == nil {
@@ -40,7 +40,7 @@ func TestValidateReportsEveryProblemWithItsKeyAndValue(t *testing.T) {
 	}
 	for _, want := range []string{
 		`hosts[0]: "web-1": want host:port`, `hosts[1]: "web-2:99999"`, `hosts[2]: ":7443"`,
-		`batch: invalid size "0%"`, `canary: invalid size "35.5%"`, `max_failures: invalid size "-1"`,
+		`batch: invalid size "0%"`, `canary.hosts: invalid size "35.5%"`, `max_failures: invalid size "-1"`,
 		"connect_timeout: 0s", "step_timeout: -1s", "tls.cert: empty", "tls.key: empty", "tls.ca: empty",
 		`slots[1]: "a": listed twice`, `slots[2]: "b c"`,
 	} {

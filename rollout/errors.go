@@ -31,6 +31,9 @@ var (
 	// ErrImageMismatch: --resume was given another image than the one the
 	// unfinished rollout rolls.
 	ErrImageMismatch = errors.New("image differs from the unfinished rollout's")
+	// ErrCanaryFailed: the canary failed its analysis, a canary host failed
+	// its slot, or a person aborted it; the canary hosts were rolled back.
+	ErrCanaryFailed = errors.New("canary failed")
 	// ErrState: the state file could not be written; the rollout stops
 	// before its next step, and what it recorded so far can be resumed.
 	ErrState = errors.New("state file not written")

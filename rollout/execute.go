@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +21,11 @@ import (
 type Agent interface {
 	Status(ctx context.Context) (*agentpb.StatusResponse, error)
 	Redeploy(ctx context.Context, req *agentpb.RedeployRequest, onPhase func(*agentpb.PhaseEvent)) (*agentpb.Report, error)
+	// Promote gives the host's canary slots their whole weight back.
+	Promote(ctx context.Context, origin string) error
+	// Counters calls onSample with every slot's HAProxy counters, every
+	// interval, until window has passed or ctx ends (then it returns nil).
+	Counters(ctx context.Context, interval, window time.Duration, onSample func(*agentpb.CountersSample)) error
 }
 
 // Dial opens the agent at host (an agent address, host:port). If the Agent
@@ -56,6 +62,10 @@ type Executor struct {
 	// PollInterval is how often Resume asks a busy host whether it is idle
 	// yet; zero means every second.
 	PollInterval time.Duration
+	// Canary, if set, runs the plan's canary batch as a canary: a share of
+	// the weight, an analysis of HAProxy's counters, an optional pause, then
+	// promotion or rollback (see CanaryPolicy).
+	Canary *CanaryPolicy
 	// Events, if set, receives the live progress, one event at a time.
 	Events func(Event)
 	Log    *slog.Logger
@@ -81,9 +91,12 @@ func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Stra
 	}
 	r := &run{e: e, log: e.log()}
 	defer r.close()
+	if e.StateFile != "" { // a decision left from an earlier rollout is not for this one
+		_ = os.Remove(DecisionFile(e.StateFile))
+	}
 
 	ready, slots, err := r.preflight(ctx, hosts, slots)
-	res.Slots = slots
+	res.Slots, r.slots = slots, slots
 	if err != nil {
 		return r.refused(res, hosts, Plan{}, start, err)
 	}
@@ -98,7 +111,8 @@ func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Stra
 	}
 	if e.StateFile != "" {
 		r.state = &State{Version: stateVersion, Image: e.Image, Force: e.Force, MaxFailures: e.MaxFailures.String(),
-			Hosts: hosts, Skipped: r.skipped, Slots: slots, Plan: plan, Done: []PairResult{}, Started: start}
+			Hosts: hosts, Skipped: r.skipped, Slots: slots, Plan: plan, Done: []PairResult{}, Started: start, PID: os.Getpid(),
+			CanaryPolicy: e.Canary}
 		if err := r.save(); err != nil {
 			return r.refused(res, hosts, plan, start, fmt.Errorf("%w: %w: %w", ErrPreflight, ErrState, err))
 		}
@@ -127,7 +141,7 @@ func (e *Executor) Resume(ctx context.Context, st *State) (Result, error) {
 	if e.Image != st.Image {
 		return res, fmt.Errorf("%w: resuming %s with image %s", ErrImageMismatch, st.Image, e.Image)
 	}
-	r := &run{e: e, log: e.log(), state: st, waitBusy: true, prior: map[pair]PairResult{}}
+	r := &run{e: e, log: e.log(), state: st, waitBusy: true, prior: map[pair]PairResult{}, slots: st.Slots}
 	defer r.close()
 	slotIndex := make(map[string]int, len(st.Slots))
 	for i, s := range st.Slots {
@@ -148,6 +162,7 @@ func (e *Executor) Resume(ctx context.Context, st *State) (Result, error) {
 		r.results[p.Host][si] = SlotResult{Slot: p.Slot, Result: p.Result, Duration: p.Duration, Error: p.Error}
 	}
 	res.Resumed = len(r.prior)
+	st.PID = os.Getpid()
 
 	// The hosts left to ask: those with a pair not recorded, unless a
 	// recorded failure in their batch ends them.
@@ -204,12 +219,14 @@ func (r *run) execute(ctx context.Context, hosts []string, plan Plan, res Result
 			res.Batches = append(res.Batches, br)
 			continue
 		}
-		failed, err := r.batch(ctx, bi, len(plan.Batches), b, &br)
+		failed, stop, err := r.batch(ctx, bi, len(plan.Batches), b, &br)
 		errs = multierror.Append(errs, err)
 		res.Batches = append(res.Batches, br)
 		failedHosts += failed
 		last := bi == len(plan.Batches)-1
 		switch {
+		case stop != "":
+			res.Stopped = stop
 		case ctx.Err() != nil:
 			res.Stopped = "cancelled: " + context.Cause(ctx).Error()
 		case r.stateError() != nil:
@@ -295,6 +312,9 @@ type run struct {
 	stateErr error  // the first failed write
 
 	emitMu sync.Mutex
+
+	slots  []string     // the slots replaced, in order
+	canary *CanaryState // the canary's progress, once it began
 }
 
 // pair is a host and the index of a slot.
@@ -521,9 +541,10 @@ func slotNames(st *agentpb.StatusResponse) string {
 	return strings.Join(names, ", ")
 }
 
-// batch runs b step by step and returns how many of its hosts failed. A
-// host that failed a step is not asked for its later slots.
-func (r *run) batch(ctx context.Context, bi, nb int, b Batch, br *BatchResult) (int, error) {
+// batch runs b step by step and returns how many of its hosts failed, and
+// why the rollout must stop if a canary says so. A host that failed a step
+// is not asked for its later slots.
+func (r *run) batch(ctx context.Context, bi, nb int, b Batch, br *BatchResult) (int, string, error) {
 	log := r.log.With("batch", bi+1)
 	var errs *multierror.Error
 	failed := map[string]bool{}
@@ -549,16 +570,23 @@ func (r *run) batch(ctx context.Context, bi, nb int, b Batch, br *BatchResult) (
 	for si := range b.Steps {
 		pending = pending || len(ask(si)) > 0
 	}
-	if !pending { // finished before a resume
+	canarySteps := r.e.Canary.canarySteps(b)
+	if !pending && canarySteps < 0 { // finished before a resume
 		br.Failed = len(failed)
-		return len(failed), errs.ErrorOrNil()
+		return len(failed), "", errs.ErrorOrNil()
 	}
 	br.Start = time.Now()
 	log.Info("batch start", "hosts", len(b.Hosts), "canary", b.Canary)
 	r.emit(Event{Kind: EventBatchStart, Batch: bi + 1, Batches: nb, Canary: b.Canary, Hosts: len(b.Hosts), Steps: len(b.Steps)})
+	stop := ""
 	for si, st := range b.Steps {
 		if ctx.Err() != nil || r.stateError() != nil {
 			break
+		}
+		if si == canarySteps {
+			if stop = r.judgeCanary(ctx, bi, nb, b, canarySteps, failed, &errs); stop != "" {
+				break
+			}
 		}
 		hosts := ask(si)
 		if len(hosts) == 0 {
@@ -569,7 +597,7 @@ func (r *run) batch(ctx context.Context, bi, nb int, b Batch, br *BatchResult) (
 		start.Kind, start.Hosts = EventStepStart, len(hosts)
 		r.emit(start)
 		t0 := time.Now()
-		stepErrs := r.step(ctx, log, pos, si, hosts)
+		stepErrs := r.step(ctx, log, pos, si, hosts, si < canarySteps)
 		for h, err := range stepErrs {
 			failed[h] = true
 			errs = multierror.Append(errs, err)
@@ -578,16 +606,20 @@ func (r *run) batch(ctx context.Context, bi, nb int, b Batch, br *BatchResult) (
 		end.Kind, end.Hosts, end.Failed, end.Duration = EventStepEnd, len(hosts), len(stepErrs), time.Since(t0)
 		r.emit(end)
 	}
+	if canarySteps == len(b.Steps) && stop == "" && ctx.Err() == nil && r.stateError() == nil {
+		stop = r.judgeCanary(ctx, bi, nb, b, canarySteps, failed, &errs)
+	}
 	br.Failed, br.Duration = len(failed), time.Since(br.Start)
 	log.Info("batch end", "hosts", len(b.Hosts), "failed", len(failed), "duration", br.Duration)
 	r.emit(Event{Kind: EventBatchEnd, Batch: bi + 1, Batches: nb, Canary: b.Canary, Hosts: len(b.Hosts),
 		Failed: len(failed), Duration: br.Duration})
-	return len(failed), errs.ErrorOrNil()
+	return len(failed), stop, errs.ErrorOrNil()
 }
 
 // step replaces one slot on every host in parallel, under StepTimeout, and
-// returns the hosts that failed with their errors.
-func (r *run) step(ctx context.Context, log *slog.Logger, pos Event, si int, hosts []string) map[string]error {
+// returns the hosts that failed with their errors. canary steps give the
+// new containers CanaryPolicy.WeightPercent of their weight.
+func (r *run) step(ctx context.Context, log *slog.Logger, pos Event, si int, hosts []string, canary bool) map[string]error {
 	sctx := ctx
 	if r.e.StepTimeout > 0 {
 		var cancel context.CancelFunc
@@ -599,7 +631,7 @@ func (r *run) step(ctx context.Context, log *slog.Logger, pos Event, si int, hos
 	var wg sync.WaitGroup
 	for _, h := range hosts {
 		wg.Go(func() {
-			sr, err := r.redeploy(ctx, sctx, pos, h)
+			sr, err := r.redeploy(ctx, sctx, pos, h, canary)
 			r.mu.Lock()
 			r.results[h][si] = sr
 			r.mu.Unlock()
@@ -626,26 +658,24 @@ func (r *run) step(ctx context.Context, log *slog.Logger, pos Event, si int, hos
 
 // redeploy asks host h to replace one slot and turns the answer into a
 // SlotResult and, when the slot was not replaced or skipped, an error.
-func (r *run) redeploy(ctx, sctx context.Context, pos Event, h string) (SlotResult, error) {
+func (r *run) redeploy(ctx, sctx context.Context, pos Event, h string, canary bool) (SlotResult, error) {
 	sr := SlotResult{Slot: pos.Slot, Result: ResultError}
 	a := r.agent(h)
 	req := &agentpb.RedeployRequest{Image: r.e.Image, Slots: []string{pos.Slot}, Force: r.e.Force, Origin: r.e.Origin}
+	if canary && r.e.Canary.WeightPercent < 100 {
+		req.CanaryWeightPercent = int32(r.e.Canary.WeightPercent)
+	}
 	t0 := time.Now()
-	rep, err := a.Redeploy(sctx, req, func(p *agentpb.PhaseEvent) {
-		ev := pos
-		ev.Kind, ev.Host, ev.Phase, ev.Duration, ev.Detail, ev.Err = EventPhase, h, p.GetPhase(),
-			p.GetDuration().AsDuration(), p.GetDetail(), p.GetError()
-		if p.GetSlot() != "" {
-			ev.Slot = p.GetSlot()
-		}
-		r.emit(ev)
-	})
+	rep, err := a.Redeploy(sctx, req, r.phases(pos, h))
 	sr.Duration = time.Since(t0)
 	for _, s := range rep.GetSlots() {
 		if s.GetSlot() != pos.Slot {
 			continue
 		}
-		sr.Result, sr.Error = s.GetResult(), s.GetError()
+		sr.Result, sr.Error, sr.OldImage = s.GetResult(), s.GetError(), s.GetOldImage()
+		if canary && sr.Result == ResultReplaced {
+			r.noteOldImage(h, pos.Slot, sr.OldImage)
+		}
 		if d := s.GetTotal().AsDuration(); d > 0 {
 			sr.Duration = d
 		}
@@ -667,6 +697,19 @@ func (r *run) redeploy(ctx, sctx context.Context, pos Event, h string) (SlotResu
 		sr.Error = err.Error()
 	}
 	return sr, fmt.Errorf("host %s slot %s: %w", h, pos.Slot, err)
+}
+
+// phases emits the agent's phase events of host h as EventPhase at pos.
+func (r *run) phases(pos Event, h string) func(*agentpb.PhaseEvent) {
+	return func(p *agentpb.PhaseEvent) {
+		ev := pos
+		ev.Kind, ev.Host, ev.Phase, ev.Duration, ev.Detail, ev.Err = EventPhase, h, p.GetPhase(),
+			p.GetDuration().AsDuration(), p.GetDetail(), p.GetError()
+		if p.GetSlot() != "" {
+			ev.Slot = p.GetSlot()
+		}
+		r.emit(ev)
+	}
 }
 
 func (r *run) agent(h string) Agent {

@@ -24,6 +24,10 @@ type fakeFleet struct {
 	dials     map[string]int
 	closed    map[string]int
 	onCall    func(call)
+	// errorRate is the share of requests an image's servers fail, in the
+	// counters every agent reports; promotes counts Promote calls per host.
+	errorRate map[string]float64
+	promotes  map[string]int
 }
 
 type call struct{ host, slot string }
@@ -40,13 +44,22 @@ type fakeAgent struct {
 	hang        map[string]bool // slot -> never reports
 	delay       time.Duration
 	active      int
+	// images: what each slot runs ("app:v1" until replaced); canary: the
+	// weight share a canary slot runs at; served: requests per slot.
+	images map[string]string
+	canary map[string]int32
+	served map[string]*agentpb.SlotCounters
+	// weights asked for, per slot, in order
+	weights map[string][]int32
 }
 
 func newFleet(t *testing.T, n int, slots ...string) *fakeFleet {
 	t.Helper()
-	f := &fakeFleet{hosts: map[string]*fakeAgent{}, dials: map[string]int{}, closed: map[string]int{}}
+	f := &fakeFleet{hosts: map[string]*fakeAgent{}, dials: map[string]int{}, closed: map[string]int{},
+		errorRate: map[string]float64{}, promotes: map[string]int{}}
 	for _, h := range hostNames(n) {
-		f.hosts[h] = &fakeAgent{fleet: f, host: h, slots: slots, fail: map[string]bool{}, hang: map[string]bool{}, delay: 2 * time.Millisecond}
+		f.hosts[h] = &fakeAgent{fleet: f, host: h, slots: slots, fail: map[string]bool{}, hang: map[string]bool{}, delay: 2 * time.Millisecond,
+			images: map[string]string{}, canary: map[string]int32{}, served: map[string]*agentpb.SlotCounters{}, weights: map[string][]int32{}}
 	}
 	return f
 }
@@ -154,7 +167,63 @@ func (a *fakeAgent) Redeploy(ctx context.Context, req *agentpb.RedeployRequest, 
 				Slots: []*agentpb.SlotReport{{Slot: slot, Result: ResultRolledBack, Error: "health gate timed out"}}},
 			fmt.Errorf("%w: %s: health gate timed out", ErrSlotFailed, slot)
 	}
-	return &agentpb.Report{Image: req.GetImage(), Slots: []*agentpb.SlotReport{{Slot: slot, Result: ResultReplaced, Total: durationpb.New(delay)}}}, nil
+	f.mu.Lock()
+	old := a.imageOf(slot)
+	a.images[slot] = req.GetImage()
+	if pct := req.GetCanaryWeightPercent(); pct > 0 {
+		a.canary[slot] = pct
+	} else {
+		delete(a.canary, slot)
+	}
+	a.weights[slot] = append(a.weights[slot], req.GetCanaryWeightPercent())
+	f.mu.Unlock()
+	return &agentpb.Report{Image: req.GetImage(), Slots: []*agentpb.SlotReport{{Slot: slot, Result: ResultReplaced, OldImage: old, Total: durationpb.New(delay)}}}, nil
+}
+
+func (a *fakeAgent) imageOf(slot string) string {
+	if im, ok := a.images[slot]; ok {
+		return im
+	}
+	return "app:v1"
+}
+
+func (a *fakeAgent) Promote(ctx context.Context, origin string) error {
+	a.fleet.mu.Lock()
+	defer a.fleet.mu.Unlock()
+	a.fleet.promotes[a.host]++
+	clear(a.canary)
+	return nil
+}
+
+// Counters serves 100 requests per slot per interval, failing the share
+// errorRate says for the slot's image.
+func (a *fakeAgent) Counters(ctx context.Context, interval, window time.Duration, onSample func(*agentpb.CountersSample)) error {
+	wctx, cancel := context.WithTimeout(ctx, window)
+	defer cancel()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		a.fleet.mu.Lock()
+		sample := &agentpb.CountersSample{}
+		for _, s := range a.slots {
+			c := a.served[s]
+			if c == nil {
+				c = &agentpb.SlotCounters{Slot: s}
+				a.served[s] = c
+			}
+			c.Responses += 100
+			c.Hrsp_5Xx += int64(100 * a.fleet.errorRate[a.imageOf(s)])
+			_, canary := a.canary[s]
+			sample.Slots = append(sample.Slots, &agentpb.SlotCounters{Slot: s, Canary: canary, Responses: c.Responses, Hrsp_5Xx: c.Hrsp_5Xx})
+		}
+		a.fleet.mu.Unlock()
+		onSample(sample)
+		select {
+		case <-wctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }
 
 // executor returns an Executor over f with short timeouts.

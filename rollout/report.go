@@ -62,6 +62,13 @@ func (p *Progress) Event(e Event) {
 		if e.Err != "" {
 			line += "  FAILED: " + e.Err
 		}
+	case EventCanaryAnalysis, EventCanaryPassed, EventCanaryFailed, EventCanaryPaused, EventCanaryPromoted:
+		line = fmt.Sprintf("%s (canary)  %s: %s", where, strings.TrimPrefix(string(e.Kind), "canary_"), e.Detail)
+	case EventCanaryRollback:
+		line = fmt.Sprintf("%s (canary)  %-*s  %-*s  rollback: %s %s", where, p.hostW, e.Host, p.slotW, e.Slot, e.Result, e.Detail)
+		if e.Err != "" {
+			line += "  FAILED: " + e.Err
+		}
 	case EventStepEnd, EventBatchEnd:
 		line = fmt.Sprintf("%s  end: %d host(s), %d failed, in %s", where, e.Hosts, e.Failed, round(e.Duration))
 	default:

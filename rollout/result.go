@@ -37,6 +37,14 @@ const (
 	EventSlotDone   EventKind = "slot_done"   // Slot on Host ended with Result
 	EventStepEnd    EventKind = "step_end"    // Failed of Hosts failed
 	EventBatchEnd   EventKind = "batch_end"   // Failed of Hosts failed
+
+	// The canary batch's analysis and its outcome; Detail says more.
+	EventCanaryAnalysis EventKind = "canary_analysis" // counters of Hosts hosts read for the window
+	EventCanaryPassed   EventKind = "canary_passed"   // the figures that passed
+	EventCanaryFailed   EventKind = "canary_failed"   // why; the canary hosts are rolled back
+	EventCanaryPaused   EventKind = "canary_paused"   // waiting for promote or abort
+	EventCanaryPromoted EventKind = "canary_promoted" // canary slots at their whole weight
+	EventCanaryRollback EventKind = "canary_rollback" // Slot on Host back on the old image (Result)
 )
 
 // Event is the live progress of a rollout. Executor sends events one at a
@@ -93,6 +101,8 @@ type SlotResult struct {
 	Duration time.Duration            `json:"duration_ns"`
 	Phases   map[string]time.Duration `json:"phases_ns,omitempty"`
 	Error    string                   `json:"error,omitempty"`
+	// OldImage is what the slot ran before, as the agent reported it.
+	OldImage string `json:"old_image,omitempty"`
 }
 
 // BatchResult is one batch's timing and outcome.

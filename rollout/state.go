@@ -42,6 +42,12 @@ type State struct {
 	Complete bool   `json:"complete"`
 	Outcome  string `json:"outcome,omitempty"` // HostDone or HostFailed, once complete
 	Stopped  string `json:"stopped,omitempty"`
+	// Canary is the canary batch's progress, once it began; CanaryPolicy
+	// how it is judged (also after a resume).
+	Canary       *CanaryState  `json:"canary,omitempty"`
+	CanaryPolicy *CanaryPolicy `json:"canary_policy,omitempty"`
+	// PID is the coordinator process that writes the file.
+	PID int `json:"pid,omitempty"`
 }
 
 // PairResult is one finished (host, slot) pair.

@@ -28,6 +28,18 @@ type ServerStat struct {
 	Addr        string // "ip:port"
 	Checked     bool   // the server has health checks enabled
 	ID          int    // the server's numeric id in its backend (sid)
+	Counters    Counters
+}
+
+// Counters are a server's cumulative traffic counters since HAProxy (the
+// worker) started: they go back to zero on a reload or restart.
+type Counters struct {
+	// Responses is every HTTP response the server sent (hrsp_1xx .. hrsp_5xx
+	// and hrsp_other); HAProxy keeps no per-server request count.
+	Responses int64 `json:"responses"`
+	Hrsp5xx   int64 `json:"hrsp_5xx"`
+	Econ      int64 `json:"econ"`  // connections to the server that failed
+	Eresp     int64 `json:"eresp"` // responses that failed (aborted, invalid)
 }
 
 // Drained reports no live session and no queued request.
@@ -195,7 +207,7 @@ func parseStat(out string) ([]ServerStat, error) {
 			Addr:        get("addr"),
 			Checked:     get("status") != "no check" && get("check_rise") != "",
 		}
-		var errs [7]error
+		var errs [8]error
 		s.Weight, errs[0] = num("weight")
 		s.Scur, errs[1] = num("scur")
 		s.Qcur, errs[2] = num("qcur")
@@ -203,6 +215,7 @@ func parseStat(out string) ([]ServerStat, error) {
 		s.CheckRise, errs[4] = num("check_rise")
 		s.CheckFall, errs[5] = num("check_fall")
 		s.ID, errs[6] = num("sid")
+		s.Counters, errs[7] = counters(get)
 		for _, err := range errs {
 			if err != nil {
 				return nil, err
@@ -211,4 +224,35 @@ func parseStat(out string) ([]ServerStat, error) {
 		stats = append(stats, s)
 	}
 	return stats, nil
+}
+
+// counters reads a server line's traffic counters; an empty column is 0.
+func counters(get func(string) string) (Counters, error) {
+	var c Counters
+	for _, f := range []struct {
+		name string
+		add  []*int64
+	}{
+		{"hrsp_1xx", []*int64{&c.Responses}},
+		{"hrsp_2xx", []*int64{&c.Responses}},
+		{"hrsp_3xx", []*int64{&c.Responses}},
+		{"hrsp_4xx", []*int64{&c.Responses}},
+		{"hrsp_5xx", []*int64{&c.Responses, &c.Hrsp5xx}},
+		{"hrsp_other", []*int64{&c.Responses}},
+		{"econ", []*int64{&c.Econ}},
+		{"eresp", []*int64{&c.Eresp}},
+	} {
+		v := get(f.name)
+		if v == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return c, fmt.Errorf("%s=%q for %s/%s: %w", f.name, v, get("pxname"), get("svname"), ErrMalformed)
+		}
+		for _, p := range f.add {
+			*p += n
+		}
+	}
+	return c, nil
 }

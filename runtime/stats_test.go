@@ -130,3 +130,39 @@ func TestServerAsksForItsOwnLineOnceItsIDIsKnown(t *testing.T) {
 		t.Fatalf("a line naming another server must fall back to the whole backend: %q", got)
 	}
 }
+
+func TestParseStatReadsTrafficCounters(t *testing.T) {
+	out := recorded(t, "show_stat_app.csv")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	header := strings.Split(strings.TrimPrefix(lines[0], "# "), ",")
+	row := strings.Split(lines[1], ",")
+	set := func(name, v string) {
+		t.Helper()
+		i := slices.Index(header, name)
+		if i < 0 {
+			t.Fatalf("no column %s", name)
+		}
+		row[i] = v
+	}
+	for name, v := range map[string]string{"hrsp_1xx": "1", "hrsp_2xx": "900", "hrsp_3xx": "3", "hrsp_4xx": "40",
+		"hrsp_5xx": "50", "hrsp_other": "6", "econ": "7", "eresp": "8"} {
+		set(name, v)
+	}
+	lines[1] = strings.Join(row, ",")
+	stats, err := parseStat(strings.Join(lines, "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Counters{Responses: 1000, Hrsp5xx: 50, Econ: 7, Eresp: 8}
+	if got := stats[0].Counters; got != want {
+		t.Fatalf("counters = %+v, want %+v", got, want)
+	}
+	if got := stats[1].Counters; got != (Counters{}) {
+		t.Fatalf("app2 has served nothing: %+v", got)
+	}
+	set("econ", "-1")
+	lines[1] = strings.Join(row, ",")
+	if _, err := parseStat(strings.Join(lines, "\n")); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("a negative counter: %v, want ErrMalformed", err)
+	}
+}

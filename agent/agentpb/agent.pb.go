@@ -146,6 +146,10 @@ type SlotStatus struct {
 	Scur          int32                  `protobuf:"varint,11,opt,name=scur,proto3" json:"scur,omitempty"`
 	Addr          string                 `protobuf:"bytes,12,opt,name=addr,proto3" json:"addr,omitempty"`
 	Error         string                 `protobuf:"bytes,13,opt,name=error,proto3" json:"error,omitempty"`
+	// canary: the slot runs a canary at a share of its weight; full_weight is
+	// the weight Promote gives it back.
+	Canary        bool  `protobuf:"varint,14,opt,name=canary,proto3" json:"canary,omitempty"`
+	FullWeight    int32 `protobuf:"varint,15,opt,name=full_weight,json=fullWeight,proto3" json:"full_weight,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -271,6 +275,20 @@ func (x *SlotStatus) GetError() string {
 	return ""
 }
 
+func (x *SlotStatus) GetCanary() bool {
+	if x != nil {
+		return x.Canary
+	}
+	return false
+}
+
+func (x *SlotStatus) GetFullWeight() int32 {
+	if x != nil {
+		return x.FullWeight
+	}
+	return 0
+}
+
 type RedeployRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Image string                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
@@ -278,9 +296,13 @@ type RedeployRequest struct {
 	Slots []string `protobuf:"bytes,2,rep,name=slots,proto3" json:"slots,omitempty"`
 	Force bool     `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
 	// origin says who asks, shown to a caller that finds the host busy.
-	Origin        string `protobuf:"bytes,4,opt,name=origin,proto3" json:"origin,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Origin string `protobuf:"bytes,4,opt,name=origin,proto3" json:"origin,omitempty"`
+	// canary_weight_percent, in 1..99, gives each replaced slot that share of
+	// its original weight (at least 1) instead of all of it, until Promote or
+	// a later redeploy of the slot. 0: the whole weight.
+	CanaryWeightPercent int32 `protobuf:"varint,5,opt,name=canary_weight_percent,json=canaryWeightPercent,proto3" json:"canary_weight_percent,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *RedeployRequest) Reset() {
@@ -341,6 +363,380 @@ func (x *RedeployRequest) GetOrigin() string {
 	return ""
 }
 
+func (x *RedeployRequest) GetCanaryWeightPercent() int32 {
+	if x != nil {
+		return x.CanaryWeightPercent
+	}
+	return 0
+}
+
+type PromoteRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// slots to promote; empty: every slot that runs a canary.
+	Slots         []string `protobuf:"bytes,1,rep,name=slots,proto3" json:"slots,omitempty"`
+	Origin        string   `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteRequest) Reset() {
+	*x = PromoteRequest{}
+	mi := &file_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteRequest) ProtoMessage() {}
+
+func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
+func (*PromoteRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PromoteRequest) GetSlots() []string {
+	if x != nil {
+		return x.Slots
+	}
+	return nil
+}
+
+func (x *PromoteRequest) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+type PromoteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Slots         []*SlotWeight          `protobuf:"bytes,1,rep,name=slots,proto3" json:"slots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteResponse) Reset() {
+	*x = PromoteResponse{}
+	mi := &file_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteResponse) ProtoMessage() {}
+
+func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteResponse.ProtoReflect.Descriptor instead.
+func (*PromoteResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PromoteResponse) GetSlots() []*SlotWeight {
+	if x != nil {
+		return x.Slots
+	}
+	return nil
+}
+
+type SlotWeight struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Slot          string                 `protobuf:"bytes,1,opt,name=slot,proto3" json:"slot,omitempty"`
+	Weight        int32                  `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlotWeight) Reset() {
+	*x = SlotWeight{}
+	mi := &file_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlotWeight) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlotWeight) ProtoMessage() {}
+
+func (x *SlotWeight) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlotWeight.ProtoReflect.Descriptor instead.
+func (*SlotWeight) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SlotWeight) GetSlot() string {
+	if x != nil {
+		return x.Slot
+	}
+	return ""
+}
+
+func (x *SlotWeight) GetWeight() int32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+type CountersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// interval between two samples; at least 100ms.
+	Interval *durationpb.Duration `protobuf:"bytes,1,opt,name=interval,proto3" json:"interval,omitempty"`
+	// window: how long to stream; at most 1h.
+	Window        *durationpb.Duration `protobuf:"bytes,2,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CountersRequest) Reset() {
+	*x = CountersRequest{}
+	mi := &file_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountersRequest) ProtoMessage() {}
+
+func (x *CountersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountersRequest.ProtoReflect.Descriptor instead.
+func (*CountersRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CountersRequest) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *CountersRequest) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+type CountersSample struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	Slots         []*SlotCounters        `protobuf:"bytes,2,rep,name=slots,proto3" json:"slots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CountersSample) Reset() {
+	*x = CountersSample{}
+	mi := &file_agent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountersSample) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountersSample) ProtoMessage() {}
+
+func (x *CountersSample) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountersSample.ProtoReflect.Descriptor instead.
+func (*CountersSample) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CountersSample) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *CountersSample) GetSlots() []*SlotCounters {
+	if x != nil {
+		return x.Slots
+	}
+	return nil
+}
+
+// SlotCounters are one slot's cumulative HAProxy counters (since the HAProxy
+// worker started: they restart from 0 after a reload).
+type SlotCounters struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Slot  string                 `protobuf:"bytes,1,opt,name=slot,proto3" json:"slot,omitempty"`
+	// canary: the slot runs a canary (see RedeployRequest.canary_weight_percent).
+	Canary    bool   `protobuf:"varint,2,opt,name=canary,proto3" json:"canary,omitempty"`
+	Image     string `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
+	Responses int64  `protobuf:"varint,4,opt,name=responses,proto3" json:"responses,omitempty"`
+	Hrsp_5Xx  int64  `protobuf:"varint,5,opt,name=hrsp_5xx,json=hrsp5xx,proto3" json:"hrsp_5xx,omitempty"`
+	Econ      int64  `protobuf:"varint,6,opt,name=econ,proto3" json:"econ,omitempty"`
+	Eresp     int64  `protobuf:"varint,7,opt,name=eresp,proto3" json:"eresp,omitempty"`
+	Weight    int32  `protobuf:"varint,8,opt,name=weight,proto3" json:"weight,omitempty"`
+	// error: the slot's counters could not be read this time.
+	Error         string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlotCounters) Reset() {
+	*x = SlotCounters{}
+	mi := &file_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlotCounters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlotCounters) ProtoMessage() {}
+
+func (x *SlotCounters) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlotCounters.ProtoReflect.Descriptor instead.
+func (*SlotCounters) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SlotCounters) GetSlot() string {
+	if x != nil {
+		return x.Slot
+	}
+	return ""
+}
+
+func (x *SlotCounters) GetCanary() bool {
+	if x != nil {
+		return x.Canary
+	}
+	return false
+}
+
+func (x *SlotCounters) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *SlotCounters) GetResponses() int64 {
+	if x != nil {
+		return x.Responses
+	}
+	return 0
+}
+
+func (x *SlotCounters) GetHrsp_5Xx() int64 {
+	if x != nil {
+		return x.Hrsp_5Xx
+	}
+	return 0
+}
+
+func (x *SlotCounters) GetEcon() int64 {
+	if x != nil {
+		return x.Econ
+	}
+	return 0
+}
+
+func (x *SlotCounters) GetEresp() int64 {
+	if x != nil {
+		return x.Eresp
+	}
+	return 0
+}
+
+func (x *SlotCounters) GetWeight() int32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *SlotCounters) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 type RedeployEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
@@ -354,7 +750,7 @@ type RedeployEvent struct {
 
 func (x *RedeployEvent) Reset() {
 	*x = RedeployEvent{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -366,7 +762,7 @@ func (x *RedeployEvent) String() string {
 func (*RedeployEvent) ProtoMessage() {}
 
 func (x *RedeployEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -379,7 +775,7 @@ func (x *RedeployEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedeployEvent.ProtoReflect.Descriptor instead.
 func (*RedeployEvent) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RedeployEvent) GetKind() isRedeployEvent_Kind {
@@ -437,7 +833,7 @@ type PhaseEvent struct {
 
 func (x *PhaseEvent) Reset() {
 	*x = PhaseEvent{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -449,7 +845,7 @@ func (x *PhaseEvent) String() string {
 func (*PhaseEvent) ProtoMessage() {}
 
 func (x *PhaseEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -462,7 +858,7 @@ func (x *PhaseEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PhaseEvent.ProtoReflect.Descriptor instead.
 func (*PhaseEvent) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PhaseEvent) GetSlot() string {
@@ -520,7 +916,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +928,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +941,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Report) GetImage() string {
@@ -593,7 +989,7 @@ type SlotReport struct {
 
 func (x *SlotReport) Reset() {
 	*x = SlotReport{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +1001,7 @@ func (x *SlotReport) String() string {
 func (*SlotReport) ProtoMessage() {}
 
 func (x *SlotReport) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +1014,7 @@ func (x *SlotReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotReport.ProtoReflect.Descriptor instead.
 func (*SlotReport) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SlotReport) GetSlot() string {
@@ -694,7 +1090,7 @@ const file_agent_proto_rawDesc = "" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x12\n" +
 	"\x04busy\x18\x03 \x01(\tR\x04busy\x121\n" +
-	"\x05slots\x18\x04 \x03(\v2\x1b.haroll.agent.v1.SlotStatusR\x05slots\"\xe5\x02\n" +
+	"\x05slots\x18\x04 \x03(\v2\x1b.haroll.agent.v1.SlotStatusR\x05slots\"\x9e\x03\n" +
 	"\n" +
 	"SlotStatus\x12\x12\n" +
 	"\x04slot\x18\x01 \x01(\tR\x04slot\x12\x18\n" +
@@ -710,12 +1106,41 @@ const file_agent_proto_rawDesc = "" +
 	" \x01(\x05R\x06weight\x12\x12\n" +
 	"\x04scur\x18\v \x01(\x05R\x04scur\x12\x12\n" +
 	"\x04addr\x18\f \x01(\tR\x04addr\x12\x14\n" +
-	"\x05error\x18\r \x01(\tR\x05error\"k\n" +
+	"\x05error\x18\r \x01(\tR\x05error\x12\x16\n" +
+	"\x06canary\x18\x0e \x01(\bR\x06canary\x12\x1f\n" +
+	"\vfull_weight\x18\x0f \x01(\x05R\n" +
+	"fullWeight\"\x9f\x01\n" +
 	"\x0fRedeployRequest\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x14\n" +
 	"\x05slots\x18\x02 \x03(\tR\x05slots\x12\x14\n" +
 	"\x05force\x18\x03 \x01(\bR\x05force\x12\x16\n" +
-	"\x06origin\x18\x04 \x01(\tR\x06origin\"\x7f\n" +
+	"\x06origin\x18\x04 \x01(\tR\x06origin\x122\n" +
+	"\x15canary_weight_percent\x18\x05 \x01(\x05R\x13canaryWeightPercent\">\n" +
+	"\x0ePromoteRequest\x12\x14\n" +
+	"\x05slots\x18\x01 \x03(\tR\x05slots\x12\x16\n" +
+	"\x06origin\x18\x02 \x01(\tR\x06origin\"D\n" +
+	"\x0fPromoteResponse\x121\n" +
+	"\x05slots\x18\x01 \x03(\v2\x1b.haroll.agent.v1.SlotWeightR\x05slots\"8\n" +
+	"\n" +
+	"SlotWeight\x12\x12\n" +
+	"\x04slot\x18\x01 \x01(\tR\x04slot\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\x05R\x06weight\"{\n" +
+	"\x0fCountersRequest\x125\n" +
+	"\binterval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\binterval\x121\n" +
+	"\x06window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06window\"u\n" +
+	"\x0eCountersSample\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x123\n" +
+	"\x05slots\x18\x02 \x03(\v2\x1d.haroll.agent.v1.SlotCountersR\x05slots\"\xe1\x01\n" +
+	"\fSlotCounters\x12\x12\n" +
+	"\x04slot\x18\x01 \x01(\tR\x04slot\x12\x16\n" +
+	"\x06canary\x18\x02 \x01(\bR\x06canary\x12\x14\n" +
+	"\x05image\x18\x03 \x01(\tR\x05image\x12\x1c\n" +
+	"\tresponses\x18\x04 \x01(\x03R\tresponses\x12\x19\n" +
+	"\bhrsp_5xx\x18\x05 \x01(\x03R\ahrsp5xx\x12\x12\n" +
+	"\x04econ\x18\x06 \x01(\x03R\x04econ\x12\x14\n" +
+	"\x05eresp\x18\a \x01(\x03R\x05eresp\x12\x16\n" +
+	"\x06weight\x18\b \x01(\x05R\x06weight\x12\x14\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"\x7f\n" +
 	"\rRedeployEvent\x123\n" +
 	"\x05phase\x18\x01 \x01(\v2\x1b.haroll.agent.v1.PhaseEventH\x00R\x05phase\x121\n" +
 	"\x06report\x18\x02 \x01(\v2\x17.haroll.agent.v1.ReportH\x00R\x06reportB\x06\n" +
@@ -746,10 +1171,12 @@ const file_agent_proto_rawDesc = "" +
 	"\x05error\x18\t \x01(\tR\x05error\x1aT\n" +
 	"\vPhasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
-	"\x05value\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05value:\x028\x012\xa2\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05value:\x028\x012\xc1\x02\n" +
 	"\x05Agent\x12I\n" +
 	"\x06Status\x12\x1e.haroll.agent.v1.StatusRequest\x1a\x1f.haroll.agent.v1.StatusResponse\x12N\n" +
-	"\bRedeploy\x12 .haroll.agent.v1.RedeployRequest\x1a\x1e.haroll.agent.v1.RedeployEvent0\x01B(Z&github.com/haroll/haroll/agent/agentpbb\x06proto3"
+	"\bRedeploy\x12 .haroll.agent.v1.RedeployRequest\x1a\x1e.haroll.agent.v1.RedeployEvent0\x01\x12L\n" +
+	"\aPromote\x12\x1f.haroll.agent.v1.PromoteRequest\x1a .haroll.agent.v1.PromoteResponse\x12O\n" +
+	"\bCounters\x12 .haroll.agent.v1.CountersRequest\x1a\x1f.haroll.agent.v1.CountersSample0\x01B(Z&github.com/haroll/haroll/agent/agentpbb\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -763,40 +1190,55 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_agent_proto_goTypes = []any{
 	(*StatusRequest)(nil),         // 0: haroll.agent.v1.StatusRequest
 	(*StatusResponse)(nil),        // 1: haroll.agent.v1.StatusResponse
 	(*SlotStatus)(nil),            // 2: haroll.agent.v1.SlotStatus
 	(*RedeployRequest)(nil),       // 3: haroll.agent.v1.RedeployRequest
-	(*RedeployEvent)(nil),         // 4: haroll.agent.v1.RedeployEvent
-	(*PhaseEvent)(nil),            // 5: haroll.agent.v1.PhaseEvent
-	(*Report)(nil),                // 6: haroll.agent.v1.Report
-	(*SlotReport)(nil),            // 7: haroll.agent.v1.SlotReport
-	nil,                           // 8: haroll.agent.v1.SlotReport.PhasesEntry
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 10: google.protobuf.Duration
+	(*PromoteRequest)(nil),        // 4: haroll.agent.v1.PromoteRequest
+	(*PromoteResponse)(nil),       // 5: haroll.agent.v1.PromoteResponse
+	(*SlotWeight)(nil),            // 6: haroll.agent.v1.SlotWeight
+	(*CountersRequest)(nil),       // 7: haroll.agent.v1.CountersRequest
+	(*CountersSample)(nil),        // 8: haroll.agent.v1.CountersSample
+	(*SlotCounters)(nil),          // 9: haroll.agent.v1.SlotCounters
+	(*RedeployEvent)(nil),         // 10: haroll.agent.v1.RedeployEvent
+	(*PhaseEvent)(nil),            // 11: haroll.agent.v1.PhaseEvent
+	(*Report)(nil),                // 12: haroll.agent.v1.Report
+	(*SlotReport)(nil),            // 13: haroll.agent.v1.SlotReport
+	nil,                           // 14: haroll.agent.v1.SlotReport.PhasesEntry
+	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_agent_proto_depIdxs = []int32{
 	2,  // 0: haroll.agent.v1.StatusResponse.slots:type_name -> haroll.agent.v1.SlotStatus
-	5,  // 1: haroll.agent.v1.RedeployEvent.phase:type_name -> haroll.agent.v1.PhaseEvent
-	6,  // 2: haroll.agent.v1.RedeployEvent.report:type_name -> haroll.agent.v1.Report
-	9,  // 3: haroll.agent.v1.PhaseEvent.start:type_name -> google.protobuf.Timestamp
-	10, // 4: haroll.agent.v1.PhaseEvent.duration:type_name -> google.protobuf.Duration
-	7,  // 5: haroll.agent.v1.Report.slots:type_name -> haroll.agent.v1.SlotReport
-	10, // 6: haroll.agent.v1.Report.total:type_name -> google.protobuf.Duration
-	8,  // 7: haroll.agent.v1.SlotReport.phases:type_name -> haroll.agent.v1.SlotReport.PhasesEntry
-	10, // 8: haroll.agent.v1.SlotReport.total:type_name -> google.protobuf.Duration
-	10, // 9: haroll.agent.v1.SlotReport.PhasesEntry.value:type_name -> google.protobuf.Duration
-	0,  // 10: haroll.agent.v1.Agent.Status:input_type -> haroll.agent.v1.StatusRequest
-	3,  // 11: haroll.agent.v1.Agent.Redeploy:input_type -> haroll.agent.v1.RedeployRequest
-	1,  // 12: haroll.agent.v1.Agent.Status:output_type -> haroll.agent.v1.StatusResponse
-	4,  // 13: haroll.agent.v1.Agent.Redeploy:output_type -> haroll.agent.v1.RedeployEvent
-	12, // [12:14] is the sub-list for method output_type
-	10, // [10:12] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	6,  // 1: haroll.agent.v1.PromoteResponse.slots:type_name -> haroll.agent.v1.SlotWeight
+	15, // 2: haroll.agent.v1.CountersRequest.interval:type_name -> google.protobuf.Duration
+	15, // 3: haroll.agent.v1.CountersRequest.window:type_name -> google.protobuf.Duration
+	16, // 4: haroll.agent.v1.CountersSample.time:type_name -> google.protobuf.Timestamp
+	9,  // 5: haroll.agent.v1.CountersSample.slots:type_name -> haroll.agent.v1.SlotCounters
+	11, // 6: haroll.agent.v1.RedeployEvent.phase:type_name -> haroll.agent.v1.PhaseEvent
+	12, // 7: haroll.agent.v1.RedeployEvent.report:type_name -> haroll.agent.v1.Report
+	16, // 8: haroll.agent.v1.PhaseEvent.start:type_name -> google.protobuf.Timestamp
+	15, // 9: haroll.agent.v1.PhaseEvent.duration:type_name -> google.protobuf.Duration
+	13, // 10: haroll.agent.v1.Report.slots:type_name -> haroll.agent.v1.SlotReport
+	15, // 11: haroll.agent.v1.Report.total:type_name -> google.protobuf.Duration
+	14, // 12: haroll.agent.v1.SlotReport.phases:type_name -> haroll.agent.v1.SlotReport.PhasesEntry
+	15, // 13: haroll.agent.v1.SlotReport.total:type_name -> google.protobuf.Duration
+	15, // 14: haroll.agent.v1.SlotReport.PhasesEntry.value:type_name -> google.protobuf.Duration
+	0,  // 15: haroll.agent.v1.Agent.Status:input_type -> haroll.agent.v1.StatusRequest
+	3,  // 16: haroll.agent.v1.Agent.Redeploy:input_type -> haroll.agent.v1.RedeployRequest
+	4,  // 17: haroll.agent.v1.Agent.Promote:input_type -> haroll.agent.v1.PromoteRequest
+	7,  // 18: haroll.agent.v1.Agent.Counters:input_type -> haroll.agent.v1.CountersRequest
+	1,  // 19: haroll.agent.v1.Agent.Status:output_type -> haroll.agent.v1.StatusResponse
+	10, // 20: haroll.agent.v1.Agent.Redeploy:output_type -> haroll.agent.v1.RedeployEvent
+	5,  // 21: haroll.agent.v1.Agent.Promote:output_type -> haroll.agent.v1.PromoteResponse
+	8,  // 22: haroll.agent.v1.Agent.Counters:output_type -> haroll.agent.v1.CountersSample
+	19, // [19:23] is the sub-list for method output_type
+	15, // [15:19] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -804,7 +1246,7 @@ func file_agent_proto_init() {
 	if File_agent_proto != nil {
 		return
 	}
-	file_agent_proto_msgTypes[4].OneofWrappers = []any{
+	file_agent_proto_msgTypes[10].OneofWrappers = []any{
 		(*RedeployEvent_Phase)(nil),
 		(*RedeployEvent_Report)(nil),
 	}
@@ -814,7 +1256,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,8 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Agent_Status_FullMethodName   = "/haroll.agent.v1.Agent/Status"
 	Agent_Redeploy_FullMethodName = "/haroll.agent.v1.Agent/Redeploy"
+	Agent_Promote_FullMethodName  = "/haroll.agent.v1.Agent/Promote"
+	Agent_Counters_FullMethodName = "/haroll.agent.v1.Agent/Counters"
 )
 
 // AgentClient is the client API for Agent service.
@@ -39,6 +41,14 @@ type AgentClient interface {
 	// (preflight) or RESOURCE_EXHAUSTED (another replacement holds the host).
 	// The replacement goes on if the caller goes away.
 	Redeploy(ctx context.Context, in *RedeployRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RedeployEvent], error)
+	// Promote gives the slots a canary redeploy left at a share of their
+	// weight (RedeployRequest.canary_weight_percent) their whole original
+	// weight back. FAILED_PRECONDITION when a requested slot runs no canary,
+	// RESOURCE_EXHAUSTED while a replacement holds the host.
+	Promote(ctx context.Context, in *PromoteRequest, opts ...grpc.CallOption) (*PromoteResponse, error)
+	// Counters streams every slot's HAProxy traffic counters, read every
+	// interval, until window has passed or the caller goes away.
+	Counters(ctx context.Context, in *CountersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CountersSample], error)
 }
 
 type agentClient struct {
@@ -78,6 +88,35 @@ func (c *agentClient) Redeploy(ctx context.Context, in *RedeployRequest, opts ..
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_RedeployClient = grpc.ServerStreamingClient[RedeployEvent]
 
+func (c *agentClient) Promote(ctx context.Context, in *PromoteRequest, opts ...grpc.CallOption) (*PromoteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PromoteResponse)
+	err := c.cc.Invoke(ctx, Agent_Promote_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) Counters(ctx context.Context, in *CountersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CountersSample], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[1], Agent_Counters_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CountersRequest, CountersSample]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_CountersClient = grpc.ServerStreamingClient[CountersSample]
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -91,6 +130,14 @@ type AgentServer interface {
 	// (preflight) or RESOURCE_EXHAUSTED (another replacement holds the host).
 	// The replacement goes on if the caller goes away.
 	Redeploy(*RedeployRequest, grpc.ServerStreamingServer[RedeployEvent]) error
+	// Promote gives the slots a canary redeploy left at a share of their
+	// weight (RedeployRequest.canary_weight_percent) their whole original
+	// weight back. FAILED_PRECONDITION when a requested slot runs no canary,
+	// RESOURCE_EXHAUSTED while a replacement holds the host.
+	Promote(context.Context, *PromoteRequest) (*PromoteResponse, error)
+	// Counters streams every slot's HAProxy traffic counters, read every
+	// interval, until window has passed or the caller goes away.
+	Counters(*CountersRequest, grpc.ServerStreamingServer[CountersSample]) error
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -106,6 +153,12 @@ func (UnimplementedAgentServer) Status(context.Context, *StatusRequest) (*Status
 }
 func (UnimplementedAgentServer) Redeploy(*RedeployRequest, grpc.ServerStreamingServer[RedeployEvent]) error {
 	return status.Errorf(codes.Unimplemented, "method Redeploy not implemented")
+}
+func (UnimplementedAgentServer) Promote(context.Context, *PromoteRequest) (*PromoteResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Promote not implemented")
+}
+func (UnimplementedAgentServer) Counters(*CountersRequest, grpc.ServerStreamingServer[CountersSample]) error {
+	return status.Errorf(codes.Unimplemented, "method Counters not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -157,6 +210,35 @@ func _Agent_Redeploy_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_RedeployServer = grpc.ServerStreamingServer[RedeployEvent]
 
+func _Agent_Promote_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PromoteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).Promote(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_Promote_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).Promote(ctx, req.(*PromoteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_Counters_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(CountersRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServer).Counters(m, &grpc.GenericServerStream[CountersRequest, CountersSample]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_CountersServer = grpc.ServerStreamingServer[CountersSample]
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -168,11 +250,20 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Status",
 			Handler:    _Agent_Status_Handler,
 		},
+		{
+			MethodName: "Promote",
+			Handler:    _Agent_Promote_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Redeploy",
 			Handler:       _Agent_Redeploy_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Counters",
+			Handler:       _Agent_Counters_Handler,
 			ServerStreams: true,
 		},
 	},

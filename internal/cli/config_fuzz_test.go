@@ -97,8 +97,8 @@ func FuzzLoadAgentConfig(f *testing.F) {
 func FuzzLoadCoordinatorConfig(f *testing.F) {
 	addConfigSeeds(f, "*.yaml",
 		"hosts: [a.example.com:7443]\ntls: {cert: c.crt, key: c.key, ca: ca.crt}\nbatch: 2\n",
-		"hosts: [a:1, a:1]\ntls: {cert: c, key: k, ca: ca}\ncanary: 10%\nmax_failures: 5%\nslots: [web, api]\n",
-		"hosts: [a:0, ':1', 'a b:2']\nbatch: 0\ncanary: 101%\nmax_failures: -1\n",
+		"hosts: [a:1, a:1]\ntls: {cert: c, key: k, ca: ca}\ncanary: {hosts: 10%, weight: 5%, window: 30s}\nmax_failures: 5%\nslots: [web, api]\n",
+		"hosts: [a:0, ':1', 'a b:2']\nbatch: 0\ncanary: {hosts: 101%, weight: 0%, window: 0s, max_error_rate: 2}\nmax_failures: -1\n",
 		"hosts: []\ntls: {cert: c, key: k, ca: ca}\n",
 		"hosts: [a:1]\ntls: {cert: c, key: k, ca: ca}\nslots: ['', 'a;b', x, x]\nstep_timeout: 0s\n",
 		"insecure: true\nhosts: [127.0.0.1:1]\n",

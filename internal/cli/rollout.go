@@ -24,7 +24,8 @@ const defaultCoordinatorConfig = "/etc/haroll/coordinator.yaml"
 
 // rolloutFlagKeys maps the flags that override coordinator keys.
 var rolloutFlagKeys = map[string]string{
-	"batch": "batch", "canary": "canary", "max-failures": "max_failures", "slot": "slots",
+	"batch": "batch", "canary": "canary.hosts", "canary-weight": "canary.weight", "canary-window": "canary.window",
+	"pause": "canary.pause", "max-failures": "max_failures", "slot": "slots",
 	"step-timeout": "step_timeout", "state-file": "state_file",
 }
 
@@ -64,7 +65,7 @@ agent skips if it is already on the image.`,
 				return usageError("--resume and --dry-run do not go together: the plan of a resumed rollout is in its state file")
 			}
 			if resume {
-				for _, name := range []string{"batch", "canary", "slot", "force"} {
+				for _, name := range []string{"batch", "canary", "canary-weight", "canary-window", "pause", "slot", "force"} {
 					if cmd.Flags().Changed(name) {
 						return usageError("--%s cannot change a resumed rollout: its image and plan come from its state file", name)
 					}
@@ -84,6 +85,10 @@ agent skips if it is already on the image.`,
 				return fmt.Errorf("config: %w", err)
 			}
 			strategy, maxFailures, err := cfg.Strategy()
+			if err != nil {
+				return err
+			}
+			canary, err := cfg.CanaryPolicy()
 			if err != nil {
 				return err
 			}
@@ -107,9 +112,9 @@ agent skips if it is already on the image.`,
 				Dial: dial, Image: image, Force: force, Origin: "rollout by " + whoami(),
 				MaxFailures: maxFailures, SkipUnreachable: skipUnreachable,
 				ConnectTimeout: cfg.ConnectTimeout, StepTimeout: cfg.StepTimeout,
-				StateFile: cfg.StateFile,
-				Events:    rollout.NewProgress(progress, hosts, cfg.Slots).Event,
-				Log:       slog.Default().With("image", image),
+				StateFile: cfg.StateFile, Canary: canary,
+				Events: rollout.NewProgress(progress, hosts, cfg.Slots).Event,
+				Log:    slog.Default().With("image", image),
 			}
 			if dryRun {
 				e.StateFile = ""
@@ -125,11 +130,17 @@ agent skips if it is already on the image.`,
 			return writeResult(cmd.OutOrStdout(), output, res, err)
 		},
 	}
+	cmd.AddCommand(
+		newDecide(rollout.DecisionPromote, "Promote the paused canary of a running rollout (--pause): its hosts get their whole weight and the rollout goes on"),
+		newDecide(rollout.DecisionAbort, "Abort the canary of a running rollout: its hosts go back to the old image and the rollout stops"))
 	f := cmd.Flags()
 	f.String("config", defaultCoordinatorConfig, "coordinator configuration file (YAML)")
 	f.StringVar(&image, "image", "", "image to roll out (required)")
 	f.String("batch", "", `hosts per batch: "35%" of the fleet or a count (overrides batch)`)
-	f.String("canary", "", `a first batch of its own size: a count or "P%" (overrides canary)`)
+	f.String("canary", "", `a first batch of its own size, run as a canary: a count or "P%" (overrides canary.hosts)`)
+	f.String("canary-weight", "", `the share of their weight the canaries get, e.g. "10%" (overrides canary.weight)`)
+	f.Duration("canary-window", 0, "how long the canaries' HAProxy counters are read before they are judged (overrides canary.window)")
+	f.Bool("pause", false, "after a canary that passed, wait for 'haroll rollout promote' or 'haroll rollout abort' (overrides canary.pause)")
 	f.String("max-failures", "", `failed hosts tolerated before no further batch starts: "N" or "P%" (overrides max_failures)`)
 	f.StringArray("slot", nil, "replace only this slot, in this order (repeatable; overrides slots); default: every slot")
 	f.BoolVar(&force, "force", false, "replace slots that already run the image")
@@ -176,6 +187,7 @@ func resumeRollout(cmd *cobra.Command, cfg rollout.Config, image string, skipUnr
 		Dial: dial, Image: st.Image, Force: st.Force, Origin: "rollout (resumed) by " + whoami(),
 		MaxFailures: maxFailures, SkipUnreachable: skipUnreachable,
 		ConnectTimeout: cfg.ConnectTimeout, StepTimeout: cfg.StepTimeout, StateFile: cfg.StateFile,
+		Canary: st.CanaryPolicy,
 		Events: rollout.NewProgress(progress, st.Hosts, st.Slots).Event,
 		Log:    slog.Default().With("image", st.Image),
 	}

@@ -1,0 +1,429 @@
+package rollout
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+
+	"github.com/haroll/haroll/agent/agentpb"
+)
+
+// CanaryPolicy says how the canary batch is run and judged. The canary
+// batch first replaces its first Slots slots on every canary host, each at
+// WeightPercent of its weight; then the canary hosts' HAProxy counters are
+// read for Window, and the new servers' error rate is judged against
+// MaxErrorRate and the old servers on the same hosts (Judge). A canary that
+// passes (and, with Pause, that a person promotes) gets its whole weight
+// back and the batch goes on; one that fails, or that a person aborts, is
+// rolled back to the old image and the rollout stops, the rest of the fleet
+// untouched.
+type CanaryPolicy struct {
+	// Slots replaced on each canary host before the analysis; the rest of
+	// the canary hosts' slots are replaced after the promotion. Keep at
+	// least one slot out, so that old servers on the same hosts compare.
+	Slots int
+	// WeightPercent, in 1..100, is the share of its weight a canary gets.
+	WeightPercent int
+	Window        time.Duration
+	// Interval between two reads of the counters; zero means Window/10.
+	Interval time.Duration
+	// MaxErrorRate (0..1) is the error rate the new servers may reach;
+	// they fail when above it AND above the old servers' rate + Margin.
+	MaxErrorRate float64
+	Margin       float64
+	// MinRequests the new servers must serve in Window to be judged; fewer
+	// fails the canary (it cannot be shown good).
+	MinRequests int64
+	// Pause waits after a passing analysis for Decide's answer.
+	Pause bool
+}
+
+// Canary phases, as the state file records them.
+const (
+	CanaryAnalysis   = "analysis"
+	CanaryPaused     = "paused"
+	CanaryPromoted   = "promoted"
+	CanaryRollingBak = "rolling_back"
+	CanaryRolledBack = "rolled_back"
+)
+
+// Decisions a person gives a paused canary.
+const (
+	DecisionPromote = "promote"
+	DecisionAbort   = "abort"
+)
+
+// CanaryState is the canary's progress in the state file.
+type CanaryState struct {
+	Phase   string  `json:"phase"`
+	Verdict string  `json:"verdict,omitempty"`
+	New     Traffic `json:"new"`
+	Old     Traffic `json:"old"`
+	// OldImages is what each canary (host, slot) ran before, for a rollback.
+	OldImages map[string]string `json:"old_images,omitempty"` // "host slot" -> image
+}
+
+// Traffic is what a group of servers served during the analysis.
+type Traffic struct {
+	Requests int64 `json:"requests"` // responses + failed connections
+	Errors   int64 `json:"errors"`   // 5xx + failed connections + failed responses
+	Servers  int   `json:"servers"`
+}
+
+// Rate is Errors per request; 0 when nothing was served.
+func (t Traffic) Rate() float64 {
+	if t.Requests == 0 {
+		return 0
+	}
+	return math.Min(1, float64(t.Errors)/float64(t.Requests))
+}
+
+func (t Traffic) String() string {
+	return fmt.Sprintf("%d errors / %d requests (%.2f%%) on %d server(s)", t.Errors, t.Requests, 100*t.Rate(), t.Servers)
+}
+
+// Judge decides a canary from what the new and the old servers served: it
+// fails when the new servers served fewer than MinRequests, or when their
+// error rate is above MaxErrorRate and above the old servers' by more than
+// Margin. why says which figures decided.
+func (p CanaryPolicy) Judge(newT, oldT Traffic) (pass bool, why string) {
+	figures := fmt.Sprintf("new: %s; old: %s", newT, oldT)
+	switch {
+	case newT.Requests < p.MinRequests:
+		return false, fmt.Sprintf("the new servers served %d requests, fewer than min_requests %d: not enough traffic to judge (%s)", newT.Requests, p.MinRequests, figures)
+	case newT.Rate() > p.MaxErrorRate && newT.Rate() > oldT.Rate()+p.Margin:
+		return false, fmt.Sprintf("the new servers' error rate %.2f%% is above max_error_rate %.2f%% and above the old servers' %.2f%% by more than %.2f%% (%s)",
+			100*newT.Rate(), 100*p.MaxErrorRate, 100*oldT.Rate(), 100*p.Margin, figures)
+	}
+	return true, figures
+}
+
+// counterTally turns the cumulative counters of one slot into what it
+// served since the first sample. A counter that went down means HAProxy
+// reloaded and started again from 0: what it shows is all new.
+type counterTally struct {
+	last  *agentpb.SlotCounters
+	total Traffic
+}
+
+func (c *counterTally) add(s *agentpb.SlotCounters) {
+	if s.GetError() != "" {
+		return
+	}
+	if c.last != nil {
+		delta := func(now, before int64) int64 {
+			if now < before {
+				return now
+			}
+			return now - before
+		}
+		econ := delta(s.GetEcon(), c.last.GetEcon())
+		c.total.Requests += delta(s.GetResponses(), c.last.GetResponses()) + econ
+		c.total.Errors += delta(s.GetHrsp_5Xx(), c.last.GetHrsp_5Xx()) + econ + delta(s.GetEresp(), c.last.GetEresp())
+	}
+	c.last = s
+}
+
+// canaryKey names a (host, slot) pair in CanaryState.OldImages.
+func canaryKey(host, slot string) string { return host + " " + slot }
+
+// canarySteps is how many of b's steps run before the analysis.
+func (p *CanaryPolicy) canarySteps(b Batch) int {
+	if p == nil || !b.Canary {
+		return -1
+	}
+	return max(1, min(p.Slots, len(b.Steps)))
+}
+
+// judgeCanary runs the analysis of the canary batch b, whose first k steps
+// ran, then the pause and the promotion, or the rollback. It returns a
+// non-empty reason when the rollout must stop.
+func (r *run) judgeCanary(ctx context.Context, bi, nb int, b Batch, k int, failed map[string]bool, errs **multierror.Error) string {
+	p := r.e.Canary
+	cs := r.canaryState()
+	hosts := slicesWithout(b.Hosts, failed)
+	pos := Event{Batch: bi + 1, Batches: nb, Canary: true}
+	say := func(kind EventKind, detail string) {
+		ev := pos
+		ev.Kind, ev.Detail, ev.Hosts = kind, detail, len(hosts)
+		r.emit(ev)
+	}
+	abort := func(why string) string {
+		r.log.Warn("canary failed: rolling back the canary hosts", "batch", bi+1, "reason", why)
+		say(EventCanaryFailed, why)
+		*errs = multierror.Append(*errs, fmt.Errorf("%w: %s: the canary hosts were rolled back", ErrCanaryFailed, why))
+		cs.Phase, cs.Verdict = CanaryRollingBak, why
+		r.saveCanary(cs)
+		r.rollbackCanary(ctx, pos, b, k, cs, why, errs)
+		cs.Phase = CanaryRolledBack
+		r.saveCanary(cs)
+		for _, h := range b.Hosts {
+			failed[h] = true
+		}
+		return "canary failed: " + why
+	}
+	if len(failed) > 0 {
+		return abort(fmt.Sprintf("%d of %d canary host(s) failed their slot", len(failed), len(b.Hosts)))
+	}
+	switch cs.Phase {
+	case CanaryPromoted:
+		return "" // a resume after the promotion
+	case CanaryRollingBak, CanaryRolledBack:
+		return abort(cs.Verdict)
+	}
+	cs.Phase = CanaryAnalysis
+	r.saveCanary(cs)
+	say(EventCanaryAnalysis, fmt.Sprintf("reading HAProxy counters of %d host(s) for %s", len(hosts), p.Window))
+	newT, oldT, decided, err := r.analyse(ctx, hosts, b, k)
+	cs.New, cs.Old = newT, oldT
+	switch {
+	case ctx.Err() != nil:
+		return "cancelled during the canary analysis"
+	case decided == DecisionAbort:
+		return abort("aborted by a person during the analysis")
+	case err != nil:
+		return abort("the analysis failed: " + err.Error())
+	}
+	pass, why := p.Judge(newT, oldT)
+	if !pass {
+		return abort(why)
+	}
+	say(EventCanaryPassed, why)
+	if p.Pause {
+		cs.Phase, cs.Verdict = CanaryPaused, why
+		r.saveCanary(cs)
+		say(EventCanaryPaused, fmt.Sprintf("waiting for `haroll rollout promote` or `haroll rollout abort` (state file %s)", r.e.StateFile))
+		d, err := r.awaitDecision(ctx)
+		if err != nil {
+			return "cancelled while paused after the canary"
+		}
+		if d == DecisionAbort {
+			return abort("aborted by a person after the analysis passed")
+		}
+	}
+	if err := r.promote(ctx, hosts); err != nil {
+		*errs = multierror.Append(*errs, err)
+		return abort("promotion failed: " + err.Error())
+	}
+	cs.Phase, cs.Verdict = CanaryPromoted, why
+	r.saveCanary(cs)
+	say(EventCanaryPromoted, fmt.Sprintf("%d host(s) at their whole weight", len(hosts)))
+	return ""
+}
+
+// analyse streams the counters of every host for the window, and sums what
+// the canary slots (the first k steps' slots) and the other slots served.
+// It stops early when a person aborts.
+func (r *run) analyse(ctx context.Context, hosts []string, b Batch, k int) (newT, oldT Traffic, decided string, err error) {
+	p := r.e.Canary
+	every := p.Interval
+	if every <= 0 {
+		every = max(p.Window/10, 100*time.Millisecond)
+	}
+	canarySlots := map[string]bool{}
+	for _, st := range b.Steps[:k] {
+		canarySlots[st.Slot] = true
+	}
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex
+	tallies := map[string]*counterTally{} // "host slot"
+	var errsMu sync.Mutex
+	var streamErrs *multierror.Error
+	var wg sync.WaitGroup
+	for _, h := range hosts {
+		wg.Go(func() {
+			// The agent streams a little longer than the window: this side
+			// decides when it ends.
+			err := r.agent(h).Counters(actx, every, p.Window+2*every, func(s *agentpb.CountersSample) {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, c := range s.GetSlots() {
+					key := canaryKey(h, c.GetSlot())
+					if tallies[key] == nil {
+						tallies[key] = &counterTally{}
+					}
+					tallies[key].add(c)
+				}
+			})
+			if err != nil && actx.Err() == nil {
+				errsMu.Lock()
+				streamErrs = multierror.Append(streamErrs, fmt.Errorf("host %s: counters: %w", h, err))
+				errsMu.Unlock()
+			}
+		})
+	}
+	timer := time.NewTimer(p.Window)
+	defer timer.Stop()
+	poll := time.NewTicker(decisionPoll)
+	defer poll.Stop()
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-timer.C:
+			break wait
+		case <-poll.C:
+			if d, _ := r.takeDecision(); d == DecisionAbort {
+				decided = d
+				break wait
+			}
+		}
+	}
+	cancel()
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	for key, t := range tallies {
+		host, slot, _ := strings.Cut(key, " ")
+		if !slices.Contains(hosts, host) {
+			continue
+		}
+		sum := &oldT
+		if canarySlots[slot] {
+			sum = &newT
+		}
+		sum.Requests += t.total.Requests
+		sum.Errors += t.total.Errors
+		sum.Servers++
+	}
+	return newT, oldT, decided, streamErrs.ErrorOrNil()
+}
+
+// promote gives every canary host's canary slots their whole weight back.
+func (r *run) promote(ctx context.Context, hosts []string) error {
+	var mu sync.Mutex
+	var errs *multierror.Error
+	var wg sync.WaitGroup
+	for _, h := range hosts {
+		wg.Go(func() {
+			cctx, cancel := r.callContext(ctx)
+			defer cancel()
+			if err := r.agent(h).Promote(cctx, r.e.Origin); err != nil {
+				mu.Lock()
+				errs = multierror.Append(errs, fmt.Errorf("host %s: promote: %w", h, err))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errs.ErrorOrNil()
+}
+
+// rollbackCanary puts the old image back on every canary slot a canary host
+// replaced, step by step like a rollout, and records the slots as rolled
+// back. A slot whose rollback fails is reported failed.
+func (r *run) rollbackCanary(ctx context.Context, pos Event, b Batch, k int, cs *CanaryState, why string, errs **multierror.Error) {
+	for si := k - 1; si >= 0; si-- {
+		st := b.Steps[si]
+		var wg sync.WaitGroup
+		for _, h := range st.Hosts {
+			old, ok := cs.OldImages[canaryKey(h, st.Slot)]
+			if !ok {
+				continue // not replaced: nothing to undo
+			}
+			wg.Go(func() {
+				sctx, cancel := r.callContext(ctx)
+				defer cancel()
+				req := &agentpb.RedeployRequest{Image: old, Slots: []string{st.Slot}, Origin: r.e.Origin + " (canary rollback)"}
+				at := pos
+				at.Slot = st.Slot
+				_, err := r.agent(h).Redeploy(sctx, req, r.phases(at, h))
+				sr := SlotResult{Slot: st.Slot, Result: ResultRolledBack, Error: "canary: " + why}
+				if err != nil {
+					sr.Result, sr.Error = ResultFailed, fmt.Sprintf("canary: %s; putting %s back failed: %v", why, old, err)
+					r.mu.Lock()
+					*errs = multierror.Append(*errs, fmt.Errorf("host %s slot %s: canary rollback to %s: %w", h, st.Slot, old, err))
+					r.mu.Unlock()
+				}
+				r.mu.Lock()
+				r.results[h][r.slotIndex(st.Slot)] = sr
+				r.mu.Unlock()
+				ev := pos
+				ev.Kind, ev.Host, ev.Slot, ev.Result, ev.Detail, ev.Err = EventCanaryRollback, h, st.Slot, sr.Result, "back to "+old, errorUnless(err)
+				r.emit(ev)
+			})
+		}
+		wg.Wait()
+	}
+}
+
+// callContext bounds one call to an agent by StepTimeout.
+func (r *run) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if r.e.StepTimeout > 0 {
+		return context.WithTimeout(ctx, r.e.StepTimeout)
+	}
+	return context.WithCancel(ctx)
+}
+
+// canaryState returns the canary's recorded progress, or a new one.
+func (r *run) canaryState() *CanaryState {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	if r.canary == nil {
+		if r.state != nil && r.state.Canary != nil {
+			r.canary = r.state.Canary
+		} else {
+			r.canary = &CanaryState{OldImages: map[string]string{}}
+		}
+		if r.state != nil { // persisted with every pair from now on
+			r.state.Canary = r.canary
+		}
+	}
+	if r.canary.OldImages == nil {
+		r.canary.OldImages = map[string]string{}
+	}
+	return r.canary
+}
+
+// noteOldImage remembers what a canary slot ran before it was replaced.
+func (r *run) noteOldImage(host, slot, image string) {
+	if image == "" {
+		return
+	}
+	cs := r.canaryState()
+	r.stateMu.Lock()
+	cs.OldImages[canaryKey(host, slot)] = image
+	r.stateMu.Unlock()
+}
+
+// saveCanary records cs in the state file, when there is one.
+func (r *run) saveCanary(cs *CanaryState) {
+	if r.state == nil {
+		return
+	}
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	r.state.Canary = cs
+	if err := r.saveLocked(); err != nil && r.stateErr == nil {
+		r.log.Error("state file not written", "error", err)
+		r.stateErr = fmt.Errorf("%w: %w", ErrState, err)
+	}
+}
+
+func (r *run) slotIndex(slot string) int {
+	for i, s := range r.slots {
+		if s == slot {
+			return i
+		}
+	}
+	return -1
+}
+
+func slicesWithout(hosts []string, out map[string]bool) []string {
+	return slices.DeleteFunc(slices.Clone(hosts), func(h string) bool { return out[h] })
+}
+
+func errorUnless(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

@@ -1,0 +1,228 @@
+package rollout
+
+import (
+	"errors"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/haroll/haroll/agent/agentpb"
+)
+
+func TestJudgeFailsANewServerWorseThanTheLimitAndTheOldServers(t *testing.T) {
+	p := CanaryPolicy{MaxErrorRate: 0.01, Margin: 0.005, MinRequests: 100}
+	for _, c := range []struct {
+		name     string
+		new, old Traffic
+		pass     bool
+		why      string
+	}{
+		{"clean", Traffic{Requests: 1000}, Traffic{Requests: 9000}, true, "new: 0 errors / 1000"},
+		{"under the limit", Traffic{Requests: 1000, Errors: 10}, Traffic{Requests: 9000}, true, "(1.00%)"},
+		{"over the limit and the old", Traffic{Requests: 1000, Errors: 50}, Traffic{Requests: 9000, Errors: 9}, false, "above max_error_rate"},
+		{"over the limit, but the old as bad", Traffic{Requests: 1000, Errors: 50}, Traffic{Requests: 9000, Errors: 450}, true, "(5.00%)"},
+		{"over the limit, old within the margin", Traffic{Requests: 1000, Errors: 50}, Traffic{Requests: 10000, Errors: 460}, true, ""},
+		{"over the old by more than the margin", Traffic{Requests: 1000, Errors: 60}, Traffic{Requests: 10000, Errors: 400}, false, "by more than 0.50%"},
+		{"too little traffic", Traffic{Requests: 99}, Traffic{Requests: 9000}, false, "fewer than min_requests 100"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pass, why := p.Judge(c.new, c.old)
+			if pass != c.pass || !strings.Contains(why, c.why) {
+				t.Fatalf("Judge = %v, %q; want %v and %q in the reason", pass, why, c.pass, c.why)
+			}
+		})
+	}
+}
+
+func TestCountersThatGoBackToZeroAfterAReloadAreCountedFromZero(t *testing.T) {
+	var c counterTally
+	for _, s := range []*agentpb.SlotCounters{
+		{Responses: 1000, Hrsp_5Xx: 10},          // before the window: the base
+		{Responses: 1100, Hrsp_5Xx: 12, Econ: 1}, // +100 responses, +1 econ, 3 errors
+		{Error: "haproxy does not answer"},       // skipped
+		{Responses: 50, Hrsp_5Xx: 1, Eresp: 2},   // reload: from 0 again
+		{Responses: 150, Hrsp_5Xx: 1, Eresp: 2},  // +100
+	} {
+		c.add(s)
+	}
+	want := Traffic{Requests: 101 + 50 + 100, Errors: 3 + 3}
+	if c.total != want {
+		t.Fatalf("tally %+v, want %+v", c.total, want)
+	}
+}
+
+// canaryExecutor rolls app:v2 over 4 hosts of 3 slots, host 1 a canary.
+func canaryExecutor(t *testing.T, f *fakeFleet, p CanaryPolicy) (*Executor, Strategy, *recorder) {
+	t.Helper()
+	e := f.executor()
+	e.Canary = &p
+	e.StateFile = filepath.Join(t.TempDir(), "rollout.json")
+	var rec recorder
+	e.Events = rec.add
+	return e, Strategy{Batch: mustSize(t, "2"), Canary: mustSize(t, "1")}, &rec
+}
+
+var quickCanary = CanaryPolicy{Slots: 1, WeightPercent: 10, Window: 60 * time.Millisecond, Interval: 10 * time.Millisecond,
+	MaxErrorRate: 0.01, Margin: 0.005, MinRequests: 100}
+
+func TestAHealthyCanaryRunsAtItsShareThenIsPromotedAndTheRolloutGoesOn(t *testing.T) {
+	f := newFleet(t, 4, "a", "b", "c")
+	e, s, rec := canaryExecutor(t, f, quickCanary)
+	res, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	canary := hostNames(4)[0]
+	if got := f.host(canary).weights["a"]; !slices.Equal(got, []int32{10}) {
+		t.Errorf("canary slot a asked with weight shares %v, want [10]", got)
+	}
+	if got := f.host(canary).weights["b"]; !slices.Equal(got, []int32{0}) {
+		t.Errorf("canary host's slot b (after the promotion) asked with %v, want the whole weight [0]", got)
+	}
+	if got := f.host(hostNames(4)[1]).weights["a"]; !slices.Equal(got, []int32{0}) {
+		t.Errorf("a later batch asked with %v, want [0]", got)
+	}
+	if f.promotes[canary] != 1 || len(f.promotes) != 1 {
+		t.Errorf("promotes %v, want one on %s", f.promotes, canary)
+	}
+	if res.Totals != (Totals{Hosts: 4, Done: 4}) {
+		t.Errorf("totals %+v", res.Totals)
+	}
+	if len(rec.kinds(EventCanaryPassed)) != 1 || len(rec.kinds(EventCanaryPromoted)) != 1 {
+		t.Errorf("events: %d passed, %d promoted", len(rec.kinds(EventCanaryPassed)), len(rec.kinds(EventCanaryPromoted)))
+	}
+	st, err := ReadState(e.StateFile)
+	if err != nil || st.Canary == nil || st.Canary.Phase != CanaryPromoted || st.Canary.New.Requests < 100 {
+		t.Fatalf("state %+v, %v", st.Canary, err)
+	}
+}
+
+func TestACanaryServingErrorsIsRolledBackAndTheRestOfTheFleetIsUntouched(t *testing.T) {
+	f := newFleet(t, 4, "a", "b", "c")
+	f.errorRate["app:v2"] = 0.2
+	e, s, rec := canaryExecutor(t, f, quickCanary)
+	res, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s)
+	if !errors.Is(err, ErrFailed) {
+		t.Fatalf("err %v, want ErrFailed", err)
+	}
+	canary := hostNames(4)[0]
+	if got := f.callsTo(canary); !slices.Equal(got, []string{"a", "a"}) {
+		t.Errorf("canary host asked for %v, want slot a, then a again (the rollback)", got)
+	}
+	if im := f.host(canary).imageOf("a"); im != "app:v1" {
+		t.Errorf("canary slot a runs %s after the rollback, want app:v1", im)
+	}
+	for _, h := range hostNames(4)[1:] {
+		if got := f.callsTo(h); len(got) != 0 {
+			t.Errorf("host %s outside the canary was asked for %v", h, got)
+		}
+	}
+	if !strings.Contains(res.Stopped, "canary failed") || !strings.Contains(res.Stopped, "above max_error_rate") {
+		t.Errorf("stopped %q", res.Stopped)
+	}
+	if hr := hostResult(t, res, canary); hr.Result != HostFailed || hr.Slots[0].Result != ResultRolledBack {
+		t.Errorf("canary host %+v", hr)
+	}
+	if res.Totals != (Totals{Hosts: 4, Failed: 1, NotRun: 3}) {
+		t.Errorf("totals %+v", res.Totals)
+	}
+	if len(f.promotes) != 0 {
+		t.Errorf("promoted %v", f.promotes)
+	}
+	if ev := rec.kinds(EventCanaryRollback); len(ev) != 1 || ev[0].Result != ResultRolledBack {
+		t.Errorf("rollback events %+v", ev)
+	}
+}
+
+func TestACanaryWithTooLittleTrafficIsNotPromoted(t *testing.T) {
+	f := newFleet(t, 4, "a", "b", "c")
+	p := quickCanary
+	p.MinRequests = 1_000_000
+	e, s, _ := canaryExecutor(t, f, p)
+	res, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s)
+	if !errors.Is(err, ErrFailed) || !strings.Contains(res.Stopped, "not enough traffic") {
+		t.Fatalf("%v, stopped %q", err, res.Stopped)
+	}
+}
+
+// runPaused starts a paused canary rollout and waits until it is paused.
+func runPaused(t *testing.T, f *fakeFleet) (*Executor, chan error, chan Result) {
+	t.Helper()
+	p := quickCanary
+	p.Pause = true
+	e, s, _ := canaryExecutor(t, f, p)
+	errc, resc := make(chan error, 1), make(chan Result, 1)
+	go func() {
+		res, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s)
+		resc <- res
+		errc <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := ReadState(e.StateFile)
+		if err == nil && st.Canary != nil && st.Canary.Phase == CanaryPaused {
+			return e, errc, resc
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the rollout did not pause: %+v, %v", st, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestAPausedCanaryWaitsForAPersonToPromoteIt(t *testing.T) {
+	f := newFleet(t, 4, "a", "b", "c")
+	e, errc, _ := runPaused(t, f)
+	time.Sleep(3 * decisionPoll)
+	if got := f.callsTo(hostNames(4)[1]); len(got) != 0 {
+		t.Fatalf("a paused rollout went on: %v", got)
+	}
+	if _, err := Decide(e.StateFile, DecisionPromote, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if f.promotes[hostNames(4)[0]] != 1 {
+		t.Errorf("promotes %v", f.promotes)
+	}
+	if _, err := Decide(e.StateFile, DecisionAbort, "test"); !errors.Is(err, ErrNoCanaryWaiting) {
+		t.Errorf("a decision for a complete rollout: %v, want ErrNoCanaryWaiting", err)
+	}
+}
+
+func TestAPausedCanaryThatAPersonAbortsIsRolledBack(t *testing.T) {
+	f := newFleet(t, 4, "a", "b", "c")
+	e, errc, resc := runPaused(t, f)
+	if _, err := Decide(e.StateFile, DecisionAbort, "test"); err != nil {
+		t.Fatal(err)
+	}
+	res := <-resc
+	if err := <-errc; !errors.Is(err, ErrFailed) || !strings.Contains(res.Stopped, "aborted by a person") {
+		t.Fatalf("%v, stopped %q", err, res.Stopped)
+	}
+	if im := f.host(hostNames(4)[0]).imageOf("a"); im != "app:v1" {
+		t.Errorf("canary slot runs %s, want app:v1", im)
+	}
+}
+
+func TestPromoteIsRefusedWithoutACanaryWaiting(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Decide(filepath.Join(dir, "none.json"), DecisionPromote, "test"); !errors.Is(err, ErrNoCanaryWaiting) {
+		t.Errorf("no state file: %v", err)
+	}
+	f := newFleet(t, 4, "a", "b", "c")
+	e := f.executor()
+	e.StateFile = filepath.Join(dir, "rollout.json")
+	if _, err := e.Run(t.Context(), hostNames(4), []string{"a"}, mustStrategy(t, "50%")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Decide(e.StateFile, DecisionPromote, "test"); !errors.Is(err, ErrNoCanaryWaiting) {
+		t.Errorf("a complete rollout: %v", err)
+	}
+	if _, err := Decide(e.StateFile, "ship-it", "test"); err == nil {
+		t.Error("an unknown decision was accepted")
+	}
+}
