@@ -40,7 +40,7 @@ const healthTimeout = 5 * time.Second
 // ImageOptions describe a test app image.
 type ImageOptions struct {
 	Tag string // e.g. "haroll-testapp:v1"
-	// Env is baked in as ENV: VERSION, PORT, BOOT_DELAY, WARMUP, LATENCY_MAX, BROKEN.
+	// Env is baked in as ENV: VERSION, PORT, BOOT_DELAY, WARMUP, LATENCY_MAX, BROKEN, ERROR_RATE.
 	Env map[string]string
 	// Healthcheck adds HEALTHCHECK --interval=<HealthInterval> --timeout=5s --retries=3 CMD ["/app","-check"].
 	Healthcheck bool

@@ -9,6 +9,7 @@
 //	WARMUP       after listening, /health answers 503 for this long (default 0)
 //	LATENCY_MAX  each request to / sleeps a uniformly random time in [0, LATENCY_MAX) (default 0)
 //	BROKEN=1     /health always answers 503; the app still listens and serves /
+//	ERROR_RATE   share of requests to / answered 500 (0..1, default 0); /health is not affected
 //
 // Routes: / (any method, 200 after the random latency), /slow?ms=N (200 after N ms, or when the client
 // goes away), /health (200 "ok" once ready, else 503).
@@ -45,6 +46,7 @@ type config struct {
 	warmup     time.Duration
 	latencyMax time.Duration
 	broken     bool
+	errorRate  float64
 	check      bool
 }
 
@@ -72,6 +74,7 @@ func parseConfig(args []string) (config, error) {
 	fs.DurationVar(&cfg.warmup, "warmup", 0, "time /health answers 503 after listening")
 	fs.DurationVar(&cfg.latencyMax, "latency_max", 0, "upper bound of the random latency of /")
 	fs.BoolVar(&cfg.broken, "broken", os.Getenv("BROKEN") == "1", "never become ready")
+	fs.Float64Var(&cfg.errorRate, "error_rate", 0, "share of requests to / answered 500")
 	fs.BoolVar(&cfg.check, "check", false, "probe /health on 127.0.0.1:$PORT and exit 0 when it answers 200")
 
 	// Environment first, flags override.
@@ -87,6 +90,14 @@ func parseConfig(args []string) (config, error) {
 			errs = append(errs, wrapEnv(name, err))
 			*d = parsed
 		}
+	}
+	if v := os.Getenv("ERROR_RATE"); v != "" {
+		r, err := strconv.ParseFloat(v, 64)
+		if err == nil && (r < 0 || r > 1) {
+			err = errors.New("want 0..1")
+		}
+		errs = append(errs, wrapEnv("ERROR_RATE", err))
+		cfg.errorRate = r
 	}
 	if err := errors.Join(errs...); err != nil {
 		return config{}, err
@@ -192,6 +203,10 @@ func handler(cfg config, ready *atomic.Bool) http.Handler {
 			d = rand.N(cfg.latencyMax)
 		}
 		if !sleep(r.Context(), d) {
+			return
+		}
+		if cfg.errorRate > 0 && rand.Float64() < cfg.errorRate {
+			reply(w, http.StatusInternalServerError, "version="+cfg.version+" failed on purpose\n")
 			return
 		}
 		reply(w, http.StatusOK, "version="+cfg.version+"\n")
