@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/haroll/haroll/internal/hook"
 )
 
 // Config is the coordinator's configuration (`haroll rollout --config`).
@@ -37,6 +39,8 @@ type Config struct {
 	// StateFile is where the rollout's progress is persisted after every
 	// finished (host, slot) pair, for `haroll rollout --resume`.
 	StateFile string `mapstructure:"state_file"`
+	// Hooks run before the first batch and after the rollout (see Hooks).
+	Hooks Hooks `mapstructure:"hooks"`
 }
 
 // TLSConfig is the coordinator's client certificate and the CA that signed
@@ -56,6 +60,7 @@ func DefaultConfig() Config {
 		ConnectTimeout: 5 * time.Second,
 		StepTimeout:    10 * time.Minute,
 		StateFile:      DefaultStateFile,
+		Hooks:          Hooks{Pre: hook.Config{Timeout: hook.DefaultTimeout}, Post: hook.Config{Timeout: hook.DefaultTimeout}},
 	}
 }
 
@@ -112,6 +117,7 @@ func (c Config) Validate() error {
 		}
 		seen[s] = true
 	}
+	errs = append(errs, c.Hooks.validate("hooks")...)
 	return errors.Join(errs...)
 }
 

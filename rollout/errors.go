@@ -31,6 +31,10 @@ var (
 	// ErrImageMismatch: --resume was given another image than the one the
 	// unfinished rollout rolls.
 	ErrImageMismatch = errors.New("image differs from the unfinished rollout's")
+	// ErrHookFailed: a rollout hook (hooks.pre, hooks.post) did not exit 0
+	// within its timeout; wrapped with the hook, the exit code and the tail
+	// of its output.
+	ErrHookFailed = errors.New("hook failed")
 	// ErrState: the state file could not be written; the rollout stops
 	// before its next step, and what it recorded so far can be resumed.
 	ErrState = errors.New("state file not written")

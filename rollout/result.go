@@ -37,6 +37,9 @@ const (
 	EventSlotDone   EventKind = "slot_done"   // Slot on Host ended with Result
 	EventStepEnd    EventKind = "step_end"    // Failed of Hosts failed
 	EventBatchEnd   EventKind = "batch_end"   // Failed of Hosts failed
+	// EventHook: the hook Phase (pre, post) ended after Duration; Err
+	// when it failed.
+	EventHook EventKind = "hook"
 )
 
 // Event is the live progress of a rollout. Executor sends events one at a
