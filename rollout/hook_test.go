@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"os"
@@ -124,5 +125,35 @@ func TestRolloutHooksAreValidated(t *testing.T) {
 	c.Hooks.Post.Timeout = 0
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestAnInterruptedRolloutRunsItsPostHookAndAResumeRunsBothAgain(t *testing.T) {
+	f := newFleet(t, 4, "a")
+	path := statePath(t)
+	log := filepath.Join(t.TempDir(), "hooks.log")
+	hooks := Hooks{
+		Pre:  hookScript(t, "echo pre >> "+log+"\n"),
+		Post: hookScript(t, "echo post $HAROLL_RESULT $HAROLL_HOSTS_DONE >> "+log+"\n"),
+	}
+	e := f.executor()
+	e.StateFile, e.Hooks = path, hooks
+	ctx, events := cancelAfterBatch(t, 1)
+	e.Events = events
+	if _, err := e.Run(ctx, hostNames(4), []string{"a"}, mustStrategy(t, "2")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	st, err := LoadResumable(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e = f.executor()
+	e.StateFile, e.Hooks = path, hooks
+	if _, err := e.Resume(t.Context(), st); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(log)
+	if got, want := string(b), "pre\npost stopped 2\npre\npost done 4\n"; got != want {
+		t.Fatalf("hooks ran:\n%s\nwant:\n%s", got, want)
 	}
 }
