@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/haroll/haroll/docker"
+	"github.com/haroll/haroll/internal/hook"
 	"github.com/haroll/haroll/runtime"
 )
 
@@ -34,6 +35,9 @@ type Config struct {
 	// Socket is the unix socket for the haroll CLI on this host.
 	Socket string    `mapstructure:"socket"`
 	TLS    TLSConfig `mapstructure:"tls"`
+
+	// Hooks run for every slot that does not set its own (see HooksConfig).
+	Hooks HooksConfig `mapstructure:"hooks"`
 }
 
 // TLSConfig is the agent's side of mutual TLS.
@@ -111,6 +115,8 @@ type SlotConfig struct {
 	Network string `mapstructure:"network"`
 	// Strategy is auto (the default), stop-first or start-first.
 	Strategy string `mapstructure:"strategy"`
+	// Hooks override the top-level hooks for this slot, hook by hook.
+	Hooks HooksConfig `mapstructure:"hooks"`
 }
 
 // Replacement strategies of a slot.
@@ -136,6 +142,10 @@ func DefaultConfig() Config {
 		Health:     HealthConfig{Timeout: 60 * time.Second, Path: "/", Docker: DockerHealthWait},
 		MinServing: 1,
 		Socket:     "/run/haroll/agent.sock",
+		Hooks: HooksConfig{
+			PreDrain:    hook.Config{Timeout: hook.DefaultTimeout},
+			PostReplace: hook.Config{Timeout: hook.DefaultTimeout},
+		},
 	}
 }
 
@@ -195,6 +205,7 @@ func (c Config) Validate() error {
 			bad("listen", c.Listen, "want host:port, e.g. 0.0.0.0:7443")
 		}
 	}
+	errs = append(errs, c.Hooks.validate("hooks")...)
 	if len(c.Slots) == 0 {
 		bad("slots", "[]", "list at least one slot {name, backend, server, container}")
 	}
@@ -234,6 +245,7 @@ func (c Config) Validate() error {
 		default:
 			bad(key("strategy"), s.Strategy, "want auto, stop-first or start-first")
 		}
+		errs = append(errs, s.Hooks.validate(key("hooks"))...)
 	}
 	return errors.Join(errs...)
 }

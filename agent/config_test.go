@@ -1,8 +1,13 @@
 package agent
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/haroll/haroll/internal/hook"
 )
 
 func TestTheDefaultsWithOneSlotAreValid(t *testing.T) {
@@ -49,5 +54,48 @@ func TestValidateReportsEveryProblemNamingKeyAndValue(t *testing.T) {
 func TestNoSlotsIsAnError(t *testing.T) {
 	if err := DefaultConfig().Validate(); err == nil || !strings.Contains(err.Error(), "slots") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+func TestHooksAreValidatedAtTheTopLevelAndPerSlot(t *testing.T) {
+	dir := t.TempDir()
+	plain := filepath.Join(dir, "plain")
+	if err := os.WriteFile(plain, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Hooks.PreDrain = hook.Config{Command: []string{"bin/check", "--fast"}}
+	cfg.Hooks.PostReplace = hook.Config{Command: []string{filepath.Join(dir, "missing")}, Timeout: 30}
+	cfg.Slots = []SlotConfig{
+		{Name: "a", Backend: "app", Server: "s1", Container: "c1", Hooks: HooksConfig{PreDrain: hook.Config{Command: []string{plain}}}},
+		{Name: "b", Backend: "app", Server: "s2", Container: "c2", Hooks: HooksConfig{PostReplace: hook.Config{Command: []string{"/bin/true"}, Timeout: -1}}},
+	}
+	err := cfg.Validate()
+	if err == nil {
+		t.Fatal("invalid hooks accepted")
+	}
+	for _, want := range []string{
+		`hooks.pre_drain.command[0]: "bin/check": want the absolute path`,
+		"hooks.post_replace.command[0]: " + filepath.Join(dir, "missing") + ": cannot be run",
+		"hooks.post_replace.timeout: 30ns: must be at least 1ms",
+		"slots[0].hooks.pre_drain.command[0]: " + plain + ": is not executable",
+		"slots[1].hooks.post_replace.timeout: -1ns",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+}
+
+func TestAHookWithAnAbsoluteExecutableIsValid(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Hooks.PostReplace = hook.Config{Command: []string{"/bin/true", "--fast"}}
+	cfg.Slots = []SlotConfig{{Name: "a", Backend: "app", Server: "s1", Container: "c1",
+		Hooks: HooksConfig{PreDrain: hook.Config{Command: []string{"/bin/true"}, Timeout: time.Millisecond}}}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if h := cfg.Slots[0].Hooks.or(cfg.Hooks); h.PreDrain.Timeout != time.Millisecond || h.PostReplace.Command[0] != "/bin/true" {
+		t.Fatalf("effective hooks %+v", h)
 	}
 }

@@ -19,6 +19,10 @@ var (
 	ErrNotHealthy = errors.New("container did not become healthy")
 	// ErrBusy: another replacement holds the host lock.
 	ErrBusy = errors.New("another replacement is running on this host")
+	// ErrHookFailed: a slot's pre_drain or post_replace hook did not exit 0
+	// within its timeout; wrapped with the hook, the slot, the exit code and
+	// the tail of its output. The slot is rolled back.
+	ErrHookFailed = errors.New("hook failed")
 	// ErrRollback: a failed slot could not be fully rolled back.
 	ErrRollback = errors.New("rollback incomplete")
 	// ErrInvalidCanary: a canary weight share outside 1..99 percent.

@@ -21,6 +21,15 @@ const (
 	PhaseRecover   Phase = "recover" // an earlier replacement cut off by a crash, finished or undone
 )
 
+// The phases of a slot's hooks (hooks.pre_drain, hooks.post_replace).
+const (
+	// PhasePreDrain runs before anything of the slot is touched.
+	PhasePreDrain Phase = "pre_drain"
+	// PhasePostReplace runs after the new container passed the health
+	// gate, before it is given any traffic.
+	PhasePostReplace Phase = "post_replace"
+)
+
 // Event reports one finished phase of one slot.
 type Event struct {
 	Slot     string        `json:"slot"`

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"path"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -89,7 +90,7 @@ func checkSelectSlots(t *testing.T, a *Agent, names []string) {
 	}
 	var gotNames []string
 	for _, s := range got {
-		if !slices.Contains(a.cfg.Slots, s) {
+		if !slices.ContainsFunc(a.cfg.Slots, func(c SlotConfig) bool { return reflect.DeepEqual(c, s) }) {
 			t.Fatalf("selectSlots(%q) returned %+v, which is not configured", names, s)
 		}
 		gotNames = append(gotNames, s.Name)

@@ -126,6 +126,9 @@ func (a *Agent) newReplacement(p plan, image string, events func(Event)) *replac
 func (r *replacement) run(ctx context.Context) error {
 	a := r.a
 	r.e.StartFirst = r.p.startFirst
+	if err := r.preDrain(ctx); err != nil {
+		return err // nothing touched yet: the rollback has nothing to undo
+	}
 	begin := time.Now()
 	if err := r.beginDrain(ctx); err != nil {
 		return r.stepSince(PhaseDrain, begin, func() (string, error) { return "", err })
@@ -260,6 +263,10 @@ func (r *replacement) prove(ctx, gateCtx context.Context, addr address) error {
 		}
 		return r.freshCheck(gateCtx)
 	}); err != nil {
+		return err
+	}
+	// Still drained: a failing hook rolls back like a failed gate.
+	if err := r.postReplace(ctx); err != nil {
 		return err
 	}
 	// Proven: from here a crash is finished forward, never rolled back.

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/haroll/haroll/internal/hook"
 )
 
 // Config is the coordinator's configuration (`haroll rollout --config`).
@@ -38,6 +40,8 @@ type Config struct {
 	// StateFile is where the rollout's progress is persisted after every
 	// finished (host, slot) pair, for `haroll rollout --resume`.
 	StateFile string `mapstructure:"state_file"`
+	// Hooks run before the first batch and after the rollout (see Hooks).
+	Hooks Hooks `mapstructure:"hooks"`
 }
 
 // CanaryConfig is the canary stage of a rollout (see CanaryPolicy).
@@ -78,6 +82,7 @@ func DefaultConfig() Config {
 		StateFile:      DefaultStateFile,
 		Canary: CanaryConfig{Slots: 1, Weight: "10%", Window: 2 * time.Minute, Interval: 5 * time.Second,
 			MaxErrorRate: "1%", Margin: "0.5%", MinRequests: 20},
+		Hooks: Hooks{Pre: hook.Config{Timeout: hook.DefaultTimeout}, Post: hook.Config{Timeout: hook.DefaultTimeout}},
 	}
 }
 
@@ -139,6 +144,7 @@ func (c Config) Validate() error {
 		}
 		seen[s] = true
 	}
+	errs = append(errs, c.Hooks.validate("hooks")...)
 	return errors.Join(errs...)
 }
 

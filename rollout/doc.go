@@ -5,6 +5,7 @@
 // next batch when failures pass the threshold. With a StateFile, the
 // executor records every finished (host, slot) pair (State), and Resume
 // goes on with a rollout whose coordinator died without asking those pairs
-// again. rollout knows the agents only through agentpb, never through the
-// agent package's internals.
+// again. Hooks run an operator's executables before the first batch and
+// after the rollout. rollout knows the agents only through agentpb, never
+// through the agent package's internals.
 package rollout

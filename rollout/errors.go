@@ -34,6 +34,10 @@ var (
 	// ErrCanaryFailed: the canary failed its analysis, a canary host failed
 	// its slot, or a person aborted it; the canary hosts were rolled back.
 	ErrCanaryFailed = errors.New("canary failed")
+	// ErrHookFailed: a rollout hook (hooks.pre, hooks.post) did not exit 0
+	// within its timeout; wrapped with the hook, the exit code and the tail
+	// of its output.
+	ErrHookFailed = errors.New("hook failed")
 	// ErrState: the state file could not be written; the rollout stops
 	// before its next step, and what it recorded so far can be resumed.
 	ErrState = errors.New("state file not written")

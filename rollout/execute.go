@@ -66,6 +66,9 @@ type Executor struct {
 	// the weight, an analysis of HAProxy's counters, an optional pause, then
 	// promotion or rollback (see CanaryPolicy).
 	Canary *CanaryPolicy
+	// Hooks run after the preflight, before the first batch (Pre), and once
+	// the rollout ended (Post).
+	Hooks Hooks
 	// Events, if set, receives the live progress, one event at a time.
 	Events func(Event)
 	Log    *slog.Logger
@@ -75,11 +78,14 @@ type Executor struct {
 // host is touched, a host that does not answer (unless SkipUnreachable),
 // is busy, or lacks a slot fails the rollout with ErrPreflight. slots
 // empty means the slots the first answering host reports. After a batch,
-// if the failed hosts exceed MaxFailures, no further batch starts.
+// if the failed hosts exceed MaxFailures, no further batch starts. Hooks.Pre
+// runs after the preflight (a failure touches no host and writes no state
+// file), Hooks.Post once the rollout ended (see Hooks).
 //
 // The error is nil only when every planned host had every slot replaced or
-// skipped; otherwise it wraps ErrFailed (or ErrPreflight, context.Canceled)
-// and the per-host errors. Result is filled in either way.
+// skipped, and the hooks passed; otherwise it wraps ErrFailed (or
+// ErrPreflight, ErrHookFailed, context.Canceled) and the per-host errors.
+// Result is filled in either way.
 func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Strategy) (Result, error) {
 	start := time.Now()
 	res := Result{Image: e.Image}
@@ -109,6 +115,9 @@ func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Stra
 	for _, h := range ready {
 		r.results[h] = notRun(slots)
 	}
+	if err := r.preHook(ctx); err != nil {
+		return r.refused(res, hosts, plan, start, err)
+	}
 	if e.StateFile != "" {
 		r.state = &State{Version: stateVersion, Image: e.Image, Force: e.Force, MaxFailures: e.MaxFailures.String(),
 			Hosts: hosts, Skipped: r.skipped, Slots: slots, Plan: plan, Done: []PairResult{}, Started: start, PID: os.Getpid(),
@@ -117,7 +126,8 @@ func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Stra
 			return r.refused(res, hosts, plan, start, fmt.Errorf("%w: %w: %w", ErrPreflight, ErrState, err))
 		}
 	}
-	return r.execute(ctx, hosts, plan, res, start)
+	res, err = r.execute(ctx, hosts, plan, res, start)
+	return r.postHook(ctx, res, err)
 }
 
 // Resume goes on with the rollout st records (read by LoadResumable) and
@@ -194,7 +204,11 @@ func (e *Executor) Resume(ctx context.Context, st *State) (Result, error) {
 		r.skipped[h] = why
 	}
 	st.Skipped = r.skipped
-	return r.execute(ctx, st.Hosts, st.Plan, res, start)
+	if err := r.preHook(ctx); err != nil {
+		return r.refused(res, st.Hosts, st.Plan, start, err)
+	}
+	res, err := r.execute(ctx, st.Hosts, st.Plan, res, start)
+	return r.postHook(ctx, res, err)
 }
 
 // refused fills res in for a rollout that touched no host.

@@ -69,6 +69,14 @@ func (p *Progress) Event(e Event) {
 		if e.Err != "" {
 			line += "  FAILED: " + e.Err
 		}
+	case EventHook:
+		line = fmt.Sprintf("hook %-4s %8s", e.Phase, round(e.Duration))
+		if e.Detail != "" {
+			line += "  " + e.Detail
+		}
+		if e.Err != "" {
+			line += "  FAILED: " + e.Err
+		}
 	case EventStepEnd, EventBatchEnd:
 		line = fmt.Sprintf("%s  end: %d host(s), %d failed, in %s", where, e.Hosts, e.Failed, round(e.Duration))
 	default:

@@ -45,6 +45,9 @@ const (
 	EventCanaryPaused   EventKind = "canary_paused"   // waiting for promote or abort
 	EventCanaryPromoted EventKind = "canary_promoted" // canary slots at their whole weight
 	EventCanaryRollback EventKind = "canary_rollback" // Slot on Host back on the old image (Result)
+	// EventHook: the hook Phase (pre, post) ended after Duration; Err
+	// when it failed.
+	EventHook EventKind = "hook"
 )
 
 // Event is the live progress of a rollout. Executor sends events one at a

@@ -76,3 +76,38 @@ func TestAnInvalidValueNamesTheKey(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestHooksParseAtTheTopLevelAndPerSlot(t *testing.T) {
+	p := writeConfig(t, `hooks:
+  pre_drain: {command: ["/bin/true", "--fast"], timeout: 5s}
+  post_replace: {command: [/bin/true]}
+slots:
+  - {name: a, backend: app, server: s1, container: c1}
+  - name: b
+    backend: app
+    server: s2
+    container: c2
+    hooks: {post_replace: {command: [/bin/false, "two words"], timeout: 2s}}
+`)
+	cmd := newStatus()
+	if err := cmd.ParseFlags([]string{"--config", p}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadAgentConfig(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := cfg.Hooks; h.PreDrain.Timeout != 5*time.Second || len(h.PreDrain.Command) != 2 || h.PostReplace.Timeout != 30*time.Second {
+		t.Fatalf("top-level hooks %+v", h)
+	}
+	if h := cfg.Slots[1].Hooks.PostReplace; h.Timeout != 2*time.Second || h.Command[1] != "two words" {
+		t.Fatalf("slot hook %+v", h)
+	}
+}
+
+func TestAHookTimeoutWithoutAUnitIsAnError(t *testing.T) {
+	p := writeConfig(t, "hooks:\n  pre_drain: {command: [/bin/true], timeout: 30}\nslots:\n  - {name: a, backend: app, server: s1, container: c1}\n")
+	if err := loadFrom(t, p); err == nil || !strings.Contains(err.Error(), "hooks.pre_drain.timeout: 30ns") {
+		t.Fatalf("got %v", err)
+	}
+}

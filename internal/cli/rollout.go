@@ -49,6 +49,11 @@ a batch, each slot is replaced on every host of the batch at once, one slot
 per host at a time. When the failed hosts exceed --max-failures after a
 batch, no further batch starts. The exit status is 1 if any host failed.
 
+hooks.pre, if configured, runs after those checks and before the first
+batch: if it fails, no host is touched. hooks.post runs once the rollout has
+ended, told how it ended; if it fails the exit status is 1, but nothing is
+undone.
+
 The progress is recorded in the state file (state_file, --state-file) after
 every finished (host, slot) pair. If the coordinator dies (or is
 interrupted), --resume with the same --config goes on from the first
@@ -112,7 +117,7 @@ agent skips if it is already on the image.`,
 				Dial: dial, Image: image, Force: force, Origin: "rollout by " + whoami(),
 				MaxFailures: maxFailures, SkipUnreachable: skipUnreachable,
 				ConnectTimeout: cfg.ConnectTimeout, StepTimeout: cfg.StepTimeout,
-				StateFile: cfg.StateFile, Canary: canary,
+				StateFile: cfg.StateFile, Canary: canary, Hooks: cfg.Hooks,
 				Events: rollout.NewProgress(progress, hosts, cfg.Slots).Event,
 				Log:    slog.Default().With("image", image),
 			}
@@ -188,6 +193,7 @@ func resumeRollout(cmd *cobra.Command, cfg rollout.Config, image string, skipUnr
 		MaxFailures: maxFailures, SkipUnreachable: skipUnreachable,
 		ConnectTimeout: cfg.ConnectTimeout, StepTimeout: cfg.StepTimeout, StateFile: cfg.StateFile,
 		Canary: st.CanaryPolicy,
+		Hooks:  cfg.Hooks,
 		Events: rollout.NewProgress(progress, st.Hosts, st.Slots).Event,
 		Log:    slog.Default().With("image", st.Image),
 	}
