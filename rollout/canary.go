@@ -271,7 +271,7 @@ wait:
 		case <-timer.C:
 			break wait
 		case <-poll.C:
-			if d, _ := r.takeDecision(); d == DecisionAbort {
+			if d, _ := r.takeDecision(DecisionAbort); d == DecisionAbort {
 				decided = d
 				break wait
 			}

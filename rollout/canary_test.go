@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"context"
 	"errors"
 	"path/filepath"
 	"slices"
@@ -159,17 +160,8 @@ func runPaused(t *testing.T, f *fakeFleet) (*Executor, chan error, chan Result) 
 		resc <- res
 		errc <- err
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		st, err := ReadState(e.StateFile)
-		if err == nil && st.Canary != nil && st.Canary.Phase == CanaryPaused {
-			return e, errc, resc
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the rollout did not pause: %+v, %v", st, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitCanaryPhase(t, e.StateFile, CanaryPaused)
+	return e, errc, resc
 }
 
 func TestAPausedCanaryWaitsForAPersonToPromoteIt(t *testing.T) {
@@ -224,5 +216,63 @@ func TestPromoteIsRefusedWithoutACanaryWaiting(t *testing.T) {
 	}
 	if _, err := Decide(e.StateFile, "ship-it", "test"); err == nil {
 		t.Error("an unknown decision was accepted")
+	}
+}
+
+func TestAPausedCanaryWhoseCoordinatorDiedIsJudgedAgainAndPromotedOnResume(t *testing.T) {
+	f := newFleet(t, 4, "a", "b", "c")
+	p := quickCanary
+	p.Pause = true
+	e, s, _ := canaryExecutor(t, f, p)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.Run(ctx, hostNames(4), []string{"a", "b", "c"}, s)
+		done <- err
+	}()
+	waitCanaryPhase(t, e.StateFile, CanaryPaused)
+	cancel() // the coordinator dies while paused
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled run: %v", err)
+	}
+	// The person promotes while no coordinator runs; the resume carries it
+	// out after judging the canary again.
+	if _, err := Decide(e.StateFile, DecisionPromote, "test"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := LoadResumable(e.StateFile, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.CanaryPolicy == nil || !st.CanaryPolicy.Pause {
+		t.Fatalf("the state file does not keep the canary policy: %+v", st.CanaryPolicy)
+	}
+	resumed := f.executor()
+	resumed.StateFile, resumed.Canary = e.StateFile, st.CanaryPolicy
+	res, err := resumed.Resume(t.Context(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	canary := hostNames(4)[0]
+	if got := f.callsTo(canary); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Errorf("canary host asked for %v, want a once (before the crash), then b and c", got)
+	}
+	if f.promotes[canary] != 1 || res.Totals != (Totals{Hosts: 4, Done: 4}) {
+		t.Errorf("promotes %v, totals %+v", f.promotes, res.Totals)
+	}
+}
+
+func waitCanaryPhase(t *testing.T, stateFile, phase string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := ReadState(stateFile)
+		if err == nil && st.Canary != nil && st.Canary.Phase == phase {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the canary never reached %s: %+v, %v", phase, st, err)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

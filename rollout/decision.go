@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/haroll/haroll/internal/atomicfile"
@@ -71,9 +72,10 @@ func Decide(stateFile, decision, by string) (*State, error) {
 	return st, nil
 }
 
-// takeDecision reads and removes a decision written for this rollout;
-// "" when there is none.
-func (r *run) takeDecision() (string, error) {
+// takeDecision reads a decision written for this rollout and, when it is
+// one of accept, removes and returns it; "" when there is none (or one for
+// later: a promote written during the analysis waits for the pause).
+func (r *run) takeDecision(accept ...string) (string, error) {
 	if r.e.StateFile == "" {
 		return "", nil
 	}
@@ -89,6 +91,9 @@ func (r *run) takeDecision() (string, error) {
 	if err := json.Unmarshal(b, &d); err != nil {
 		return "", fmt.Errorf("decision file %s: %w", path, err)
 	}
+	if !slices.Contains(accept, d.Decision) {
+		return "", nil
+	}
 	if err := os.Remove(path); err != nil {
 		return "", err
 	}
@@ -101,7 +106,7 @@ func (r *run) awaitDecision(ctx context.Context) (string, error) {
 	t := time.NewTicker(decisionPoll)
 	defer t.Stop()
 	for {
-		d, err := r.takeDecision()
+		d, err := r.takeDecision(DecisionPromote, DecisionAbort)
 		if err != nil {
 			r.log.Warn("reading the canary decision", "error", err)
 		}
