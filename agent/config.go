@@ -7,6 +7,8 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/haroll/haroll/docker"
@@ -34,6 +36,15 @@ type Config struct {
 	// Socket is the unix socket for the haroll CLI on this host.
 	Socket string    `mapstructure:"socket"`
 	TLS    TLSConfig `mapstructure:"tls"`
+
+	Metrics MetricsConfig `mapstructure:"metrics"`
+}
+
+// MetricsConfig says where `haroll agent` serves Prometheus metrics.
+type MetricsConfig struct {
+	// Listen is host:port for GET /metrics (plain HTTP); empty serves none.
+	// An empty host listens on every interface.
+	Listen string `mapstructure:"listen"`
 }
 
 // TLSConfig is the agent's side of mutual TLS.
@@ -195,6 +206,11 @@ func (c Config) Validate() error {
 			bad("listen", c.Listen, "want host:port, e.g. 0.0.0.0:7443")
 		}
 	}
+	if c.Metrics.Listen != "" {
+		if err := checkListen(c.Metrics.Listen); err != nil {
+			bad("metrics.listen", c.Metrics.Listen, err.Error()+", e.g. 127.0.0.1:9101 or :9101; empty serves no metrics")
+		}
+	}
 	if len(c.Slots) == 0 {
 		bad("slots", "[]", "list at least one slot {name, backend, server, container}")
 	}
@@ -236,6 +252,22 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkListen accepts host:port with a port in 1..65535; the host may be
+// empty (every interface).
+func checkListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	if strings.ContainsAny(host, " \t/") {
+		return errors.New("want host:port with a host name or IP address")
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("port %q: want 1..65535", port)
+	}
+	return nil
 }
 
 // imageAllowed reports whether image matches one of the allowed patterns.
