@@ -10,8 +10,9 @@ import "time"
 // Redeploy returns.
 //
 // Both are called synchronously on the replacement's goroutines, one call
-// at a time per Redeploy; they must be quick, must not block and must be
-// safe for concurrent use (a recovery and the daemon's Status may overlap).
+// at a time per Redeploy; they must be quick, must not block, and must be
+// safe for concurrent use (the host lock keeps replacements apart, but the
+// agent does not promise it to observers).
 type Observer interface {
 	Phase(Event)
 	Slot(SlotReport)
