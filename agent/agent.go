@@ -29,12 +29,17 @@ type Agent struct {
 	probe func(ctx context.Context, addr address) error
 	// running says what this process is replacing, "" when idle.
 	running atomic.Pointer[string]
+	// observer, when set, sees every phase and slot outcome (WithObserver).
+	observer Observer
 }
 
 // New returns an agent for a validated cfg.
-func New(cfg Config, haproxy HAProxy, docker Docker, log *slog.Logger) *Agent {
+func New(cfg Config, haproxy HAProxy, docker Docker, log *slog.Logger, opts ...Option) *Agent {
 	a := &Agent{cfg: cfg, haproxy: haproxy, docker: docker, log: log, poll: 25 * time.Millisecond, grace: rollbackGrace}
 	a.probe = a.probeApp
+	for _, o := range opts {
+		o(a)
+	}
 	return a
 }
 
@@ -61,12 +66,12 @@ type Request struct {
 // ErrUnknownSlot, ErrInvalidImage, ErrImageNotAllowed or ErrPreflight and
 // changes nothing; another replacement on the host is ErrBusy. events, when not nil, receives each finished phase.
 // The report covers every requested slot, also when an error is returned.
+// The agent's Observer, if any, sees every event and every slot's outcome.
 func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (Report, error) {
 	begin := time.Now()
 	rep := Report{Image: req.Image}
-	if events == nil {
-		events = func(Event) {}
-	}
+	events = a.observed(events)
+	defer func() { a.observeReport(rep) }()
 	slots, err := a.selectSlots(req.Slots)
 	if err != nil {
 		return rep, err

@@ -7,6 +7,8 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/haroll/haroll/docker"
@@ -37,7 +39,15 @@ type Config struct {
 	TLS    TLSConfig `mapstructure:"tls"`
 
 	// Hooks run for every slot that does not set its own (see HooksConfig).
-	Hooks HooksConfig `mapstructure:"hooks"`
+	Hooks   HooksConfig   `mapstructure:"hooks"`
+	Metrics MetricsConfig `mapstructure:"metrics"`
+}
+
+// MetricsConfig says where `haroll agent` serves Prometheus metrics.
+type MetricsConfig struct {
+	// Listen is host:port for GET /metrics (plain HTTP); empty serves none.
+	// An empty host listens on every interface.
+	Listen string `mapstructure:"listen"`
 }
 
 // TLSConfig is the agent's side of mutual TLS.
@@ -206,6 +216,11 @@ func (c Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.Hooks.validate("hooks")...)
+	if c.Metrics.Listen != "" {
+		if err := checkListen(c.Metrics.Listen); err != nil {
+			bad("metrics.listen", c.Metrics.Listen, err.Error()+", e.g. 127.0.0.1:9101 or :9101; empty serves no metrics")
+		}
+	}
 	if len(c.Slots) == 0 {
 		bad("slots", "[]", "list at least one slot {name, backend, server, container}")
 	}
@@ -248,6 +263,22 @@ func (c Config) Validate() error {
 		errs = append(errs, s.Hooks.validate(key("hooks"))...)
 	}
 	return errors.Join(errs...)
+}
+
+// checkListen accepts host:port with a port in 1..65535; the host may be
+// empty (every interface).
+func checkListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	if strings.ContainsAny(host, " \t/") {
+		return errors.New("want host:port with a host name or IP address")
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("port %q: want 1..65535", port)
+	}
+	return nil
 }
 
 // imageAllowed reports whether image matches one of the allowed patterns.

@@ -99,3 +99,21 @@ func TestAHookWithAnAbsoluteExecutableIsValid(t *testing.T) {
 		t.Fatalf("effective hooks %+v", h)
 	}
 }
+
+func TestMetricsListenMustBeHostPort(t *testing.T) {
+	for addr, ok := range map[string]bool{
+		"": true, "127.0.0.1:9101": true, ":9101": true, "[::1]:9101": true, "localhost:9101": true,
+		"9101": false, "127.0.0.1": false, "127.0.0.1:0": false, "127.0.0.1:99999": false, "host:http": false, "a b:1": false,
+	} {
+		cfg := DefaultConfig()
+		cfg.Slots = []SlotConfig{{Name: "app-1", Backend: "app", Server: "app1", Container: "app-1"}}
+		cfg.Metrics.Listen = addr
+		err := cfg.Validate()
+		if ok && err != nil {
+			t.Errorf("%q refused: %v", addr, err)
+		}
+		if !ok && (err == nil || !strings.Contains(err.Error(), "metrics.listen: "+addr)) {
+			t.Errorf("%q: got %v, want an error naming metrics.listen", addr, err)
+		}
+	}
+}

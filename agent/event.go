@@ -38,6 +38,14 @@ type Event struct {
 	Duration time.Duration `json:"duration_ns"`
 	Detail   string        `json:"detail,omitempty"`
 	Err      string        `json:"error,omitempty"`
+	// Cause is the phase's error itself, for errors.Is (ErrDrainTimeout,
+	// ErrNotHealthy, ...); nil when the phase succeeded. Not serialised:
+	// Err is its text.
+	Cause error `json:"-"`
+	// DrainTimedOut says that a drain phase reached drain.timeout: with
+	// on_timeout fail Cause is ErrDrainTimeout; with shutdown the sessions
+	// were cut and the phase may still succeed.
+	DrainTimedOut bool `json:"drain_timed_out,omitempty"`
 }
 
 // Result is how a slot's replacement ended.

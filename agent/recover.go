@@ -28,7 +28,10 @@ func (a *Agent) Recover(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer lock.Release()
-	return a.recoverLocked(ctx)
+	begin := time.Now()
+	did, err := a.recoverLocked(ctx)
+	a.observeRecovery(begin, did)
+	return did, err
 }
 
 func (a *Agent) recoverLocked(ctx context.Context) (string, error) {
@@ -60,7 +63,7 @@ func (a *Agent) recoverJournal(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("the journal in %s names slot %q, which is no longer configured: put it back in the config to recover it", a.cfg.StateDir, e.Slot)
 	}
 	p := plan{slot: *slot, old: docker.Container{ID: e.OldID, Image: e.OldImage}, weight: e.Weight, state: e.State, addr: e.Addr}
-	r := a.newReplacement(p, e.Image, func(Event) {})
+	r := a.newReplacement(p, e.Image, a.observed(nil))
 	r.e = *e
 	r.log.Warn("recovering a replacement cut off by a crash", "phase", e.Phase, "proven", e.Proven)
 	if e.Proven {

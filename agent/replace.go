@@ -40,6 +40,7 @@ type replacement struct {
 	cleaner *cleaner
 	gating  bool   // in the health gate: a reload needs `health down` again
 	target  string // the new (or revived) container's address, once known
+	cut     bool   // the drain timed out and its sessions were shut down
 }
 
 // save journals the entry; a replacement that cannot record what it does
@@ -99,8 +100,9 @@ func (r *replacement) stepSince(phase Phase, start time.Time, fn func() (string,
 	defer r.mu.Unlock()
 	r.report.Phases[phase] += d
 	ev := Event{Slot: r.p.slot.Name, Phase: phase, Start: start, Duration: d, Detail: detail}
+	ev.DrainTimedOut = phase == PhaseDrain && (r.cut || errors.Is(err, ErrDrainTimeout))
 	if err != nil {
-		ev.Err = err.Error()
+		ev.Err, ev.Cause = err.Error(), err
 		r.log.Error("phase failed", "phase", phase, "duration", d, "error", err)
 	} else {
 		r.log.Info("phase done", "phase", phase, "duration", d, "detail", detail)
@@ -352,6 +354,7 @@ func (r *replacement) awaitDrain(ctx context.Context) (string, error) {
 		return "", err
 	}
 	r.log.Warn("drain timed out, shutting sessions down", "scur", last.Scur, "qcur", last.Qcur)
+	r.cut = true
 	if err := a.haproxy.ShutdownSessions(ctx, s.Backend, s.Server); err != nil {
 		return "", err
 	}

@@ -42,6 +42,10 @@ type Config struct {
 	StateFile string `mapstructure:"state_file"`
 	// Hooks run before the first batch and after the rollout (see Hooks).
 	Hooks Hooks `mapstructure:"hooks"`
+	// MetricsListen is host:port where the coordinator serves the
+	// rollout's progress as Prometheus metrics (GET /metrics) while it
+	// runs; empty serves none. An empty host listens on every interface.
+	MetricsListen string `mapstructure:"metrics_listen"`
 }
 
 // CanaryConfig is the canary stage of a rollout (see CanaryPolicy).
@@ -134,6 +138,11 @@ func (c Config) Validate() error {
 	if c.StateFile == "" {
 		bad("state_file: empty: the coordinator records its progress there, for --resume (default %s)", DefaultStateFile)
 	}
+	if c.MetricsListen != "" {
+		if err := checkListen(c.MetricsListen); err != nil {
+			bad("metrics_listen: %q: %v, e.g. 127.0.0.1:9102 or :9102; empty serves no metrics", c.MetricsListen, err)
+		}
+	}
 	seen := map[string]bool{}
 	for i, s := range c.Slots {
 		switch {
@@ -161,6 +170,15 @@ func checkAddr(addr string) error {
 		return fmt.Errorf("port %q: want 1..65535", port)
 	}
 	return nil
+}
+
+// checkListen accepts host:port with a port in 1..65535; unlike checkAddr,
+// the host may be empty (every interface).
+func checkListen(addr string) error {
+	if host, port, err := net.SplitHostPort(addr); err == nil && host == "" {
+		addr = "0.0.0.0:" + port
+	}
+	return checkAddr(addr)
 }
 
 // ReadHosts returns Hosts followed by the inventory's hosts, in order.

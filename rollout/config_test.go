@@ -97,3 +97,20 @@ func TestABadOrRepeatedInventoryLineIsReportedWithItsLine(t *testing.T) {
 		t.Errorf("a missing inventory: %v", err)
 	}
 }
+
+func TestMetricsListenMustBeHostPort(t *testing.T) {
+	for addr, ok := range map[string]bool{
+		"": true, "127.0.0.1:9102": true, ":9102": true, "[::1]:9102": true,
+		"9102": false, "127.0.0.1:0": false, "127.0.0.1:99999": false, "a b:1": false,
+	} {
+		c := validConfig()
+		c.MetricsListen = addr
+		err := c.Validate()
+		if ok && err != nil {
+			t.Errorf("%q refused: %v", addr, err)
+		}
+		if !ok && (err == nil || !strings.Contains(err.Error(), `metrics_listen: "`+addr+`"`)) {
+			t.Errorf("%q: got %v, want an error naming metrics_listen", addr, err)
+		}
+	}
+}

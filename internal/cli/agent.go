@@ -31,7 +31,8 @@ func newAgent() *cobra.Command {
 		Long: `agent serves the host's slots to a coordinator over gRPC with mutual TLS on
 "listen" (tls.cert, tls.key, tls.client_ca), and to the haroll CLI on this host
 over the unix socket "socket" (mode 0660). One replacement runs at a time. On
-SIGTERM it rolls back the slot in progress, starts no other, and exits.`,
+SIGTERM it rolls back the slot in progress, starts no other, and exits.
+With metrics.listen set, it serves Prometheus metrics on GET /metrics there.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadAgentConfig(cmd)
@@ -42,11 +43,19 @@ SIGTERM it rolls back the slot in progress, starts no other, and exits.`,
 			if err != nil {
 				return err
 			}
-			a, closeAgent, err := openAgent(cmd.Context(), cfg)
+			m := newAgentMetrics(cfg)
+			a, closeAgent, err := openAgent(cmd.Context(), cfg, m)
 			if err != nil {
 				return err
 			}
 			defer closeAgent()
+			// Served from before the recovery to after the last slot
+			// in progress has finished or rolled back.
+			stopMetrics, err := m.serve(a, cfg.Metrics.Listen)
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			return serveAgent(cmd.Context(), cfg, a, creds)
 		},
 	}

@@ -21,7 +21,7 @@ this first on their own.`,
 			if err != nil {
 				return err
 			}
-			a, closeAgent, err := openAgent(cmd.Context(), cfg)
+			a, closeAgent, err := openAgent(cmd.Context(), cfg, nil)
 			if err != nil {
 				return err
 			}

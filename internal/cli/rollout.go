@@ -26,7 +26,7 @@ const defaultCoordinatorConfig = "/etc/haroll/coordinator.yaml"
 var rolloutFlagKeys = map[string]string{
 	"batch": "batch", "canary": "canary.hosts", "canary-weight": "canary.weight", "canary-window": "canary.window",
 	"pause": "canary.pause", "max-failures": "max_failures", "slot": "slots",
-	"step-timeout": "step_timeout", "state-file": "state_file",
+	"step-timeout": "step_timeout", "state-file": "state_file", "metrics-listen": "metrics_listen",
 }
 
 func newRollout() *cobra.Command {
@@ -125,6 +125,12 @@ agent skips if it is already on the image.`,
 				e.StateFile = ""
 				return dryRunWithStatus(cmd, e, hosts, strategy)
 			}
+			rm, err := serveRolloutMetrics(cfg.MetricsListen, hosts)
+			if err != nil {
+				return err
+			}
+			defer rm.close()
+			e.Events = rm.events(e.Events)
 			if old, err := rollout.ReadState(cfg.StateFile); err == nil && !old.Complete {
 				fmt.Fprintf(progress, "note: %s records an unfinished rollout of %s (%d of %d pairs done); this rollout replaces it\n",
 					cfg.StateFile, old.Image, len(old.Done), old.Pairs())
@@ -132,6 +138,7 @@ agent skips if it is already on the image.`,
 				slog.Warn("an unreadable state file is replaced", "state_file", cfg.StateFile, "error", err)
 			}
 			res, err := e.Run(cmd.Context(), hosts, cfg.Slots, strategy)
+			rm.finish(res)
 			return writeResult(cmd.OutOrStdout(), output, res, err)
 		},
 	}
@@ -154,6 +161,7 @@ agent skips if it is already on the image.`,
 	f.BoolVar(&resume, "resume", false, "finish the interrupted rollout recorded in the state file (its image and plan); --image, if given, must match")
 	f.String("state-file", "", "where the rollout's progress is recorded, for --resume (overrides state_file; default "+rollout.DefaultStateFile+")")
 	f.Duration("step-timeout", 0, "how long every host of a step has to report on its slot (overrides step_timeout)")
+	f.String("metrics-listen", "", "serve the rollout's progress as Prometheus metrics on host:port while it runs (overrides metrics_listen)")
 	f.Bool("insecure", false, "dial the agents in plaintext; refused unless every host is a loopback address")
 	f.StringVarP(&output, "output", "o", "text", "text or json (the result on stdout, progress on stderr)")
 	return cmd
@@ -188,16 +196,22 @@ func resumeRollout(cmd *cobra.Command, cfg rollout.Config, image string, skipUnr
 	}
 	fmt.Fprintf(progress, "resuming the rollout of %s recorded in %s (started %s): %d of %d (host, slot) pair(s) finished, %d to go\n",
 		st.Image, cfg.StateFile, st.Started.Format(time.RFC3339), len(st.Done), st.Pairs(), st.Pairs()-len(st.Done))
+	rm, err := serveRolloutMetrics(cfg.MetricsListen, st.Hosts)
+	if err != nil {
+		return err
+	}
+	defer rm.close()
 	e := &rollout.Executor{
 		Dial: dial, Image: st.Image, Force: st.Force, Origin: "rollout (resumed) by " + whoami(),
 		MaxFailures: maxFailures, SkipUnreachable: skipUnreachable,
 		ConnectTimeout: cfg.ConnectTimeout, StepTimeout: cfg.StepTimeout, StateFile: cfg.StateFile,
 		Canary: st.CanaryPolicy,
 		Hooks:  cfg.Hooks,
-		Events: rollout.NewProgress(progress, st.Hosts, st.Slots).Event,
+		Events: rm.events(rollout.NewProgress(progress, st.Hosts, st.Slots).Event),
 		Log:    slog.Default().With("image", st.Image),
 	}
 	res, err := e.Resume(cmd.Context(), st)
+	rm.finish(res)
 	return writeResult(cmd.OutOrStdout(), output, res, err)
 }
 

@@ -27,13 +27,13 @@ func prepare(cmd *cobra.Command, output string) (slots, func(), error) {
 		slog.Info("using the running agent", "socket", cfg.Socket)
 		return r, r.close, nil
 	}
-	return openAgent(cmd.Context(), cfg)
+	return openAgent(cmd.Context(), cfg, nil)
 }
 
 // openAgent connects to HAProxy and Docker as cfg says and returns an agent
-// over them. Both are checked here, so an unreachable socket is reported
-// before anything is touched.
-func openAgent(ctx context.Context, cfg agent.Config) (*agent.Agent, func(), error) {
+// over them, counted by m when it is not nil. Both are checked here, so an
+// unreachable socket is reported before anything is touched.
+func openAgent(ctx context.Context, cfg agent.Config, m *agentMetrics) (*agent.Agent, func(), error) {
 	hp, err := runtime.New(cfg.HAProxy.Socket, cfg.HAProxy.Timeout)
 	if err != nil {
 		return nil, nil, err
@@ -45,5 +45,6 @@ func openAgent(ctx context.Context, cfg agent.Config) (*agent.Agent, func(), err
 	if err != nil {
 		return nil, nil, fmt.Errorf("docker: %w", err)
 	}
-	return agent.New(cfg, hp, dk, slog.Default()), func() { dk.Close() }, nil
+	h, d, opts := m.wrap(hp, dk)
+	return agent.New(cfg, h, d, slog.Default(), opts...), func() { dk.Close() }, nil
 }
