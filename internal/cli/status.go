@@ -30,8 +30,12 @@ func newStatus() *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "SLOT\tSERVER\tCONTAINER\tID\tIMAGE\tHAPROXY\tWEIGHT\tSCUR\tADDR\t")
 			for _, s := range slots {
-				fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t\n", s.Slot, s.Backend, s.Server,
-					s.Container, dash(s.ContainerID), dash(s.Image), dash(s.Status), s.Weight, s.Scur, dash(s.Addr))
+				weight := fmt.Sprint(s.Weight)
+				if s.Canary { // a canary's weight is a share of the one a promotion gives back
+					weight = fmt.Sprintf("%d (canary of %d)", s.Weight, s.FullWeight)
+				}
+				fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t\n", s.Slot, s.Backend, s.Server,
+					s.Container, dash(s.ContainerID), dash(s.Image), dash(s.Status), weight, s.Scur, dash(s.Addr))
 				if s.Err != "" {
 					fmt.Fprintf(tw, "\t  error: %s\n", s.Err)
 				}
