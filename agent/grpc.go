@@ -104,7 +104,7 @@ func (s *Service) Promote(ctx context.Context, req *agentpb.PromoteRequest) (*ag
 // at most maxCountersWindow.
 const (
 	minCountersInterval = 100 * time.Millisecond
-	maxCountersWindow   = time.Hour
+	maxCountersWindow   = 2 * time.Hour
 )
 
 // Counters streams a sample of every slot's counters at once, then every
