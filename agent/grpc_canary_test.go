@@ -2,13 +2,10 @@ package agent
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -16,30 +13,11 @@ import (
 	"github.com/haroll/haroll/runtime"
 )
 
-// canaryClient serves a over gRPC on a loopback port for one test.
-func canaryClient(t *testing.T, a *Agent) agentpb.AgentClient {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := grpc.NewServer()
-	agentpb.RegisterAgentServer(s, NewService(t.Context(), a, "test"))
-	go func() { _ = s.Serve(l) }()
-	t.Cleanup(s.Stop)
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return agentpb.NewAgentClient(conn)
-}
-
 func TestCountersStreamsASampleEveryIntervalForTheWindow(t *testing.T) {
 	w := newWorld(t)
 	a := newTestAgent(t, w, threeSlots(t, w)...)
 	w.servers["app/srv-app-1"].stat.Counters = runtime.Counters{Responses: 10, Hrsp5xx: 1}
-	c := canaryClient(t, a)
+	c, _ := serve(t, a, t.Context())
 	stream, err := c.Counters(context.Background(), &agentpb.CountersRequest{
 		Interval: durationpb.New(100 * time.Millisecond), Window: durationpb.New(350 * time.Millisecond)})
 	if err != nil {
@@ -63,7 +41,7 @@ func TestCountersStreamsASampleEveryIntervalForTheWindow(t *testing.T) {
 
 func TestCountersRefusesAnIntervalOrWindowOutOfBounds(t *testing.T) {
 	w := newWorld(t)
-	c := canaryClient(t, newTestAgent(t, w, threeSlots(t, w)...))
+	c, _ := serve(t, newTestAgent(t, w, threeSlots(t, w)...), t.Context())
 	for _, req := range []*agentpb.CountersRequest{
 		{Interval: durationpb.New(time.Millisecond), Window: durationpb.New(time.Second)},
 		{Interval: durationpb.New(time.Second)},
@@ -81,7 +59,7 @@ func TestCountersRefusesAnIntervalOrWindowOutOfBounds(t *testing.T) {
 
 func TestPromoteOverGRPCMapsASlotWithoutACanaryToFailedPrecondition(t *testing.T) {
 	w := newWorld(t)
-	c := canaryClient(t, newTestAgent(t, w, threeSlots(t, w)...))
+	c, _ := serve(t, newTestAgent(t, w, threeSlots(t, w)...), t.Context())
 	_, err := c.Promote(context.Background(), &agentpb.PromoteRequest{Slots: []string{"app-1"}})
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("%v, want FailedPrecondition", err)
