@@ -12,6 +12,8 @@ func TestDebVersionsStartWithADigitAsDpkgWants(t *testing.T) {
 		"v1.4.2-3-gf133c45": "1.4.2-3-gf133c45",
 		"f133c45":           "0~gitf133c45",
 		"f133c45-dirty":     "0~gitf133c45-dirty",
+		"3156ac4":           "0~git3156ac4",
+		"1.10":              "1.10",
 		"vnext":             "0~gitvnext",
 		"1.0~rc1":           "1.0~rc1",
 	} {
