@@ -5,7 +5,7 @@ GO ?= go
 # Go from the official tarball lives here on a fresh machine; appended, so a go on PATH wins.
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: build test test-unit fuzz demo bench clean proto
+.PHONY: build test test-unit fuzz demo bench clean proto dist
 
 build:
 	$(GO) build -o bin/haroll ./cmd/haroll
@@ -55,8 +55,16 @@ bench:
 	$(GO) test -run '^$$' -bench 'Rollout1000Agents/agents=child' -benchtime 3x ./rollout/
 	$(if $(BENCH_AGENTS),HAROLL_BENCH_AGENTS=$(BENCH_AGENTS) $(GO) test -run '^$$' -bench 'RolloutAgents' -benchtime 1x -timeout 30m ./rollout/)
 
+# The Debian package, dist/haroll_<version>_amd64.deb: haroll built static (CGO_ENABLED=0) with
+# VERSION stamped into `haroll version`, the agent's systemd unit, /etc/haroll/agent.yaml (a conffile)
+# and the examples. nfpm builds it as a library (packaging/); the binary never imports it.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+ARCH ?= amd64
+dist:
+	$(GO) run ./packaging/cmd/dist -version '$(VERSION)' -arch '$(ARCH)' -out dist
+
 clean:
-	rm -rf bin
+	rm -rf bin dist
 	$(GO) clean -testcache
 
 # Regenerates agent/agentpb from agent.proto. Needs protoc (Debian's protobuf-compiler); the Go

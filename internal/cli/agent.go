@@ -97,8 +97,23 @@ func listenCredentials(cfg agent.Config, plaintext bool) (credentials.TransportC
 }
 
 // serveAgent serves until ctx ends, then lets the replacement in progress
-// roll back and stops.
+// roll back and stops. Under systemd it sends READY=1 once every listener
+// serves and STOPPING=1 when it begins to stop, and, when the unit has
+// WatchdogSec=, pings the watchdog from start to exit while liveness passes.
 func serveAgent(ctx context.Context, cfg agent.Config, a *agent.Agent, creds credentials.TransportCredentials) error {
+	// The watchdog outlives ctx: it must go on through the rollback that
+	// follows SIGTERM, until this function returns.
+	live := &liveness{stateDir: cfg.StateDir}
+	wctx, stopWatchdog := context.WithCancel(context.WithoutCancel(ctx))
+	watchdogDone := make(chan struct{})
+	go func() {
+		defer close(watchdogDone)
+		if err := sdnotify.Watchdog(wctx, live.check, slog.Default()); err != nil {
+			slog.Error("not pinging the systemd watchdog", "error", err)
+		}
+	}()
+	defer func() { stopWatchdog(); <-watchdogDone }()
+
 	// A replacement cut off when the agent (or the machine) died is finished
 	// or rolled back before anything else; a failure is logged and retried
 	// by the next replacement, and the agent serves anyway so that
@@ -117,6 +132,7 @@ func serveAgent(ctx context.Context, cfg agent.Config, a *agent.Agent, creds cre
 		return s
 	}
 	var servers []*grpc.Server
+	var probes []func(context.Context) error
 	errc := make(chan error, 2)
 	if cfg.Socket != "" {
 		l, err := listenUnix(ctx, cfg.Socket)
@@ -126,6 +142,7 @@ func serveAgent(ctx context.Context, cfg agent.Config, a *agent.Agent, creds cre
 		defer os.Remove(cfg.Socket)
 		s := newServer()
 		servers = append(servers, s)
+		probes = append(probes, probeUnix(cfg.Socket))
 		go func() { errc <- s.Serve(l) }()
 	}
 	if cfg.Listen != "" {
@@ -135,14 +152,16 @@ func serveAgent(ctx context.Context, cfg agent.Config, a *agent.Agent, creds cre
 		}
 		s := newServer(grpc.Creds(creds))
 		servers = append(servers, s)
+		probes = append(probes, probeTCP(l.Addr()))
 		go func() { errc <- s.Serve(l) }()
 	}
 	if len(servers) == 0 {
 		return errors.New("nothing to serve: set listen and/or socket")
 	}
+	live.serving(probes...)
 	slog.Info("agent serving", "listen", cfg.Listen, "socket", cfg.Socket, "slots", len(cfg.Slots))
 	if err := sdnotify.Ready(); err != nil {
-		slog.Warn("sd_notify READY failed", "error", err)
+		slog.Warn("sd_notify READY=1 failed", "error", err)
 	}
 	var serveErr error
 	select {
@@ -150,7 +169,10 @@ func serveAgent(ctx context.Context, cfg agent.Config, a *agent.Agent, creds cre
 	case serveErr = <-errc:
 	}
 	slog.Info("agent stopping: finishing or rolling back the slot in progress")
-	_ = sdnotify.Stopping()
+	live.stopping()
+	if err := sdnotify.Stopping(); err != nil {
+		slog.Warn("sd_notify STOPPING=1 failed", "error", err)
+	}
 	hs.Shutdown()
 	svc.Wait()
 	for _, s := range servers {

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -25,22 +24,18 @@ func Execute() error {
 }
 
 func newRoot() *cobra.Command {
-	var level string
+	var level, format string
 	root := &cobra.Command{
 		Use:           "haroll",
 		Short:         "Replace Docker containers behind HAProxy without losing a request",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			var l slog.Level
-			if err := l.UnmarshalText([]byte(level)); err != nil {
-				return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-			}
-			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})))
-			return nil
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			return setupLogging(level, format)
 		},
 	}
 	root.PersistentFlags().StringVar(&level, "log-level", "warn", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&format, "log-format", logFormatAuto, "log format: auto (text on a terminal, JSON otherwise, e.g. under systemd), json, text")
 	root.AddCommand(newRedeploy(), newStatus(), newVersion(), newAgent(), newCerts(), newRecover(), newRollout())
 	return root
 }

@@ -1,4 +1,4 @@
-package sdnotify_test
+package packaging
 
 import (
 	"bufio"
@@ -7,11 +7,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
-const unitFile = "../../configs/haroll-agent.service"
+// unitFile is the one unit file, for the package and for an install by hand.
+const unitFile = "../configs/haroll-agent.service"
 
 // readUnit returns the unit's keys per section; a key set twice keeps its last value, as systemd does
 // for the keys checked here.
@@ -46,7 +49,7 @@ func readUnit(t *testing.T, path string) map[string]map[string]string {
 	return unit
 }
 
-func TestTheAgentUnitIsANotifyServiceThatRunsHarollAgent(t *testing.T) {
+func TestTheAgentUnitIsANotifyServiceThatRunsThePackagedHarollAgent(t *testing.T) {
 	svc := readUnit(t, unitFile)["Service"]
 	if svc == nil {
 		t.Fatal("no [Service] section")
@@ -55,11 +58,11 @@ func TestTheAgentUnitIsANotifyServiceThatRunsHarollAgent(t *testing.T) {
 		t.Errorf("Type=%q, want notify: the agent calls sdnotify.Ready", svc["Type"])
 	}
 	args := strings.Fields(svc["ExecStart"])
-	if len(args) < 2 || filepath.Base(args[0]) != "haroll" || args[1] != "agent" {
-		t.Errorf("ExecStart=%q, want it to run `haroll agent`", svc["ExecStart"])
+	if len(args) < 2 || args[0] != BinPath || args[1] != "agent" {
+		t.Errorf("ExecStart=%q, want it to run `%s agent`, where the package puts the binary", svc["ExecStart"], BinPath)
 	}
-	if !filepath.IsAbs(args[0]) {
-		t.Errorf("ExecStart binary %q is not an absolute path", args[0])
+	if !slices.Contains(args, ConfigPath) {
+		t.Errorf("ExecStart=%q does not name the packaged config %s", svc["ExecStart"], ConfigPath)
 	}
 	want := map[string]string{
 		"Restart":          "always",
@@ -75,6 +78,30 @@ func TestTheAgentUnitIsANotifyServiceThatRunsHarollAgent(t *testing.T) {
 	}
 	if svc["TimeoutStopSec"] == "" {
 		t.Error("no TimeoutStopSec: the default 90s may cut a slot's rollback short")
+	}
+	if svc["TimeoutStartSec"] == "" {
+		t.Error("no TimeoutStartSec: the default 90s may cut the recovery of an interrupted slot short")
+	}
+}
+
+func TestTheAgentUnitHasAWatchdogTheAgentCanFeed(t *testing.T) {
+	svc := readUnit(t, unitFile)["Service"]
+	raw := svc["WatchdogSec"]
+	if raw == "" {
+		t.Fatal("no WatchdogSec: a hung agent would never be restarted")
+	}
+	// systemd also takes a bare number of seconds; this unit writes a unit.
+	d, err := time.ParseDuration(raw)
+	if err != nil {
+		t.Fatalf("WatchdogSec=%q: %v (write it like 30s)", raw, err)
+	}
+	// The agent pings every d/2; under 10s a busy host's scheduling hiccup
+	// could cost a restart, over 5m a hung agent goes unnoticed too long.
+	if d < 10*time.Second || d > 5*time.Minute {
+		t.Errorf("WatchdogSec=%s, want between 10s and 5m", d)
+	}
+	if svc["NotifyAccess"] != "main" && svc["NotifyAccess"] != "all" {
+		t.Errorf("NotifyAccess=%q: systemd would drop the agent's WATCHDOG=1", svc["NotifyAccess"])
 	}
 }
 

@@ -67,17 +67,6 @@ func TestReadyAndStoppingReachTheNotifySocket(t *testing.T) {
 	}
 }
 
-func TestAnyStateIsSentAsOneDatagram(t *testing.T) {
-	conn := listen(t, socketPath(t))
-	state := "STATUS=replacing slot web-1\nMAINPID=42"
-	if err := sdnotify.Notify(state); err != nil {
-		t.Fatal(err)
-	}
-	if got := receive(t, conn); got != state {
-		t.Errorf("got %q, want %q", got, state)
-	}
-}
-
 func TestAnAbstractSocketIsReachedByItsAtName(t *testing.T) {
 	b := make([]byte, 8)
 	rand.Read(b)
