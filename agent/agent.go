@@ -31,11 +31,14 @@ type Agent struct {
 	running atomic.Pointer[string]
 	// observer, when set, sees every phase and slot outcome (WithObserver).
 	observer Observer
+	// settle is how long recovery gives a create cut off in flight
+	// (createSettle).
+	settle time.Duration
 }
 
 // New returns an agent for a validated cfg.
 func New(cfg Config, haproxy HAProxy, docker Docker, log *slog.Logger, opts ...Option) *Agent {
-	a := &Agent{cfg: cfg, haproxy: haproxy, docker: docker, log: log, poll: 25 * time.Millisecond, grace: rollbackGrace}
+	a := &Agent{cfg: cfg, haproxy: haproxy, docker: docker, log: log, poll: 25 * time.Millisecond, grace: rollbackGrace, settle: createSettle}
 	a.probe = a.probeApp
 	for _, o := range opts {
 		o(a)

@@ -460,6 +460,7 @@ func newTestAgent(t *testing.T, w *world, slots ...SlotConfig) *Agent {
 	}
 	a := New(cfg, w, w, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	a.poll = time.Millisecond
+	a.settle = 0
 	a.probe = func(ctx context.Context, addr address) error {
 		w.mu.Lock()
 		defer w.mu.Unlock()

@@ -75,6 +75,15 @@ func (j Journal) Read() (*Entry, error) {
 	return &e, nil
 }
 
+// Written is when the entry was last written.
+func (j Journal) Written() (time.Time, error) {
+	fi, err := os.Stat(filepath.Join(j.dir, journalFile))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("journal: %w", err)
+	}
+	return fi.ModTime(), nil
+}
+
 // Clear removes the entry: the replacement ended, one way or the other.
 func (j Journal) Clear() error {
 	err := os.Remove(filepath.Join(j.dir, journalFile))

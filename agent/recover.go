@@ -47,6 +47,28 @@ func (a *Agent) recoverLocked(ctx context.Context) (string, error) {
 	return did, err
 }
 
+// createSettle is how long after a journal write announcing a create the
+// recovery waits before it looks for the new container by name.
+const createSettle = 3 * time.Second
+
+// settleCreate waits until createSettle has passed since the journal was
+// written (at once when it is older), or ctx ends.
+func (a *Agent) settleCreate(ctx context.Context, j Journal) {
+	written, err := j.Written()
+	if err != nil {
+		return
+	}
+	wait := time.Until(written.Add(a.settle))
+	if wait <= 0 {
+		return
+	}
+	a.log.Info("the journal was cut off during a create: waiting for Docker to finish it", "wait", wait.Round(time.Millisecond))
+	select {
+	case <-ctx.Done():
+	case <-time.After(wait):
+	}
+}
+
 func (a *Agent) recoverJournal(ctx context.Context) (string, error) {
 	j := Journal{dir: a.cfg.StateDir}
 	e, err := j.Read()
@@ -74,7 +96,11 @@ func (a *Agent) recoverJournal(ctx context.Context) (string, error) {
 	}
 	// A crash between creating the new container and journaling its ID
 	// leaves it under the slot's name, or the `-haroll-next` one: that is the
-	// one to remove.
+	// one to remove. A create still in flight when haroll died is finished
+	// by the daemon on its own: give it createSettle to land.
+	if r.e.NewID == "" && e.Phase == PhaseCreate {
+		a.settleCreate(ctx, j)
+	}
 	for _, name := range []string{slot.Container, slot.Container + nextSuffix} {
 		if c, err := a.docker.Inspect(ctx, name); err == nil && c.ID != e.OldID && r.e.NewID == "" {
 			r.e.NewID = c.ID

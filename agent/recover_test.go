@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // redeployUntilCrash runs a redeploy that dies at the first call starting with
@@ -160,5 +161,44 @@ func TestAnOldContainerLeftOverIsRemovedByTheNextRecovery(t *testing.T) {
 		if ls, _ := readLeftovers(a.cfg.StateDir); len(ls) != 0 || len(w.ctrs) != 1 || w.byName("app-1").Image != "app:v2" {
 			t.Fatalf("start-first %v: leftovers %v, containers %v", startFirst, ls, w.ctrs)
 		}
+	}
+}
+
+func TestACreateThatLandsAfterTheCrashIsRemovedByTheRecovery(t *testing.T) {
+	w := newWorld(t)
+	a := newTestAgent(t, w, threeSlots(t, w)...)
+	a.settle = 300 * time.Millisecond
+	redeployUntilCrash(t, a, w, "Clone")
+	// The daemon finishes the create it was asked for after haroll died.
+	landed := make(chan struct{})
+	go func() {
+		defer close(landed)
+		time.Sleep(50 * time.Millisecond)
+		_, _ = w.Clone(context.Background(), "app-1", "app:v2", "app-1"+nextSuffix)
+	}()
+	if _, err := a.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	<-landed
+	if c := w.byName("app-1" + nextSuffix); c != nil {
+		t.Fatalf("the late container %s is left over", c.Name)
+	}
+	if len(w.ctrs) != 3 {
+		t.Fatalf("%d containers, want 3", len(w.ctrs))
+	}
+}
+
+func TestAStaleNextContainerIsRemovedBeforeTheCreate(t *testing.T) {
+	w := newWorld(t)
+	a := newTestAgent(t, w, threeSlots(t, w)...)
+	if _, err := w.Clone(context.Background(), "app-1", "app:v2", "app-1"+nextSuffix); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := a.Redeploy(context.Background(), Request{Image: "app:v2", Slots: []string{"app-1"}}, nil)
+	if err != nil || rep.Slots[0].Result != ResultReplaced {
+		t.Fatalf("%+v, %v", rep, err)
+	}
+	if len(w.ctrs) != 3 {
+		t.Fatalf("%d containers, want 3", len(w.ctrs))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/haroll/haroll/docker"
 	"github.com/haroll/haroll/runtime"
 )
 
@@ -206,6 +207,8 @@ func (r *replacement) create(ctx context.Context) (string, error) {
 		if err := a.docker.Rename(ctx, r.p.old.ID, s.Container+prevSuffix); err != nil {
 			return "", err
 		}
+	} else if err := r.removeStaleNext(ctx, name); err != nil {
+		return "", err
 	}
 	id, err := a.docker.Clone(ctx, r.p.old.ID, r.image, name)
 	if err != nil {
@@ -213,6 +216,26 @@ func (r *replacement) create(ctx context.Context) (string, error) {
 	}
 	r.e.NewID = id
 	return name + " " + shortID(id), r.save(PhaseCreate)
+}
+
+// removeStaleNext removes a container left under the `-haroll-next` name
+// by a replacement that a crash cut off while Docker was still creating it:
+// the daemon finished the create after haroll had died, and after the
+// recovery had looked for it. The name is haroll's own, derived from the
+// slot's container.
+func (r *replacement) removeStaleNext(ctx context.Context, name string) error {
+	c, err := r.a.docker.Inspect(ctx, name)
+	if errors.Is(err, docker.ErrContainerNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if c.ID == r.p.old.ID {
+		return fmt.Errorf("container %s is the slot's own container under a haroll name: rename it to %s", name, r.p.slot.Container)
+	}
+	r.log.Warn("removing a container left by a replacement cut off by a crash", "container", name, "container_id", shortID(c.ID))
+	return r.a.docker.Remove(ctx, c.ID)
 }
 
 // swapNames gives the stopped old container the `-haroll-prev` name and the
