@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -251,6 +252,9 @@ func counters(get func(string) string) (Counters, error) {
 			return c, fmt.Errorf("%s=%q for %s/%s: %w", f.name, v, get("pxname"), get("svname"), ErrMalformed)
 		}
 		for _, p := range f.add {
+			if *p > math.MaxInt64-n {
+				return c, fmt.Errorf("%s=%q for %s/%s: the counters overflow: %w", f.name, v, get("pxname"), get("svname"), ErrMalformed)
+			}
 			*p += n
 		}
 	}

@@ -40,20 +40,23 @@ func statCSV(t *testing.T, stats []ServerStat) string {
 	b.WriteString("# ")
 	w := csv.NewWriter(&b)
 	rows := [][]string{{"pxname", "svname", "qcur", "scur", "status", "weight", "check_status", "addr",
-		"check_health", "check_rise", "check_fall", "sid"}}
+		"check_health", "check_rise", "check_fall", "sid", "hrsp_2xx", "hrsp_5xx", "econ", "eresp"}}
 	for _, s := range stats {
 		rise := strconv.Itoa(s.CheckRise)
 		if !s.Checked && s.CheckRise == 0 {
 			rise = ""
 		}
 		rows = append(rows, []string{s.Backend, s.Server, strconv.Itoa(s.Qcur), strconv.Itoa(s.Scur), s.Status,
-			strconv.Itoa(s.Weight), s.CheckStatus, s.Addr, strconv.Itoa(s.CheckHealth), rise, strconv.Itoa(s.CheckFall), strconv.Itoa(s.ID)})
+			strconv.Itoa(s.Weight), s.CheckStatus, s.Addr, strconv.Itoa(s.CheckHealth), rise, strconv.Itoa(s.CheckFall), strconv.Itoa(s.ID),
+			i64(s.Counters.Responses - s.Counters.Hrsp5xx), i64(s.Counters.Hrsp5xx), i64(s.Counters.Econ), i64(s.Counters.Eresp)})
 	}
 	if err := w.WriteAll(rows); err != nil {
 		t.Fatal(err)
 	}
 	return b.String()
 }
+
+func i64(n int64) string { return strconv.FormatInt(n, 10) }
 
 func FuzzParseStat(f *testing.F) {
 	for _, r := range recordedFiles(f, "*.csv") {
@@ -82,6 +85,8 @@ func FuzzParseStat(f *testing.F) {
 				t.Fatalf("an unchecked server is fully up: %+v", s)
 			case s.Serving() && s.Weight == 0:
 				t.Fatalf("a server of weight 0 is serving: %+v", s)
+			case s.Counters.Responses < s.Counters.Hrsp5xx || s.Counters.Hrsp5xx < 0 || s.Counters.Econ < 0 || s.Counters.Eresp < 0:
+				t.Fatalf("counters out of order: %+v", s.Counters)
 			}
 		}
 		// What was read survives being written back by header: no column is

@@ -165,4 +165,10 @@ func TestParseStatReadsTrafficCounters(t *testing.T) {
 	if _, err := parseStat(strings.Join(lines, "\n")); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("a negative counter: %v, want ErrMalformed", err)
 	}
+	set("econ", "0")
+	set("hrsp_2xx", "9223372036854775807")
+	lines[1] = strings.Join(row, ",")
+	if _, err := parseStat(strings.Join(lines, "\n")); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("responses that overflow int64: %v, want ErrMalformed", err)
+	}
 }
