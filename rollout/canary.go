@@ -46,11 +46,11 @@ type CanaryPolicy struct {
 
 // Canary phases, as the state file records them.
 const (
-	CanaryAnalysis   = "analysis"
-	CanaryPaused     = "paused"
-	CanaryPromoted   = "promoted"
-	CanaryRollingBak = "rolling_back"
-	CanaryRolledBack = "rolled_back"
+	CanaryAnalysis    = "analysis"
+	CanaryPaused      = "paused"
+	CanaryPromoted    = "promoted"
+	CanaryRollingBack = "rolling_back"
+	CanaryRolledBack  = "rolled_back"
 )
 
 // Decisions a person gives a paused canary.
@@ -158,7 +158,7 @@ func (r *run) judgeCanary(ctx context.Context, bi, nb int, b Batch, k int, faile
 		r.log.Warn("canary failed: rolling back the canary hosts", "batch", bi+1, "reason", why)
 		say(EventCanaryFailed, why)
 		*errs = multierror.Append(*errs, fmt.Errorf("%w: %s: the canary hosts were rolled back", ErrCanaryFailed, why))
-		cs.Phase, cs.Verdict = CanaryRollingBak, why
+		cs.Phase, cs.Verdict = CanaryRollingBack, why
 		r.saveCanary(cs)
 		r.rollbackCanary(ctx, pos, b, k, cs, why, errs)
 		cs.Phase = CanaryRolledBack
@@ -174,7 +174,7 @@ func (r *run) judgeCanary(ctx context.Context, bi, nb int, b Batch, k int, faile
 	switch cs.Phase {
 	case CanaryPromoted:
 		return "" // a resume after the promotion
-	case CanaryRollingBak, CanaryRolledBack:
+	case CanaryRollingBack, CanaryRolledBack:
 		return abort(cs.Verdict)
 	}
 	cs.Phase = CanaryAnalysis
