@@ -227,36 +227,38 @@ func parseStat(out string) ([]ServerStat, error) {
 	return stats, nil
 }
 
+// responseColumns are the per-status response counters of a server line.
+var responseColumns = [...]string{"hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other"}
+
 // counters reads a server line's traffic counters; an empty column is 0.
 func counters(get func(string) string) (Counters, error) {
 	var c Counters
-	for _, f := range []struct {
-		name string
-		add  []*int64
-	}{
-		{"hrsp_1xx", []*int64{&c.Responses}},
-		{"hrsp_2xx", []*int64{&c.Responses}},
-		{"hrsp_3xx", []*int64{&c.Responses}},
-		{"hrsp_4xx", []*int64{&c.Responses}},
-		{"hrsp_5xx", []*int64{&c.Responses, &c.Hrsp5xx}},
-		{"hrsp_other", []*int64{&c.Responses}},
-		{"econ", []*int64{&c.Econ}},
-		{"eresp", []*int64{&c.Eresp}},
-	} {
-		v := get(f.name)
-		if v == "" {
-			continue
+	for _, name := range responseColumns {
+		n, err := counter(get, name)
+		if err == nil && c.Responses > math.MaxInt64-n {
+			err = fmt.Errorf("%s=%q for %s/%s: the counters overflow: %w", name, get(name), get("pxname"), get("svname"), ErrMalformed)
 		}
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			return c, fmt.Errorf("%s=%q for %s/%s: %w", f.name, v, get("pxname"), get("svname"), ErrMalformed)
+		if err != nil {
+			return c, err
 		}
-		for _, p := range f.add {
-			if *p > math.MaxInt64-n {
-				return c, fmt.Errorf("%s=%q for %s/%s: the counters overflow: %w", f.name, v, get("pxname"), get("svname"), ErrMalformed)
-			}
-			*p += n
-		}
+		c.Responses += n
 	}
-	return c, nil
+	var errs [3]error
+	c.Hrsp5xx, errs[0] = counter(get, "hrsp_5xx")
+	c.Econ, errs[1] = counter(get, "econ")
+	c.Eresp, errs[2] = counter(get, "eresp")
+	return c, errors.Join(errs[:]...)
+}
+
+// counter reads one non-negative counter column; an empty one is 0.
+func counter(get func(string) string, name string) (int64, error) {
+	v := get(name)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%s=%q for %s/%s: %w", name, v, get("pxname"), get("svname"), ErrMalformed)
+	}
+	return n, nil
 }
