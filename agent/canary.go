@@ -149,10 +149,11 @@ func (a *Agent) Promote(ctx context.Context, slots []string, origin string) ([]S
 // SlotCounters are one slot's HAProxy traffic counters, and whether it runs
 // a canary.
 type SlotCounters struct {
-	Slot   string
-	Canary bool
-	Image  string // the canary's image; "" for a slot that runs none
-	Weight int
+	Slot    string
+	Backend string
+	Canary  bool
+	Image   string // the canary's image; "" for a slot that runs none
+	Weight  int
 	runtime.Counters
 	Err string // the counters could not be read
 }
@@ -168,7 +169,7 @@ func (a *Agent) Counters(ctx context.Context) ([]SlotCounters, error) {
 	out := make([]SlotCounters, 0, len(a.cfg.Slots))
 	for _, s := range a.cfg.Slots {
 		c, canary := all[s.Name]
-		sc := SlotCounters{Slot: s.Name, Canary: canary, Image: c.Image}
+		sc := SlotCounters{Slot: s.Name, Backend: s.Backend, Canary: canary, Image: c.Image}
 		if srv, err := a.haproxy.Server(ctx, s.Backend, s.Server); err != nil {
 			sc.Err = err.Error()
 		} else {

@@ -86,7 +86,7 @@ func StatusFromPB(slots []*agentpb.SlotStatus) []SlotStatus {
 func CountersToPB(at time.Time, slots []SlotCounters) *agentpb.CountersSample {
 	out := &agentpb.CountersSample{Time: timestamppb.New(at)}
 	for _, s := range slots {
-		out.Slots = append(out.Slots, &agentpb.SlotCounters{Slot: s.Slot, Canary: s.Canary, Image: s.Image,
+		out.Slots = append(out.Slots, &agentpb.SlotCounters{Slot: s.Slot, Backend: s.Backend, Canary: s.Canary, Image: s.Image,
 			Responses: s.Responses, Hrsp_5Xx: s.Hrsp5xx, Econ: s.Econ, Eresp: s.Eresp, Weight: int32(s.Weight), Error: s.Err})
 	}
 	return out

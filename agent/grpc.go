@@ -108,31 +108,39 @@ const (
 )
 
 // Counters streams a sample of every slot's counters at once, then every
-// interval, until the window has passed or the caller goes away.
+// interval, and a last one when the window has passed, unless the caller
+// went away first.
 func (s *Service) Counters(req *agentpb.CountersRequest, stream agentpb.Agent_CountersServer) error {
 	every, window := req.GetInterval().AsDuration(), req.GetWindow().AsDuration()
 	if every < minCountersInterval || window <= 0 || window > maxCountersWindow {
 		return status.Errorf(codes.InvalidArgument, "counters: interval %s, window %s: want an interval of at least %s and a window in (0, %s]",
 			every, window, minCountersInterval, maxCountersWindow)
 	}
-	ctx, cancel := context.WithTimeout(stream.Context(), window)
-	defer cancel()
+	ctx := stream.Context()
+	end := time.NewTimer(window)
+	defer end.Stop()
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	for {
-		slots, err := s.agent.Counters(ctx)
+	for last := false; ; {
+		// Each read has its own deadline: a hung HAProxy delays a sample,
+		// it does not hold the stream past its window.
+		rctx, cancel := context.WithTimeout(ctx, every)
+		slots, err := s.agent.Counters(rctx)
+		cancel()
 		if err != nil {
 			return toStatus(err)
 		}
 		if err := stream.Send(CountersToPB(time.Now(), slots)); err != nil {
 			return err
 		}
+		if last {
+			return nil
+		}
 		select {
 		case <-ctx.Done():
-			if stream.Context().Err() != nil {
-				return status.FromContextError(stream.Context().Err()).Err()
-			}
-			return nil // the window has passed
+			return status.FromContextError(ctx.Err()).Err()
+		case <-end.C:
+			last = true
 		case <-tick.C:
 		}
 	}

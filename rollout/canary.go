@@ -48,6 +48,7 @@ type CanaryPolicy struct {
 const (
 	CanaryAnalysis    = "analysis"
 	CanaryPaused      = "paused"
+	CanaryPromoting   = "promoting"
 	CanaryPromoted    = "promoted"
 	CanaryRollingBack = "rolling_back"
 	CanaryRolledBack  = "rolled_back"
@@ -147,7 +148,11 @@ func (p *CanaryPolicy) canarySteps(b Batch) int {
 func (r *run) judgeCanary(ctx context.Context, bi, nb int, b Batch, k int, failed map[string]bool, errs **multierror.Error) string {
 	p := r.e.Canary
 	cs := r.canaryState()
-	hosts := slicesWithout(b.Hosts, failed)
+	if cs.Phase == CanaryPromoted {
+		return "" // a resume after the promotion: later failures are the batch's own
+	}
+	canaryFailed := r.failedSteps(b, k)
+	hosts := slicesWithout(b.Hosts, canaryFailed)
 	pos := Event{Batch: bi + 1, Batches: nb, Canary: true}
 	say := func(kind EventKind, detail string) {
 		ev := pos
@@ -157,25 +162,27 @@ func (r *run) judgeCanary(ctx context.Context, bi, nb int, b Batch, k int, faile
 	abort := func(why string) string {
 		r.log.Warn("canary failed: rolling back the canary hosts", "batch", bi+1, "reason", why)
 		say(EventCanaryFailed, why)
-		*errs = multierror.Append(*errs, fmt.Errorf("%w: %s: the canary hosts were rolled back", ErrCanaryFailed, why))
 		cs.Phase, cs.Verdict = CanaryRollingBack, why
 		r.saveCanary(cs)
-		r.rollbackCanary(ctx, pos, b, k, cs, why, errs)
-		cs.Phase = CanaryRolledBack
+		undone := r.rollbackCanary(ctx, pos, b, k, cs, why, errs)
+		result := "the canary hosts were rolled back"
+		if undone {
+			cs.Phase = CanaryRolledBack
+		} else {
+			result = "the rollback of a canary slot failed (see its error): `haroll rollout --resume` tries it again"
+		}
 		r.saveCanary(cs)
+		*errs = multierror.Append(*errs, fmt.Errorf("%w: %s: %s", ErrCanaryFailed, why, result))
 		for _, h := range b.Hosts {
 			failed[h] = true
 		}
 		return "canary failed: " + why
 	}
-	if len(failed) > 0 {
-		return abort(fmt.Sprintf("%d of %d canary host(s) failed their slot", len(failed), len(b.Hosts)))
-	}
-	switch cs.Phase {
-	case CanaryPromoted:
-		return "" // a resume after the promotion
-	case CanaryRollingBack, CanaryRolledBack:
-		return abort(cs.Verdict)
+	switch {
+	case cs.Phase == CanaryRollingBack || cs.Phase == CanaryRolledBack:
+		return abort(cs.Verdict) // a resume of a rollback
+	case len(canaryFailed) > 0:
+		return abort(fmt.Sprintf("%d of %d canary host(s) failed their canary slot", len(canaryFailed), len(b.Hosts)))
 	}
 	cs.Phase = CanaryAnalysis
 	r.saveCanary(cs)
@@ -184,7 +191,7 @@ func (r *run) judgeCanary(ctx context.Context, bi, nb int, b Batch, k int, faile
 	cs.New, cs.Old = newT, oldT
 	switch {
 	case ctx.Err() != nil:
-		return "cancelled during the canary analysis"
+		return "cancelled during the canary analysis: the canary hosts run the new image at their share; `haroll rollout --resume` judges them again (`haroll rollout abort` first rolls them back)"
 	case decided == DecisionAbort:
 		return abort("aborted by a person during the analysis")
 	case err != nil:
@@ -201,25 +208,48 @@ func (r *run) judgeCanary(ctx context.Context, bi, nb int, b Batch, k int, faile
 		say(EventCanaryPaused, fmt.Sprintf("waiting for `haroll rollout promote` or `haroll rollout abort` (state file %s)", r.e.StateFile))
 		d, err := r.awaitDecision(ctx)
 		if err != nil {
-			return "cancelled while paused after the canary"
+			return "cancelled while paused after the canary: `haroll rollout --resume` judges it again and waits for promote or abort"
 		}
 		if d == DecisionAbort {
 			return abort("aborted by a person after the analysis passed")
 		}
+	} else if d, _ := r.takeDecision(DecisionAbort); d == DecisionAbort { // written as the window ended
+		return abort("aborted by a person during the analysis")
 	}
+	// From here on an abort is refused (Decide): the promotion is under way.
+	cs.Phase, cs.Verdict = CanaryPromoting, why
+	r.saveCanary(cs)
 	if err := r.promote(ctx, hosts); err != nil {
 		*errs = multierror.Append(*errs, err)
 		return abort("promotion failed: " + err.Error())
 	}
-	cs.Phase, cs.Verdict = CanaryPromoted, why
+	cs.Phase = CanaryPromoted
 	r.saveCanary(cs)
 	say(EventCanaryPromoted, fmt.Sprintf("%d host(s) at their whole weight", len(hosts)))
 	return ""
 }
 
+// failedSteps are the hosts of b whose slot failed in one of its first k
+// steps (the canary steps), in this run or before a resume.
+func (r *run) failedSteps(b Batch, k int) map[string]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]bool{}
+	for _, st := range b.Steps[:k] {
+		si := r.slotIndex(st.Slot)
+		for _, h := range st.Hosts {
+			if res := r.results[h]; si >= 0 && si < len(res) && res[si].Result != ResultNotRun && !slotOK(res[si].Result) {
+				out[h] = true
+			}
+		}
+	}
+	return out
+}
+
 // analyse streams the counters of every host for the window, and sums what
-// the canary slots (the first k steps' slots) and the other slots served.
-// It stops early when a person aborts.
+// the canary slots (the first k steps' slots) served, and what the other
+// slots of the rollout in the same HAProxy backends served. It stops early
+// when a person aborts.
 func (r *run) analyse(ctx context.Context, hosts []string, b Batch, k int) (newT, oldT Traffic, decided string, err error) {
 	p := r.e.Canary
 	every := p.Interval
@@ -234,41 +264,53 @@ func (r *run) analyse(ctx context.Context, hosts []string, b Batch, k int) (newT
 	defer cancel()
 	var mu sync.Mutex
 	tallies := map[string]*counterTally{} // "host slot"
-	var errsMu sync.Mutex
+	backends := map[string]string{}       // "host slot" -> backend
 	var streamErrs *multierror.Error
 	var wg sync.WaitGroup
 	for _, h := range hosts {
 		wg.Go(func() {
-			// The agent streams a little longer than the window: this side
-			// decides when it ends.
-			err := r.agent(h).Counters(actx, every, p.Window+2*every, func(s *agentpb.CountersSample) {
-				mu.Lock()
-				defer mu.Unlock()
-				for _, c := range s.GetSlots() {
-					key := canaryKey(h, c.GetSlot())
-					if tallies[key] == nil {
-						tallies[key] = &counterTally{}
+			a, err := r.connect(actx, h)
+			if err == nil {
+				// The agent sends a sample at once, every interval, and a
+				// last one when the window has passed: it ends the stream.
+				err = a.Counters(actx, every, p.Window, func(s *agentpb.CountersSample) {
+					mu.Lock()
+					defer mu.Unlock()
+					for _, c := range s.GetSlots() {
+						key := canaryKey(h, c.GetSlot())
+						if tallies[key] == nil {
+							tallies[key] = &counterTally{}
+						}
+						tallies[key].add(c)
+						backends[key] = c.GetBackend()
 					}
-					tallies[key].add(c)
-				}
-			})
+				})
+			}
 			if err != nil && actx.Err() == nil {
-				errsMu.Lock()
+				mu.Lock()
 				streamErrs = multierror.Append(streamErrs, fmt.Errorf("host %s: counters: %w", h, err))
-				errsMu.Unlock()
+				mu.Unlock()
 			}
 		})
 	}
-	timer := time.NewTimer(p.Window)
-	defer timer.Stop()
+	streams := make(chan struct{})
+	go func() { wg.Wait(); close(streams) }()
+	// The streams end on their own; this bounds an agent that stops sending.
+	late := time.NewTimer(p.Window + 2*every + max(r.e.ConnectTimeout, time.Second))
+	defer late.Stop()
 	poll := time.NewTicker(decisionPoll)
 	defer poll.Stop()
 wait:
 	for {
 		select {
+		case <-streams:
+			break wait
 		case <-ctx.Done():
 			break wait
-		case <-timer.C:
+		case <-late.C:
+			mu.Lock()
+			streamErrs = multierror.Append(streamErrs, fmt.Errorf("a host's counters did not end within %s after the window", 2*every+max(r.e.ConnectTimeout, time.Second)))
+			mu.Unlock()
 			break wait
 		case <-poll.C:
 			if d, _ := r.takeDecision(DecisionAbort); d == DecisionAbort {
@@ -278,7 +320,7 @@ wait:
 		}
 	}
 	cancel()
-	wg.Wait()
+	<-streams
 	mu.Lock()
 	defer mu.Unlock()
 	for key, t := range tallies {
@@ -286,15 +328,32 @@ wait:
 		if !slices.Contains(hosts, host) {
 			continue
 		}
-		sum := &oldT
-		if canarySlots[slot] {
-			sum = &newT
+		sum := &newT
+		if !canarySlots[slot] {
+			if !slices.Contains(r.slots, slot) || !r.sameBackend(host, backends[key], canarySlots, backends) {
+				continue // not rolled by this rollout, or behind another backend: no comparison
+			}
+			sum = &oldT
 		}
 		sum.Requests += t.total.Requests
 		sum.Errors += t.total.Errors
 		sum.Servers++
 	}
 	return newT, oldT, decided, streamErrs.ErrorOrNil()
+}
+
+// sameBackend reports whether backend is one of the backends of host's
+// canary slots (an agent that reports no backend counts as the same).
+func (r *run) sameBackend(host, backend string, canarySlots map[string]bool, backends map[string]string) bool {
+	if backend == "" {
+		return true
+	}
+	for slot := range canarySlots {
+		if b := backends[canaryKey(host, slot)]; b == "" || b == backend {
+			return true
+		}
+	}
+	return false
 }
 
 // promote gives every canary host's canary slots their whole weight back.
@@ -306,7 +365,11 @@ func (r *run) promote(ctx context.Context, hosts []string) error {
 		wg.Go(func() {
 			cctx, cancel := r.callContext(ctx)
 			defer cancel()
-			if err := r.agent(h).Promote(cctx, r.e.Origin); err != nil {
+			a, err := r.connect(cctx, h)
+			if err == nil {
+				err = a.Promote(cctx, r.e.Origin)
+			}
+			if err != nil {
 				mu.Lock()
 				errs = multierror.Append(errs, fmt.Errorf("host %s: promote: %w", h, err))
 				mu.Unlock()
@@ -317,17 +380,21 @@ func (r *run) promote(ctx context.Context, hosts []string) error {
 	return errs.ErrorOrNil()
 }
 
-// rollbackCanary puts the old image back on every canary slot a canary host
-// replaced, step by step like a rollout, and records the slots as rolled
-// back. A slot whose rollback fails is reported failed.
-func (r *run) rollbackCanary(ctx context.Context, pos Event, b Batch, k int, cs *CanaryState, why string, errs **multierror.Error) {
+// rollbackCanary puts the old image back on every canary slot of the canary
+// hosts, step by step like a rollout, and records the slots as rolled back.
+// A slot that already runs it (its agent rolled it back, or it was never
+// replaced) is skipped by the agent. It reports whether every slot is back.
+func (r *run) rollbackCanary(ctx context.Context, pos Event, b Batch, k int, cs *CanaryState, why string, errs **multierror.Error) bool {
+	undone := true
 	for si := k - 1; si >= 0; si-- {
 		st := b.Steps[si]
 		var wg sync.WaitGroup
 		for _, h := range st.Hosts {
+			r.stateMu.Lock()
 			old, ok := cs.OldImages[canaryKey(h, st.Slot)]
+			r.stateMu.Unlock()
 			if !ok {
-				continue // not replaced: nothing to undo
+				continue // never asked: nothing to undo
 			}
 			wg.Go(func() {
 				sctx, cancel := r.callContext(ctx)
@@ -335,15 +402,18 @@ func (r *run) rollbackCanary(ctx context.Context, pos Event, b Batch, k int, cs 
 				req := &agentpb.RedeployRequest{Image: old, Slots: []string{st.Slot}, Origin: r.e.Origin + " (canary rollback)"}
 				at := pos
 				at.Slot = st.Slot
-				_, err := r.agent(h).Redeploy(sctx, req, r.phases(at, h))
-				sr := SlotResult{Slot: st.Slot, Result: ResultRolledBack, Error: "canary: " + why}
-				if err != nil {
-					sr.Result, sr.Error = ResultFailed, fmt.Sprintf("canary: %s; putting %s back failed: %v", why, old, err)
-					r.mu.Lock()
-					*errs = multierror.Append(*errs, fmt.Errorf("host %s slot %s: canary rollback to %s: %w", h, st.Slot, old, err))
-					r.mu.Unlock()
+				a, err := r.connect(sctx, h)
+				if err == nil {
+					_, err = a.Redeploy(sctx, req, r.phases(at, h))
 				}
+				sr := SlotResult{Slot: st.Slot, Result: ResultRolledBack, Error: "canary: " + why}
 				r.mu.Lock()
+				if err != nil {
+					undone = false
+					sr.Result = ResultFailed
+					sr.Error = fmt.Sprintf("canary: %s; putting %s back failed: %v; put it back by hand: `haroll redeploy --image %s --slot %s` on that host", why, old, err, old, st.Slot)
+					*errs = multierror.Append(*errs, fmt.Errorf("host %s slot %s: canary rollback to %s: %w", h, st.Slot, old, err))
+				}
 				r.results[h][r.slotIndex(st.Slot)] = sr
 				r.mu.Unlock()
 				ev := pos
@@ -353,6 +423,7 @@ func (r *run) rollbackCanary(ctx context.Context, pos Event, b Batch, k int, cs 
 		}
 		wg.Wait()
 	}
+	return undone
 }
 
 // callContext bounds one call to an agent by StepTimeout.
@@ -383,15 +454,28 @@ func (r *run) canaryState() *CanaryState {
 	return r.canary
 }
 
-// noteOldImage remembers what a canary slot ran before it was replaced.
-func (r *run) noteOldImage(host, slot, image string) {
-	if image == "" {
-		return
+// noteOldImage remembers what a canary slot ran before it is replaced, and
+// writes it to the state file at once when it is news: a rollback must
+// know it whatever becomes of the call.
+func (r *run) noteOldImage(host, slot, image string) error {
+	if image == "" || image == r.e.Image {
+		return nil // unknown, or already the new image: nothing to put back
 	}
 	cs := r.canaryState()
 	r.stateMu.Lock()
-	cs.OldImages[canaryKey(host, slot)] = image
-	r.stateMu.Unlock()
+	defer r.stateMu.Unlock()
+	key := canaryKey(host, slot)
+	if cs.OldImages[key] == image {
+		return nil
+	}
+	cs.OldImages[key] = image
+	if r.state == nil {
+		return nil
+	}
+	if err := r.saveLocked(); err != nil {
+		return fmt.Errorf("%w: %w", ErrState, err)
+	}
+	return nil
 }
 
 // saveCanary records cs in the state file, when there is one.

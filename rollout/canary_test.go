@@ -276,3 +276,131 @@ func waitCanaryPhase(t *testing.T, stateFile, phase string) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// killWhilePaused runs a paused canary rollout of f's hosts and slots,
+// cancels it once paused, and returns its executor and recorded state.
+func killWhilePaused(t *testing.T, f *fakeFleet, slots []string) (*Executor, *State) {
+	t.Helper()
+	p := quickCanary
+	p.Pause = true
+	e, s, _ := canaryExecutor(t, f, p)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.Run(ctx, hostNames(len(f.hosts)), slots, s)
+		done <- err
+	}()
+	waitCanaryPhase(t, e.StateFile, CanaryPaused)
+	cancel()
+	<-done
+	st, err := LoadResumable(e.StateFile, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, st
+}
+
+func TestResumingACanaryWhoseHostsHaveNoPairLeftDialsThemAgain(t *testing.T) {
+	// One slot per host: the canary host has nothing left to replace, so
+	// the resume's preflight does not dial it; the analysis and the
+	// promotion must.
+	f := newFleet(t, 4, "a")
+	e, st := killWhilePaused(t, f, []string{"a"})
+	if _, err := Decide(e.StateFile, DecisionPromote, "test"); err != nil {
+		t.Fatal(err)
+	}
+	resumed := f.executor()
+	resumed.StateFile, resumed.Canary = e.StateFile, st.CanaryPolicy
+	res, err := resumed.Resume(t.Context(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.promotes[hostNames(4)[0]] != 1 || res.Totals != (Totals{Hosts: 4, Done: 4}) {
+		t.Fatalf("promotes %v, totals %+v", f.promotes, res.Totals)
+	}
+}
+
+func TestResumingAnAbortedCanaryWhoseHostsHaveNoPairLeftRollsThemBack(t *testing.T) {
+	f := newFleet(t, 4, "a")
+	e, st := killWhilePaused(t, f, []string{"a"})
+	if _, err := Decide(e.StateFile, DecisionAbort, "test"); err != nil {
+		t.Fatal(err)
+	}
+	resumed := f.executor()
+	resumed.StateFile, resumed.Canary = e.StateFile, st.CanaryPolicy
+	if _, err := resumed.Resume(t.Context(), st); !errors.Is(err, ErrCanaryFailed) {
+		t.Fatalf("%v, want ErrCanaryFailed", err)
+	}
+	if im := f.host(hostNames(4)[0]).imageOf("a"); im != "app:v1" {
+		t.Fatalf("canary slot runs %s, want app:v1", im)
+	}
+}
+
+func TestAPromotedCanaryIsNotRolledBackWhenALaterSlotOfItsHostFailed(t *testing.T) {
+	f := newFleet(t, 4, "a", "b")
+	canary := hostNames(4)[0]
+	f.host(canary).fail["b"] = true // after the promotion, within max_failures
+	e, s, _ := canaryExecutor(t, f, quickCanary)
+	e.MaxFailures, _ = ParseMaxFailures("1")
+	ctx, cancel := context.WithCancel(t.Context())
+	f.onCall = func(c call) { // the coordinator dies in batch 2
+		if c.host == hostNames(4)[1] {
+			cancel()
+		}
+	}
+	_, _ = e.Run(ctx, hostNames(4), []string{"a", "b"}, s)
+	f.onCall = nil
+	st, err := LoadResumable(e.StateFile, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Canary.Phase != CanaryPromoted {
+		t.Fatalf("canary %s before the resume, want promoted", st.Canary.Phase)
+	}
+	resumed := f.executor()
+	resumed.StateFile, resumed.Canary, resumed.MaxFailures = e.StateFile, st.CanaryPolicy, e.MaxFailures
+	res, err := resumed.Resume(t.Context(), st)
+	if errors.Is(err, ErrCanaryFailed) {
+		t.Fatalf("the resume rolled a promoted canary back: %v", err)
+	}
+	if im := f.host(canary).imageOf("a"); im != "app:v2" {
+		t.Errorf("the promoted canary slot runs %s, want app:v2", im)
+	}
+	if res.Totals.Done != 3 || res.Totals.Failed != 1 {
+		t.Errorf("totals %+v, want 3 done and the canary host failed by its slot b", res.Totals)
+	}
+}
+
+func TestAnAbortIsRefusedOnceTheCanaryIsBeingPromoted(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rollout.json")
+	for _, phase := range []string{CanaryPromoting, CanaryPromoted} {
+		st := &State{Version: stateVersion, Image: "app:v2", Slots: []string{"a"}, Plan: Plan{Batches: []Batch{{Hosts: []string{"h"}}}},
+			Canary: &CanaryState{Phase: phase}}
+		if err := WriteState(path, st); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Decide(path, DecisionAbort, "test"); !errors.Is(err, ErrNoCanaryWaiting) || !strings.Contains(err.Error(), "too late") {
+			t.Errorf("%s: %v, want a refusal saying it is too late", phase, err)
+		}
+	}
+}
+
+func TestTheOldImageIsRecordedBeforeTheCanaryIsAsked(t *testing.T) {
+	f := newFleet(t, 4, "a", "b")
+	e, s, _ := canaryExecutor(t, f, quickCanary)
+	canary := hostNames(4)[0]
+	f.onCall = func(c call) {
+		if c.host != canary {
+			return
+		}
+		st, err := ReadState(e.StateFile)
+		if err != nil || st.Canary == nil || st.Canary.OldImages[canaryKey(canary, "a")] != "app:v1" {
+			t.Errorf("when the canary is asked, the state file holds %+v, %v: want its old image app:v1", st.Canary, err)
+		}
+		f.onCall = nil
+	}
+	if _, err := e.Run(t.Context(), hostNames(4), []string{"a", "b"}, s); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -271,8 +271,8 @@ func (c Config) CanaryPolicy() (*CanaryPolicy, error) {
 	if k.Window <= 0 || k.Window > time.Hour {
 		bad("canary.window: %s: want a duration in (0, 1h], e.g. 2m", k.Window)
 	}
-	if k.Interval != 0 && (k.Interval < 100*time.Millisecond || k.Interval > k.Window) {
-		bad("canary.interval: %s: want at least 100ms and at most canary.window (%s)", k.Interval, k.Window)
+	if k.Interval != 0 && (k.Interval < 100*time.Millisecond || k.Interval > k.Window/2) {
+		bad("canary.interval: %s: want at least 100ms and at most half of canary.window (%s), so that the window holds two reads or more", k.Interval, k.Window)
 	}
 	var err error
 	if p.MaxErrorRate, err = parseRate(k.MaxErrorRate); err != nil {

@@ -63,6 +63,8 @@ func Decide(stateFile, decision, by string) (*State, error) {
 		return st, fmt.Errorf("%w: the canary of %s is still under analysis; promote once it is paused (or abort now)", ErrNoCanaryWaiting, st.Image)
 	case phase == "":
 		return st, fmt.Errorf("%w: the rollout of %s in %s has no canary stage under way", ErrNoCanaryWaiting, st.Image, stateFile)
+	case phase == CanaryPromoting || phase == CanaryPromoted:
+		return st, fmt.Errorf("%w: the canary of %s passed and is %s: too late to abort it; roll back with a rollout of the old image", ErrNoCanaryWaiting, st.Image, phase)
 	default:
 		return st, fmt.Errorf("%w: the canary of %s is %s", ErrNoCanaryWaiting, st.Image, phase)
 	}
@@ -89,7 +91,7 @@ func (r *run) takeDecision(accept ...string) (string, error) {
 	}
 	var d Decision
 	if err := json.Unmarshal(b, &d); err != nil {
-		return "", fmt.Errorf("decision file %s: %w", path, err)
+		return "", fmt.Errorf("decision file %s is unreadable (%v): remove it and run `haroll rollout promote` or `abort` again", path, err)
 	}
 	if !slices.Contains(accept, d.Decision) {
 		return "", nil

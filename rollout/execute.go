@@ -329,6 +329,8 @@ type run struct {
 
 	slots  []string     // the slots replaced, in order
 	canary *CanaryState // the canary's progress, once it began
+	// statuses are what each host answered at the preflight.
+	statuses map[string]*agentpb.StatusResponse
 }
 
 // pair is a host and the index of a slot.
@@ -395,6 +397,7 @@ func (r *run) preflight(ctx context.Context, hosts, slots []string) ([]string, [
 	statuses := make([]*agentpb.StatusResponse, len(hosts))
 	errs := make([]error, len(hosts))
 	r.agents = make(map[string]Agent, len(hosts))
+	r.statuses = make(map[string]*agentpb.StatusResponse, len(hosts))
 	sem := make(chan struct{}, preflightConcurrency)
 	var wg sync.WaitGroup
 	for i, h := range hosts {
@@ -406,11 +409,14 @@ func (r *run) preflight(ctx context.Context, hosts, slots []string) ([]string, [
 				st, err = r.waitIdle(ctx, a, h, st)
 			}
 			statuses[i], errs[i] = st, err
+			r.mu.Lock()
 			if a != nil {
-				r.mu.Lock()
 				r.agents[h] = a
-				r.mu.Unlock()
 			}
+			if st != nil {
+				r.statuses[h] = st
+			}
+			r.mu.Unlock()
 		})
 	}
 	wg.Wait()
@@ -679,6 +685,15 @@ func (r *run) redeploy(ctx, sctx context.Context, pos Event, h string, canary bo
 	if canary && r.e.Canary.WeightPercent < 100 {
 		req.CanaryWeightPercent = int32(r.e.Canary.WeightPercent)
 	}
+	if canary {
+		// Recorded before the call: whatever becomes of it (a step timeout
+		// while the agent goes on, a coordinator crash before the pair is
+		// recorded), a rollback knows what the slot ran.
+		if err := r.noteOldImage(h, pos.Slot, r.statusImage(h, pos.Slot)); err != nil {
+			sr.Error = err.Error()
+			return sr, fmt.Errorf("host %s slot %s: %w", h, pos.Slot, err)
+		}
+	}
 	t0 := time.Now()
 	rep, err := a.Redeploy(sctx, req, r.phases(pos, h))
 	sr.Duration = time.Since(t0)
@@ -688,7 +703,7 @@ func (r *run) redeploy(ctx, sctx context.Context, pos Event, h string, canary bo
 		}
 		sr.Result, sr.Error, sr.OldImage = s.GetResult(), s.GetError(), s.GetOldImage()
 		if canary && sr.Result == ResultReplaced {
-			r.noteOldImage(h, pos.Slot, sr.OldImage)
+			_ = r.noteOldImage(h, pos.Slot, sr.OldImage) // the agent's word; persisted with the pair
 		}
 		if d := s.GetTotal().AsDuration(); d > 0 {
 			sr.Duration = d
@@ -724,6 +739,54 @@ func (r *run) phases(pos Event, h string) func(*agentpb.PhaseEvent) {
 		}
 		r.emit(ev)
 	}
+}
+
+// connect returns h's agent, dialling it if this run has not yet (a resume
+// dials only the hosts with a pair left).
+func (r *run) connect(ctx context.Context, h string) (Agent, error) {
+	if a := r.agent(h); a != nil {
+		return a, nil
+	}
+	dctx, cancel := ctx, context.CancelFunc(func() {})
+	if r.e.ConnectTimeout > 0 {
+		dctx, cancel = context.WithTimeout(ctx, r.e.ConnectTimeout)
+	}
+	defer cancel()
+	a, err := r.e.Dial(dctx, h)
+	if err != nil {
+		return nil, fmt.Errorf("host %s: %w", h, asUnreachable(err))
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.agents == nil {
+		r.agents = map[string]Agent{}
+	}
+	r.agents[h] = a
+	return a, nil
+}
+
+// statusImage is the image h said slot runs at the preflight; "" if unknown.
+func (r *run) statusImage(h, slot string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.statuses[h].GetSlots() {
+		if s.GetSlot() == slot {
+			return s.GetImage()
+		}
+	}
+	return ""
+}
+
+// statusBackend is the HAProxy backend of h's slot, from the preflight.
+func (r *run) statusBackend(h, slot string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.statuses[h].GetSlots() {
+		if s.GetSlot() == slot {
+			return s.GetBackend()
+		}
+	}
+	return ""
 }
 
 func (r *run) agent(h string) Agent {

@@ -114,7 +114,7 @@ func (a *fakeAgent) Status(ctx context.Context) (*agentpb.StatusResponse, error)
 	unreachable, blackhole := a.unreachable, a.blackhole
 	resp := &agentpb.StatusResponse{Hostname: a.host, Busy: a.busy}
 	for _, s := range a.slots {
-		resp.Slots = append(resp.Slots, &agentpb.SlotStatus{Slot: s})
+		resp.Slots = append(resp.Slots, &agentpb.SlotStatus{Slot: s, Image: a.imageOf(s)})
 	}
 	a.fleet.mu.Unlock()
 	if blackhole {
@@ -196,13 +196,13 @@ func (a *fakeAgent) Promote(ctx context.Context, origin string) error {
 }
 
 // Counters serves 100 requests per slot per interval, failing the share
-// errorRate says for the slot's image.
+// errorRate says for the slot's image, and ends with a sample when the
+// window has passed, as the agent does.
 func (a *fakeAgent) Counters(ctx context.Context, interval, window time.Duration, onSample func(*agentpb.CountersSample)) error {
-	wctx, cancel := context.WithTimeout(ctx, window)
-	defer cancel()
+	end := time.After(window)
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	for {
+	for last := false; ; {
 		a.fleet.mu.Lock()
 		sample := &agentpb.CountersSample{}
 		for _, s := range a.slots {
@@ -218,9 +218,14 @@ func (a *fakeAgent) Counters(ctx context.Context, interval, window time.Duration
 		}
 		a.fleet.mu.Unlock()
 		onSample(sample)
-		select {
-		case <-wctx.Done():
+		if last {
 			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-end:
+			last = true
 		case <-t.C:
 		}
 	}

@@ -523,7 +523,8 @@ type CountersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// interval between two samples; at least 100ms.
 	Interval *durationpb.Duration `protobuf:"bytes,1,opt,name=interval,proto3" json:"interval,omitempty"`
-	// window: how long to stream; at most 1h.
+	// window: how long to stream, at most 2h; the last sample is sent when
+	// it has passed.
 	Window        *durationpb.Duration `protobuf:"bytes,2,opt,name=window,proto3" json:"window,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -640,6 +641,7 @@ type SlotCounters struct {
 	Weight    int32  `protobuf:"varint,8,opt,name=weight,proto3" json:"weight,omitempty"`
 	// error: the slot's counters could not be read this time.
 	Error         string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	Backend       string `protobuf:"bytes,10,opt,name=backend,proto3" json:"backend,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -733,6 +735,13 @@ func (x *SlotCounters) GetWeight() int32 {
 func (x *SlotCounters) GetError() string {
 	if x != nil {
 		return x.Error
+	}
+	return ""
+}
+
+func (x *SlotCounters) GetBackend() string {
+	if x != nil {
+		return x.Backend
 	}
 	return ""
 }
@@ -1130,7 +1139,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x06window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06window\"u\n" +
 	"\x0eCountersSample\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x123\n" +
-	"\x05slots\x18\x02 \x03(\v2\x1d.haroll.agent.v1.SlotCountersR\x05slots\"\xe1\x01\n" +
+	"\x05slots\x18\x02 \x03(\v2\x1d.haroll.agent.v1.SlotCountersR\x05slots\"\xfb\x01\n" +
 	"\fSlotCounters\x12\x12\n" +
 	"\x04slot\x18\x01 \x01(\tR\x04slot\x12\x16\n" +
 	"\x06canary\x18\x02 \x01(\bR\x06canary\x12\x14\n" +
@@ -1140,7 +1149,9 @@ const file_agent_proto_rawDesc = "" +
 	"\x04econ\x18\x06 \x01(\x03R\x04econ\x12\x14\n" +
 	"\x05eresp\x18\a \x01(\x03R\x05eresp\x12\x16\n" +
 	"\x06weight\x18\b \x01(\x05R\x06weight\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"\x7f\n" +
+	"\x05error\x18\t \x01(\tR\x05error\x12\x18\n" +
+	"\abackend\x18\n" +
+	" \x01(\tR\abackend\"\x7f\n" +
 	"\rRedeployEvent\x123\n" +
 	"\x05phase\x18\x01 \x01(\v2\x1b.haroll.agent.v1.PhaseEventH\x00R\x05phase\x121\n" +
 	"\x06report\x18\x02 \x01(\v2\x17.haroll.agent.v1.ReportH\x00R\x06reportB\x06\n" +
