@@ -12,17 +12,12 @@ import (
 	"testing"
 
 	"github.com/haroll/haroll/internal/hook"
+	"github.com/haroll/haroll/internal/hook/hooktest"
 )
 
-// hookScript writes an executable shell script under t.TempDir(). The agent
-// executes the file itself; its #! line picks /bin/sh.
-func hookScript(t *testing.T, body string) hook.Config {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "hook")
-	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return hook.Config{Command: []string{p}}
+// hookConfig is a hook running a shell script with body (hooktest.Script).
+func hookConfig(t *testing.T, body string) hook.Config {
+	return hook.Config{Command: []string{hooktest.Script(t, body)}}
 }
 
 // readEnv reads a file of NAME=value lines (a hook's `env` output), leaving
@@ -47,7 +42,7 @@ func TestAFailingPreDrainHookTouchesNothing(t *testing.T) {
 	w := newWorld(t)
 	slots := threeSlots(t, w)
 	a := newTestAgent(t, w, slots...)
-	a.cfg.Hooks.PreDrain = hookScript(t, "echo 'deploy freeze until 18:00' >&2\nexit 3\n")
+	a.cfg.Hooks.PreDrain = hookConfig(t, "echo 'deploy freeze until 18:00' >&2\nexit 3\n")
 	var phases []Phase
 	var hookEv Event
 	rep, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, func(e Event) {
@@ -83,7 +78,7 @@ func TestAFailingPostReplaceHookRollsBackToTheOldContainerAtItsWeight(t *testing
 	slots := threeSlots(t, w)
 	a := newTestAgent(t, w, slots...)
 	seen := filepath.Join(t.TempDir(), "journal-seen.json")
-	a.cfg.Hooks.PostReplace = hookScript(t, "cp "+filepath.Join(a.cfg.StateDir, journalFile)+" "+seen+"\necho 'smoke: 500 on /cart'\nexit 1\n")
+	a.cfg.Hooks.PostReplace = hookConfig(t, "cp "+filepath.Join(a.cfg.StateDir, journalFile)+" "+seen+"\necho 'smoke: 500 on /cart'\nexit 1\n")
 	oldID := w.byName("app-1").ID
 	rep, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil)
 	if !errors.Is(err, ErrHookFailed) || !strings.Contains(err.Error(), "smoke: 500 on /cart") {
@@ -125,7 +120,7 @@ func TestAFailingPostReplaceHookStartedFirstPointsHAProxyBack(t *testing.T) {
 	slot := w.addSlot("app-1", 7)
 	w.startFirst()
 	a := newTestAgent(t, w, slot)
-	a.cfg.Hooks.PostReplace = hookScript(t, "exit 1\n")
+	a.cfg.Hooks.PostReplace = hookConfig(t, "exit 1\n")
 	oldID := w.byName("app-1").ID
 	oldAddr := w.servers["app/srv-app-1"].stat.Addr
 	if _, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil); !errors.Is(err, ErrHookFailed) {
@@ -148,8 +143,8 @@ func TestHooksThatPassRunFirstAndAfterTheGateWithTheirEnvironment(t *testing.T) 
 	slot := w.addSlot("app-1", 7)
 	a := newTestAgent(t, w, slot)
 	dir := t.TempDir()
-	a.cfg.Hooks.PreDrain = hookScript(t, "env > "+filepath.Join(dir, "pre")+"\n")
-	a.cfg.Hooks.PostReplace = hookScript(t, "env > "+filepath.Join(dir, "post")+"\n")
+	a.cfg.Hooks.PreDrain = hookConfig(t, "env > "+filepath.Join(dir, "pre")+"\n")
+	a.cfg.Hooks.PostReplace = hookConfig(t, "env > "+filepath.Join(dir, "post")+"\n")
 	var phases []Phase
 	if _, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, func(e Event) {
 		phases = append(phases, e.Phase)
@@ -183,9 +178,9 @@ func TestASlotsOwnHookReplacesTheTopLevelOne(t *testing.T) {
 	w := newWorld(t)
 	s1, s2 := w.addSlot("app-1", 7), w.addSlot("app-2", 3)
 	dir := t.TempDir()
-	s2.Hooks.PreDrain = hookScript(t, "touch "+filepath.Join(dir, "own-"+"$HAROLL_SLOT")+"\n")
+	s2.Hooks.PreDrain = hookConfig(t, "touch "+filepath.Join(dir, "own-"+"$HAROLL_SLOT")+"\n")
 	a := newTestAgent(t, w, s1, s2)
-	a.cfg.Hooks.PreDrain = hookScript(t, "touch "+filepath.Join(dir, "top-"+"$HAROLL_SLOT")+"\n")
+	a.cfg.Hooks.PreDrain = hookConfig(t, "touch "+filepath.Join(dir, "top-"+"$HAROLL_SLOT")+"\n")
 	if _, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil); err != nil {
 		t.Fatal(err)
 	}

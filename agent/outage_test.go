@@ -22,6 +22,14 @@ func after(w *world, phase Phase, fn func()) func(Event) {
 	}
 }
 
+// waitCall waits until w has seen call: an outage timed from the drain's
+// start, not from a fixed delay a loaded machine may outrun.
+func waitCall(w *world, call string) {
+	for countCalls(w, call) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func countCalls(w *world, call string) int {
 	n := 0
 	for _, c := range w.mutations() {
@@ -38,7 +46,7 @@ func TestAnHAProxyRestartDuringTheDrainIsWaitedOutAndTheDrainReapplied(t *testin
 	w.pid = deadPid(t) - 1 // a restart ends the old process
 	a := newTestAgent(t, w, w.addSlot("app-1", 7))
 	go func() {
-		time.Sleep(20 * time.Millisecond)
+		waitCall(w, "SetWeight app/srv-app-1 0")
 		w.setDown(&w.haproxyDown, runtime.ErrUnreachable) // the socket is gone
 		time.Sleep(150 * time.Millisecond)
 		w.restartHAProxy(map[string]int{"srv-app-1": 7})
@@ -61,7 +69,7 @@ func TestHAProxyGoneLongerThanTheDrainTimeoutRollsBackOnceItAnswers(t *testing.T
 	a.cfg.Drain.Timeout = 200 * time.Millisecond
 	oldID := w.byName("app-1").ID
 	go func() {
-		time.Sleep(20 * time.Millisecond)
+		waitCall(w, "SetWeight app/srv-app-1 0")
 		w.setDown(&w.haproxyDown, runtime.ErrTimeout) // a hanging socket
 		time.Sleep(500 * time.Millisecond)
 		w.setDown(&w.haproxyDown, nil) // the same process answers again

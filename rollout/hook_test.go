@@ -10,24 +10,19 @@ import (
 	"testing"
 
 	"github.com/haroll/haroll/internal/hook"
+	"github.com/haroll/haroll/internal/hook/hooktest"
 )
 
-// hookScript writes an executable shell script under t.TempDir(); the
-// coordinator executes the file itself (its #! line picks /bin/sh).
-func hookScript(t *testing.T, body string) hook.Config {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "hook")
-	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return hook.Config{Command: []string{p}}
+// hookConfig is a hook running a shell script with body (hooktest.Script).
+func hookConfig(t *testing.T, body string) hook.Config {
+	return hook.Config{Command: []string{hooktest.Script(t, body)}}
 }
 
 func TestAFailingPreHookTouchesNoHostAndWritesNoState(t *testing.T) {
 	f := newFleet(t, 4, "a", "b")
 	e := f.executor()
 	e.StateFile = filepath.Join(t.TempDir(), "rollout.json")
-	e.Hooks.Pre = hookScript(t, "echo 'change freeze' >&2\nexit 2\n")
+	e.Hooks.Pre = hookConfig(t, "echo 'change freeze' >&2\nexit 2\n")
 	var rec recorder
 	e.Events = rec.add
 	res, err := e.Run(t.Context(), hostNames(4), []string{"a", "b"}, mustStrategy(t, "2"))
@@ -71,7 +66,7 @@ func TestThePostHookIsToldHowTheRolloutEnded(t *testing.T) {
 			}
 			out := filepath.Join(t.TempDir(), "env")
 			e := f.executor()
-			e.Hooks.Post = hookScript(t, "env > "+out+"\n")
+			e.Hooks.Post = hookConfig(t, "env > "+out+"\n")
 			_, err := e.Run(t.Context(), hostNames(4), []string{"a"}, mustStrategy(t, "2"))
 			if (err != nil) != tc.wantErr || errors.Is(err, ErrHookFailed) {
 				t.Fatalf("got %v", err)
@@ -94,7 +89,7 @@ func TestAFailingPostHookFailsADoneRolloutButUndoesNothing(t *testing.T) {
 	f := newFleet(t, 2, "a")
 	e := f.executor()
 	e.StateFile = filepath.Join(t.TempDir(), "rollout.json")
-	e.Hooks.Post = hookScript(t, "echo 'chat webhook: 502'\nexit 1\n")
+	e.Hooks.Post = hookConfig(t, "echo 'chat webhook: 502'\nexit 1\n")
 	res, err := e.Run(t.Context(), hostNames(2), []string{"a"}, mustStrategy(t, "2"))
 	if !errors.Is(err, ErrHookFailed) || errors.Is(err, ErrFailed) {
 		t.Fatalf("got %v, want ErrHookFailed only", err)
@@ -133,8 +128,8 @@ func TestAnInterruptedRolloutRunsItsPostHookAndAResumeRunsBothAgain(t *testing.T
 	path := statePath(t)
 	log := filepath.Join(t.TempDir(), "hooks.log")
 	hooks := Hooks{
-		Pre:  hookScript(t, "echo pre >> "+log+"\n"),
-		Post: hookScript(t, "echo post $HAROLL_RESULT $HAROLL_HOSTS_DONE >> "+log+"\n"),
+		Pre:  hookConfig(t, "echo pre >> "+log+"\n"),
+		Post: hookConfig(t, "echo post $HAROLL_RESULT $HAROLL_HOSTS_DONE >> "+log+"\n"),
 	}
 	e := f.executor()
 	e.StateFile, e.Hooks = path, hooks

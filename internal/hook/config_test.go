@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/haroll/haroll/internal/hook/hooktest"
 )
 
 func TestNoCommandIsNoHookAndValid(t *testing.T) {
@@ -43,7 +45,7 @@ func TestValidateNamesTheKeyAndSaysWhatIsWrong(t *testing.T) {
 }
 
 func TestAnAbsoluteExecutableIsValid(t *testing.T) {
-	p := script(t, "exit 0\n")
+	p := hooktest.Script(t, "exit 0\n")
 	if errs := (Config{Command: []string{p, "--fast"}, Timeout: time.Millisecond}).Validate("hooks.post"); len(errs) != 0 {
 		t.Fatal(errs)
 	}

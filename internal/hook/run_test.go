@@ -11,22 +11,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/haroll/haroll/internal/hook/hooktest"
 )
 
-// script writes an executable shell script under t.TempDir() and returns its
-// path. The runner executes the file itself (its #! line picks /bin/sh):
-// haroll never runs `sh -c` with text.
-func script(t *testing.T, body string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "hook")
-	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func TestAHookThatExitsZeroPassesAndItsOutputIsKept(t *testing.T) {
-	p := script(t, "echo checked \"$1\" \"$2\"\necho warn >&2\n")
+	p := hooktest.Script(t, "echo checked \"$1\" \"$2\"\necho warn >&2\n")
 	res, err := Run(context.Background(), Config{Command: []string{p, "--fast", "two words"}}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +27,7 @@ func TestAHookThatExitsZeroPassesAndItsOutputIsKept(t *testing.T) {
 }
 
 func TestAHookThatExitsThreeFailsWithTheCodeAndItsOutputInTheError(t *testing.T) {
-	p := script(t, "echo 'smoke test: 503 from /health' >&2\nexit 3\n")
+	p := hooktest.Script(t, "echo 'smoke test: 503 from /health' >&2\nexit 3\n")
 	res, err := Run(context.Background(), Config{Command: []string{p}}, nil)
 	var herr *Error
 	if !errors.As(err, &herr) {
@@ -57,7 +47,7 @@ func TestTheTimeoutKillsTheHookAndItsChildren(t *testing.T) {
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "child.pid")
 	// The child holds no output open, so only the group kill ends it.
-	p := script(t, "sleep 100 >/dev/null 2>&1 &\necho $! > "+pidFile+"\necho started\nsleep 100\n")
+	p := hooktest.Script(t, "sleep 100 >/dev/null 2>&1 &\necho $! > "+pidFile+"\necho started\nsleep 100\n")
 	begin := time.Now()
 	_, err := Run(context.Background(), Config{Command: []string{p}, Timeout: 300 * time.Millisecond}, nil)
 	took := time.Since(begin)
@@ -82,7 +72,7 @@ func TestTheTimeoutKillsTheHookAndItsChildren(t *testing.T) {
 func TestABackgroundChildLeftByAHookThatExitedIsKilled(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "child.pid")
 	// This child keeps the hook's output open: Run waits waitDelay for it.
-	p := script(t, "sleep 100 &\necho $! > "+pidFile+"\nexit 0\n")
+	p := hooktest.Script(t, "sleep 100 &\necho $! > "+pidFile+"\nexit 0\n")
 	if _, err := Run(context.Background(), Config{Command: []string{p}}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +107,7 @@ func assertGone(t *testing.T, pid int) {
 
 func TestTheEnvironmentIsExactlyPathAndWhatTheCallerNames(t *testing.T) {
 	t.Setenv("SECRET_TOKEN", "must-not-leak")
-	p := script(t, "env\n")
+	p := hooktest.Script(t, "env\n")
 	res, err := Run(context.Background(), Config{Command: []string{p}},
 		map[string]string{"HAROLL_SLOT": "app-1", "HAROLL_IMAGE": "registry/app:2", "PATH": "/evil"})
 	if err != nil {
@@ -138,7 +128,7 @@ func TestTheEnvironmentIsExactlyPathAndWhatTheCallerNames(t *testing.T) {
 }
 
 func TestOnlyTheTailOfALongOutputIsKept(t *testing.T) {
-	p := script(t, "i=0\nwhile [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done\nexit 1\n")
+	p := hooktest.Script(t, "i=0\nwhile [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done\nexit 1\n")
 	res, err := Run(context.Background(), Config{Command: []string{p}}, nil)
 	if err == nil {
 		t.Fatal("exit 1 passed")
@@ -171,7 +161,7 @@ func TestAHookThatCannotStartFails(t *testing.T) {
 }
 
 func TestACancelledContextKillsTheHook(t *testing.T) {
-	p := script(t, "sleep 100\n")
+	p := hooktest.Script(t, "sleep 100\n")
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
 	_, err := Run(ctx, Config{Command: []string{p}}, nil)
