@@ -169,7 +169,7 @@ func (r *run) judgeCanary(ctx context.Context, bi, nb int, b Batch, k int, faile
 		if undone {
 			cs.Phase = CanaryRolledBack
 		} else {
-			result = "the rollback of a canary slot failed (see its error): `haroll rollout --resume` tries it again"
+			result = "the rollback of a canary slot failed: put it back by hand as its error says (`haroll redeploy --image <old image> --slot <slot>` on that host)"
 		}
 		r.saveCanary(cs)
 		*errs = multierror.Append(*errs, fmt.Errorf("%w: %s: %s", ErrCanaryFailed, why, result))
