@@ -363,7 +363,7 @@ func (r *run) promote(ctx context.Context, hosts []string) error {
 	var wg sync.WaitGroup
 	for _, h := range hosts {
 		wg.Go(func() {
-			cctx, cancel := r.callContext(ctx)
+			cctx, cancel := within(ctx, r.e.StepTimeout)
 			defer cancel()
 			a, err := r.connect(cctx, h)
 			if err == nil {
@@ -397,7 +397,7 @@ func (r *run) rollbackCanary(ctx context.Context, pos Event, b Batch, k int, cs 
 				continue // never asked: nothing to undo
 			}
 			wg.Go(func() {
-				sctx, cancel := r.callContext(ctx)
+				sctx, cancel := within(ctx, r.e.StepTimeout)
 				defer cancel()
 				req := &agentpb.RedeployRequest{Image: old, Slots: []string{st.Slot}, Origin: r.e.Origin + " (canary rollback)"}
 				at := pos
@@ -424,14 +424,6 @@ func (r *run) rollbackCanary(ctx context.Context, pos Event, b Batch, k int, cs 
 		wg.Wait()
 	}
 	return undone
-}
-
-// callContext bounds one call to an agent by StepTimeout.
-func (r *run) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if r.e.StepTimeout > 0 {
-		return context.WithTimeout(ctx, r.e.StepTimeout)
-	}
-	return context.WithCancel(ctx)
 }
 
 // canaryState returns the canary's recorded progress, or a new one.

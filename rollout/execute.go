@@ -481,11 +481,8 @@ func (r *run) preflight(ctx context.Context, hosts, slots []string) ([]string, [
 
 // status dials h and asks its status within ConnectTimeout.
 func (r *run) status(ctx context.Context, h string) (Agent, *agentpb.StatusResponse, error) {
-	if r.e.ConnectTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, r.e.ConnectTimeout)
-		defer cancel()
-	}
+	ctx, cancel := within(ctx, r.e.ConnectTimeout)
+	defer cancel()
 	a, err := r.e.Dial(ctx, h)
 	if err != nil {
 		return nil, nil, fmt.Errorf("host %s: %w", h, asUnreachable(err))
@@ -503,12 +500,8 @@ func (r *run) status(ctx context.Context, h string) (Agent, *agentpb.StatusRespo
 func (r *run) waitIdle(ctx context.Context, a Agent, h string, st *agentpb.StatusResponse) (*agentpb.StatusResponse, error) {
 	r.log.Info("waiting for a busy host", "host", h, "busy", st.GetBusy())
 	r.emit(Event{Kind: EventWaiting, Host: h, Detail: st.GetBusy()})
-	wctx := ctx
-	if r.e.StepTimeout > 0 {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithTimeout(ctx, r.e.StepTimeout)
-		defer cancel()
-	}
+	wctx, cancel := within(ctx, r.e.StepTimeout)
+	defer cancel()
 	every := r.e.PollInterval
 	if every <= 0 {
 		every = time.Second
@@ -524,10 +517,7 @@ func (r *run) waitIdle(ctx context.Context, a Agent, h string, st *agentpb.Statu
 			return st, nil
 		case <-time.After(every):
 		}
-		sctx, cancel := wctx, context.CancelFunc(func() {})
-		if r.e.ConnectTimeout > 0 {
-			sctx, cancel = context.WithTimeout(wctx, r.e.ConnectTimeout)
-		}
+		sctx, cancel := within(wctx, r.e.ConnectTimeout)
 		now, err := a.Status(sctx)
 		cancel()
 		if err != nil {
@@ -640,12 +630,8 @@ func (r *run) batch(ctx context.Context, bi, nb int, b Batch, br *BatchResult) (
 // returns the hosts that failed with their errors. canary steps give the
 // new containers CanaryPolicy.WeightPercent of their weight.
 func (r *run) step(ctx context.Context, log *slog.Logger, pos Event, si int, hosts []string, canary bool) map[string]error {
-	sctx := ctx
-	if r.e.StepTimeout > 0 {
-		var cancel context.CancelFunc
-		sctx, cancel = context.WithTimeout(ctx, r.e.StepTimeout)
-		defer cancel()
-	}
+	sctx, cancel := within(ctx, r.e.StepTimeout)
+	defer cancel()
 	var mu sync.Mutex
 	failed := map[string]error{}
 	var wg sync.WaitGroup
@@ -747,10 +733,7 @@ func (r *run) connect(ctx context.Context, h string) (Agent, error) {
 	if a := r.agent(h); a != nil {
 		return a, nil
 	}
-	dctx, cancel := ctx, context.CancelFunc(func() {})
-	if r.e.ConnectTimeout > 0 {
-		dctx, cancel = context.WithTimeout(ctx, r.e.ConnectTimeout)
-	}
+	dctx, cancel := within(ctx, r.e.ConnectTimeout)
 	defer cancel()
 	a, err := r.e.Dial(dctx, h)
 	if err != nil {
@@ -777,16 +760,12 @@ func (r *run) statusImage(h, slot string) string {
 	return ""
 }
 
-// statusBackend is the HAProxy backend of h's slot, from the preflight.
-func (r *run) statusBackend(h, slot string) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, s := range r.statuses[h].GetSlots() {
-		if s.GetSlot() == slot {
-			return s.GetBackend()
-		}
+// within bounds ctx by d; zero or less means no deadline of its own.
+func within(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d > 0 {
+		return context.WithTimeout(ctx, d)
 	}
-	return ""
+	return context.WithCancel(ctx)
 }
 
 func (r *run) agent(h string) Agent {
