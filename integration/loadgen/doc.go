@@ -8,4 +8,10 @@
 // the worker pool could not start on time are counted as Dropped instead of
 // silently lowering the rate; and only loopback targets are accepted, so a
 // mistyped URL can never load another machine.
+//
+// With Options.Clients the load comes from simulated clients, each with its
+// own cookie jar, keep-alive connections, X-Client header and optionally its
+// own loopback source address, to test HAProxy backends with persistence
+// (cookie insert, stick tables); Result then says which server (X-Server)
+// answered each client and how often a client switched servers.
 package loadgen

@@ -12,7 +12,16 @@
 //	ERROR_RATE   share of requests to / answered 500 (0..1, default 0); /health is not affected
 //
 // Routes: / (any method, 200 after the random latency), /slow?ms=N (200 after N ms, or when the client
-// goes away), /health (200 "ok" once ready, else 503).
+// goes away), /health (200 "ok" once ready, else 503), and GET /_served (below). Responses to / and
+// /slow also carry header X-Server: <hostname> (os.Hostname(); in Docker, the container id prefix), so
+// that a client behind HAProxy knows which container answered.
+//
+// GET /_served answers JSON {"requests": N, "first_unix_nano": T1, "last_unix_nano": T2}: N counts the
+// client requests the app received, that is, requests to / (and any other path / serves) and /slow,
+// counted when they arrive, before any latency and whether or not they complete; T1 and T2 are the
+// arrival times of the first and last of them, in nanoseconds since the Unix epoch (0 when N is 0).
+// Requests to /health and /_served are not counted. A test can ask a container directly whether it
+// got any client request before some instant. /_served answers 405 to methods other than GET and HEAD.
 //
 // SIGTERM or SIGINT shut the server down gracefully: in-flight requests complete (up to 30 s), then the
 // process exits 0. "testapp -check" (or "testapp check") probes http://127.0.0.1:$PORT/health and exits
@@ -21,6 +30,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,6 +41,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -48,6 +59,7 @@ type config struct {
 	broken     bool
 	errorRate  float64
 	check      bool
+	hostname   string // X-Server of responses to / and /slow; "" = os.Hostname()
 }
 
 func main() {
@@ -174,6 +186,45 @@ func serve(cfg config) error {
 	return srv.Shutdown(shutdownCtx)
 }
 
+// hostname is os.Hostname(), or "unknown" when it cannot be read.
+func hostname() string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "unknown"
+}
+
+// served counts the client requests (/ and /slow) as they arrive.
+type served struct {
+	mu          sync.Mutex
+	requests    int64
+	first, last int64 // arrival times, Unix nanoseconds
+}
+
+func (s *served) add() {
+	now := time.Now().UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests++
+	if s.first == 0 {
+		s.first = now
+	}
+	s.last = max(s.last, now)
+}
+
+// servedReport is the body of GET /_served.
+type servedReport struct {
+	Requests      int64 `json:"requests"`
+	FirstUnixNano int64 `json:"first_unix_nano"`
+	LastUnixNano  int64 `json:"last_unix_nano"`
+}
+
+func (s *served) report() servedReport {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return servedReport{Requests: s.requests, FirstUnixNano: s.first, LastUnixNano: s.last}
+}
+
 func handler(cfg config, ready *atomic.Bool) http.Handler {
 	reply := func(w http.ResponseWriter, status int, body string) {
 		w.Header().Set("X-Version", cfg.version)
@@ -181,7 +232,32 @@ func handler(cfg config, ready *atomic.Bool) http.Handler {
 		w.WriteHeader(status)
 		_, _ = io.WriteString(w, body)
 	}
+	if cfg.hostname == "" {
+		cfg.hostname = hostname()
+	}
+	var count served
+	// client wraps the handlers of client requests: counted on arrival, answered with X-Server.
+	client := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			count.add()
+			w.Header().Set("X-Server", cfg.hostname)
+			h(w, r)
+		}
+	}
 	mux := http.NewServeMux()
+	// A plain path, not "GET /_served": with a method in the pattern, a POST
+	// would fall through to / and be counted.
+	mux.HandleFunc("/_served", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("X-Version", cfg.version)
+		w.Header().Set("X-Server", cfg.hostname)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(count.report())
+	})
 	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
 		if !ready.Load() {
 			reply(w, http.StatusServiceUnavailable, "not ready\n")
@@ -189,14 +265,14 @@ func handler(cfg config, ready *atomic.Bool) http.Handler {
 		}
 		reply(w, http.StatusOK, "ok\n")
 	})
-	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/slow", client(func(w http.ResponseWriter, r *http.Request) {
 		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
 		if !sleep(r.Context(), time.Duration(ms)*time.Millisecond) {
 			return
 		}
 		reply(w, http.StatusOK, "version="+cfg.version+"\n")
-	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("/", client(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		var d time.Duration
 		if cfg.latencyMax > 0 {
@@ -210,7 +286,7 @@ func handler(cfg config, ready *atomic.Bool) http.Handler {
 			return
 		}
 		reply(w, http.StatusOK, "version="+cfg.version+"\n")
-	})
+	}))
 	return mux
 }
 
