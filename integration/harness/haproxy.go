@@ -34,8 +34,9 @@ const (
 const DefaultHAProxyPath = "/usr/sbin/haproxy"
 
 var (
-	// ErrNoHAProxy means no haproxy binary was found at DefaultHAProxyPath or on PATH.
-	ErrNoHAProxy = errors.New("haproxy not found at " + DefaultHAProxyPath + " or on PATH (apt-get install -y haproxy, or run .ci/deps)")
+	// ErrNoHAProxy means no haproxy binary was found: HAROLL_HAPROXY names none that is executable,
+	// or, with it unset, there is none at DefaultHAProxyPath nor on PATH.
+	ErrNoHAProxy = errors.New("haproxy not found")
 	// ErrHAProxyExited means the haproxy process ended when it should have been running:
 	// during start-up (bad config, port in use) or before Stop. The error carries its log.
 	ErrHAProxyExited = errors.New("haproxy exited")
@@ -92,15 +93,31 @@ type HAProxy struct {
 	stopErr  error
 }
 
-// FindHAProxy returns the haproxy binary to run: DefaultHAProxyPath, else haproxy on PATH, else ErrNoHAProxy.
+// HAProxyEnv names the environment variable that, when set, is the haproxy binary to run (e.g. the
+// HAProxy 3.0 wrapper .ci/deps installs) instead of DefaultHAProxyPath or PATH.
+const HAProxyEnv = "HAROLL_HAPROXY"
+
+// FindHAProxy returns the haproxy binary to run: $HAROLL_HAPROXY when set (an error wrapping
+// ErrNoHAProxy when it is not an executable file: no fallback, so a run meant for one version never
+// silently tests another), else DefaultHAProxyPath, else haproxy on PATH, else ErrNoHAProxy.
 func FindHAProxy() (string, error) {
+	if p := os.Getenv(HAProxyEnv); p != "" {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return "", fmt.Errorf("%w: %s=%s: %v (run .ci/deps for HAProxy 3.0)", ErrNoHAProxy, HAProxyEnv, p, err)
+		}
+		if fi.IsDir() || fi.Mode()&0o111 == 0 {
+			return "", fmt.Errorf("%w: %s=%s is not an executable file", ErrNoHAProxy, HAProxyEnv, p)
+		}
+		return p, nil
+	}
 	if fi, err := os.Stat(DefaultHAProxyPath); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
 		return DefaultHAProxyPath, nil
 	}
 	if p, err := exec.LookPath("haproxy"); err == nil {
 		return p, nil
 	}
-	return "", ErrNoHAProxy
+	return "", fmt.Errorf("%w at %s or on PATH (apt-get install -y haproxy, or run .ci/deps)", ErrNoHAProxy, DefaultHAProxyPath)
 }
 
 // Render returns the haproxy.cfg that StartHAProxy would write for c, with its socket in c.Dir.
