@@ -66,7 +66,18 @@ type HAProxyConfig struct {
 	Socket string `mapstructure:"socket"`
 	// Timeout bounds each runtime API call.
 	Timeout time.Duration `mapstructure:"timeout"`
+	// Config is the configuration HAProxy runs with: a file, or a directory
+	// of *.cfg files read in name order as HAProxy's -f reads one. Preflight
+	// reads each slot's backend in it to refuse settings that defeat the
+	// drain (`option persist`, `force-persist`); the runtime API cannot tell
+	// them. When the default file does not exist the check is skipped with
+	// a warning; a path set here must be readable.
+	Config string `mapstructure:"config"`
 }
+
+// DefaultHAProxyConfig is where Debian's haproxy package keeps its
+// configuration.
+const DefaultHAProxyConfig = "/etc/haproxy/haproxy.cfg"
 
 // DockerConfig says how to reach the Docker engine.
 type DockerConfig struct {
@@ -88,8 +99,14 @@ const (
 
 // DrainConfig says how traffic is taken away from a slot.
 type DrainConfig struct {
-	Mode      string        `mapstructure:"mode"`
-	Timeout   time.Duration `mapstructure:"timeout"`
+	Mode    string        `mapstructure:"mode"`
+	Timeout time.Duration `mapstructure:"timeout"`
+	// Grace is how long the server stays at weight 0 (or DRAIN), still
+	// serving the clients pinned to it by a cookie or a stick table, before
+	// it goes into maintenance, which moves them to other servers. It ends
+	// early when the server has no session. 0 (the default) moves them at
+	// once; the sessions in flight finish either way.
+	Grace     time.Duration `mapstructure:"grace"`
 	OnTimeout string        `mapstructure:"on_timeout"`
 }
 
@@ -145,7 +162,7 @@ const (
 // DefaultConfig returns the defaults every key falls back to.
 func DefaultConfig() Config {
 	return Config{
-		HAProxy:    HAProxyConfig{Socket: "/run/haproxy/admin.sock", Timeout: runtime.DefaultTimeout},
+		HAProxy:    HAProxyConfig{Socket: "/run/haproxy/admin.sock", Timeout: runtime.DefaultTimeout, Config: DefaultHAProxyConfig},
 		Docker:     DockerConfig{Timeout: docker.DefaultTimeout},
 		StateDir:   "/var/lib/haroll",
 		Drain:      DrainConfig{Mode: DrainWeight, Timeout: 30 * time.Second, OnTimeout: OnTimeoutFail},
@@ -186,6 +203,12 @@ func (c Config) Validate() error {
 	}
 	if c.Drain.Timeout < time.Millisecond {
 		bad("drain.timeout", c.Drain.Timeout, "must be at least 1ms: write it with a unit, e.g. 30s")
+	}
+	if c.Drain.Grace < 0 || c.Drain.Grace >= c.Drain.Timeout {
+		bad("drain.grace", c.Drain.Grace, "must be at least 0 and less than drain.timeout: the sessions in flight need time to end after it")
+	}
+	if c.HAProxy.Config == "" {
+		bad("haproxy.config", `""`, "set the haproxy.cfg HAProxy runs with (a file or a directory of *.cfg)")
 	}
 	if c.Drain.OnTimeout != OnTimeoutFail && c.Drain.OnTimeout != OnTimeoutShutdown {
 		bad("drain.on_timeout", c.Drain.OnTimeout, "want fail or shutdown")

@@ -16,6 +16,9 @@ type HAProxy interface {
 	SetState(ctx context.Context, backend, server string, state runtime.State) error
 	SetAddr(ctx context.Context, backend, server, ip string, port int) error
 	ForceHealthDown(ctx context.Context, backend, server string) error
+	// LeaveMaint takes the server out of maintenance into state to (ready
+	// or drain) and forces its health down in the same command line.
+	LeaveMaint(ctx context.Context, backend, server string, to runtime.State) error
 	ShutdownSessions(ctx context.Context, backend, server string) error
 	Info(ctx context.Context) (runtime.Info, error)
 }

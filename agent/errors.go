@@ -13,6 +13,10 @@ var (
 	ErrPreflight = errors.New("preflight failed")
 	// ErrMinServing: draining the slot would leave too few serving servers.
 	ErrMinServing = errors.New("too few other servers serving")
+	// ErrPersistence: the slot's backend keeps pinned clients on a server in
+	// maintenance (`option persist`, `force-persist`), so its server cannot
+	// be taken out of every selection before its container stops.
+	ErrPersistence = errors.New("backend persistence defeats the drain")
 	// ErrDrainTimeout: sessions were still open at drain.timeout.
 	ErrDrainTimeout = errors.New("drain timed out")
 	// ErrNotHealthy: the new container did not prove healthy in health.timeout.

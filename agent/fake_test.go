@@ -40,6 +40,78 @@ type world struct {
 	// haproxyDown and dockerDown, when set, are what every HAProxy or Docker
 	// call returns: the socket is gone, the daemon restarts.
 	haproxyDown, dockerDown error
+	// pinned: clients pinned to a server (a cookie, a stick table) keep
+	// coming while it is not in maintenance, so its sessions never end
+	// there, at weight 0 or DRAIN alike, as in HAProxy.
+	pinned bool
+	// vetted are the containers HAProxy may send requests to: the first
+	// ones, and each one a server saw pass rise checks from a forced health
+	// of 0 while pointing at it.
+	vetted map[string]bool
+	// violations are what haroll must never do, as the fake saw it: a
+	// container stopped while a server could select it or had sessions on
+	// it, a container reachable through HAProxy before its gate.
+	violations []string
+}
+
+// selectable reports whether HAProxy may send s a request, by balancing
+// or by persistence: not in maintenance and up by its checks.
+func (s *fakeServer) selectable() bool {
+	return s.admin.State != runtime.StateMaint && s.stat.CheckHealth >= s.stat.CheckRise
+}
+
+// containerAt returns the running container that listens at addr.
+func (w *world) containerAt(addr string) *docker.Container {
+	for _, c := range w.ctrs {
+		if !c.Running {
+			continue
+		}
+		for _, b := range c.Ports["8080/tcp"] {
+			if fmt.Sprintf("127.0.0.1:%d", b.HostPort) == addr {
+				return c
+			}
+		}
+	}
+	return nil
+}
+
+// checkExposure records a violation for every server that could send a
+// request to a container not vetted yet.
+func (w *world) checkExposure() {
+	for _, s := range w.servers {
+		if !s.selectable() {
+			continue
+		}
+		if c := w.containerAt(s.stat.Addr); c != nil && !w.vetted[c.ID] {
+			w.violations = append(w.violations, fmt.Sprintf("container %s (%s) selectable by %s/%s (%s, health %d) before its gate, after %v",
+				c.Name, c.Image, s.stat.Backend, s.stat.Server, s.admin.State, s.stat.CheckHealth, w.calls))
+		}
+	}
+}
+
+// checkStop records a violation when the container id is stopped while a
+// server that points at it could select it or has sessions on it.
+func (w *world) checkStop(id string) {
+	c := w.byName(id)
+	if c == nil || !c.Running {
+		return
+	}
+	for _, s := range w.servers {
+		if w.containerAt(s.stat.Addr) != c {
+			continue
+		}
+		if s.admin.State != runtime.StateMaint || s.left > 0 {
+			w.violations = append(w.violations, fmt.Sprintf("container %s stopped while %s/%s is %s with %d sessions, after %v",
+				c.Name, s.stat.Backend, s.stat.Server, s.admin.State, s.left, w.calls))
+		}
+	}
+}
+
+// safetyViolations returns what checkExposure and checkStop saw.
+func (w *world) safetyViolations() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.violations...)
 }
 
 // restartHAProxy ends an outage as a restart does: a new process, every
@@ -53,6 +125,9 @@ func (w *world) restartHAProxy(weights map[string]int) {
 	for name, weight := range weights {
 		s := w.servers["app/"+name]
 		s.stat.Weight, s.stat.Scur, s.admin.State, s.left = weight, 0, runtime.StateReady, 0
+		if s.stat.CheckHealth < s.stat.CheckRise { // a new process starts its servers UP
+			s.stat.CheckHealth = s.stat.CheckRise
+		}
 	}
 }
 
@@ -81,13 +156,35 @@ type fakeServer struct {
 	stat  runtime.ServerStat
 	admin runtime.Admin
 	left  int // sessions left once drained
+	// fromZero: the health was forced to 0 and has not been full since,
+	// so reaching full vets the container the server points at.
+	fromZero bool
+	// weight and addr are the server's in the configuration file.
+	weight int
+	addr   string
+}
+
+// reload makes HAProxy a new worker (pid, which must not be a live
+// process) that knows only the configuration file: every server ready at
+// its configured weight and address, UP at once with no check run.
+func (w *world) reload(pid int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.pid = pid - 1
+	for _, s := range w.servers {
+		if s.weight == 0 {
+			continue // not a slot's server
+		}
+		s.admin.State, s.stat.Weight, s.stat.Addr = runtime.StateReady, s.weight, s.addr
+		s.stat.CheckHealth, s.fromZero = max(s.stat.CheckHealth, s.stat.CheckRise), false
+	}
 }
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	w := &world{servers: map[string]*fakeServer{}, ctrs: map[string]*docker.Container{},
 		images: map[string]string{"app:v1": "sha256:v1", "app:v2": "sha256:v2", "app:broken": "sha256:broken"},
-		broken: map[string]bool{"sha256:broken": true}, fail: map[string]error{}, nextPrt: 20000}
+		broken: map[string]bool{"sha256:broken": true}, fail: map[string]error{}, nextPrt: 20000, vetted: map[string]bool{}}
 	// A server haroll does not manage keeps the backend serving (min_serving).
 	w.servers["app/other"] = &fakeServer{stat: runtime.ServerStat{Backend: "app", Server: "other", Status: "no check", Weight: 1}}
 	return w
@@ -100,11 +197,12 @@ func (w *world) addSlot(name string, weight int) SlotConfig {
 	id := w.newID()
 	// A fixed host port, so the default strategy is stop-first; startFirst
 	// makes the slot's container publish an ephemeral one.
+	w.vetted[id] = true
 	w.ctrs[id] = &docker.Container{ID: id, Name: name, Image: "app:v1", ImageID: "sha256:v1", Running: true,
 		Ports:          map[string][]docker.PortBinding{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: port}}},
 		FixedHostPorts: []string{fmt.Sprintf("127.0.0.1:%d->8080/tcp", port)}}
 	srv := "srv-" + name
-	w.servers["app/"+srv] = &fakeServer{
+	w.servers["app/"+srv] = &fakeServer{weight: weight, addr: fmt.Sprintf("127.0.0.1:%d", port),
 		stat:  runtime.ServerStat{Backend: "app", Server: srv, Status: "UP", Weight: weight, CheckStatus: "L7OK", CheckHealth: 3, CheckRise: 2, CheckFall: 2, Addr: fmt.Sprintf("127.0.0.1:%d", port), Checked: true},
 		admin: runtime.Admin{State: runtime.StateReady, Checked: true},
 	}
@@ -192,20 +290,35 @@ func (w *world) Server(ctx context.Context, backend, server string) (runtime.Ser
 	if err != nil {
 		return runtime.ServerStat{}, err
 	}
-	// Each poll is one health check of whatever listens at the address.
+	defer w.checkExposure()
+	// Each poll is one health check of whatever listens at the address;
+	// HAProxy pauses the checks of a server in maintenance.
 	full := s.stat.CheckRise + s.stat.CheckFall - 1
-	if w.healthyAt(s.stat.Addr) {
+	maint := s.admin.State == runtime.StateMaint
+	switch {
+	case maint:
+	case w.healthyAt(s.stat.Addr):
 		s.stat.CheckStatus = "L7OK"
 		if s.stat.CheckHealth < full {
 			s.stat.CheckHealth++
 		}
-	} else {
+		// HAProxy calls the server UP at rise successes from a forced 0:
+		// from then on it may send it a request (at weight 0, a pinned one).
+		if s.stat.CheckHealth >= s.stat.CheckRise && s.fromZero {
+			s.fromZero = false
+			if c := w.containerAt(s.stat.Addr); c != nil {
+				w.vetted[c.ID] = true
+			}
+		}
+	default:
 		s.stat.CheckStatus = "L4CON"
 		if s.stat.CheckHealth > 0 {
 			s.stat.CheckHealth--
 		}
 	}
 	switch {
+	case maint:
+		s.stat.Status = "MAINT"
 	case s.stat.CheckHealth >= s.stat.CheckRise && s.admin.State == runtime.StateDrain:
 		s.stat.Status = "DRAIN"
 	case s.stat.CheckHealth >= s.stat.CheckRise:
@@ -213,8 +326,8 @@ func (w *world) Server(ctx context.Context, backend, server string) (runtime.Ser
 	default:
 		s.stat.Status = "DOWN"
 	}
-	if s.stat.Weight == 0 || s.admin.State == runtime.StateDrain {
-		if s.left > 0 {
+	if s.stat.Weight == 0 || s.admin.State != runtime.StateReady {
+		if s.left > 0 && (maint || !w.pinned) {
 			s.left--
 		}
 		s.stat.Scur = s.left
@@ -263,10 +376,11 @@ func (w *world) SetWeight(ctx context.Context, backend, server string, weight in
 	if err != nil {
 		return err
 	}
-	if weight == 0 {
+	if weight == 0 && s.admin.State != runtime.StateMaint {
 		s.left = w.sessions
 	}
 	s.stat.Weight = weight
+	w.checkExposure()
 	return nil
 }
 
@@ -280,10 +394,18 @@ func (w *world) SetState(ctx context.Context, backend, server string, state runt
 	if err != nil {
 		return err
 	}
-	if state == runtime.StateDrain {
+	switch {
+	case state == runtime.StateDrain && s.admin.State == runtime.StateReady && s.stat.Weight > 0:
 		s.left = w.sessions
+	case state == runtime.StateMaint && s.admin.State == runtime.StateReady && s.stat.Weight > 0:
+		s.left = w.sessions // maintenance straight from serving: its sessions in flight
+	case state != runtime.StateMaint && s.admin.State == runtime.StateMaint:
+		// Leaving maintenance alone: HAProxy sets the health to rise, UP
+		// at once, without a check.
+		s.stat.CheckHealth = s.stat.CheckRise
 	}
 	s.admin.State = state
+	w.checkExposure()
 	return nil
 }
 
@@ -298,6 +420,7 @@ func (w *world) SetAddr(ctx context.Context, backend, server, ip string, port in
 		return err
 	}
 	s.stat.Addr = ip + ":" + strconv.Itoa(port)
+	w.checkExposure()
 	return nil
 }
 
@@ -311,7 +434,22 @@ func (w *world) ForceHealthDown(ctx context.Context, backend, server string) err
 	if err != nil {
 		return err
 	}
-	s.stat.CheckHealth, s.stat.Status = 0, "DOWN"
+	s.stat.CheckHealth, s.stat.Status, s.fromZero = 0, "DOWN", true
+	return nil
+}
+
+func (w *world) LeaveMaint(ctx context.Context, backend, server string, to runtime.State) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.record("LeaveMaint %s/%s %s", backend, server, to); err != nil {
+		return err
+	}
+	s, err := w.server(backend, server)
+	if err != nil {
+		return err
+	}
+	s.admin.State = to
+	s.stat.CheckHealth, s.stat.Status, s.fromZero = 0, "DOWN", true
 	return nil
 }
 
@@ -399,8 +537,20 @@ func (w *world) setRunning(verb, id string, running bool) error {
 	return nil
 }
 
-func (w *world) Start(ctx context.Context, id string) error { return w.setRunning("Start", id, true) }
-func (w *world) Stop(ctx context.Context, id string) error  { return w.setRunning("Stop", id, false) }
+func (w *world) Start(ctx context.Context, id string) error {
+	err := w.setRunning("Start", id, true)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.checkExposure()
+	return err
+}
+
+func (w *world) Stop(ctx context.Context, id string) error {
+	w.mu.Lock()
+	w.checkStop(id)
+	w.mu.Unlock()
+	return w.setRunning("Stop", id, false)
+}
 
 func (w *world) Rename(ctx context.Context, id, name string) error {
 	w.mu.Lock()
@@ -459,6 +609,13 @@ func newTestAgent(t *testing.T, w *world, slots ...SlotConfig) *Agent {
 		t.Fatal(err)
 	}
 	a := New(cfg, w, w, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	// Whatever the test, haroll must never stop a container HAProxy can
+	// still select nor expose one before its gate.
+	t.Cleanup(func() {
+		for _, v := range w.safetyViolations() {
+			t.Errorf("safety: %s", v)
+		}
+	})
 	a.poll = time.Millisecond
 	a.settle = 0
 	a.probe = func(ctx context.Context, addr address) error {

@@ -55,7 +55,7 @@ func TestHAProxyFailingDuringTheGateIsRolledBack(t *testing.T) {
 	a := newTestAgent(t, w, w.addSlot("app-1", 7))
 	a.grace = 50 * time.Millisecond // the rollback retries the timeouts until health.timeout + grace
 	oldID := w.byName("app-1").ID
-	w.fail["ForceHealthDown"] = runtime.ErrTimeout
+	w.fail["LeaveMaint"] = runtime.ErrTimeout
 	_, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil)
 	if !errors.Is(err, runtime.ErrTimeout) {
 		t.Fatalf("got %v", err)
@@ -72,7 +72,7 @@ func TestHAProxyFailingDuringTheGateIsRolledBack(t *testing.T) {
 	if e, _ := (Journal{dir: a.cfg.StateDir}).Read(); e == nil {
 		t.Fatal("an incomplete rollback must keep the journal")
 	}
-	delete(w.fail, "ForceHealthDown") // HAProxy answers again
+	delete(w.fail, "LeaveMaint") // HAProxy answers again
 	if did, err := a.Recover(context.Background()); err != nil || did == "" {
 		t.Fatalf("recover: %q, %v", did, err)
 	}

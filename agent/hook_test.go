@@ -110,8 +110,8 @@ func TestAFailingPostReplaceHookRollsBackToTheOldContainerAtItsWeight(t *testing
 	if b, err := os.ReadFile(seen); err != nil || json.Unmarshal(b, &e) != nil {
 		t.Fatalf("the hook did not see the journal: %v", err)
 	}
-	if e.Proven || e.Phase != PhaseGate || e.NewID == "" {
-		t.Fatalf("journal during post_replace: %+v, want not proven", e)
+	if e.Proven || !e.Maint || e.NewID == "" {
+		t.Fatalf("journal during post_replace: %+v, want not proven, the server in maintenance", e)
 	}
 }
 
@@ -152,8 +152,8 @@ func TestHooksThatPassRunFirstAndAfterTheGateWithTheirEnvironment(t *testing.T) 
 		t.Fatal(err)
 	}
 	gate := slices.Index(phases, PhaseGate)
-	if phases[0] != PhasePreDrain || gate < 0 || phases[gate+1] != PhasePostReplace || phases[gate+2] != PhaseRestore {
-		t.Fatalf("phases %v: want pre_drain first, post_replace between gate and restore", phases)
+	if phases[0] != PhasePreDrain || gate < 1 || phases[gate-1] != PhasePostReplace || phases[gate+1] != PhaseRestore {
+		t.Fatalf("phases %v: want pre_drain first, post_replace right before the gate (in maintenance), then restore", phases)
 	}
 	c := w.byName("app-1")
 	base := map[string]string{

@@ -34,6 +34,9 @@ type Entry struct {
 	Drained   bool          `json:"drained"`
 	Stopped   bool          `json:"stopped"`
 	Renamed   bool          `json:"renamed"`
+	// Maint: the server is (or may be) in maintenance, set by haroll. It is
+	// set before the server goes in and cleared only once it is out.
+	Maint bool `json:"maint,omitempty"`
 	// Switched: HAProxy may point at the new container's address.
 	Switched bool `json:"switched"`
 	// StartFirst: the old container kept running beside the new one.

@@ -110,6 +110,7 @@ func TestAnOutageLongerThanTheRollbackKeepsTheJournalForRecovery(t *testing.T) {
 	a := newTestAgent(t, w, w.addSlot("app-1", 7))
 	a.grace = 100 * time.Millisecond
 	a.cfg.Health.Timeout = 300 * time.Millisecond
+	a.cfg.Drain.Timeout = 300 * time.Millisecond
 	oldID := w.byName("app-1").ID
 	events := after(w, PhaseStart, func() { w.setDown(&w.haproxyDown, runtime.ErrUnreachable) })
 	begin := time.Now()
@@ -117,7 +118,8 @@ func TestAnOutageLongerThanTheRollbackKeepsTheJournalForRecovery(t *testing.T) {
 	if !errors.Is(err, runtime.ErrUnreachable) || !errors.Is(err, ErrRollback) {
 		t.Fatalf("got %v: want an incomplete rollback naming HAProxy", err)
 	}
-	// Bounded: the health wait, then the rollback's health.timeout + grace.
+	// Bounded: the health wait, then the rollback's health.timeout +
+	// drain.timeout + grace.
 	if d := time.Since(begin); d > 2*time.Second {
 		t.Fatalf("took %s", d)
 	}

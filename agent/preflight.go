@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/haroll/haroll/docker"
 	"github.com/haroll/haroll/runtime"
@@ -96,6 +97,9 @@ func (a *Agent) checkSlot(ctx context.Context, s SlotConfig) (plan, error) {
 	if !adm.Checked {
 		return p, fmt.Errorf("haproxy server %s/%s has no health check, so HAProxy could not prove the new container healthy: add `check` to its server line", s.Backend, s.Server)
 	}
+	if err := a.checkPersistence(s); err != nil {
+		return p, err
+	}
 	if adm.State == runtime.StateMaint {
 		return p, fmt.Errorf("haproxy server %s/%s is in maintenance: set it ready (`set server %s/%s state ready`) or leave the slot out", s.Backend, s.Server, s.Backend, s.Server)
 	}
@@ -141,6 +145,33 @@ func (a *Agent) checkServing(ctx context.Context, s SlotConfig) error {
 	}
 	if serving < a.cfg.MinServing {
 		return fmt.Errorf("backend %s has %d other serving servers, min_serving is %d: %w", s.Backend, serving, a.cfg.MinServing, ErrMinServing)
+	}
+	return nil
+}
+
+// checkPersistence refuses a backend whose configuration keeps pinned
+// clients on a server in maintenance (`option persist`, `force-persist`):
+// there, no runtime command takes a server out of every selection, so its
+// container could not be stopped without losing their requests. With the
+// default haproxy.config absent, or not holding the backend, the check is
+// skipped with a warning; a path the operator set must hold it.
+func (a *Agent) checkPersistence(s SlotConfig) error {
+	path := a.cfg.HAProxy.Config
+	found, err := persistSettings(path, s.Backend)
+	switch {
+	case err != nil && path == DefaultHAProxyConfig:
+		a.log.Warn("cannot check the backend for option persist or force-persist: set haproxy.config to the configuration HAProxy runs with",
+			"slot", s.Name, "backend", s.Backend, "error", err)
+		return nil
+	case err != nil:
+		return fmt.Errorf("haproxy.config: %w", err)
+	case len(found) > 0:
+		lines := make([]string, len(found))
+		for i, f := range found {
+			lines[i] = f.String()
+		}
+		return fmt.Errorf("backend %s keeps clients pinned to a server in maintenance (%s), so haroll cannot take a server's traffic away before it stops the container: remove `option persist` (or add `no option persist` to the backend) and the backend's `force-persist` rules: %w",
+			s.Backend, strings.Join(lines, "; "), ErrPersistence)
 	}
 	return nil
 }

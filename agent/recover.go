@@ -87,6 +87,8 @@ func (a *Agent) recoverJournal(ctx context.Context) (string, error) {
 	p := plan{slot: *slot, old: docker.Container{ID: e.OldID, Image: e.OldImage}, weight: e.Weight, state: e.State, addr: e.Addr}
 	r := a.newReplacement(p, e.Image, a.observed(nil))
 	r.e = *e
+	stopGuard := r.guard(ctx) // reloads during the recovery, as during the replacement
+	defer stopGuard()
 	r.log.Warn("recovering a replacement cut off by a crash", "phase", e.Phase, "proven", e.Proven)
 	if e.Proven {
 		if err := r.finish(ctx); err != nil {

@@ -34,7 +34,7 @@ func TestRecoveryAfterACrashInEachPhaseLeavesTheSlotServing(t *testing.T) {
 			{"old stopped", "Rename", "app:v1"},
 			{"old renamed, new not", "Rename app-1-haroll-next", "app:v1"},
 			{"both renamed, new not started", "Start", "app:v1"},
-			{"new started, before the gate", "ForceHealthDown", "app:v1"},
+			{"new started, before the gate", "LeaveMaint", "app:v1"},
 			{"gate passed, before restore", "SetWeight app/srv-app-1 7", "app:v2"},
 		}},
 		// The old container runs until the new one is proven, and HAProxy is
@@ -44,7 +44,7 @@ func TestRecoveryAfterACrashInEachPhaseLeavesTheSlotServing(t *testing.T) {
 			{"renamed, new not created", "Clone", "app:v1"},
 			{"new created", "Start", "app:v1"},
 			{"new booted, before the address", "SetAddr", "app:v1"},
-			{"address switched, before the gate", "ForceHealthDown", "app:v1"},
+			{"address switched, before the gate", "LeaveMaint", "app:v1"},
 			{"gate passed, before restore", "SetWeight app/srv-app-1 7", "app:v2"},
 		}},
 	} {

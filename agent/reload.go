@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/haroll/haroll/runtime"
 )
@@ -20,12 +21,15 @@ type reloadWatch struct {
 }
 
 // watchReload asks `show info` whether HAProxy was reloaded or restarted
-// since the last look. A reload reverts every runtime change, so the ones
-// this replacement owns are applied again: the drain (weight 0 or state
-// drain), the new address, and `health down` during the gate (the new worker
-// starts the server UP with no check run). It reports whether a reload was
-// seen, so a wait looks again before it decides anything.
+// since the last look. A reload without a server-state-file reverts every
+// runtime change, so the ones this replacement holds the server to are
+// applied again (reapply). It reports whether a reload was seen, so a wait
+// looks again before it decides anything.
 func (r *replacement) watchReload(ctx context.Context) (bool, error) {
+	// The guard and the waits both look: asking under hmu keeps an older
+	// answer from being taken for a reload after a newer one was handled.
+	r.hmu.Lock()
+	defer r.hmu.Unlock()
 	info, err := r.a.haproxy.Info(ctx)
 	if err != nil {
 		return false, err
@@ -52,15 +56,24 @@ func (r *replacement) watchReload(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// reapply makes again the runtime changes this replacement owns.
+// reapply makes again the runtime changes this replacement holds the server
+// to; it runs under hmu. Maintenance comes first, in one command: the new
+// worker starts the server UP at its configured weight and address, which in
+// stop-first may be the unproven new container's.
 func (r *replacement) reapply(ctx context.Context) error {
 	a, s := r.a, r.p.slot
-	var err error
+	if r.e.Maint {
+		if err := a.haproxy.SetState(ctx, s.Backend, s.Server, runtime.StateMaint); err != nil {
+			return fmt.Errorf("re-apply maintenance after a reload: %w", err)
+		}
+	}
 	if r.e.Drained {
-		if r.e.DrainMode == DrainState {
-			err = a.haproxy.SetState(ctx, s.Backend, s.Server, runtime.StateDrain)
-		} else {
+		var err error
+		switch {
+		case r.e.DrainMode != DrainState:
 			err = a.haproxy.SetWeight(ctx, s.Backend, s.Server, 0)
+		case !r.e.Maint: // `state drain` would take the server out of maintenance
+			err = a.haproxy.SetState(ctx, s.Backend, s.Server, runtime.StateDrain)
 		}
 		if err != nil {
 			return fmt.Errorf("re-apply the drain after a reload: %w", err)
@@ -73,10 +86,106 @@ func (r *replacement) reapply(ctx context.Context) error {
 			return fmt.Errorf("re-apply the address after a reload: %w", err)
 		}
 	}
-	if r.gating {
+	if r.gating && !r.e.Maint {
 		if err := a.haproxy.ForceHealthDown(ctx, s.Backend, s.Server); err != nil {
 			return fmt.Errorf("re-apply health down after a reload: %w", err)
 		}
+	}
+	return nil
+}
+
+// guard watches for HAProxy reloads and restarts in the background, every
+// poll, for as long as the replacement (or its rollback) runs, and has what
+// the server is held to re-applied as soon as one is seen, whatever the
+// replacement is doing then (stopping, starting, booting a container,
+// running a hook). The waits look too, so that they decide nothing on the
+// new worker's first answer. The returned stop ends the guard and waits for
+// it.
+func (r *replacement) guard(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(r.a.poll)
+		defer t.Stop()
+		var failing bool
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			_, err := r.watchReload(ctx)
+			switch {
+			case err != nil && ctx.Err() == nil && !failing:
+				// Logged once per spell: the waits report outages themselves.
+				r.log.Warn("watching for haproxy reloads", "error", err)
+				failing = true
+			case err == nil:
+				failing = false
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// enterMaint puts the server in maintenance: HAProxy then selects it for no
+// request, neither by balancing nor by a persistence cookie or stick-table
+// entry (unless `option persist` or `force-persist`, which preflight
+// refuses), and hands its queued requests to other servers. Sessions in
+// flight go on. The journal says so first.
+func (r *replacement) enterMaint(ctx context.Context) error {
+	a, s := r.a, r.p.slot
+	return r.hold(func() error {
+		r.e.Maint = true
+		if err := r.journal.Write(r.e); err != nil {
+			return err
+		}
+		return a.haproxy.SetState(ctx, s.Backend, s.Server, runtime.StateMaint)
+	})
+}
+
+// leaveMaint takes the server out of maintenance straight into a forced
+// `health down` (one command line), into the state the drain left it in:
+// DRAIN in drain mode, else ready at weight 0. From there only fresh checks
+// bring it UP. The journal forgets the maintenance only once it is left, so
+// that a crash in between is undone as if it were still on.
+func (r *replacement) leaveMaint(ctx context.Context) error {
+	a, s := r.a, r.p.slot
+	to := runtime.StateReady
+	if r.e.DrainMode == DrainState || r.p.state == runtime.StateDrain {
+		to = runtime.StateDrain
+	}
+	return r.hold(func() error {
+		if err := a.haproxy.LeaveMaint(ctx, s.Backend, s.Server, to); err != nil {
+			return err
+		}
+		r.e.Maint, r.gating = false, true
+		return r.journal.Write(r.e)
+	})
+}
+
+// quiesce takes the server out of every selection (maintenance) and waits,
+// within drain.timeout, until it has no session and no queued request, before
+// a container it may point at is stopped. Sessions still open then are shut
+// down: they are on a container that never passed the gate.
+func (r *replacement) quiesce(ctx context.Context) error {
+	a, s := r.a, r.p.slot
+	if err := r.enterMaint(ctx); err != nil {
+		return err
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, a.cfg.Drain.Timeout)
+	defer cancel()
+	_, err := r.waitDrained(waitCtx)
+	if !errors.Is(err, ErrDrainTimeout) {
+		return err
+	}
+	r.log.Warn("sessions still open on the new container at drain.timeout: shutting them down", "error", err)
+	if err := a.haproxy.ShutdownSessions(ctx, s.Backend, s.Server); err != nil {
+		return err
 	}
 	return nil
 }
@@ -86,7 +195,10 @@ func (r *replacement) reapply(ctx context.Context) error {
 // sessions it had, which the new worker's counters do not show; it exits when
 // they end. This needs the agent on the HAProxy host (same pid namespace).
 func (r *replacement) oldWorkersGone() bool {
-	for _, pid := range r.reload.oldWorkers {
+	r.hmu.Lock()
+	old := slices.Clone(r.reload.oldWorkers)
+	r.hmu.Unlock()
+	for _, pid := range old {
 		if err := syscall.Kill(pid, 0); err == nil || !errors.Is(err, syscall.ESRCH) {
 			return false
 		}

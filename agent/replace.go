@@ -34,21 +34,40 @@ type replacement struct {
 	e       Entry
 	journal Journal
 
-	mu     sync.Mutex  // report and events, for phases that overlap
-	reload reloadWatch // HAProxy reloads seen, and what to re-apply
+	mu sync.Mutex // report and events, for phases that overlap
 	// cleaner removes the old container in the background once the slot is
 	// done; nil means at once (recovery).
 	cleaner *cleaner
-	gating  bool   // in the health gate: a reload needs `health down` again
-	target  string // the new (or revived) container's address, once known
-	cut     bool   // the drain timed out and its sessions were shut down
+	cut     bool // the drain timed out and its sessions were shut down
+
+	// hmu serialises what haroll holds HAProxy's server to (the entry's
+	// Drained and Maint, target, gating) with its changes, the journal
+	// writes and the re-apply after a reload (guard), which run from two
+	// goroutines. Every write to e goes through record or hold.
+	hmu    sync.Mutex
+	reload reloadWatch // HAProxy reloads seen, and what to re-apply
+	gating bool        // in the health gate: a reload needs `health down` again
+	target string      // the new (or revived) container's address, once known
 }
 
-// save journals the entry; a replacement that cannot record what it does
-// must not go on doing it.
-func (r *replacement) save(phase Phase) error {
+// record applies change to the entry and journals it in phase; a
+// replacement that cannot record what it does must not go on doing it.
+func (r *replacement) record(phase Phase, change func(e *Entry)) error {
+	r.hmu.Lock()
+	defer r.hmu.Unlock()
+	if change != nil {
+		change(&r.e)
+	}
 	r.e.Phase = phase
 	return r.journal.Write(r.e)
+}
+
+// hold runs fn under hmu: a change of what haroll holds the server to and
+// the command that makes it, with no re-apply in between.
+func (r *replacement) hold(fn func() error) error {
+	r.hmu.Lock()
+	defer r.hmu.Unlock()
+	return fn()
 }
 
 type replaceResult struct {
@@ -63,6 +82,10 @@ func (a *Agent) replace(ctx context.Context, p plan, image string, events func(E
 	r := a.newReplacement(p, image, events)
 	r.cleaner = c
 	begin := time.Now()
+	// From the first change to the last, an HAProxy reload or restart has
+	// what haroll holds the server to re-applied at once, in every phase.
+	stopGuard := r.guard(ctx)
+	defer stopGuard()
 	err := r.run(ctx)
 	switch {
 	case err != nil && r.e.Proven:
@@ -128,7 +151,7 @@ func (a *Agent) newReplacement(p plan, image string, events func(Event)) *replac
 
 func (r *replacement) run(ctx context.Context) error {
 	a := r.a
-	r.e.StartFirst = r.p.startFirst
+	r.e.StartFirst = r.p.startFirst // before the guard looks at e
 	if err := r.preDrain(ctx); err != nil {
 		return err // nothing touched yet: the rollback has nothing to undo
 	}
@@ -137,9 +160,13 @@ func (r *replacement) run(ctx context.Context) error {
 		return r.stepSince(PhaseDrain, begin, func() (string, error) { return "", err })
 	}
 	drainCtx, cancelDrain := context.WithCancel(ctx)
-	defer cancelDrain()
+	var draining sync.WaitGroup
+	// The drain never outlives run, even one cut short by a panic.
+	defer func() { cancelDrain(); draining.Wait() }()
 	drained := make(chan error, 1)
+	draining.Add(1)
 	go func() {
+		defer draining.Done()
 		drained <- r.stepSince(PhaseDrain, begin, func() (string, error) { return r.awaitDrain(drainCtx) })
 	}()
 	// While the old container drains, the new one is created and, started
@@ -169,8 +196,8 @@ func (r *replacement) run(ctx context.Context) error {
 		return r.prove(ctx, gateCtx, addr)
 	}
 	if err := r.step(PhaseStop, func() (string, error) {
-		r.e.Stopped = true // a stop that fails half-way must still be undone
-		if err := r.save(PhaseStop); err != nil {
+		// A stop that fails half-way must still be undone.
+		if err := r.record(PhaseStop, func(e *Entry) { e.Stopped = true }); err != nil {
 			return "", err
 		}
 		return "", a.docker.Stop(ctx, r.p.old.ID)
@@ -197,10 +224,9 @@ func (r *replacement) create(ctx context.Context) (string, error) {
 	a, s := r.a, r.p.slot
 	name := s.Container + nextSuffix
 	if r.p.startFirst {
-		r.e.Renamed = true
 		name = s.Container
 	}
-	if err := r.save(PhaseCreate); err != nil {
+	if err := r.record(PhaseCreate, func(e *Entry) { e.Renamed = r.p.startFirst }); err != nil {
 		return "", err
 	}
 	if r.p.startFirst {
@@ -214,8 +240,7 @@ func (r *replacement) create(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	r.e.NewID = id
-	return name + " " + shortID(id), r.save(PhaseCreate)
+	return name + " " + shortID(id), r.record(PhaseCreate, func(e *Entry) { e.NewID = id })
 }
 
 // removeStaleNext removes a container left under the `-haroll-next` name
@@ -242,8 +267,7 @@ func (r *replacement) removeStaleNext(ctx context.Context, name string) error {
 // new one the slot's, and starts the new one.
 func (r *replacement) swapNames(ctx context.Context) (string, error) {
 	a, s := r.a, r.p.slot
-	r.e.Renamed = true
-	if err := r.save(PhaseStart); err != nil {
+	if err := r.record(PhaseStart, func(e *Entry) { e.Renamed = true }); err != nil {
 		return "", err
 	}
 	if err := a.docker.Rename(ctx, r.p.old.ID, s.Container+prevSuffix); err != nil {
@@ -266,37 +290,40 @@ func (r *replacement) boot(ctx context.Context) (address, error) {
 	return addr, err
 }
 
-// prove points HAProxy at the new container when its address differs,
-// passes the health gate within gateCtx, and finishes the replacement.
+// prove points HAProxy at the new container when its address differs and
+// runs the post_replace hook, both while the server is still in maintenance
+// (no client, pinned or not, reaches the new container), then takes the
+// server out of maintenance straight into a forced `health down`, passes the
+// health gate within gateCtx, and finishes the replacement.
 func (r *replacement) prove(ctx, gateCtx context.Context, addr address) error {
 	a, s := r.a, r.p.slot
-	r.target = addr.String()
+	_ = r.hold(func() error { r.target = addr.String(); return nil })
 	if addr.String() != r.p.addr {
 		if err := r.step(PhaseAddress, func() (string, error) {
-			r.e.Switched = true
-			if err := r.save(PhaseAddress); err != nil {
+			if err := r.record(PhaseAddress, func(e *Entry) { e.Switched = true }); err != nil {
 				return "", err
 			}
-			return r.p.addr + " -> " + addr.String(), a.haproxy.SetAddr(ctx, s.Backend, s.Server, addr.IP, addr.Port)
+			return r.p.addr + " -> " + addr.String(), r.hold(func() error {
+				return a.haproxy.SetAddr(ctx, s.Backend, s.Server, addr.IP, addr.Port)
+			})
 		}); err != nil {
 			return err
 		}
 	}
+	// Still in maintenance: a failing hook rolls back like a failed gate.
+	if err := r.postReplace(ctx); err != nil {
+		return err
+	}
 	if err := r.step(PhaseGate, func() (string, error) {
-		if err := r.save(PhaseGate); err != nil {
+		if err := r.record(PhaseGate, nil); err != nil {
 			return "", err
 		}
 		return r.freshCheck(gateCtx)
 	}); err != nil {
 		return err
 	}
-	// Still drained: a failing hook rolls back like a failed gate.
-	if err := r.postReplace(ctx); err != nil {
-		return err
-	}
 	// Proven: from here a crash is finished forward, never rolled back.
-	r.e.Proven = true
-	if err := r.save(PhaseRestore); err != nil {
+	if err := r.record(PhaseRestore, func(e *Entry) { e.Proven = true }); err != nil {
 		return err
 	}
 	return r.finish(ctx)
@@ -316,15 +343,18 @@ func (r *replacement) finish(ctx context.Context) error {
 		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.grace)
 		defer cancel()
-		err = a.retry(rctx, r.log, "restore weight/state", func() (err error) {
-			detail, err = r.restore(rctx, r.finalWeight())
-			return err
+		err = a.retry(rctx, r.log, "restore weight/state", func() error {
+			return r.hold(func() (err error) {
+				if detail, err = r.restore(rctx, r.finalWeight()); err == nil {
+					r.e.Drained = false
+				}
+				return err
+			})
 		})
 		return detail, err
 	}); err != nil {
 		return err
 	}
-	r.e.Drained = false
 	// The new container serves; failing to remove the old one is not a
 	// reason to roll back, only to tell the operator. Started first, the old
 	// one still runs (HAProxy no longer sends it anything): it gets its own
@@ -340,38 +370,61 @@ func (r *replacement) finish(ctx context.Context) error {
 	return r.journal.Clear()
 }
 
-// beginDrain takes the slot's traffic away.
+// beginDrain takes the slot's unpinned traffic away: weight 0 (or state
+// drain). Clients pinned to the server by a cookie or a stick table still
+// reach it until awaitDrain puts it in maintenance.
 func (r *replacement) beginDrain(ctx context.Context) error {
 	a, s := r.a, r.p.slot
 	if err := a.checkServing(ctx, s); err != nil {
 		return err
 	}
-	r.e.Drained = true
-	if err := r.save(PhaseDrain); err != nil {
+	if err := r.record(PhaseDrain, func(e *Entry) { e.Drained = true }); err != nil {
 		return err
 	}
 	if _, err := r.watchReload(ctx); err != nil { // the worker the drain starts on
 		return err
 	}
-	if a.cfg.Drain.Mode == DrainState {
-		return a.haproxy.SetState(ctx, s.Backend, s.Server, runtime.StateDrain)
-	}
-	return a.haproxy.SetWeight(ctx, s.Backend, s.Server, 0)
+	return r.hold(func() error {
+		if a.cfg.Drain.Mode == DrainState {
+			return a.haproxy.SetState(ctx, s.Backend, s.Server, runtime.StateDrain)
+		}
+		return a.haproxy.SetWeight(ctx, s.Backend, s.Server, 0)
+	})
 }
 
-// awaitDrain waits for the drained slot's sessions to end, within
-// drain.timeout, then applies drain.on_timeout.
+// awaitDrain empties the drained server, within drain.timeout: it lets the
+// pinned clients be served for drain.grace (less when the server is idle
+// sooner), puts the server in maintenance, which takes it out of every
+// selection, persistence and queue included, and waits until HAProxy shows it
+// in maintenance with no session and no queued request. Then it applies
+// drain.on_timeout.
 func (r *replacement) awaitDrain(ctx context.Context) (string, error) {
 	a, s := r.a, r.p.slot
 	how := fmt.Sprintf("mode %s", a.cfg.Drain.Mode)
 	if r.p.startFirst {
 		how += ", start-first"
 	}
+	begin := time.Now()
 	drainCtx, cancel := context.WithTimeout(ctx, a.cfg.Drain.Timeout)
 	defer cancel()
+	if g := a.cfg.Drain.Grace; g > 0 {
+		graceCtx, cancel := context.WithTimeout(drainCtx, g)
+		_, err := r.waitServer(graceCtx, runtime.ServerStat.Drained)
+		cancel()
+		if err != nil && ctx.Err() != nil {
+			return "", err
+		}
+	}
+	pinned := time.Since(begin)
+	if err := a.retry(drainCtx, r.log, "put the server in maintenance", func() error { return r.enterMaint(drainCtx) }); err != nil {
+		if transient(err) && drainCtx.Err() != nil {
+			return "", fmt.Errorf("haproxy has not answered for %s: %w", time.Since(begin).Round(time.Millisecond), err)
+		}
+		return "", err
+	}
 	last, err := r.waitDrained(drainCtx)
 	if err == nil {
-		return fmt.Sprintf("scur 0, qcur 0 (%s)", how), nil
+		return fmt.Sprintf("scur 0, qcur 0 in MAINT (%s; MAINT after %s)", how, pinned.Round(time.Millisecond)), nil
 	}
 	if !errors.Is(err, ErrDrainTimeout) || a.cfg.Drain.OnTimeout != OnTimeoutShutdown {
 		return "", err
@@ -391,8 +444,22 @@ func (r *replacement) awaitDrain(ctx context.Context) (string, error) {
 
 // restore gives the slot its original state back, and weight; the runtime
 // client reads each one back.
+//
+// It must run under hmu (hold), with what it restores marked undone in the
+// same hold, or a re-apply after a reload could drain the server again
+// behind it. A server still in maintenance is left there: the container
+// behind it was not proven, and leaving maintenance is the gate's job.
 func (r *replacement) restore(ctx context.Context, weight int) (string, error) {
 	a, s := r.a, r.p.slot
+	if r.e.Maint {
+		// Nothing proven is behind it: it stays out of every selection.
+		// The weight alone may come back, since in maintenance it hands
+		// out nothing.
+		if r.e.DrainMode != DrainState {
+			_ = a.haproxy.SetWeight(ctx, s.Backend, s.Server, weight)
+		}
+		return "", fmt.Errorf("%s/%s is left in maintenance: the container behind it was not proven healthy", s.Backend, s.Server)
+	}
 	if r.e.DrainMode == DrainState { // as drained, even if the config changed since
 		if err := a.haproxy.SetState(ctx, s.Backend, s.Server, r.p.state); err != nil {
 			return "", err

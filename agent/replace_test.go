@@ -86,11 +86,13 @@ func TestTheGateForcesHealthDownBeforeRestoringTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	calls := w.mutations()
-	down := slices.Index(calls, "ForceHealthDown app/srv-app-1")
+	maint := slices.Index(calls, "SetState app/srv-app-1 maint")
+	stop := slices.Index(calls, "Stop app-1")
+	down := slices.Index(calls, "LeaveMaint app/srv-app-1 ready")
 	start := slices.Index(calls, "Start app-1")
 	restore := slices.Index(calls, "SetWeight app/srv-app-1 7")
-	if down < 0 || !(start < down && down < restore) {
-		t.Fatalf("want Start < ForceHealthDown < restore, got %q", calls)
+	if maint < 0 || down < 0 || !(maint < stop && start < down && down < restore) {
+		t.Fatalf("want maint < Stop, Start < LeaveMaint (health down) < restore, got %q", calls)
 	}
 }
 
@@ -194,8 +196,10 @@ func TestADrainTimeoutRestoresTheWeightAndLeavesTheOldContainerAlone(t *testing.
 		t.Fatalf("got %v, want ErrDrainTimeout", err)
 	}
 	// The new container, created while the old one drained, is removed.
-	want := []string{"SetWeight app/srv-app-1 0", "Clone app:v2 app-1-haroll-next", "Stop app-1-haroll-next",
-		"Remove app-1-haroll-next", "SetWeight app/srv-app-1 7"}
+	// The server went into maintenance for the drain; the old container,
+	// never stopped, is proven by fresh checks on the way out of it.
+	want := []string{"SetWeight app/srv-app-1 0", "Clone app:v2 app-1-haroll-next", "SetState app/srv-app-1 maint",
+		"Stop app-1-haroll-next", "Remove app-1-haroll-next", "LeaveMaint app/srv-app-1 ready", "SetWeight app/srv-app-1 7"}
 	if got := w.mutations(); !slices.Equal(got, want) {
 		t.Fatalf("calls %q, want %q", got, want)
 	}

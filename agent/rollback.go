@@ -13,16 +13,18 @@ import (
 // even when the caller's context is cancelled, and bounds the final restore.
 const rollbackGrace = 60 * time.Second
 
-// rollback undoes what r did, in reverse: remove the new container, bring
-// the old one back under its name, point HAProxy at it, prove it healthy with
-// a fresh HAProxy check, and give the original weight/state back. It goes on
-// past errors so the server is never left drained; a DOWN server takes no
-// traffic whatever its weight, so restoring the weight of an old container
-// that did not prove healthy hands it nothing. Returns ErrRollback naming
-// every step that failed.
+// rollback undoes what r did, in reverse: take the server out of every
+// selection and wait for it to be empty before the new container it may
+// point at is stopped, remove the new container, bring the old one back
+// under its name, point HAProxy at it, prove it healthy with a fresh HAProxy
+// check (leaving maintenance straight into `health down`), and give the
+// original weight/state back. It goes on past errors so the server is never
+// left drained without need; a server whose old container could not be
+// proven stays in maintenance (and the journal says so), since nothing
+// healthy is behind it. Returns ErrRollback naming every step that failed.
 func (r *replacement) rollback(parent context.Context, cause error) error {
 	a := r.a
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), a.cfg.Health.Timeout+a.grace)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), a.cfg.Health.Timeout+a.cfg.Drain.Timeout+a.grace)
 	defer cancel()
 	r.log.Warn("rolling back", "cause", cause)
 	var errs []error
@@ -34,6 +36,18 @@ func (r *replacement) rollback(parent context.Context, cause error) error {
 		}
 	}
 	_ = r.step(PhaseRollback, func() (string, error) {
+		// HAProxy may point at the new container once the old one stopped
+		// (same address) or the address was switched: it must select it
+		// for nothing before it stops.
+		exposed := r.e.Stopped || r.e.Switched
+		if r.e.NewID != "" && exposed && r.e.Drained {
+			undo("take the server out of every selection", func() error { return r.quiesce(ctx) })
+			if len(errs) > 0 {
+				// The new container stays until HAProxy can be told: the
+				// journal keeps the rest for the next recovery.
+				return "", errors.Join(errs...)
+			}
+		}
 		if r.e.NewID != "" {
 			undo("stop new container", func() error { return ignoreGone(a.docker.Stop(ctx, r.e.NewID)) })
 			undo("remove new container", func() error { return a.docker.Remove(ctx, r.e.NewID) })
@@ -41,11 +55,19 @@ func (r *replacement) rollback(parent context.Context, cause error) error {
 		if r.e.Renamed {
 			undo("rename old container back", func() error { return r.renameOldBack(ctx) })
 		}
-		if r.e.Stopped || r.e.Switched {
+		if exposed || r.inMaint() {
 			undo("bring old container back", func() error { return r.reviveOld(ctx) })
 		}
 		if r.e.Drained {
-			undo("restore weight/state", func() error { _, err := r.restore(ctx, r.p.weight); return err })
+			undo("restore weight/state", func() error {
+				return r.hold(func() error {
+					_, err := r.restore(ctx, r.p.weight)
+					if err == nil {
+						r.e.Drained = false
+					}
+					return err
+				})
+			})
 		}
 		if len(errs) > 0 {
 			return "", errors.Join(errs...)
@@ -81,11 +103,14 @@ func ignoreGone(err error) error {
 }
 
 // reviveOld starts the old container again (if it was stopped) and proves
-// it healthy to HAProxy, pointing the server back at it if its address moved.
+// it healthy to HAProxy, pointing the server back at it if its address moved
+// (while the server is still in maintenance).
 func (r *replacement) reviveOld(ctx context.Context) error {
 	a, s := r.a, r.p.slot
-	if err := a.docker.Start(ctx, r.p.old.ID); err != nil {
-		return err
+	if r.e.Stopped { // else it never stopped: it serves its sessions on
+		if err := a.docker.Start(ctx, r.p.old.ID); err != nil {
+			return err
+		}
 	}
 	healthCtx, cancel := context.WithTimeout(ctx, a.cfg.Health.Timeout)
 	defer cancel()
@@ -99,11 +124,14 @@ func (r *replacement) reviveOld(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.target = addr.String()
-	if addr.String() != srv.Addr {
-		if err := a.haproxy.SetAddr(ctx, s.Backend, s.Server, addr.IP, addr.Port); err != nil {
-			return err
+	if err := r.hold(func() error {
+		r.target = addr.String()
+		if addr.String() == srv.Addr {
+			return nil
 		}
+		return a.haproxy.SetAddr(ctx, s.Backend, s.Server, addr.IP, addr.Port)
+	}); err != nil {
+		return err
 	}
 	_, err = r.freshCheck(healthCtx)
 	return err

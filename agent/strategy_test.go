@@ -29,10 +29,17 @@ func TestStartFirstBootsTheNewContainerWhileTheOldOneDrains(t *testing.T) {
 	if !slices.Equal(phases, want) {
 		t.Fatalf("phases %v, want %v: the boot must end before the drain", phases, want)
 	}
+	// The drain runs beside the create, start and boot: its maintenance
+	// comes at some point among them, but before the address switch.
 	calls := w.mutations()
+	maint := slices.Index(calls, "SetState app/srv-app-1 maint")
+	if maint < 0 || maint > slices.Index(calls, "SetAddr app/srv-app-1 127.0.0.1:20002") {
+		t.Fatalf("calls %q: want maintenance before the address switch", calls)
+	}
+	calls = slices.Delete(calls, maint, maint+1)
 	wantCalls := []string{
 		"SetWeight app/srv-app-1 0", "Rename app-1 app-1-haroll-prev", "Clone app:v2 app-1", "Start app-1",
-		"SetAddr app/srv-app-1 127.0.0.1:20002", "ForceHealthDown app/srv-app-1", "SetWeight app/srv-app-1 7",
+		"SetAddr app/srv-app-1 127.0.0.1:20002", "LeaveMaint app/srv-app-1 ready", "SetWeight app/srv-app-1 7",
 		"Stop app-1-haroll-prev", "Remove app-1-haroll-prev",
 	}
 	if !slices.Equal(calls, wantCalls) {

@@ -12,18 +12,21 @@ import (
 	"github.com/haroll/haroll/runtime"
 )
 
-// waitDrained polls HAProxy until the slot's server has no session and no
-// queued request. At ctx's deadline it returns ErrDrainTimeout with the last
-// figures seen.
+// waitDrained polls HAProxy until the slot's server shows, in one answer,
+// that it is in maintenance and has no session and no queued request: in
+// maintenance no new request can reach it, so one such answer proves it
+// empty (a sample of scur 0 at weight 0 proves nothing while pinned clients
+// come). At ctx's deadline it returns ErrDrainTimeout with the last figures
+// seen.
 func (r *replacement) waitDrained(ctx context.Context) (runtime.ServerStat, error) {
 	s := r.p.slot
 	last, err := r.waitServer(ctx, func(st runtime.ServerStat) bool {
 		// After a reload the old worker may still hold sessions that the
 		// new worker's counters do not show.
-		return st.Drained() && r.oldWorkersGone()
+		return st.InMaint() && st.Drained() && r.oldWorkersGone()
 	})
 	if errors.Is(err, context.DeadlineExceeded) {
-		return last, fmt.Errorf("%s/%s still has scur %d, qcur %d: %w", s.Backend, s.Server, last.Scur, last.Qcur, ErrDrainTimeout)
+		return last, fmt.Errorf("%s/%s still has scur %d, qcur %d (status %s): %w", s.Backend, s.Server, last.Scur, last.Qcur, last.Status, ErrDrainTimeout)
 	}
 	return last, err
 }
@@ -63,25 +66,60 @@ func (r *replacement) waitServer(ctx context.Context, done func(runtime.ServerSt
 	return last, err
 }
 
-// freshCheck forces the server's health down, then waits until HAProxy's own
-// checks bring it fully up again: only checks run after the swap count, so a
-// stale L7OK of the old container can never pass the gate.
+// freshCheck is the health gate: it takes the server out of maintenance
+// into a forced `health down` (or forces it down, out of maintenance), then
+// waits until HAProxy's own checks bring it fully up again. Only checks that
+// complete after that count: one that completes while the server is in
+// maintenance is ignored by HAProxy. A check started against the old address
+// before the server went into maintenance, and still in flight when it left,
+// could count once: when a single success makes the server fully up
+// (rise 1, fall 1), the gate is passed twice, since HAProxy runs one check
+// of a server at a time.
 func (r *replacement) freshCheck(ctx context.Context) (string, error) {
+	checks := 0
+	for round := 1; ; round++ {
+		last, err := r.gateRound(ctx)
+		if err != nil {
+			return "", err
+		}
+		full := last.CheckRise + last.CheckFall - 1
+		checks += full
+		if full >= 2 || round == 2 {
+			return fmt.Sprintf("%s %s after %d fresh checks", last.Status, last.CheckStatus, checks), nil
+		}
+	}
+}
+
+// gateRound forces the server's health down and waits for it to be fully up.
+func (r *replacement) gateRound(ctx context.Context) (runtime.ServerStat, error) {
 	a, s := r.a, r.p.slot
-	r.gating = true
-	defer func() { r.gating = false }()
-	if err := a.haproxy.ForceHealthDown(ctx, s.Backend, s.Server); err != nil {
-		return "", err
+	err := r.hold(func() error {
+		if r.e.Maint {
+			return nil // leaveMaint below, outside this hold (it holds itself)
+		}
+		r.gating = true
+		return a.haproxy.ForceHealthDown(ctx, s.Backend, s.Server)
+	})
+	if err == nil && r.inMaint() {
+		err = r.leaveMaint(ctx)
+	}
+	defer func() { _ = r.hold(func() error { r.gating = false; return nil }) }()
+	if err != nil {
+		return runtime.ServerStat{}, err
 	}
 	last, err := r.waitServer(ctx, runtime.ServerStat.FullyUp)
 	if errors.Is(err, context.DeadlineExceeded) {
-		return "", fmt.Errorf("haproxy check of %s/%s: status %q, check %s, health %d/%d: %w",
+		return last, fmt.Errorf("haproxy check of %s/%s: status %q, check %s, health %d/%d: %w",
 			s.Backend, s.Server, last.Status, last.CheckStatus, last.CheckHealth, last.CheckRise+last.CheckFall-1, ErrNotHealthy)
 	}
-	if err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("%s %s after %d fresh checks", last.Status, last.CheckStatus, last.CheckRise), nil
+	return last, err
+}
+
+// inMaint reports whether haroll holds the server in maintenance.
+func (r *replacement) inMaint() bool {
+	r.hmu.Lock()
+	defer r.hmu.Unlock()
+	return r.e.Maint
 }
 
 // waitContainerReady works out the container's address and probes it until

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 )
 
 // State is a server's administrative state as `set server ... state` takes it.
@@ -126,6 +127,66 @@ func (c *Client) ForceHealthDown(ctx context.Context, backend, server string) er
 	// one success already; what matters is that the server is not up again.
 	if s.CheckHealth >= s.CheckRise {
 		return fmt.Errorf("set server %s health down: check health is %d (rise %d): %w", ref, s.CheckHealth, s.CheckRise, ErrMismatch)
+	}
+	return nil
+}
+
+// LeaveMaint takes the server out of maintenance into state to (ready or
+// drain) and forces its health down in the same command line, so it never
+// passes through the instant UP that leaving maintenance alone gives (HAProxy
+// sets the check health to rise on the way out): it stays DOWN until `rise`
+// fresh checks pass. Both effects are read back; a server that is already out
+// of maintenance is forced down all the same.
+func (c *Client) LeaveMaint(ctx context.Context, backend, server string, to State) error {
+	ref, err := serverRef(backend, server)
+	if err != nil {
+		return err
+	}
+	if to != StateReady && to != StateDrain {
+		return fmt.Errorf("leave maintenance of %s to %q: want ready or drain: %w", ref, to, ErrCommand)
+	}
+	if err := c.line(ctx, "set server "+ref+" state "+string(to), "set server "+ref+" health down"); err != nil {
+		return err
+	}
+	a, err := c.Admin(ctx, backend, server)
+	if err != nil {
+		return fmt.Errorf("read back state of %s: %w", ref, err)
+	}
+	if a.State != to {
+		return fmt.Errorf("leave maintenance of %s to %s: read back %s: %w", ref, to, a.State, ErrMismatch)
+	}
+	s, err := c.Server(ctx, backend, server)
+	if err != nil {
+		return fmt.Errorf("read back health of %s: %w", ref, err)
+	}
+	if s.FullyUp() {
+		return fmt.Errorf("leave maintenance of %s: health down did not hold (status %s, health %d/%d): %w",
+			ref, s.Status, s.CheckHealth, s.CheckRise+s.CheckFall-1, ErrMismatch)
+	}
+	return nil
+}
+
+// line runs commands as one command line ("a; b"): HAProxy executes them
+// one after the other within one call, with nothing of the caller in
+// between. Every command's reply is checked: HAProxy answers each one with
+// its own block, so an error of the second one is not at the start.
+func (c *Client) line(ctx context.Context, cmds ...string) error {
+	for _, cmd := range cmds {
+		if strings.ContainsAny(cmd, ";\n\r") {
+			return fmt.Errorf("command %q: %w", cmd, ErrInvalidName)
+		}
+	}
+	joined := strings.Join(cmds, "; ")
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	raw, err := c.exec.execute(ctx, joined)
+	if err != nil {
+		return fmt.Errorf("%s on %s: %w", joined, c.addr, err)
+	}
+	for _, l := range strings.Split(raw, "\n") {
+		if err := parseReply(l).err(joined); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -46,6 +46,10 @@ type Counters struct {
 // Drained reports no live session and no queued request.
 func (s ServerStat) Drained() bool { return s.Scur == 0 && s.Qcur == 0 }
 
+// InMaint reports a server in maintenance ("MAINT", or "MAINT (resolution)"
+// and the like): HAProxy selects it for no request.
+func (s ServerStat) InMaint() bool { return strings.HasPrefix(s.Status, "MAINT") }
+
 // FullyUp reports a server that passed enough consecutive checks to be up
 // with a full health counter. After `set server health down` this only
 // becomes true again after `rise` fresh successful checks.

@@ -24,7 +24,7 @@ type Calls struct {
 
 // The ops of each system, as label values.
 var (
-	haproxyOps = []string{"server", "backend", "admin", "set_weight", "set_state", "set_addr", "force_health_down", "shutdown_sessions", "info"}
+	haproxyOps = []string{"server", "backend", "admin", "set_weight", "set_state", "set_addr", "force_health_down", "leave_maint", "shutdown_sessions", "info"}
 	dockerOps  = []string{"inspect", "ensure_image", "clone", "start", "stop", "rename", "remove", "wait_healthy"}
 )
 
@@ -127,6 +127,11 @@ func (h *haproxyCalls) SetAddr(ctx context.Context, backend, server, ip string, 
 func (h *haproxyCalls) ForceHealthDown(ctx context.Context, backend, server string) error {
 	t := time.Now()
 	return h.m.done("force_health_down", t, h.next.ForceHealthDown(ctx, backend, server))
+}
+
+func (h *haproxyCalls) LeaveMaint(ctx context.Context, backend, server string, to runtime.State) error {
+	t := time.Now()
+	return h.m.done("leave_maint", t, h.next.LeaveMaint(ctx, backend, server, to))
 }
 
 func (h *haproxyCalls) ShutdownSessions(ctx context.Context, backend, server string) error {

@@ -48,6 +48,10 @@ func (b *backends) SetAddr(context.Context, string, string, string, int) error {
 func (b *backends) ForceHealthDown(context.Context, string, string) error {
 	return b.call("ForceHealthDown")
 }
+
+func (b *backends) LeaveMaint(context.Context, string, string, runtime.State) error {
+	return b.call("LeaveMaint")
+}
 func (b *backends) ShutdownSessions(context.Context, string, string) error {
 	return b.call("ShutdownSessions")
 }
@@ -78,6 +82,7 @@ func callAll(c *Calls, b *backends) {
 	_ = h.SetState(ctx, "app", "s1", runtime.StateDrain)
 	_ = h.SetAddr(ctx, "app", "s1", "127.0.0.1", 8080)
 	_ = h.ForceHealthDown(ctx, "app", "s1")
+	_ = h.LeaveMaint(ctx, "app", "s1", runtime.StateReady)
 	_ = h.ShutdownSessions(ctx, "app", "s1")
 	_, _ = h.Info(ctx)
 	_, _ = d.Inspect(ctx, "c1")
