@@ -57,12 +57,18 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	version, err := harness.HAProxyVersion()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "integration: %s\n", version)
 	return m.Run()
 }
 
 func missingDeps() string {
 	if _, err := harness.FindHAProxy(); err != nil {
-		return "haproxy is not installed"
+		return err.Error()
 	}
 	if err := exec.Command("docker", "info").Run(); err != nil {
 		return "the Docker engine does not answer"

@@ -43,6 +43,12 @@ type HostOptions struct {
 	HealthTimeout, DrainTimeout time.Duration
 	// Strategy goes to every slot of the agent config ("" leaves the default).
 	Strategy string
+	// Backend lines are added to the HAProxy backend section (persistence:
+	// "cookie SRV insert indirect nocache", "stick on src", "retries 0").
+	Backend string
+	// ServerOptions, when set, gives each server line's options by the
+	// server's index (0-based), e.g. "cookie s1".
+	ServerOptions func(i int) string
 }
 
 // Host is a running simulated host.
@@ -114,13 +120,17 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 		if err != nil {
 			return h, err
 		}
-		servers = append(servers, Server{Name: fmt.Sprintf("s%d", i+1), Addr: addr, Weight: w})
+		srv := Server{Name: fmt.Sprintf("s%d", i+1), Addr: addr, Weight: w}
+		if o.ServerOptions != nil {
+			srv.Options = o.ServerOptions(i)
+		}
+		servers = append(servers, srv)
 	}
 	fe, err := FreePort()
 	if err != nil {
 		return h, err
 	}
-	h.HAProxy, err = StartHAProxy(ctx, HAProxyConfig{Dir: o.Dir, Frontend: fe, Servers: servers, Inter: o.Inter, Rise: o.Rise, Fall: o.Fall})
+	h.HAProxy, err = StartHAProxy(ctx, HAProxyConfig{Dir: o.Dir, Frontend: fe, Servers: servers, Inter: o.Inter, Rise: o.Rise, Fall: o.Fall, Extra: o.Backend})
 	if err != nil {
 		return h, err
 	}
@@ -146,7 +156,7 @@ func (h *Host) containerAddr(ctx context.Context, name string) (string, error) {
 
 func (h *Host) writeAgentConfig() error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "haproxy:\n  socket: %s\nstate_dir: %s\nsocket: %s\n", h.HAProxy.Socket, filepath.Join(h.Opts.Dir, "state"), h.AgentSocket())
+	fmt.Fprintf(&b, "haproxy:\n  socket: %s\n  config: %s\nstate_dir: %s\nsocket: %s\n", h.HAProxy.Socket, h.HAProxy.ConfigPath, filepath.Join(h.Opts.Dir, "state"), h.AgentSocket())
 	fmt.Fprintf(&b, "drain:\n  timeout: %s\nhealth:\n  timeout: %s\n  path: /health\nslots:\n", h.Opts.DrainTimeout, h.Opts.HealthTimeout)
 	for i, name := range h.Names {
 		fmt.Fprintf(&b, "  - {name: app-%d, backend: %s, server: s%d, container: %s, port: 8080", i+1, DefaultBackend, i+1, name)
