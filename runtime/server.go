@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // State is a server's administrative state as `set server ... state` takes it.
@@ -98,16 +99,31 @@ func (c *Client) SetAddr(ctx context.Context, backend, server, ip string, port i
 	if err != nil {
 		return err
 	}
-	s, err := c.Server(ctx, backend, server)
-	if err != nil {
-		return fmt.Errorf("read back address of %s: %w", ref, err)
-	}
+	// HAProxy 3.0 applies the change a moment after it answers (2.6 before):
+	// the read-back is given addrSettle to show it.
 	want := net.JoinHostPort(parsed.String(), strconv.Itoa(port))
-	if s.Addr != want {
-		return fmt.Errorf("%s: haproxy said %q, address is %s: %w", cmd, r.text, s.Addr, ErrMismatch)
+	deadline := time.Now().Add(addrSettle)
+	for {
+		s, err := c.Server(ctx, backend, server)
+		if err != nil {
+			return fmt.Errorf("read back address of %s: %w", ref, err)
+		}
+		if s.Addr == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: haproxy said %q, address is %s: %w", cmd, r.text, s.Addr, ErrMismatch)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: haproxy said %q, address is %s: %w", cmd, r.text, s.Addr, ErrMismatch)
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
-	return nil
 }
+
+// addrSettle is how long SetAddr waits for HAProxy to show a new address.
+const addrSettle = time.Second
 
 // ForceHealthDown marks the server DOWN and resets its check counter, so it
 // only comes back UP after `rise` fresh successful checks.

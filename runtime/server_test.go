@@ -155,3 +155,53 @@ func TestUnicodeSpacesAndControlCharactersAreRefusedInNames(t *testing.T) {
 		}
 	}
 }
+
+func TestSetAddrWaitsForHAProxy30ToShowTheNewAddress(t *testing.T) {
+	// HAProxy 3.0 answers "port changed" and shows the old address for a
+	// moment (seen in the integration tests).
+	reads := 0
+	_, c := newFakeUnix(t, func(cmd string) string {
+		if strings.HasPrefix(cmd, "set server") {
+			return recorded(t, "haproxy-3.0/set_addr_changed.txt")
+		}
+		reads++
+		if reads < 3 {
+			return recorded(t, "show_stat_app.csv")
+		}
+		return strings.ReplaceAll(recorded(t, "show_stat_app.csv"), "127.0.0.1:18555", "127.0.0.2:18555")
+	})
+	if err := c.SetAddr(context.Background(), "app", "app1", "127.0.0.2", 18555); err != nil {
+		t.Fatal(err)
+	}
+	if reads < 3 {
+		t.Fatalf("read the address %d times", reads)
+	}
+}
+
+func TestLeaveMaintSendsStateAndHealthDownOnOneLineAndReadsBoth(t *testing.T) {
+	f, c := newFakeUnix(t, func(cmd string) string {
+		switch {
+		case strings.HasPrefix(cmd, "set server"):
+			return recorded(t, "leave_maint_health_down.txt")
+		case strings.HasPrefix(cmd, "show servers state"):
+			return recorded(t, "servers_state_maint_health_down.txt")
+		}
+		return recorded(t, "show_stat_maint_health_down.csv")
+	})
+	if err := c.LeaveMaint(context.Background(), "app", "app1", StateReady); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.seen()[0]; got != "set server app/app1 state ready; set server app/app1 health down" {
+		t.Fatalf("sent %q", got)
+	}
+	if err := c.LeaveMaint(context.Background(), "app", "app1", StateMaint); !errors.Is(err, ErrCommand) {
+		t.Fatalf("to maint: got %v", err)
+	}
+}
+
+func TestLeaveMaintReportsAnErrorOfTheSecondCommand(t *testing.T) {
+	_, c := newFakeUnix(t, func(cmd string) string { return "\n[3]: No such server.\n" })
+	if err := c.LeaveMaint(context.Background(), "app", "app1", StateReady); !errors.Is(err, ErrNoSuchServer) {
+		t.Fatalf("got %v, want ErrNoSuchServer", err)
+	}
+}

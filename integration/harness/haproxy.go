@@ -34,7 +34,7 @@ const (
 const DefaultHAProxyPath = "/usr/sbin/haproxy"
 
 var (
-	// ErrNoHAProxy means no haproxy binary was found: HAROLL_HAPROXY names none that is executable,
+	// ErrNoHAProxy means no haproxy binary was found: HAPROXY_BIN names none that is executable,
 	// or, with it unset, there is none at DefaultHAProxyPath nor on PATH.
 	ErrNoHAProxy = errors.New("haproxy not found")
 	// ErrHAProxyExited means the haproxy process ended when it should have been running:
@@ -95,9 +95,9 @@ type HAProxy struct {
 
 // HAProxyEnv names the environment variable that, when set, is the haproxy binary to run (e.g. the
 // HAProxy 3.0 wrapper .ci/deps installs) instead of DefaultHAProxyPath or PATH.
-const HAProxyEnv = "HAROLL_HAPROXY"
+const HAProxyEnv = "HAPROXY_BIN"
 
-// FindHAProxy returns the haproxy binary to run: $HAROLL_HAPROXY when set (an error wrapping
+// FindHAProxy returns the haproxy binary to run: $HAPROXY_BIN when set (an error wrapping
 // ErrNoHAProxy when it is not an executable file: no fallback, so a run meant for one version never
 // silently tests another), else DefaultHAProxyPath, else haproxy on PATH, else ErrNoHAProxy.
 func FindHAProxy() (string, error) {
