@@ -2,7 +2,16 @@
 // one Docker container) and replaces their containers one at a time without
 // losing a request: preflight, drain, replace, health gate, restore, and a
 // rollback that gives traffic back to the old container when anything fails
-// after draining. Operators' hooks (HooksConfig, run by internal/hook) may
+// after draining.
+//
+// The drain is built for persistence: weight 0 (or DRAIN) moves the unpinned
+// traffic, maintenance (MAINT) then takes the server out of every selection,
+// cookie and stick-table persistence included, and the server is empty when
+// HAProxy shows it in MAINT with no session and no queued request. No
+// container HAProxy can still select is ever stopped; from the drain to the
+// gate the server stays in MAINT (or forced down), leaving MAINT straight
+// into `health down` on one command line (runtime.Client.LeaveMaint); and a
+// guard re-applies all of it when HAProxy is reloaded, in every phase. Operators' hooks (HooksConfig, run by internal/hook) may
 // veto a slot before it is touched and check the new container before it
 // gets traffic.
 //

@@ -25,8 +25,9 @@ const (
 const (
 	// PhasePreDrain runs before anything of the slot is touched.
 	PhasePreDrain Phase = "pre_drain"
-	// PhasePostReplace runs after the new container passed the health
-	// gate, before it is given any traffic.
+	// PhasePostReplace runs once the new container is booted (and HAProxy
+	// points at it), while the server is in maintenance: before the health
+	// gate, and before any client request can reach the new container.
 	PhasePostReplace Phase = "post_replace"
 )
 

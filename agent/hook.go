@@ -18,9 +18,10 @@ import (
 type HooksConfig struct {
 	// PreDrain runs before the slot's server or container is touched.
 	PreDrain hook.Config `mapstructure:"pre_drain"`
-	// PostReplace runs once the new container passed the fresh HAProxy
-	// health gate, while the server is still drained: before the new
-	// container gets any traffic and before the journal marks it proven.
+	// PostReplace runs once the new container is booted and HAProxy points
+	// at it, while the server is still in maintenance: no client request,
+	// pinned or not, reaches the new container during it. The health gate
+	// follows; the journal marks the container proven only after both.
 	PostReplace hook.Config `mapstructure:"post_replace"`
 }
 

@@ -27,11 +27,12 @@ func transient(err error) bool {
 // and the final restore use, so that HAProxy or Docker restarting under them
 // delays the undo instead of leaving a server drained.
 func (a *Agent) retry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
+	begin := time.Now()
 	for warned := false; ; warned = true {
 		err := fn()
 		if err == nil || !transient(err) {
 			if warned && err == nil {
-				log.Info(what + ": done after retrying")
+				log.Warn("haproxy or docker answers again: "+what+" done", "after", time.Since(begin).Round(time.Millisecond))
 			}
 			return err
 		}
