@@ -11,16 +11,17 @@ import (
 	"github.com/haroll/haroll/integration/harness"
 )
 
-// A post_replace hook runs when the new container has passed HAProxy's fresh
-// health check but is still at weight 0; one that fails must roll the slot
-// back as a failed gate does, without the new container ever serving.
+// A post_replace hook runs when the new container is booted, while its
+// server is still in maintenance (before the gate); one that fails must roll
+// the slot back as a failed gate does, without the new container ever
+// serving.
 func TestAPostReplaceHookThatFailsRollsTheSlotBack(t *testing.T) {
 	requireDeps(t)
 	h := startHost(t, harness.FixedPorts)
 	dir := t.TempDir()
 	seen := filepath.Join(dir, "seen")
-	// A file the agent executes directly; it lingers a second, so the load
-	// meets the new container UP in HAProxy, and fails.
+	// A file the agent executes directly; it lingers a second under the
+	// load, and fails.
 	script := filepath.Join(dir, "smoke-test")
 	body := "#!/bin/sh\necho \"$HAROLL_PHASE $HAROLL_SLOT $HAROLL_NEW_ADDR $HAROLL_NEW_CONTAINER_ID\" > " + seen +
 		"\nsleep 1\necho 'smoke test: /checkout answered 500' >&2\nexit 1\n"

@@ -288,14 +288,7 @@ func TestABrokenImageOnAPersistentBackendIsRolledBackWithoutLoss(t *testing.T) {
 			t.Error("the summary does not say the slot was rolled back")
 		}
 	})
-	assertNoLoss(t, res)
-	if !slices.Equal(res.LastVersions, []string{"v1"}) {
-		t.Errorf("versions served at the end: %v, want only v1", res.LastVersions)
-	}
-	assertServing(t, h, images.V1)
-	if after := takeSnapshot(t, h); !slices.Equal(after.containers, before.containers) {
-		t.Errorf("containers changed: %v -> %v", before.containers, after.containers)
-	}
+	assertBackOnV1(t, h, before, res)
 }
 
 // reloadCost measures what a plain HAProxy reload under the same pinned load
@@ -326,14 +319,15 @@ func assertReloadsCostNoMore(t *testing.T, res loadgen.Result, reloads int, perR
 	}
 }
 
-// TestAReloadDuringStopAndBootExposesNoUnprovenContainer reloads HAProxy
-// (without a server-state-file: every runtime change is lost) as slot 1's
-// old container stops and as slot 2's new one starts and boots, stop-first on
-// fixed ports, where HAProxy's configured address is the new container's.
-func TestAReloadDuringStopAndBootExposesNoUnprovenContainer(t *testing.T) {
-	requireDeps(t)
-	p := cookiePersistence
-	h := startPersistentHost(t, harness.FixedPorts, p, agent.StrategyStopFirst)
+// redeployReloading measures a plain reload under pinned load, then redeploys
+// v2 under the same load and reloads HAProxy (in the background, after the
+// delay given) at each JSON log record of haroll's for which reloadAt gives
+// a reason. It checks what must hold after any reload: nothing lost beyond
+// the reloads' own, every server on v2 at its weight, and no client request
+// on a new container before its gate; it returns the run.
+func redeployReloading(t *testing.T, h *harness.Host, p persistence, want int,
+	reloadAt func(rec map[string]any) (why string, delay time.Duration)) timedRun {
+	t.Helper()
 	perReload := reloadCost(t, h, p)
 	var (
 		run     timedRun
@@ -341,39 +335,33 @@ func TestAReloadDuringStopAndBootExposesNoUnprovenContainer(t *testing.T) {
 		reloads int
 		wg      sync.WaitGroup
 	)
-	reload := func(why string) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := h.HAProxy.Reload(context.Background()); err != nil {
-				t.Errorf("reload %s: %v", why, err)
-				return
-			}
-			mu.Lock()
-			reloads++
-			mu.Unlock()
-			t.Logf("reloaded HAProxy %s", why)
-		}()
-	}
 	res := pinnedLoad(t, h, p, func() {
 		run = runTimed(t, func(rec map[string]any) {
-			if rec["msg"] != "phase done" {
+			why, delay := reloadAt(rec)
+			if why == "" {
 				return
 			}
-			switch {
-			case rec["slot"] == "app-1" && rec["phase"] == string(agent.PhaseDrain):
-				reload("as app-1's old container stops")
-			case rec["slot"] == "app-2" && rec["phase"] == string(agent.PhaseStop):
-				reload("as app-2's new container starts")
-			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				time.Sleep(delay)
+				if err := h.HAProxy.Reload(context.Background()); err != nil {
+					t.Errorf("reload %s: %v", why, err)
+					return
+				}
+				mu.Lock()
+				reloads++
+				mu.Unlock()
+				t.Logf("reloaded HAProxy %s", why)
+			}()
 		}, "redeploy", "--config", h.AgentYAML, "--image", images.V2, "--output", "json")
 		if run.err != nil {
 			t.Errorf("redeploy failed: %v", run.err)
 		}
 		wg.Wait()
 	})
-	if reloads != 2 {
-		t.Fatalf("reloaded %d times, want 2", reloads)
+	if reloads != want {
+		t.Fatalf("reloaded %d times, want %d", reloads, want)
 	}
 	assertReloadsCostNoMore(t, res, reloads, perReload)
 	assertServing(t, h, images.V2)
@@ -381,6 +369,33 @@ func TestAReloadDuringStopAndBootExposesNoUnprovenContainer(t *testing.T) {
 	if !strings.Contains(run.out, "haproxy was reloaded or restarted") {
 		t.Error("haroll did not log the reloads")
 	}
+	return run
+}
+
+// phaseDone returns the slot and phase of a "phase done" log record.
+func phaseDone(rec map[string]any) (slot, phase string) {
+	if rec["msg"] != "phase done" {
+		return "", ""
+	}
+	return fmt.Sprint(rec["slot"]), fmt.Sprint(rec["phase"])
+}
+
+// TestAReloadDuringStopAndBootExposesNoUnprovenContainer reloads HAProxy
+// (without a server-state-file: every runtime change is lost) as slot 1's
+// old container stops and as slot 2's new one starts and boots, stop-first on
+// fixed ports, where HAProxy's configured address is the new container's.
+func TestAReloadDuringStopAndBootExposesNoUnprovenContainer(t *testing.T) {
+	requireDeps(t)
+	h := startPersistentHost(t, harness.FixedPorts, cookiePersistence, agent.StrategyStopFirst)
+	redeployReloading(t, h, cookiePersistence, 2, func(rec map[string]any) (string, time.Duration) {
+		switch slot, phase := phaseDone(rec); {
+		case slot == "app-1" && phase == string(agent.PhaseDrain):
+			return "as app-1's old container stops", 0
+		case slot == "app-2" && phase == string(agent.PhaseStop):
+			return "as app-2's new container starts", 0
+		}
+		return "", 0
+	})
 }
 
 // TestAReloadDuringPostReplaceExposesNoUnprovenContainer reloads HAProxy
@@ -390,45 +405,18 @@ func TestAReloadDuringStopAndBootExposesNoUnprovenContainer(t *testing.T) {
 // and the new container gets no client request before its gate.
 func TestAReloadDuringPostReplaceExposesNoUnprovenContainer(t *testing.T) {
 	requireDeps(t)
-	p := cookiePersistence
-	h := startPersistentHost(t, harness.EphemeralPorts, p, agent.StrategyStartFirst)
+	h := startPersistentHost(t, harness.EphemeralPorts, cookiePersistence, agent.StrategyStartFirst)
 	script := hooktest.Script(t, "sleep 2\n")
 	if err := h.AppendAgentConfig("hooks:\n  post_replace: {command: [" + script + "], timeout: 10s}\n"); err != nil {
 		t.Fatal(err)
 	}
-	perReload := reloadCost(t, h, p)
-	var (
-		run     timedRun
-		reloads int
-		wg      sync.WaitGroup
-	)
-	res := pinnedLoad(t, h, p, func() {
-		run = runTimed(t, func(rec map[string]any) {
-			// The hook starts right after the address switch.
-			if rec["msg"] == "phase done" && rec["slot"] == "app-1" && rec["phase"] == string(agent.PhaseAddress) {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					time.Sleep(500 * time.Millisecond) // inside the 2 s hook
-					if err := h.HAProxy.Reload(context.Background()); err != nil {
-						t.Errorf("reload: %v", err)
-						return
-					}
-					reloads++
-				}()
-			}
-		}, "redeploy", "--config", h.AgentYAML, "--image", images.V2, "--output", "json")
-		if run.err != nil {
-			t.Errorf("redeploy failed: %v", run.err)
+	redeployReloading(t, h, cookiePersistence, 1, func(rec map[string]any) (string, time.Duration) {
+		// The hook starts right after the address switch; 500 ms into its 2 s.
+		if slot, phase := phaseDone(rec); slot == "app-1" && phase == string(agent.PhaseAddress) {
+			return "during app-1's post_replace hook", 500 * time.Millisecond
 		}
-		wg.Wait()
+		return "", 0
 	})
-	if reloads != 1 {
-		t.Fatalf("reloaded %d times, want 1", reloads)
-	}
-	assertReloadsCostNoMore(t, res, reloads, perReload)
-	assertServing(t, h, images.V2)
-	assertNothingBeforeTheGate(t, h, run)
 }
 
 func TestABackendWithOptionPersistIsRefusedAndNothingChanges(t *testing.T) {

@@ -134,6 +134,21 @@ func assertServing(t *testing.T, h *harness.Host, image string) []runtime.Server
 	return stats
 }
 
+// assertBackOnV1 checks that a redeploy that was rolled back lost nothing
+// and left the host as before: only v1 served at the end, every server UP at
+// its weight, the same containers.
+func assertBackOnV1(t *testing.T, h *harness.Host, before snapshot, res loadgen.Result) {
+	t.Helper()
+	assertNoLoss(t, res)
+	if !slices.Equal(res.LastVersions, []string{"v1"}) {
+		t.Errorf("versions served at the end: %v, want only v1", res.LastVersions)
+	}
+	assertServing(t, h, images.V1)
+	if after := takeSnapshot(t, h); !slices.Equal(after.containers, before.containers) {
+		t.Errorf("containers changed: %v -> %v", before.containers, after.containers)
+	}
+}
+
 func assertNoLoss(t *testing.T, res loadgen.Result) {
 	t.Helper()
 	if res.Failed != 0 || res.SlowFailed != 0 || res.Dropped != 0 {
@@ -240,14 +255,7 @@ func TestABrokenImageIsRolledBackWithoutLoss(t *testing.T) {
 			t.Error("redeploy of a broken image succeeded")
 		}
 	})
-	assertNoLoss(t, res)
-	if !slices.Equal(res.LastVersions, []string{"v1"}) {
-		t.Errorf("versions served at the end: %v, want only v1", res.LastVersions)
-	}
-	assertServing(t, h, images.V1)
-	if after := takeSnapshot(t, h); !slices.Equal(after.containers, before.containers) {
-		t.Errorf("containers changed: %v -> %v", before.containers, after.containers)
-	}
+	assertBackOnV1(t, h, before, res)
 	if !strings.Contains(out, "rolled_back") {
 		t.Error("the summary does not say the slot was rolled back")
 	}
