@@ -145,13 +145,12 @@ func (a *Agent) newReplacement(p plan, image string, events func(Event)) *replac
 		},
 		e: Entry{Slot: p.slot.Name, Image: image, OldID: p.old.ID, OldImage: p.old.Image, Weight: p.weight,
 			State: p.state, Addr: p.addr, DrainMode: a.cfg.Drain.Mode, Started: time.Now(),
-			Final: p.final, Full: p.full, Canary: p.canary},
+			Final: p.final, Full: p.full, Canary: p.canary, StartFirst: p.startFirst},
 	}
 }
 
 func (r *replacement) run(ctx context.Context) error {
 	a := r.a
-	r.e.StartFirst = r.p.startFirst // before the guard looks at e
 	if err := r.preDrain(ctx); err != nil {
 		return err // nothing touched yet: the rollback has nothing to undo
 	}

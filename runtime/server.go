@@ -140,8 +140,8 @@ func (c *Client) ForceHealthDown(ctx context.Context, backend, server string) er
 		return fmt.Errorf("read back health of %s: %w", ref, err)
 	}
 	// A check may complete between the command and the read-back and count
-	// one success already; what matters is that the server is not up again.
-	if s.CheckHealth >= s.CheckRise {
+	// one success already (with rise 1 that is UP): more cannot be.
+	if s.CheckHealth > 1 {
 		return fmt.Errorf("set server %s health down: check health is %d (rise %d): %w", ref, s.CheckHealth, s.CheckRise, ErrMismatch)
 	}
 	return nil
@@ -175,7 +175,7 @@ func (c *Client) LeaveMaint(ctx context.Context, backend, server string, to Stat
 	if err != nil {
 		return fmt.Errorf("read back health of %s: %w", ref, err)
 	}
-	if s.FullyUp() {
+	if s.CheckHealth > 1 {
 		return fmt.Errorf("leave maintenance of %s: health down did not hold (status %s, health %d/%d): %w",
 			ref, s.Status, s.CheckHealth, s.CheckRise+s.CheckFall-1, ErrMismatch)
 	}
