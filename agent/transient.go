@@ -37,7 +37,7 @@ func (a *Agent) retry(ctx context.Context, log *slog.Logger, what string, fn fun
 			return err
 		}
 		if !warned {
-			log.Warn(what+": retrying until HAProxy or Docker answers", "error", err)
+			log.Warn("haproxy or docker does not answer: retrying "+what, "error", err)
 		}
 		select {
 		case <-ctx.Done():
