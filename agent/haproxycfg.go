@@ -34,25 +34,44 @@ type cfgSection struct {
 	forcePersist     []persistSetting
 }
 
-// persistSettings reads HAProxy's configuration at path (a file, or a
-// directory whose *.cfg files are read in name order) and returns the lines
-// that make backend keep pinned clients on a server in maintenance:
-// `option persist`, in the backend or the defaults it inherits, and every
-// `force-persist` rule of the backend. It returns fs.ErrNotExist (wrapped)
-// when path does not exist, and an error when backend is not in it.
-func persistSettings(path, backend string) ([]persistSetting, error) {
+// haproxyConfig is HAProxy's configuration as read once for a preflight:
+// its sections, or why they could not be read.
+type haproxyConfig struct {
+	path     string
+	sections []*cfgSection
+	err      error
+}
+
+// loadHAProxyConfig reads the configuration at path: a file, or a directory
+// whose *.cfg files are read in name order. A path that does not exist
+// leaves an error wrapping fs.ErrNotExist.
+func loadHAProxyConfig(path string) haproxyConfig {
+	c := haproxyConfig{path: path}
 	files, err := cfgFiles(path)
 	if err != nil {
-		return nil, err
+		c.err = err
+		return c
 	}
-	var sections []*cfgSection
 	for _, f := range files {
 		s, err := readSections(f)
 		if err != nil {
-			return nil, err
+			c.err = err
+			return c
 		}
-		sections = append(sections, s...)
+		c.sections = append(c.sections, s...)
 	}
+	return c
+}
+
+// persistSettings returns the lines that make backend keep pinned clients
+// on a server in maintenance: `option persist`, in the backend or the
+// defaults it inherits, and every `force-persist` rule of the backend. It
+// returns the load's error, or one when backend is not in the configuration.
+func (c haproxyConfig) persistSettings(backend string) ([]persistSetting, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
+	sections := c.sections
 	for i, s := range sections {
 		if (s.kind != "backend" && s.kind != "listen") || s.name != backend {
 			continue
@@ -69,7 +88,7 @@ func persistSettings(path, backend string) ([]persistSetting, error) {
 		}
 		return out, nil
 	}
-	return nil, fmt.Errorf("haproxy config %s has no backend %q: set haproxy.config to the configuration HAProxy runs with", path, backend)
+	return nil, fmt.Errorf("haproxy config %s has no backend %q: set haproxy.config to the configuration HAProxy runs with", c.path, backend)
 }
 
 // hasPersistLine: the section says `option persist` or `no option persist`

@@ -54,7 +54,7 @@ listen own
 		"forced":       "force-persist if { src 10.0.0.0/8 }",
 		"own":          "option persist",
 	} {
-		found, err := persistSettings(path, backend)
+		found, err := loadHAProxyConfig(path).persistSettings(backend)
 		if err != nil {
 			t.Fatalf("%s: %v", backend, err)
 		}
@@ -66,10 +66,10 @@ listen own
 			t.Errorf("%s: found %q, want %q", backend, got, want)
 		}
 	}
-	if _, err := persistSettings(path, "nope"); err == nil || !strings.Contains(err.Error(), `no backend "nope"`) {
+	if _, err := loadHAProxyConfig(path).persistSettings("nope"); err == nil || !strings.Contains(err.Error(), `no backend "nope"`) {
 		t.Errorf("unknown backend: %v", err)
 	}
-	if _, err := persistSettings(filepath.Join(t.TempDir(), "none.cfg"), "x"); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := loadHAProxyConfig(filepath.Join(t.TempDir(), "none.cfg")).persistSettings("x"); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing file: %v", err)
 	}
 }
@@ -79,7 +79,7 @@ func TestPersistSettingsReadADirectoryInNameOrder(t *testing.T) {
 	writeCfg(t, dir, "00-defaults.cfg", "defaults\n    option persist\n")
 	writeCfg(t, dir, "10-web.cfg", "backend web\n    server s1 127.0.0.1:1 check\n")
 	writeCfg(t, dir, "README", "backend web\n    no option persist\n") // not a *.cfg: not read
-	found, err := persistSettings(dir, "web")
+	found, err := loadHAProxyConfig(dir).persistSettings("web")
 	if err != nil || len(found) != 1 || !strings.HasSuffix(found[0].String(), "00-defaults.cfg:2: option persist") {
 		t.Fatalf("found %v, %v", found, err)
 	}

@@ -36,8 +36,9 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig) 
 	}
 	var errs []error
 	plans := make([]plan, 0, len(slots))
+	cfg := loadHAProxyConfig(a.cfg.HAProxy.Config) // once for every slot
 	for _, s := range slots {
-		p, err := a.checkSlot(ctx, s)
+		p, err := a.checkSlot(ctx, s, cfg)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("slot %s: %w", s.Name, err))
 			continue
@@ -84,7 +85,7 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig) 
 
 // checkSlot checks that the slot's server and container exist and that
 // HAProxy can prove a new container healthy (the server has checks).
-func (a *Agent) checkSlot(ctx context.Context, s SlotConfig) (plan, error) {
+func (a *Agent) checkSlot(ctx context.Context, s SlotConfig, cfg haproxyConfig) (plan, error) {
 	p := plan{slot: s}
 	srv, err := a.haproxy.Server(ctx, s.Backend, s.Server)
 	if err != nil {
@@ -97,7 +98,7 @@ func (a *Agent) checkSlot(ctx context.Context, s SlotConfig) (plan, error) {
 	if !adm.Checked {
 		return p, fmt.Errorf("haproxy server %s/%s has no health check, so HAProxy could not prove the new container healthy: add `check` to its server line", s.Backend, s.Server)
 	}
-	if err := a.checkPersistence(s); err != nil {
+	if err := a.checkPersistence(s, cfg); err != nil {
 		return p, err
 	}
 	if adm.State == runtime.StateMaint {
@@ -155,11 +156,10 @@ func (a *Agent) checkServing(ctx context.Context, s SlotConfig) error {
 // container could not be stopped without losing their requests. With the
 // default haproxy.config absent, or not holding the backend, the check is
 // skipped with a warning; a path the operator set must hold it.
-func (a *Agent) checkPersistence(s SlotConfig) error {
-	path := a.cfg.HAProxy.Config
-	found, err := persistSettings(path, s.Backend)
+func (a *Agent) checkPersistence(s SlotConfig, cfg haproxyConfig) error {
+	found, err := cfg.persistSettings(s.Backend)
 	switch {
-	case err != nil && path == DefaultHAProxyConfig:
+	case err != nil && cfg.path == DefaultHAProxyConfig:
 		a.log.Warn("cannot check the backend for option persist or force-persist: set haproxy.config to the configuration HAProxy runs with",
 			"slot", s.Name, "backend", s.Backend, "error", err)
 		return nil

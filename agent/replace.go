@@ -342,13 +342,9 @@ func (r *replacement) finish(ctx context.Context) error {
 		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.grace)
 		defer cancel()
-		err = a.retry(rctx, r.log, "restore weight/state", func() error {
-			return r.hold(func() (err error) {
-				if detail, err = r.restore(rctx, r.finalWeight()); err == nil {
-					r.e.Drained = false
-				}
-				return err
-			})
+		err = a.retry(rctx, r.log, "restore weight/state", func() (err error) {
+			detail, err = r.giveBack(rctx, r.finalWeight())
+			return err
 		})
 		return detail, err
 	}); err != nil {
@@ -441,13 +437,23 @@ func (r *replacement) awaitDrain(ctx context.Context) (string, error) {
 	return fmt.Sprintf("timed out with scur %d, qcur %d: sessions shut down", last.Scur, last.Qcur), nil
 }
 
+// giveBack restores the server's state and weight and marks the drain
+// undone, in one hold: a re-apply after a reload in between would drain the
+// server again behind the restore.
+func (r *replacement) giveBack(ctx context.Context, weight int) (detail string, err error) {
+	err = r.hold(func() error {
+		if detail, err = r.restore(ctx, weight); err == nil {
+			r.e.Drained = false
+		}
+		return err
+	})
+	return detail, err
+}
+
 // restore gives the slot its original state back, and weight; the runtime
-// client reads each one back.
-//
-// It must run under hmu (hold), with what it restores marked undone in the
-// same hold, or a re-apply after a reload could drain the server again
-// behind it. A server still in maintenance is left there: the container
-// behind it was not proven, and leaving maintenance is the gate's job.
+// client reads each one back. It runs under hmu (giveBack). A server still
+// in maintenance is left there: the container behind it was not proven, and
+// leaving maintenance is the gate's job.
 func (r *replacement) restore(ctx context.Context, weight int) (string, error) {
 	a, s := r.a, r.p.slot
 	if r.e.Maint {

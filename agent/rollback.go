@@ -59,15 +59,7 @@ func (r *replacement) rollback(parent context.Context, cause error) error {
 			undo("bring old container back", func() error { return r.reviveOld(ctx) })
 		}
 		if r.e.Drained {
-			undo("restore weight/state", func() error {
-				return r.hold(func() error {
-					_, err := r.restore(ctx, r.p.weight)
-					if err == nil {
-						r.e.Drained = false
-					}
-					return err
-				})
-			})
+			undo("restore weight/state", func() error { _, err := r.giveBack(ctx, r.p.weight); return err })
 		}
 		if len(errs) > 0 {
 			return "", errors.Join(errs...)

@@ -81,20 +81,48 @@ func (c *Client) Raw(ctx context.Context, cmd string) (string, error) {
 // reply is returned as such: for `set` commands HAProxy answers nothing on
 // success, and the callers verify by reading back.
 func (c *Client) do(ctx context.Context, cmd string) (reply, error) {
-	if strings.ContainsAny(cmd, ";\n\r") {
-		return reply{}, fmt.Errorf("command %q: %w", cmd, ErrInvalidName)
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	raw, err := c.exec.execute(ctx, cmd)
+	raw, err := c.send(ctx, cmd)
 	if err != nil {
-		return reply{}, fmt.Errorf("%s on %s: %w", cmd, c.addr, err)
+		return reply{}, err
 	}
 	r := parseReply(raw)
-	if err := r.err(cmd); err != nil {
-		return r, err
+	return r, r.err(cmd)
+}
+
+// line runs commands as one command line ("a; b"): HAProxy executes them
+// one after the other within one call, with nothing of the caller in
+// between. Every command's reply is checked: HAProxy answers each one with
+// its own block, so an error of the second one is not at the start.
+func (c *Client) line(ctx context.Context, cmds ...string) error {
+	raw, err := c.send(ctx, cmds...)
+	if err != nil {
+		return err
 	}
-	return r, nil
+	joined := strings.Join(cmds, "; ")
+	for _, l := range strings.Split(raw, "\n") {
+		if err := parseReply(l).err(joined); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// send runs cmds as one command line under the client's deadline and
+// returns HAProxy's raw reply. A command may not hold the separator itself.
+func (c *Client) send(ctx context.Context, cmds ...string) (string, error) {
+	for _, cmd := range cmds {
+		if strings.ContainsAny(cmd, ";\n\r") {
+			return "", fmt.Errorf("command %q: %w", cmd, ErrInvalidName)
+		}
+	}
+	joined := strings.Join(cmds, "; ")
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	raw, err := c.exec.execute(ctx, joined)
+	if err != nil {
+		return "", fmt.Errorf("%s on %s: %w", joined, c.addr, err)
+	}
+	return raw, nil
 }
 
 // Ping checks that the socket answers with admin-level access.

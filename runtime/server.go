@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -69,15 +68,22 @@ func (c *Client) SetState(ctx context.Context, backend, server string, state Sta
 	default:
 		return fmt.Errorf("set state %s %q: want ready, drain or maint: %w", ref, state, ErrCommand)
 	}
-	if err := c.set(ctx, fmt.Sprintf("set server %s state %s", ref, state)); err != nil {
+	cmd := fmt.Sprintf("set server %s state %s", ref, state)
+	if err := c.set(ctx, cmd); err != nil {
 		return err
 	}
+	return c.readBackState(ctx, backend, server, cmd, state)
+}
+
+// readBackState checks that the server's administrative state is want
+// after cmd.
+func (c *Client) readBackState(ctx context.Context, backend, server, cmd string, want State) error {
 	a, err := c.Admin(ctx, backend, server)
 	if err != nil {
-		return fmt.Errorf("read back state of %s: %w", ref, err)
+		return fmt.Errorf("read back state of %s/%s: %w", backend, server, err)
 	}
-	if a.State != state {
-		return fmt.Errorf("set server %s state %s: read back %s: %w", ref, state, a.State, ErrMismatch)
+	if a.State != want {
+		return fmt.Errorf("%s: read back %s: %w", cmd, a.State, ErrMismatch)
 	}
 	return nil
 }
@@ -132,17 +138,23 @@ func (c *Client) ForceHealthDown(ctx context.Context, backend, server string) er
 	if err != nil {
 		return err
 	}
-	if err := c.set(ctx, "set server "+ref+" health down"); err != nil {
+	cmd := "set server " + ref + " health down"
+	if err := c.set(ctx, cmd); err != nil {
 		return err
 	}
+	return c.readBackHealthDown(ctx, backend, server, cmd)
+}
+
+// readBackHealthDown checks that the server's health counter was reset by
+// cmd. A check may complete between the command and the read-back and count
+// one success already (with rise 1 that is UP): more cannot be.
+func (c *Client) readBackHealthDown(ctx context.Context, backend, server, cmd string) error {
 	s, err := c.Server(ctx, backend, server)
 	if err != nil {
-		return fmt.Errorf("read back health of %s: %w", ref, err)
+		return fmt.Errorf("read back health of %s/%s: %w", backend, server, err)
 	}
-	// A check may complete between the command and the read-back and count
-	// one success already (with rise 1 that is UP): more cannot be.
 	if s.CheckHealth > 1 {
-		return fmt.Errorf("set server %s health down: check health is %d (rise %d): %w", ref, s.CheckHealth, s.CheckRise, ErrMismatch)
+		return fmt.Errorf("%s: check health is %d (rise %d, fall %d): %w", cmd, s.CheckHealth, s.CheckRise, s.CheckFall, ErrMismatch)
 	}
 	return nil
 }
@@ -161,50 +173,14 @@ func (c *Client) LeaveMaint(ctx context.Context, backend, server string, to Stat
 	if to != StateReady && to != StateDrain {
 		return fmt.Errorf("leave maintenance of %s to %q: want ready or drain: %w", ref, to, ErrCommand)
 	}
-	if err := c.line(ctx, "set server "+ref+" state "+string(to), "set server "+ref+" health down"); err != nil {
+	state, down := "set server "+ref+" state "+string(to), "set server "+ref+" health down"
+	if err := c.line(ctx, state, down); err != nil {
 		return err
 	}
-	a, err := c.Admin(ctx, backend, server)
-	if err != nil {
-		return fmt.Errorf("read back state of %s: %w", ref, err)
+	if err := c.readBackState(ctx, backend, server, state, to); err != nil {
+		return err
 	}
-	if a.State != to {
-		return fmt.Errorf("leave maintenance of %s to %s: read back %s: %w", ref, to, a.State, ErrMismatch)
-	}
-	s, err := c.Server(ctx, backend, server)
-	if err != nil {
-		return fmt.Errorf("read back health of %s: %w", ref, err)
-	}
-	if s.CheckHealth > 1 {
-		return fmt.Errorf("leave maintenance of %s: health down did not hold (status %s, health %d/%d): %w",
-			ref, s.Status, s.CheckHealth, s.CheckRise+s.CheckFall-1, ErrMismatch)
-	}
-	return nil
-}
-
-// line runs commands as one command line ("a; b"): HAProxy executes them
-// one after the other within one call, with nothing of the caller in
-// between. Every command's reply is checked: HAProxy answers each one with
-// its own block, so an error of the second one is not at the start.
-func (c *Client) line(ctx context.Context, cmds ...string) error {
-	for _, cmd := range cmds {
-		if strings.ContainsAny(cmd, ";\n\r") {
-			return fmt.Errorf("command %q: %w", cmd, ErrInvalidName)
-		}
-	}
-	joined := strings.Join(cmds, "; ")
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	raw, err := c.exec.execute(ctx, joined)
-	if err != nil {
-		return fmt.Errorf("%s on %s: %w", joined, c.addr, err)
-	}
-	for _, l := range strings.Split(raw, "\n") {
-		if err := parseReply(l).err(joined); err != nil {
-			return err
-		}
-	}
-	return nil
+	return c.readBackHealthDown(ctx, backend, server, down)
 }
 
 // ShutdownSessions closes every session on the server
