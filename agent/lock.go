@@ -3,16 +3,25 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
-// Lock is the host lock: an flock on state_dir/haroll.lock held for the whole
-// of a replacement, so a manual redeploy and a coordinator's rollout never
-// touch the same host at once. The file says who holds it.
+// Lock is the host lock: an open file description lock (F_OFD_SETLK) on
+// state_dir/haroll.lock, held for the whole of a replacement, so a manual
+// redeploy and a coordinator's rollout never touch the same host at once.
+// The file says who holds it. Unlike flock, it can be tested (F_OFD_GETLK)
+// without being taken: reading who holds it never makes a taker busy.
 type Lock struct{ f *os.File }
+
+// lockRange is the whole file, written for an exclusive lock.
+func lockRange(typ int16) *unix.Flock_t {
+	return &unix.Flock_t{Type: typ, Whence: io.SeekStart, Start: 0, Len: 0}
+}
 
 // AcquireLock takes the host lock without waiting. When another process
 // holds it, the error wraps ErrBusy and names the holder.
@@ -25,11 +34,10 @@ func AcquireLock(stateDir, holder string) (*Lock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host lock %s: %w", path, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, lockRange(unix.F_WRLCK)); err != nil {
 		defer f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			b, _ := os.ReadFile(path)
-			return nil, fmt.Errorf("%w: held by %s (lock %s)", ErrBusy, strings.TrimSpace(string(b)), path)
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
+			return nil, fmt.Errorf("%w: held by %s (lock %s)", ErrBusy, holderOf(path), path)
 		}
 		return nil, fmt.Errorf("host lock %s: %w", path, err)
 	}
@@ -42,11 +50,11 @@ func AcquireLock(stateDir, holder string) (*Lock, error) {
 // Release frees the lock.
 func (l *Lock) Release() error {
 	_ = l.f.Truncate(0)
-	return l.f.Close() // closing the descriptor drops the flock
+	return l.f.Close() // closing the description drops its lock
 }
 
 // LockHolder returns who holds the host lock in stateDir, or "" when nobody
-// does (or the lock cannot be read).
+// does (or the lock cannot be read). It only tests the lock, never takes it.
 func LockHolder(stateDir string) string {
 	path := filepath.Join(stateDir, "haroll.lock")
 	f, err := os.Open(path)
@@ -54,9 +62,15 @@ func LockHolder(stateDir string) string {
 		return ""
 	}
 	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err == nil {
-		return "" // nobody holds it exclusively; closing drops our shared lock
+	lk := lockRange(unix.F_RDLCK)
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_GETLK, lk); err != nil || lk.Type == unix.F_UNLCK {
+		return "" // nobody holds it, or it cannot be tested
 	}
+	return holderOf(path)
+}
+
+// holderOf reads the holder's line from the lock file.
+func holderOf(path string) string {
 	b, _ := os.ReadFile(path)
 	if h := strings.TrimSpace(string(b)); h != "" {
 		return h
