@@ -34,6 +34,8 @@ type Agent struct {
 	// settle is how long recovery gives a create cut off in flight
 	// (createSettle).
 	settle time.Duration
+	// journalFault, in tests, makes a journal write fail.
+	journalFault func(Entry) error
 }
 
 // New returns an agent for a validated cfg.

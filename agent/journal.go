@@ -51,11 +51,19 @@ type Entry struct {
 }
 
 // Journal reads and writes the entry in state_dir.
-type Journal struct{ dir string }
+type Journal struct {
+	dir   string
+	fault func(Entry) error // tests: a write that fails
+}
 
 // Write replaces the entry atomically: write a temporary file, fsync it,
 // rename it over the journal, fsync the directory.
 func (j Journal) Write(e Entry) error {
+	if j.fault != nil {
+		if err := j.fault(e); err != nil {
+			return fmt.Errorf("journal: %w", err)
+		}
+	}
 	if err := atomicfile.WriteJSON(filepath.Join(j.dir, journalFile), e); err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}

@@ -15,10 +15,12 @@ import (
 func (r *replacement) enterMaint(ctx context.Context) error {
 	a, s := r.a, r.p.slot
 	return r.hold(func() error {
-		r.e.Maint = true
-		if err := r.journal.Write(r.e); err != nil {
+		next := r.e
+		next.Maint = true
+		if err := r.journal.Write(next); err != nil {
 			return err
 		}
+		r.e.Maint = true
 		return a.haproxy.SetState(ctx, s.Backend, s.Server, runtime.StateMaint)
 	})
 }

@@ -50,16 +50,30 @@ type replacement struct {
 	target string      // the new (or revived) container's address, once known
 }
 
-// record applies change to the entry and journals it in phase; a
-// replacement that cannot record what it does must not go on doing it.
+// record journals the entry with change applied, in phase, and only once
+// that is written holds the change as done: a replacement that cannot
+// record what it is about to do must not do it, and must never act on (or
+// report) a state the journal does not hold, such as proven. A fact that is
+// already true whatever the journal says (a container created) is set on
+// r.e before, under hold.
 func (r *replacement) record(phase Phase, change func(e *Entry)) error {
 	r.hmu.Lock()
 	defer r.hmu.Unlock()
+	next := r.e
+	if change != nil {
+		change(&next)
+	}
+	next.Phase = phase
+	if err := r.journal.Write(next); err != nil {
+		return err
+	}
+	// The same change again rather than r.e = next: the fields it does not
+	// change are read without hmu by the goroutine that owns them.
 	if change != nil {
 		change(&r.e)
 	}
 	r.e.Phase = phase
-	return r.journal.Write(r.e)
+	return nil
 }
 
 // hold runs fn under hmu: a change of what haroll holds the server to and
@@ -137,7 +151,7 @@ func (r *replacement) stepSince(phase Phase, start time.Time, fn func() (string,
 
 func (a *Agent) newReplacement(p plan, image string, events func(Event)) *replacement {
 	return &replacement{
-		a: a, p: p, image: image, events: events, journal: Journal{dir: a.cfg.StateDir},
+		a: a, p: p, image: image, events: events, journal: Journal{dir: a.cfg.StateDir, fault: a.journalFault},
 		log: a.log.With("slot", p.slot.Name, "backend", p.slot.Backend, "server", p.slot.Server),
 		report: SlotReport{
 			Slot: p.slot.Name, OldContainer: p.old.ID, OldImage: p.old.Image,
@@ -239,7 +253,9 @@ func (r *replacement) create(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return name + " " + shortID(id), r.record(PhaseCreate, func(e *Entry) { e.NewID = id })
+	// It exists whether or not the journal can say so: a rollback removes it.
+	_ = r.hold(func() error { r.e.NewID = id; return nil })
+	return name + " " + shortID(id), r.record(PhaseCreate, nil)
 }
 
 // removeStaleNext removes a container left under the `-haroll-next` name
