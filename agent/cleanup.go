@@ -78,6 +78,25 @@ func (c *cleaner) run() {
 	}
 }
 
+// keepLeftover records l in the leftovers file for the next recovery,
+// through c when a redeploy's cleaner shares the file.
+func (a *Agent) keepLeftover(c *cleaner, l Leftover) error {
+	add := func(ls []Leftover) []Leftover {
+		if slices.Contains(ls, l) {
+			return ls
+		}
+		return append(ls, l)
+	}
+	if c != nil {
+		return c.update(add)
+	}
+	ls, err := readLeftovers(a.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	return writeLeftovers(a.cfg.StateDir, add(ls))
+}
+
 // update rewrites the leftovers file with change applied.
 func (c *cleaner) update(change func([]Leftover) []Leftover) error {
 	c.mu.Lock()

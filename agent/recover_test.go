@@ -202,3 +202,36 @@ func TestAStaleNextContainerIsRemovedBeforeTheCreate(t *testing.T) {
 		t.Fatalf("%d containers, want 3", len(w.ctrs))
 	}
 }
+
+// A recovery that finishes a proven slot forward and cannot remove the old
+// container records it in leftovers.json, so a later recovery removes it:
+// started first, it still runs, with its network aliases.
+func TestAFailedCleanupInRecoveryIsKeptForTheNextOne(t *testing.T) {
+	for _, startFirst := range []bool{false, true} {
+		w := newWorld(t)
+		slot := w.addSlot("app-1", 7)
+		if startFirst {
+			w.startFirst()
+		}
+		a := newTestAgent(t, w, slot)
+		oldID := w.byName("app-1").ID
+		redeployUntilCrash(t, a, w, "SetWeight app/srv-app-1 7") // proven, not restored
+		w.failing("Remove", errors.New("device or resource busy"))
+		// The recovery tries the leftovers too, and says that one failed.
+		did, err := a.Recover(context.Background())
+		if !strings.Contains(did, "finished the replacement") || err == nil || !strings.Contains(err.Error(), "old container "+shortID(oldID)) {
+			t.Fatalf("start-first %v: recover: %q, %v", startFirst, did, err)
+		}
+		ls, _ := readLeftovers(a.cfg.StateDir)
+		if len(ls) != 1 || ls[0].ID != oldID {
+			t.Fatalf("start-first %v: leftovers %v, want the old container %s: it leaks for good", startFirst, ls, shortID(oldID))
+		}
+		w.failing("Remove", nil)
+		if did, err := a.Recover(context.Background()); err != nil || !strings.Contains(did, "removed 1 old container") {
+			t.Fatalf("start-first %v: second recover: %q, %v", startFirst, did, err)
+		}
+		if len(w.ctrs) != 1 || w.byName("app-1").Image != "app:v2" {
+			t.Fatalf("start-first %v: containers %v", startFirst, w.ctrs)
+		}
+	}
+}

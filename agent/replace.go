@@ -377,7 +377,14 @@ func (r *replacement) finish(ctx context.Context) error {
 			return r.journal.Clear()
 		}
 	}
-	_ = r.step(PhaseCleanup, func() (string, error) { return shortID(old.ID), a.removeLeftover(old) })
+	if err := r.step(PhaseCleanup, func() (string, error) { return shortID(old.ID), a.removeLeftover(old) }); err != nil {
+		// leftovers.json names it before the journal goes, so that the
+		// next recovery removes it; else the journal stays, and the next
+		// recovery finishes the slot (cleanup included) again.
+		if lerr := a.keepLeftover(r.cleaner, old); lerr != nil {
+			return fmt.Errorf("old container %s was not removed (%w) nor recorded for a later removal (%w): the journal in %s is kept", shortID(old.ID), err, lerr, a.cfg.StateDir)
+		}
+	}
 	return r.journal.Clear()
 }
 
