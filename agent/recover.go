@@ -91,10 +91,25 @@ func (a *Agent) recoverJournal(ctx context.Context) (string, error) {
 	defer stopGuard()
 	r.log.Warn("recovering a replacement cut off by a crash", "phase", e.Phase, "proven", e.Proven)
 	if e.Proven {
+		if err := r.reprove(ctx); err != nil {
+			if transient(err) || ctx.Err() != nil {
+				return "", fmt.Errorf("slot %s: checking the new container, proven before the crash, before it gets its traffic: %w (the journal is kept: the next recovery tries again)", e.Slot, err)
+			}
+			// It no longer passes: the old container is still there (it
+			// goes only after the restore), so the slot goes back to it.
+			r.log.Warn("the new container, proven before the crash, fails now: rolling back", "error", err)
+			if rerr := r.record(PhaseGate, func(e *Entry) { e.Proven = false }); rerr != nil {
+				return "", rerr
+			}
+			if rerr := r.rollback(ctx, err); rerr != nil {
+				return "", rerr
+			}
+			return fmt.Sprintf("slot %s: rolled back to container %s: the new one, proven before the crash, failed after it: %v", e.Slot, shortID(e.OldID), err), nil
+		}
 		if err := r.finish(ctx); err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("slot %s: finished the replacement by %s (it had passed the health gate)", e.Slot, e.Image), nil
+		return fmt.Sprintf("slot %s: finished the replacement by %s (it had passed the health gate; checked again at %s)", e.Slot, e.Image, r.target), nil
 	}
 	// A crash between creating the new container and journaling its ID
 	// leaves it under the slot's name, or the `-haroll-next` one: that is the
@@ -112,4 +127,51 @@ func (a *Agent) recoverJournal(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("slot %s: rolled back to container %s (cut off in phase %s)", e.Slot, shortID(e.OldID), e.Phase), nil
+}
+
+// reprove checks a new container that passed the gate before a crash
+// before it gets its traffic: HAProxy restarted without a state file points
+// the server at its configured address again (the old container's, or
+// nothing), and a reboot may have given the container another address. The
+// server is pointed at the container's address now, in maintenance and
+// empty first when it pointed elsewhere, and the container must pass fresh
+// HAProxy checks again.
+func (r *replacement) reprove(ctx context.Context) error {
+	a, s := r.a, r.p.slot
+	healthCtx, cancel := context.WithTimeout(ctx, a.cfg.Health.Timeout)
+	defer cancel()
+	c, err := a.docker.Inspect(ctx, r.e.NewID)
+	if err != nil {
+		return err
+	}
+	if !c.Running { // a reboot without a restart policy
+		if err := a.docker.Start(ctx, c.ID); err != nil {
+			return err
+		}
+	}
+	addr, err := a.waitContainerReady(healthCtx, r.e.NewID, s)
+	if err != nil {
+		return err
+	}
+	srv, err := a.haproxy.Server(ctx, s.Backend, s.Server)
+	if err != nil {
+		return err
+	}
+	if srv.Addr != addr.String() {
+		r.log.Warn("haproxy does not point at the new container: pointing it there from maintenance", "haproxy_addr", srv.Addr, "container_addr", addr.String())
+		if err := r.quiesce(ctx); err != nil {
+			return err
+		}
+	}
+	if err := r.hold(func() error {
+		r.target = addr.String()
+		if srv.Addr == addr.String() {
+			return nil
+		}
+		return a.haproxy.SetAddr(ctx, s.Backend, s.Server, addr.IP, addr.Port)
+	}); err != nil {
+		return err
+	}
+	_, err = r.freshCheck(healthCtx)
+	return err
 }

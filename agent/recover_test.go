@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/haroll/haroll/docker"
 )
 
 // redeployUntilCrash runs a redeploy that dies at the first call starting with
@@ -233,5 +235,80 @@ func TestAFailedCleanupInRecoveryIsKeptForTheNextOne(t *testing.T) {
 		if len(w.ctrs) != 1 || w.byName("app-1").Image != "app:v2" {
 			t.Fatalf("start-first %v: containers %v", startFirst, w.ctrs)
 		}
+	}
+}
+
+// Recovery of a slot whose new container had passed the gate does not
+// trust where HAProxy points: after an HAProxy restart without a state file
+// (the server back at its configured address, the old container's) or a
+// reboot that gave the new container another address, it points HAProxy
+// at the new container and proves it with fresh checks before the weight.
+func TestRecoveryOfAProvenSlotChecksTheAddressFirst(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		startFirst bool
+		after      func(w *world, newID string)
+	}{
+		{"haproxy restarted without a state file", true, func(w *world, _ string) { w.reload(w.pid + 1001) }},
+		{"the new container got another address", false, func(w *world, newID string) {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			w.nextPrt++
+			w.ctrs[newID].Ports = map[string][]docker.PortBinding{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: w.nextPrt}}}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			slot := w.addSlot("app-1", 7)
+			if tc.startFirst {
+				w.startFirst()
+			}
+			a := newTestAgent(t, w, slot)
+			redeployUntilCrash(t, a, w, "SetWeight app/srv-app-1 7") // proven, not restored
+			e, _ := (Journal{dir: a.cfg.StateDir}).Read()
+			if e == nil || !e.Proven {
+				t.Fatalf("journal %+v: want a proven one", e)
+			}
+			tc.after(w, e.NewID)
+			if _, err := a.Recover(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			w.mu.Lock()
+			c := w.byName("app-1")
+			s := w.servers["app/srv-app-1"]
+			want := fmt.Sprintf("127.0.0.1:%d", c.Ports["8080/tcp"][0].HostPort)
+			if c.Image != "app:v2" || s.stat.Addr != want || s.stat.Weight != 7 || len(w.ctrs) != 1 {
+				w.mu.Unlock()
+				t.Fatalf("app-1 %s at %s; server at %s weight %d; %d containers: want app:v2 served at its own address at weight 7", c.Image, want, s.stat.Addr, s.stat.Weight, len(w.ctrs))
+			}
+			w.mu.Unlock()
+			if st, _ := w.Server(context.Background(), "app", "srv-app-1"); st.Status != "UP" {
+				t.Fatalf("server %s after the recovery", st.Status)
+			}
+		})
+	}
+}
+
+// A new container proven before the crash that fails its checks after it is
+// rolled back to the old one, which is still there.
+func TestAProvenContainerThatFailsAfterTheCrashIsRolledBack(t *testing.T) {
+	w := newWorld(t)
+	a := newTestAgent(t, w, w.addSlot("app-1", 7))
+	oldID := w.byName("app-1").ID
+	redeployUntilCrash(t, a, w, "SetWeight app/srv-app-1 7")
+	e, _ := (Journal{dir: a.cfg.StateDir}).Read()
+	w.mu.Lock()
+	w.ctrs[e.NewID].ImageID = "sha256:broken" // it answers no more
+	w.mu.Unlock()
+	did, err := a.Recover(context.Background())
+	if err != nil || !strings.Contains(did, "rolled back") {
+		t.Fatalf("recover: %q, %v", did, err)
+	}
+	assertRolledBack(t, w, oldID)
+	if len(w.ctrs) != 1 {
+		t.Fatalf("%d containers", len(w.ctrs))
+	}
+	if e, _ := (Journal{dir: a.cfg.StateDir}).Read(); e != nil {
+		t.Fatalf("journal left: %+v", e)
 	}
 }
