@@ -218,12 +218,15 @@ func TestAPullReportsItsProgressEveryFewSecondsToTheLogAndTheCallerButNotTheObse
 		if !progressDetail.MatchString(e.Detail) {
 			t.Errorf("progress detail %q", e.Detail)
 		}
-		if i > 0 && e.Duration-progress[i-1].Duration < a.pullEvery {
-			t.Errorf("progress reported %s after the one before, want at most one every %s", e.Duration-progress[i-1].Duration, a.pullEvery)
+		if i > 0 && e.Duration < progress[i-1].Duration {
+			t.Errorf("progress reports out of order: %s after %s", e.Duration, progress[i-1].Duration)
 		}
 	}
 	if finished == nil || finished.Detail != "pulled app:v3: 120 MB of 120 MB (7 layers done of 7)" || finished.Err != "" {
 		t.Fatalf("finished pull event %+v", finished)
+	}
+	if most := int(finished.Duration/a.pullEvery) + 1; len(progress) > most {
+		t.Errorf("%d progress reports in %s, want at most one every %s", len(progress), finished.Duration, a.pullEvery)
 	}
 	for _, e := range rec.events {
 		if e.Progress {
@@ -250,4 +253,27 @@ func TestAnImageOnTheHostIsNotPulledAndReportsNoPull(t *testing.T) {
 			t.Fatalf("pull event for an image on the host: %+v", e)
 		}
 	}
+}
+
+func TestAStalledPullKeepsReportingWhereItStandsUntilPullTimeout(t *testing.T) {
+	w := newWorld(t)
+	w.pullable("app:v3", &fakePull{steps: []docker.PullProgress{{Downloaded: 17_000_000, Size: 120_000_000, Layers: 7}}, every: time.Millisecond, hang: true})
+	a := newTestAgent(t, w, w.addSlot("app-1", 7))
+	a.cfg.Docker.PullTimeout = 200 * time.Millisecond
+	a.pullEvery = 20 * time.Millisecond
+	var events []Event
+	_, err := a.Redeploy(context.Background(), Request{Image: "app:v3"}, func(e Event) { events = append(events, e) })
+	if !errors.Is(err, ErrPullTimeout) || !strings.Contains(err.Error(), "17 MB of 120 MB (0 layers done of 7) after 2") {
+		t.Fatalf("got %v, want a pull timeout saying where the pull stood", err)
+	}
+	stalled := 0
+	for _, e := range events {
+		if e.Progress && e.Detail == "pulling app:v3: 17 MB of 120 MB (0 layers done of 7)" {
+			stalled++
+		}
+	}
+	if stalled < 3 {
+		t.Errorf("%d progress reports of the stalled pull in 200ms at one every 20ms, want it told again and again: %+v", stalled, events)
+	}
+	assertHostFree(t, w, a)
 }

@@ -20,8 +20,12 @@ type PullProgress struct {
 	Layers, Done     int
 }
 
-// String reads "45.2 MB of 120 MB (3 layers done of 7)".
+// String reads "45.2 MB of 120 MB (3 layers done of 7)", or "nothing
+// downloaded yet (0 layers done of 7)" before a layer's size is known.
 func (p PullProgress) String() string {
+	if p.Size == 0 {
+		return fmt.Sprintf("nothing downloaded yet (%d layers done of %d)", p.Done, p.Layers)
+	}
 	return fmt.Sprintf("%s of %s (%d layers done of %d)", humanBytes(p.Downloaded), humanBytes(p.Size), p.Done, p.Layers)
 }
 
