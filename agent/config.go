@@ -93,8 +93,9 @@ type DockerConfig struct {
 }
 
 // DefaultPullTimeout is docker.pull_timeout when the configuration does not
-// set it: long enough for an image of a few GB over a slow link, short
-// enough that a registry that stalls frees the host the same hour.
+// set it: some 6 GB at 10 MB/s, and the longest a registry that stalls can
+// hold the host when no caller goes away. It equals the coordinator's
+// default step_timeout, which includes the pull.
 const DefaultPullTimeout = 10 * time.Minute
 
 // Drain modes and timeout policies.
