@@ -36,11 +36,14 @@ type Agent struct {
 	settle time.Duration
 	// journalFault, in tests, makes a journal write fail.
 	journalFault func(Entry) error
+	// pullEvery is how often an image pull's progress is logged and sent
+	// to the caller (pullReportEvery).
+	pullEvery time.Duration
 }
 
 // New returns an agent for a validated cfg.
 func New(cfg Config, haproxy HAProxy, docker Docker, log *slog.Logger, opts ...Option) *Agent {
-	a := &Agent{cfg: cfg, haproxy: haproxy, docker: docker, log: log, poll: 25 * time.Millisecond, grace: rollbackGrace, settle: createSettle}
+	a := &Agent{cfg: cfg, haproxy: haproxy, docker: docker, log: log, poll: 25 * time.Millisecond, grace: rollbackGrace, settle: createSettle, pullEvery: pullReportEvery}
 	a.probe = a.probeApp
 	for _, o := range opts {
 		o(a)
@@ -63,13 +66,24 @@ type Request struct {
 	// that share of its weight (CanaryWeight) until Promote, or a later
 	// redeploy of the slot, gives it the whole weight back. 0: no canary.
 	CanaryPercent int
+	// CallerGone, when not nil, is closed when whoever asked went away (a
+	// gRPC caller's stream ended). Until the image is on the host nothing
+	// is changed, so the image pull stops then and the request fails with
+	// ErrPullCancelled; once a slot is touched, the replacement goes on to
+	// its end under Redeploy's ctx, caller or not.
+	CallerGone <-chan struct{}
 }
 
 // Redeploy replaces the requested slots one at a time, in config order, and
 // stops at the first slot that fails (after rolling it back). Every check
 // that does not need to touch a slot runs first: a bad request returns
 // ErrUnknownSlot, ErrInvalidImage, ErrImageNotAllowed or ErrPreflight and
-// changes nothing; another replacement on the host is ErrBusy. events, when not nil, receives each finished phase.
+// changes nothing; another replacement on the host is ErrBusy. The image
+// is pulled, when it is not on the host, before any slot is touched, within
+// docker.pull_timeout (ErrPullTimeout), and stops when ctx ends or
+// req.CallerGone is closed (ErrPullCancelled); either changes nothing and
+// frees the host at once. events, when not nil, receives each finished
+// phase, and every few seconds the progress of the pull (Event.Progress).
 // The report covers every requested slot, also when an error is returned.
 // The agent's Observer, if any, sees every event and every slot's outcome.
 func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (Report, error) {
@@ -98,7 +112,7 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 	doing := fmt.Sprintf("%s of %s since %s", req.Origin, req.Image, begin.Format(time.RFC3339))
 	a.running.Store(&doing)
 	defer a.running.Store(nil)
-	plans, err := a.preflight(ctx, req, slots)
+	plans, err := a.preflight(ctx, req, slots, events)
 	if err != nil {
 		return rep, err
 	}

@@ -86,7 +86,17 @@ type DockerConfig struct {
 	// Timeout bounds each Docker API call (a stop adds the container's own
 	// stop timeout).
 	Timeout time.Duration `mapstructure:"timeout"`
+	// PullTimeout bounds the pull of an image that is not on the host (a
+	// redeploy's preflight, before anything is changed): a pull that has
+	// not finished by then is stopped and the request fails.
+	PullTimeout time.Duration `mapstructure:"pull_timeout"`
 }
+
+// DefaultPullTimeout is docker.pull_timeout when the configuration does not
+// set it: some 6 GB at 10 MB/s, and the longest a registry that stalls can
+// hold the host when no caller goes away. It equals the coordinator's
+// default step_timeout, which includes the pull.
+const DefaultPullTimeout = 10 * time.Minute
 
 // Drain modes and timeout policies.
 const (
@@ -163,7 +173,7 @@ const (
 func DefaultConfig() Config {
 	return Config{
 		HAProxy:    HAProxyConfig{Socket: "/run/haproxy/admin.sock", Timeout: runtime.DefaultTimeout, Config: DefaultHAProxyConfig},
-		Docker:     DockerConfig{Timeout: docker.DefaultTimeout},
+		Docker:     DockerConfig{Timeout: docker.DefaultTimeout, PullTimeout: DefaultPullTimeout},
 		StateDir:   "/var/lib/haroll",
 		Drain:      DrainConfig{Mode: DrainWeight, Timeout: 30 * time.Second, OnTimeout: OnTimeoutFail},
 		Health:     HealthConfig{Timeout: 60 * time.Second, Path: "/", Docker: DockerHealthWait},
@@ -194,6 +204,9 @@ func (c Config) Validate() error {
 	}
 	if c.Docker.Timeout < time.Millisecond {
 		bad("docker.timeout", c.Docker.Timeout, "must be at least 1ms: write it with a unit, e.g. 30s")
+	}
+	if c.Docker.PullTimeout <= 0 {
+		bad("docker.pull_timeout", c.Docker.PullTimeout, "must be positive: write it with a unit, e.g. 10m; it bounds the pull of an image that is not on the host")
 	}
 	if c.StateDir == "" {
 		bad("state_dir", `""`, "set a directory haroll may write its lock and journal to")

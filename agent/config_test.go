@@ -117,3 +117,18 @@ func TestMetricsListenMustBeHostPort(t *testing.T) {
 		}
 	}
 }
+
+func TestThePullTimeoutDefaultsToTenMinutesAndMustBePositive(t *testing.T) {
+	cfg := DefaultConfig()
+	if cfg.Docker.PullTimeout != 10*time.Minute {
+		t.Errorf("default docker.pull_timeout %s, want 10m", cfg.Docker.PullTimeout)
+	}
+	cfg.Slots = []SlotConfig{{Name: "app-1", Backend: "app", Server: "app1", Container: "app-1"}}
+	for _, d := range []time.Duration{0, -time.Second} {
+		cfg.Docker.PullTimeout = d
+		err := cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), "docker.pull_timeout: "+d.String()+": must be positive") {
+			t.Errorf("pull_timeout %s: got %v", d, err)
+		}
+	}
+}

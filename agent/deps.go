@@ -26,7 +26,9 @@ type HAProxy interface {
 // Docker is the part of the Docker Engine API the agent uses (docker.Client).
 type Docker interface {
 	Inspect(ctx context.Context, nameOrID string) (docker.Container, error)
-	EnsureImage(ctx context.Context, ref string) (imageID string, err error)
+	// EnsureImage pulls ref when it is not on the host, calling progress
+	// with every change of the pull's progress, and stops when ctx ends.
+	EnsureImage(ctx context.Context, ref string, progress func(docker.PullProgress)) (imageID string, err error)
 	Clone(ctx context.Context, from, image, name string) (id string, err error)
 	Start(ctx context.Context, id string) error
 	Stop(ctx context.Context, id string) error

@@ -21,6 +21,12 @@ var (
 	ErrDrainTimeout = errors.New("drain timed out")
 	// ErrNotHealthy: the new container did not prove healthy in health.timeout.
 	ErrNotHealthy = errors.New("container did not become healthy")
+	// ErrPullTimeout: the image was not pulled within docker.pull_timeout;
+	// the pull was stopped and nothing changed.
+	ErrPullTimeout = errors.New("image pull timed out")
+	// ErrPullCancelled: the caller went away, or the agent is stopping,
+	// while the image was pulled; the pull was stopped and nothing changed.
+	ErrPullCancelled = errors.New("image pull cancelled")
 	// ErrBusy: another replacement holds the host lock.
 	ErrBusy = errors.New("another replacement is running on this host")
 	// ErrHookFailed: a slot's pre_drain or post_replace hook did not exit 0

@@ -19,6 +19,10 @@ const (
 	PhaseRollback  Phase = "rollback"
 	PhaseSkip      Phase = "skip"
 	PhaseRecover   Phase = "recover" // an earlier replacement cut off by a crash, finished or undone
+	// PhasePull pulls the image, once for every slot (Slot "(image)"),
+	// before anything is changed; there is no such event when the image is
+	// on the host already.
+	PhasePull Phase = "pull"
 )
 
 // The phases of a slot's hooks (hooks.pre_drain, hooks.post_replace).
@@ -31,7 +35,8 @@ const (
 	PhasePostReplace Phase = "post_replace"
 )
 
-// Event reports one finished phase of one slot.
+// Event reports one finished phase of one slot, or, with Progress, how far
+// a phase still running has got.
 type Event struct {
 	Slot     string        `json:"slot"`
 	Phase    Phase         `json:"phase"`
@@ -47,6 +52,11 @@ type Event struct {
 	// on_timeout fail Cause is ErrDrainTimeout; with shutdown the sessions
 	// were cut and the phase may still succeed.
 	DrainTimedOut bool `json:"drain_timed_out,omitempty"`
+	// Progress says that the phase still runs (an image pull, every few
+	// seconds): Detail says how far it is, Duration how long it has run.
+	// The Observer is not told of it, and it does not cross gRPC as such
+	// (a remote caller sees a plain event).
+	Progress bool `json:"progress,omitempty"`
 }
 
 // Result is how a slot's replacement ended.

@@ -22,10 +22,11 @@ type world struct {
 	mu      sync.Mutex
 	servers map[string]*fakeServer // "backend/server"
 	ctrs    map[string]*docker.Container
-	images  map[string]string // ref -> image ID
-	broken  map[string]bool   // image ID -> never healthy
-	calls   []string          // mutating calls, in order
-	fail    map[string]error  // method -> error to return
+	images  map[string]string    // ref -> image ID
+	pulls   map[string]*fakePull // ref -> how a pull of it goes
+	broken  map[string]bool      // image ID -> never healthy
+	calls   []string             // mutating calls, in order
+	fail    map[string]error     // method -> error to return
 	nextID  int
 	nextPrt int
 	// ephemeral: new containers get a new host port, like `-p 8080` does.
@@ -492,14 +493,71 @@ func (w *world) Inspect(ctx context.Context, nameOrID string) (docker.Container,
 	return *c, nil
 }
 
-func (w *world) EnsureImage(ctx context.Context, ref string) (string, error) {
+func (w *world) EnsureImage(ctx context.Context, ref string, progress func(docker.PullProgress)) (string, error) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	id, ok := w.images[ref]
-	if !ok {
+	pull := w.pulls[ref]
+	w.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	if pull == nil {
 		return "", fmt.Errorf("image %s: %w", ref, docker.ErrImageNotFound)
 	}
-	return id, nil
+	if err := pull.run(ctx, progress); err != nil {
+		return "", fmt.Errorf("pull image %s: %w", ref, err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.images[ref] = pull.id
+	return pull.id, nil
+}
+
+// fakePull is the registry behind an image that is not on the fake host:
+// a pull of it reports steps, one every every, then has the image, or,
+// with hang, stalls until its context ends, as a registry that stops
+// sending a layer does.
+type fakePull struct {
+	id    string
+	steps []docker.PullProgress
+	every time.Duration
+	hang  bool
+	// started is closed when a pull begins, ended once it returned.
+	started, ended chan struct{}
+}
+
+// pullable makes ref an image the fake host does not have and pulls as p
+// says; the pull's ID is sha256:<ref>.
+func (w *world) pullable(ref string, p *fakePull) *fakePull {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p.id = "sha256:" + ref
+	p.started, p.ended = make(chan struct{}), make(chan struct{})
+	if w.pulls == nil {
+		w.pulls = map[string]*fakePull{}
+	}
+	w.pulls[ref] = p
+	return p
+}
+
+func (p *fakePull) run(ctx context.Context, progress func(docker.PullProgress)) error {
+	close(p.started)
+	defer close(p.ended)
+	for _, s := range p.steps {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(p.every):
+		}
+		if progress != nil {
+			progress(s)
+		}
+	}
+	if p.hang {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return nil
 }
 
 func (w *world) Clone(ctx context.Context, from, image, name string) (string, error) {

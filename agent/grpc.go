@@ -47,7 +47,9 @@ func (s *Service) Status(ctx context.Context, _ *agentpb.StatusRequest) (*agentp
 
 // Redeploy runs a replacement and streams its events, then its report. Errors
 // that stop the request before any slot is touched come back as the RPC's
-// status; a slot that fails is reported in the final Report.
+// status; a slot that fails is reported in the final Report. A caller that
+// goes away stops the image pull (nothing is changed yet), not a slot's
+// replacement.
 func (s *Service) Redeploy(req *agentpb.RedeployRequest, stream agentpb.Agent_RedeployServer) error {
 	if req.GetImage() == "" {
 		return status.Error(codes.InvalidArgument, "image is required")
@@ -62,7 +64,8 @@ func (s *Service) Redeploy(req *agentpb.RedeployRequest, stream agentpb.Agent_Re
 	go func() {
 		defer s.wg.Done()
 		rep, err := s.agent.Redeploy(s.life, Request{Image: req.GetImage(), Slots: req.GetSlots(),
-			Force: req.GetForce(), Origin: req.GetOrigin(), CanaryPercent: int(req.GetCanaryWeightPercent())}, func(e Event) {
+			Force: req.GetForce(), Origin: req.GetOrigin(), CanaryPercent: int(req.GetCanaryWeightPercent()),
+			CallerGone: stream.Context().Done()}, func(e Event) {
 			select {
 			case events <- EventToPB(e):
 			default: // a slow or gone caller never holds a slot up
@@ -150,6 +153,8 @@ func (s *Service) Counters(req *agentpb.CountersRequest, stream agentpb.Agent_Co
 func toStatus(err error) error {
 	code := codes.Internal
 	switch {
+	case errors.Is(err, ErrPullCancelled): // a preflight failure, but cut short
+		code = codes.Canceled
 	case errors.Is(err, ErrBusy):
 		code = codes.ResourceExhausted
 	case errors.Is(err, ErrUnknownSlot), errors.Is(err, ErrInvalidImage), errors.Is(err, ErrInvalidCanary):

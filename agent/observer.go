@@ -26,8 +26,8 @@ func WithObserver(o Observer) Option {
 	return func(a *Agent) { a.observer = o }
 }
 
-// observed returns events with the observer told of each event first; nil
-// events means the observer only.
+// observed returns events with the observer told of each event first,
+// progress reports aside; nil events means the observer only.
 func (a *Agent) observed(events func(Event)) func(Event) {
 	if events == nil {
 		events = func(Event) {}
@@ -37,7 +37,9 @@ func (a *Agent) observed(events func(Event)) func(Event) {
 	}
 	o := a.observer
 	return func(e Event) {
-		o.Phase(e)
+		if !e.Progress {
+			o.Phase(e)
+		}
 		events(e)
 	}
 }

@@ -28,9 +28,9 @@ type plan struct {
 }
 
 // preflight checks every requested slot, then makes sure the image is local
-// (pulling it now, before any drain), and changes nothing. All problems are
-// reported at once, wrapped in ErrPreflight.
-func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig) ([]plan, error) {
+// (pulling it now, before any drain: pullImage), and changes nothing. All
+// problems are reported at once, wrapped in ErrPreflight.
+func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, events func(Event)) ([]plan, error) {
 	if err := a.validateImage(req.Image); err != nil {
 		return nil, err
 	}
@@ -63,7 +63,7 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig) 
 			p.final = CanaryWeight(p.full, req.CanaryPercent)
 		}
 	}
-	imageID, err := a.docker.EnsureImage(ctx, req.Image)
+	imageID, err := a.pullImage(ctx, req, events)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrPreflight, err)
 	}

@@ -4,17 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/pkg/jsonmessage"
 )
 
 // EnsureImage returns the ID (sha256:...) of the local image ref, pulling it first only when it is not
 // present locally. Pulls are anonymous: a private registry needs the image pulled beforehand. An image
-// that is neither local nor pullable is ErrImageNotFound, with the pull error.
-func (c *Client) EnsureImage(ctx context.Context, ref string) (string, error) {
+// that is neither local nor pullable is ErrImageNotFound, with the pull error. The pull has no deadline
+// of its own: ctx bounds it, and when ctx ends the pull stops (the daemon cancels it once no client
+// waits for it) and the error wraps ctx.Err(). progress, when not nil, is called with every change of the
+// pull's progress, on the calling goroutine; it is not called when the image is local.
+func (c *Client) EnsureImage(ctx context.Context, ref string, progress func(PullProgress)) (string, error) {
 	if ref == "" {
 		return "", fmt.Errorf("ensure image: empty image reference: %w", ErrImageNotFound)
 	}
@@ -22,7 +23,7 @@ func (c *Client) EnsureImage(ctx context.Context, ref string) (string, error) {
 	if err == nil || !errors.Is(err, ErrImageNotFound) {
 		return id, err
 	}
-	if err := c.pull(ctx, ref); err != nil {
+	if err := c.pull(ctx, ref, progress); err != nil {
 		if ctx.Err() != nil {
 			return "", fmt.Errorf("pull image %s: %w", ref, ctx.Err())
 		}
@@ -48,14 +49,14 @@ func (c *Client) localImageID(ctx context.Context, ref string) (string, error) {
 	return resp.ID, nil
 }
 
-// pull pulls ref and reports the error the daemon streams back, if any: the HTTP call itself succeeds
-// even when the pull fails.
-func (c *Client) pull(ctx context.Context, ref string) error {
+// pull pulls ref and reports the error the daemon streams back, if any.
+// Cancelling ctx closes the connection, and the daemon cancels the pull
+// once no client waits for it.
+func (c *Client) pull(ctx context.Context, ref string, progress func(PullProgress)) error {
 	body, err := c.api.ImagePull(ctx, ref, image.PullOptions{})
 	if err != nil {
 		return err
 	}
 	defer body.Close()
-	// The stream carries the pull error, if any, as a JSON message.
-	return jsonmessage.DisplayJSONMessagesStream(body, io.Discard, 0, false, nil)
+	return readPull(body, progress)
 }

@@ -17,7 +17,7 @@ func TestEnsureImageReturnsTheIDOfALocalImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := c.EnsureImage(ctx, tag)
+	got, err := c.EnsureImage(ctx, tag, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func TestEnsureImageOfAnImageNoRegistryHasIsErrImageNotFound(t *testing.T) {
 	c := engine(t)
 	// Nothing listens on port 1; the daemon treats 127.0.0.0/8 registries as insecure and fails fast.
 	ref := "127.0.0.1:1/haroll-missing-" + runID + ":none"
-	_, err := c.EnsureImage(testContext(t, 30*time.Second), ref)
+	_, err := c.EnsureImage(testContext(t, 30*time.Second), ref, nil)
 	if !errors.Is(err, docker.ErrImageNotFound) {
 		t.Fatalf("EnsureImage: got %v, want ErrImageNotFound", err)
 	}

@@ -34,7 +34,12 @@ type Config struct {
 	// starts: a count or a percentage; "0" tolerates none.
 	MaxFailures    string        `mapstructure:"max_failures"`
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
-	StepTimeout    time.Duration `mapstructure:"step_timeout"`
+	// StepTimeout bounds one step on every host of a batch. It includes
+	// the agent's pull of an image it does not have (bounded there by
+	// docker.pull_timeout, which the coordinator cannot see): set it above
+	// that plus the slot's drain and health timeouts. A call ended by it
+	// during the pull stops the pull on the agent, which changed nothing.
+	StepTimeout time.Duration `mapstructure:"step_timeout"`
 	// Slots to replace, in order; empty means every slot of the first host.
 	Slots []string `mapstructure:"slots"`
 	// StateFile is where the rollout's progress is persisted after every

@@ -54,7 +54,8 @@ type Executor struct {
 	// ConnectTimeout bounds dialling a host and its Status answer.
 	ConnectTimeout time.Duration
 	// StepTimeout bounds a step: every host of it must report by then, or
-	// is counted failed (the agent finishes or rolls back on its own).
+	// is counted failed (the agent finishes or rolls back on its own). It
+	// includes the agent's image pull, which a step timeout stops.
 	StepTimeout time.Duration
 	// StateFile, if set, is where Run and Resume persist the rollout's
 	// progress (see State) after every finished (host, slot) pair.
@@ -701,7 +702,7 @@ func (r *run) redeploy(ctx, sctx context.Context, pos Event, h string, canary bo
 	}
 	switch {
 	case err != nil && sctx.Err() != nil && ctx.Err() == nil:
-		err = fmt.Errorf("%w: no report within %s, the agent finishes or rolls back the slot on its own: %w", ErrStepTimeout, r.e.StepTimeout, err)
+		err = fmt.Errorf("%w: no report within %s, the agent finishes or rolls back the slot on its own (or, still pulling the image, stops with nothing changed): %w", ErrStepTimeout, r.e.StepTimeout, err)
 	case err == nil && !slotOK(sr.Result):
 		err = fmt.Errorf("%w: result %q", ErrSlotFailed, sr.Result)
 	}

@@ -111,3 +111,23 @@ func TestAHookTimeoutWithoutAUnitIsAnError(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestThePullTimeoutIsReadFromTheFileAndTheEnvironmentAndMustBePositive(t *testing.T) {
+	p := writeConfig(t, "docker: {pull_timeout: 90s}\nslots:\n  - {name: a, backend: app, server: s1, container: c1}\n")
+	cmd := newStatus()
+	if err := cmd.ParseFlags([]string{"--config", p}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadAgentConfig(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Docker.PullTimeout != 90*time.Second {
+		t.Fatalf("docker.pull_timeout %s, want 90s", cfg.Docker.PullTimeout)
+	}
+	t.Setenv("HAROLL_DOCKER_PULL_TIMEOUT", "0s")
+	err = loadFrom(t, p)
+	if err == nil || !strings.Contains(err.Error(), "docker.pull_timeout: 0s") {
+		t.Fatalf("got %v, want an error naming docker.pull_timeout: 0s", err)
+	}
+}

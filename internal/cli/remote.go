@@ -62,7 +62,9 @@ func (r *remote) Status(ctx context.Context) ([]agent.SlotStatus, error) {
 }
 
 // Redeploy asks the agent to replace the slots and follows its events. If
-// this process is interrupted, the agent goes on with the replacement.
+// this process is interrupted, the agent goes on with the replacement once
+// a slot is touched; during the image pull, which has changed nothing yet,
+// it stops the pull and the request.
 func (r *remote) Redeploy(ctx context.Context, req agent.Request, events func(agent.Event)) (agent.Report, error) {
 	stream, err := r.client.Redeploy(ctx, &agentpb.RedeployRequest{Image: req.Image, Slots: req.Slots, Force: req.Force, Origin: req.Origin})
 	if err != nil {

@@ -160,7 +160,7 @@ agent skips if it is already on the image.`,
 	f.BoolVar(&skipUnreachable, "skip-unreachable", false, "leave hosts that do not answer out of the rollout instead of refusing it")
 	f.BoolVar(&resume, "resume", false, "finish the interrupted rollout recorded in the state file (its image and plan); --image, if given, must match")
 	f.String("state-file", "", "where the rollout's progress is recorded, for --resume (overrides state_file; default "+rollout.DefaultStateFile+")")
-	f.Duration("step-timeout", 0, "how long every host of a step has to report on its slot (overrides step_timeout)")
+	f.Duration("step-timeout", 0, "how long every host of a step has to report on its slot, its image pull included (overrides step_timeout)")
 	f.String("metrics-listen", "", "serve the rollout's progress as Prometheus metrics on host:port while it runs (overrides metrics_listen)")
 	f.Bool("insecure", false, "dial the agents in plaintext; refused unless every host is a loopback address")
 	f.StringVarP(&output, "output", "o", "text", "text or json (the result on stdout, progress on stderr)")

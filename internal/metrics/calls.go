@@ -156,9 +156,9 @@ func (d *dockerCalls) Inspect(ctx context.Context, nameOrID string) (docker.Cont
 	return c, d.m.done("inspect", t, err)
 }
 
-func (d *dockerCalls) EnsureImage(ctx context.Context, ref string) (string, error) {
+func (d *dockerCalls) EnsureImage(ctx context.Context, ref string, progress func(docker.PullProgress)) (string, error) {
 	t := time.Now()
-	id, err := d.next.EnsureImage(ctx, ref)
+	id, err := d.next.EnsureImage(ctx, ref, progress)
 	return id, d.m.done("ensure_image", t, err)
 }
 

@@ -59,7 +59,7 @@ func (b *backends) Info(context.Context) (runtime.Info, error) { return runtime.
 func (b *backends) Inspect(context.Context, string) (docker.Container, error) {
 	return docker.Container{ID: "c1"}, b.call("Inspect")
 }
-func (b *backends) EnsureImage(context.Context, string) (string, error) {
+func (b *backends) EnsureImage(context.Context, string, func(docker.PullProgress)) (string, error) {
 	return "img", b.call("EnsureImage")
 }
 func (b *backends) Clone(context.Context, string, string, string) (string, error) {
@@ -86,7 +86,7 @@ func callAll(c *Calls, b *backends) {
 	_ = h.ShutdownSessions(ctx, "app", "s1")
 	_, _ = h.Info(ctx)
 	_, _ = d.Inspect(ctx, "c1")
-	_, _ = d.EnsureImage(ctx, "app:v2")
+	_, _ = d.EnsureImage(ctx, "app:v2", nil)
 	_, _ = d.Clone(ctx, "c1", "app:v2", "c1-next")
 	_ = d.Start(ctx, "c2")
 	_ = d.Stop(ctx, "c1")
