@@ -49,6 +49,12 @@ type HostOptions struct {
 	// ServerOptions, when set, gives each server line's options by the
 	// server's index (0-based), e.g. "cookie s1".
 	ServerOptions func(i int) string
+	// ExtraRunArgs, when set, gives more `docker run` options for container
+	// i (0-based), e.g. "--rm", "-e", "SHUTDOWN_DELAY=8s", "--ip", "10.213.7.11".
+	ExtraRunArgs func(i int) []string
+	// Subnet is the user network's subnet (UserNetwork only; "" lets
+	// Docker pick one), for containers with a static --ip.
+	Subnet string
 }
 
 // Host is a running simulated host.
@@ -88,7 +94,11 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 	}()
 	if o.Addressing == UserNetwork {
 		h.Network = o.Name + "-net"
-		if _, err := docker(ctx, "network", "create", "--label", "haroll.test=1", h.Network); err != nil {
+		args := []string{"network", "create", "--label", "haroll.test=1", h.Network}
+		if o.Subnet != "" {
+			args = append(args, "--subnet", o.Subnet)
+		}
+		if _, err := docker(ctx, args...); err != nil {
 			return h, err
 		}
 	}
@@ -109,6 +119,9 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 			args = append(args, "--network", h.Network, "--network-alias", fmt.Sprintf("app%d", i+1))
 		default:
 			return h, fmt.Errorf("addressing %q: want fixed, ephemeral or network", o.Addressing)
+		}
+		if o.ExtraRunArgs != nil {
+			args = append(args, o.ExtraRunArgs(i)...)
 		}
 		if _, err := docker(ctx, append(args, o.Image)...); err != nil {
 			return h, err
