@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
 	"github.com/haroll/haroll/integration/harness"
 )
 
@@ -188,7 +191,26 @@ func TestStaticIPAndMACAddressesAreKept(t *testing.T) {
 	mac := func(i int) string { return fmt.Sprintf("02:42:0a:d5:%02x:%02x", octet, 11+i) }
 	h := startHostWith(t, harness.UserNetwork, func(o *harness.HostOptions) {
 		o.Subnet = fmt.Sprintf("10.213.%d.0/24", octet)
-		o.ExtraRunArgs = func(i int) []string { return []string{"--ip", ip(i), "--mac-address", mac(i)} }
+		// `docker run --ip --mac-address`: the docker CLI of this machine
+		// sets a MAC per network, which API 1.41 cannot take.
+		o.Run = func(ctx context.Context, name, netName string, i int) error {
+			cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			stop := 10
+			resp, err := cli.ContainerCreate(ctx,
+				&container.Config{Image: images.V1, Labels: map[string]string{harness.TestLabel: "1"}, StopTimeout: &stop, MacAddress: mac(i)},
+				&container.HostConfig{NetworkMode: container.NetworkMode(netName)},
+				&network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{netName: {
+					Aliases: []string{fmt.Sprintf("app%d", i+1)}, IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: ip(i)},
+				}}}, nil, name)
+			if err != nil {
+				return err
+			}
+			return cli.ContainerStart(ctx, resp.ID, container.StartOptions{})
+		}
 	})
 	const addrs = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{.MacAddress}}{{end}}"
 	for i, name := range h.Names {

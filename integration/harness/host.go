@@ -52,6 +52,10 @@ type HostOptions struct {
 	// ExtraRunArgs, when set, gives more `docker run` options for container
 	// i (0-based), e.g. "--rm", "-e", "SHUTDOWN_DELAY=8s", "--ip", "10.213.7.11".
 	ExtraRunArgs func(i int) []string
+	// Run, when set, creates and starts container i under name instead of
+	// `docker run`, for what the docker CLI cannot ask of the daemon (a MAC
+	// address on API < 1.44); network is the host's user network, or "".
+	Run func(ctx context.Context, name, network string, i int) error
 	// Subnet is the user network's subnet (UserNetwork only; "" lets
 	// Docker pick one), for containers with a static --ip.
 	Subnet string
@@ -123,10 +127,15 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 		if o.ExtraRunArgs != nil {
 			args = append(args, o.ExtraRunArgs(i)...)
 		}
-		if _, err := docker(ctx, append(args, o.Image)...); err != nil {
+		if o.Run != nil {
+			err = o.Run(ctx, name, h.Network, i)
+		} else {
+			_, err = docker(ctx, append(args, o.Image)...)
+			h.RunArgs[name] = args[1:]
+		}
+		if err != nil {
 			return h, err
 		}
-		h.RunArgs[name] = args[1:]
 		h.containers = append(h.containers, name)
 		h.Names = append(h.Names, name)
 		addr, err := h.containerAddr(ctx, name)
