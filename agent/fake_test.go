@@ -55,6 +55,9 @@ type world struct {
 	stopGrace time.Duration
 	onSignal  func()
 	exitAt    map[string]time.Time // container ID -> end of its grace
+	// afterCall, when set, runs (under mu) after each mutating call the
+	// fake has accepted, before it acts.
+	afterCall func(call string)
 	// violations are what haroll must never do, as the fake saw it: a
 	// container stopped while a server could select it or had sessions on
 	// it, a container reachable through HAProxy before its gate.
@@ -256,6 +259,9 @@ func (w *world) record(format string, args ...any) error {
 		return down
 	}
 	w.calls = append(w.calls, call)
+	if w.afterCall != nil {
+		w.afterCall(call)
+	}
 	return w.fail[verb]
 }
 

@@ -99,7 +99,11 @@ func ignoreGone(err error) error {
 // (while the server is still in maintenance).
 func (r *replacement) reviveOld(ctx context.Context) error {
 	a, s := r.a, r.p.slot
-	if r.e.Stopped { // else it never stopped: it serves its sessions on
+	// A stopped old container is started again once: a retry (HAProxy or
+	// Docker not answering later on) must not stop it again, since out of
+	// maintenance HAProxy may be sending it requests. One never stopped
+	// serves its sessions on.
+	if r.e.Stopped && !r.revived {
 		// A stop cut short (the agent cancelled or killed, docker.timeout)
 		// may have reached Docker: the container then runs its shutdown
 		// grace, healthy, and Start is a no-op on it, so it would pass the
@@ -113,6 +117,7 @@ func (r *replacement) reviveOld(ctx context.Context) error {
 		if err := a.docker.Start(ctx, r.p.old.ID); err != nil {
 			return err
 		}
+		r.revived = true
 	}
 	healthCtx, cancel := context.WithTimeout(ctx, a.cfg.Health.Timeout)
 	defer cancel()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/haroll/haroll/runtime"
 )
 
 // stopGrace is how long the fake's old container runs after its stop signal,
@@ -76,5 +78,42 @@ func TestARecoveryFinishesAStopCutShortBeforeStartingTheOldContainerAgain(t *tes
 	assertRunsAfterItsGrace(t, w, oldID)
 	if e, err := (Journal{dir: b.cfg.StateDir}).Read(); err != nil || e != nil {
 		t.Fatalf("journal left: %+v, %v", e, err)
+	}
+}
+
+func TestARetriedReviveNeverStopsTheOldContainerItStartedAgain(t *testing.T) {
+	w := newWorld(t)
+	slot := w.addSlot("app-1", 7)
+	a := newTestAgent(t, w, slot)
+	a.cfg.Health.Timeout = 300 * time.Millisecond
+	oldID := w.byName("app-1").ID
+	w.stopGrace = stopGrace
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w.onSignal = cancel
+	// Once the revived old container's server leaves maintenance, HAProxy
+	// stops answering for longer than the gate waits: the revive is retried
+	// while HAProxy may already send the old container requests.
+	w.afterCall = func(call string) {
+		if call == "LeaveMaint app/srv-app-1 ready" {
+			w.afterCall = nil
+			w.haproxyDown = runtime.ErrUnreachable
+			time.AfterFunc(600*time.Millisecond, func() { w.setDown(&w.haproxyDown, nil) })
+		}
+	}
+	if _, err := a.Redeploy(ctx, Request{Image: "app:v2"}, nil); err == nil {
+		t.Fatal("the redeploy succeeded")
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	assertRolledBack(t, w, oldID)
+	n := 0
+	for _, c := range w.calls {
+		if c == "Stop app-1" {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("calls %q: want 2 stops of the old container (the one cut short, the one that finishes it), got %d", w.calls, n)
 	}
 }
