@@ -17,6 +17,10 @@ var (
 	// maintenance (`option persist`, `force-persist`), so its server cannot
 	// be taken out of every selection before its container stops.
 	ErrPersistence = errors.New("backend persistence defeats the drain")
+	// ErrAutoRemove: the slot's container was created with --rm and would
+	// have to stop before its replacement is proven (stop-first): Docker
+	// would delete it, and a failed replacement could not bring it back.
+	ErrAutoRemove = errors.New("container is removed when it stops (--rm)")
 	// ErrDrainTimeout: sessions were still open at drain.timeout.
 	ErrDrainTimeout = errors.New("drain timed out")
 	// ErrNotHealthy: the new container did not prove healthy in health.timeout.

@@ -49,6 +49,16 @@ type world struct {
 	// ones, and each one a server saw pass rise checks from a forced health
 	// of 0 while pointing at it.
 	vetted map[string]bool
+	// stopGrace, when set, makes a stop take that long: Docker sends the
+	// stop signal at once and the container serves on, healthy, until it
+	// exits, whether or not the Stop call is still waiting. onSignal runs
+	// (once) right after a stop signal is sent.
+	stopGrace time.Duration
+	onSignal  func()
+	exitAt    map[string]time.Time // container ID -> end of its grace
+	// afterCall, when set, runs (under mu) after each mutating call the
+	// fake has accepted, before it acts.
+	afterCall func(call string)
 	// violations are what haroll must never do, as the fake saw it: a
 	// container stopped while a server could select it or had sessions on
 	// it, a container reachable through HAProxy before its gate.
@@ -61,8 +71,22 @@ func (s *fakeServer) selectable() bool {
 	return s.admin.State != runtime.StateMaint && s.stat.CheckHealth >= s.stat.CheckRise
 }
 
+// reap stops the containers whose shutdown grace is over.
+func (w *world) reap() {
+	now := time.Now()
+	for id, at := range w.exitAt {
+		if !now.Before(at) {
+			if c := w.ctrs[id]; c != nil {
+				c.Running = false
+			}
+			delete(w.exitAt, id)
+		}
+	}
+}
+
 // containerAt returns the running container that listens at addr.
 func (w *world) containerAt(addr string) *docker.Container {
+	w.reap()
 	for _, c := range w.ctrs {
 		if !c.Running {
 			continue
@@ -185,7 +209,8 @@ func newWorld(t *testing.T) *world {
 	t.Helper()
 	w := &world{servers: map[string]*fakeServer{}, ctrs: map[string]*docker.Container{},
 		images: map[string]string{"app:v1": "sha256:v1", "app:v2": "sha256:v2", "app:broken": "sha256:broken"},
-		broken: map[string]bool{"sha256:broken": true}, fail: map[string]error{}, nextPrt: 20000, vetted: map[string]bool{}}
+		broken: map[string]bool{"sha256:broken": true}, fail: map[string]error{}, nextPrt: 20000, vetted: map[string]bool{},
+		exitAt: map[string]time.Time{}}
 	// A server haroll does not manage keeps the backend serving (min_serving).
 	w.servers["app/other"] = &fakeServer{stat: runtime.ServerStat{Backend: "app", Server: "other", Status: "no check", Weight: 1}}
 	return w
@@ -235,6 +260,9 @@ func (w *world) record(format string, args ...any) error {
 		return down
 	}
 	w.calls = append(w.calls, call)
+	if w.afterCall != nil {
+		w.afterCall(call)
+	}
 	return w.fail[verb]
 }
 
@@ -249,6 +277,7 @@ func (w *world) down(method string) error {
 
 // healthyAt reports whether a running, non-broken container answers on addr.
 func (w *world) healthyAt(addr string) bool {
+	w.reap()
 	for _, c := range w.ctrs {
 		if !c.Running || w.broken[c.ImageID] {
 			continue
@@ -263,6 +292,7 @@ func (w *world) healthyAt(addr string) bool {
 }
 
 func (w *world) byName(name string) *docker.Container {
+	w.reap()
 	for _, c := range w.ctrs {
 		if c.Name == name || c.ID == name {
 			return c
@@ -595,19 +625,62 @@ func (w *world) setRunning(verb, id string, running bool) error {
 	return nil
 }
 
+// Start starts a stopped container; on a running one, even one in its
+// shutdown grace, it does nothing, as Docker's.
 func (w *world) Start(ctx context.Context, id string) error {
-	err := w.setRunning("Start", id, true)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	c := w.byName(id)
+	if c == nil {
+		return fmt.Errorf("container %s: %w", id, docker.ErrContainerNotFound)
+	}
+	if err := w.record("Start %s", c.Name); err != nil {
+		return err
+	}
+	c.Running = true
 	w.checkExposure()
-	return err
+	return nil
 }
 
+// Stop stops a container; with stopGrace, as Docker does with an app that
+// takes that long to exit: the signal is sent at once, and a Stop cut off
+// by its ctx leaves the container running out its grace.
 func (w *world) Stop(ctx context.Context, id string) error {
 	w.mu.Lock()
 	w.checkStop(id)
+	grace := w.stopGrace
 	w.mu.Unlock()
-	return w.setRunning("Stop", id, false)
+	if grace == 0 {
+		return w.setRunning("Stop", id, false)
+	}
+	w.mu.Lock()
+	c := w.byName(id)
+	if c == nil {
+		w.mu.Unlock()
+		return fmt.Errorf("container %s: %w", id, docker.ErrContainerNotFound)
+	}
+	if err := w.record("Stop %s", c.Name); err != nil {
+		w.mu.Unlock()
+		return err
+	}
+	if _, stopping := w.exitAt[c.ID]; c.Running && !stopping {
+		w.exitAt[c.ID] = time.Now().Add(grace)
+	}
+	at, hook := w.exitAt[c.ID], w.onSignal
+	w.onSignal = nil
+	w.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("stop container %s: %w", id, ctx.Err())
+	case <-time.After(time.Until(at)):
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.reap()
+	return nil
 }
 
 func (w *world) Rename(ctx context.Context, id, name string) error {

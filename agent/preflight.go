@@ -117,8 +117,13 @@ func (a *Agent) checkSlot(ctx context.Context, s SlotConfig, cfg haproxyConfig) 
 		}
 		p.startFirst = true
 	case StrategyStopFirst:
+		why = "strategy is stop-first"
 	default:
 		p.startFirst = beside
+	}
+	if old.AutoRemove && !p.startFirst {
+		return p, fmt.Errorf("container %s was created with --rm (AutoRemove), so Docker deletes it as soon as it stops, and it would have to stop before its replacement is proven (%s): a replacement that failed could not bring it back; recreate the container without --rm, or let it run beside its replacement (no fixed host port, static IP or MAC; strategy auto or start-first): %w",
+			s.Container, why, ErrAutoRemove)
 	}
 	if old.Running {
 		if want, err := containerAddress(old, s); err != nil {

@@ -39,6 +39,7 @@ type replacement struct {
 	// done; nil means at once (recovery).
 	cleaner *cleaner
 	cut     bool // the drain timed out and its sessions were shut down
+	revived bool // the rollback started the stopped old container again
 
 	// hmu serialises what haroll holds HAProxy's server to (the entry's
 	// Drained and Maint, target, gating) with its changes, the journal

@@ -99,10 +99,25 @@ func ignoreGone(err error) error {
 // (while the server is still in maintenance).
 func (r *replacement) reviveOld(ctx context.Context) error {
 	a, s := r.a, r.p.slot
-	if r.e.Stopped { // else it never stopped: it serves its sessions on
+	// A stopped old container is started again once: a retry (HAProxy or
+	// Docker not answering later on) must not stop it again, since out of
+	// maintenance HAProxy may be sending it requests. One never stopped
+	// serves its sessions on.
+	if r.e.Stopped && !r.revived {
+		// A stop cut short (the agent cancelled or killed, docker.timeout)
+		// may have reached Docker: the container then runs its shutdown
+		// grace, healthy, and Start is a no-op on it, so it would pass the
+		// gate and exit seconds later. Finish the stop first (its own stop
+		// signal and timeout, then SIGKILL): the server is in maintenance
+		// and drained, nothing reaches the container. One that is stopped
+		// already costs an inspect.
+		if err := a.docker.Stop(ctx, r.p.old.ID); err != nil {
+			return fmt.Errorf("finish the stop of old container %s before starting it again: %w", shortID(r.p.old.ID), err)
+		}
 		if err := a.docker.Start(ctx, r.p.old.ID); err != nil {
 			return err
 		}
+		r.revived = true
 	}
 	healthCtx, cancel := context.WithTimeout(ctx, a.cfg.Health.Timeout)
 	defer cancel()

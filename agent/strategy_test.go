@@ -145,3 +145,88 @@ func TestWithHealthDockerWatchTheProbeDecidesAndDockerCanOnlyFail(t *testing.T) 
 		}
 	})
 }
+
+func TestAStaticIPOrMACIsTreatedLikeAFixedHostPort(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		set      func(c *docker.Container)
+		strategy string
+		want     string // stop-first, start-first or the preflight error
+	}{
+		{"static IP, auto", func(c *docker.Container) { c.StaticAddresses = []string{"10.213.7.11 on front"} }, StrategyAuto, "stop-first"},
+		{"static IP, start-first", func(c *docker.Container) { c.StaticAddresses = []string{"10.213.7.11 on front"} }, StrategyStartFirst,
+			"cannot run beside its replacement: it has static IP addresses (10.213.7.11 on front); use stop-first or auto"},
+		{"static MAC, auto", func(c *docker.Container) { c.MacAddress = "02:42:0a:d5:07:0b" }, StrategyAuto, "stop-first"},
+		{"static MAC, start-first", func(c *docker.Container) { c.MacAddress = "02:42:0a:d5:07:0b" }, StrategyStartFirst,
+			"it has a static MAC address (02:42:0a:d5:07:0b)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			slot := w.addSlot("app-1", 7)
+			slot.Strategy = tc.strategy
+			w.startFirst() // no fixed host port
+			tc.set(w.byName("app-1"))
+			a := newTestAgent(t, w, slot)
+			_, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil)
+			got := "start-first"
+			switch {
+			case err != nil:
+				got = err.Error()
+				if !errors.Is(err, ErrPreflight) || len(w.mutations()) != 0 {
+					t.Errorf("%v, after %q: want a preflight error that changed nothing", err, w.mutations())
+				}
+			case slices.Contains(w.mutations(), "Stop app-1"):
+				got = "stop-first"
+			}
+			if !strings.Contains(got, tc.want) {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestARmContainerIsNeverStoppedBeforeItsReplacementIsProven(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		strategy    string
+		startFirst  bool // no fixed host port
+		wantRefused string
+	}{
+		{"fixed host port, auto", StrategyAuto, false, "it publishes fixed host ports (127.0.0.1:20001->8080/tcp)"},
+		{"stop-first", StrategyStopFirst, true, "strategy is stop-first"},
+		{"auto, can run beside", StrategyAuto, true, ""},
+		{"start-first", StrategyStartFirst, true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			slot := w.addSlot("app-1", 7)
+			slot.Strategy = tc.strategy
+			if tc.startFirst {
+				w.startFirst()
+			}
+			w.byName("app-1").AutoRemove = true
+			oldID := w.byName("app-1").ID
+			a := newTestAgent(t, w, slot)
+			a.cfg.Health.Timeout = 200 * time.Millisecond
+			_, err := a.Redeploy(context.Background(), Request{Image: "app:broken"}, nil)
+			if tc.wantRefused != "" {
+				if !errors.Is(err, ErrPreflight) || !errors.Is(err, ErrAutoRemove) || !strings.Contains(err.Error(), "--rm") || !strings.Contains(err.Error(), tc.wantRefused) {
+					t.Fatalf("got %v: want a preflight refusal naming --rm and %q", err, tc.wantRefused)
+				}
+				if len(w.mutations()) != 0 {
+					t.Fatalf("refused, yet %q", w.mutations())
+				}
+				return
+			}
+			// Start-first: a broken image is rolled back, the old
+			// container never stopped.
+			if !errors.Is(err, ErrNotHealthy) {
+				t.Fatalf("got %v, want the broken image rolled back", err)
+			}
+			if slices.Contains(w.mutations(), "Stop app-1-haroll-prev") {
+				t.Fatalf("the --rm container was stopped: %q", w.mutations())
+			}
+			assertRolledBack(t, w, oldID)
+		})
+	}
+}

@@ -26,8 +26,9 @@ const multiNetworkCreateAPI = "1.44"
 // so an ephemeral host port stays ephemeral), binds, mounts and volumes (an anonymous volume is
 // reused, as docker compose does), labels, networks with their aliases and static addresses, restart
 // policy, healthcheck, resources, user, working directory, hostname and domain name, stop signal and
-// timeout, tty and stdin, log configuration, extra hosts, capabilities and the rest of the host
-// configuration.
+// timeout, tty and stdin, log configuration, extra hosts, capabilities, a static MAC address and the
+// rest of the host configuration, but not AutoRemove (--rm): the copy is a container haroll may have
+// to stop and start again (the old one of the next replacement), which Docker would delete instead.
 //
 // What container from merely inherited from its own image is left out, so that image's defaults
 // apply instead: Docker stores a container's configuration merged with its image's, so a setting equal
@@ -66,6 +67,9 @@ func (c *Client) clone(ctx context.Context, from string, image, name string) (st
 
 	spec := cloneSpec(old, oldImage.Config, image)
 	multi := versions.GreaterThanOrEqualTo(c.api.ClientVersion(), multiNetworkCreateAPI)
+	if multi {
+		spec.macOnEndpoint()
+	}
 	atCreate, later := spec.split(multi)
 
 	resp, err := c.api.ContainerCreate(ctx, spec.Config, spec.HostConfig, atCreate, nil, name)
@@ -95,6 +99,19 @@ type createSpec struct {
 	// container:...); Networks holds every network to attach, Primary included.
 	Primary  string
 	Networks map[string]*network.EndpointSettings
+}
+
+// macOnEndpoint moves the container-wide MAC address to the primary network's endpoint, where API
+// 1.44 and later take it (the SDK drops Config.MacAddress for them).
+func (s createSpec) macOnEndpoint() {
+	mac := s.Config.MacAddress
+	if mac == "" {
+		return
+	}
+	s.Config.MacAddress = ""
+	if ep := s.Networks[s.Primary]; ep != nil && ep.MacAddress == "" {
+		ep.MacAddress = mac
+	}
 }
 
 // split returns the networks to attach at create and those to connect afterwards.
@@ -161,6 +178,9 @@ func cloneSpec(old container.InspectResponse, oldImage *dockerspec.DockerOCIImag
 		NetworkDisabled: oc.NetworkDisabled,
 		Labels:          withoutImageLabels(oc.Labels, img.Labels),
 		StopSignal:      unlessEqual(oc.StopSignal, img.StopSignal),
+		// Only a MAC the operator set shows here (API < 1.44); each
+		// endpoint's MacAddress is operational data, maybe generated.
+		MacAddress: oc.MacAddress,
 	}
 	if oc.StopTimeout != nil {
 		t := *oc.StopTimeout
@@ -187,6 +207,8 @@ func cloneSpec(old container.InspectResponse, oldImage *dockerspec.DockerOCIImag
 	}
 
 	hc.ContainerIDFile = "" // a client-side file of the original `docker run`
+	// Docker would delete the copy when it stops: see Clone.
+	hc.AutoRemove = false
 	hc.Links = shortLinks(hc.Links)
 	hc.Binds = slices.Clone(hc.Binds)
 	hc.Mounts = slices.Clone(hc.Mounts)

@@ -188,3 +188,88 @@ func volumeAt(t *testing.T, ctx context.Context, api interface {
 	}
 	return ""
 }
+
+// TestACloneOfAStaticAddressedRmContainerKeepsItsAddressesAndIsNoRm: the
+// clone of a container with --ip, --mac-address and --rm takes, once the old
+// one has stopped and is gone, the same IP and MAC, and Docker keeps it when
+// it stops; Inspect reports what makes such a container unable to run
+// beside its clone.
+func TestACloneOfAStaticAddressedRmContainerKeepsItsAddressesAndIsNoRm(t *testing.T) {
+	c, api := engine(t), rawAPI(t)
+	ctx := testContext(t, 60*time.Second)
+	octet := 100 + int(time.Now().UnixNano()%150)
+	netName := uniqueName(t, "static")
+	_, err := api.NetworkCreate(ctx, netName, network.CreateOptions{
+		Labels: map[string]string{"haroll.test": "1"},
+		IPAM:   &network.IPAM{Config: []network.IPAMConfig{{Subnet: fmt.Sprintf("10.213.%d.0/24", octet)}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = api.NetworkRemove(ctx, netName)
+	})
+	ip, mac := fmt.Sprintf("10.213.%d.21", octet), fmt.Sprintf("02:42:0a:d5:%02x:15", octet)
+	name := uniqueName(t, "static")
+	oldID := createContainer(t, api, name,
+		&container.Config{Image: testImage(t, imageV1), MacAddress: mac},
+		&container.HostConfig{NetworkMode: container.NetworkMode(netName), AutoRemove: true},
+		&network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{netName: {IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: ip}}}},
+	)
+	if err := c.Start(ctx, oldID); err != nil {
+		t.Fatal(err)
+	}
+	old, err := c.Inspect(ctx, oldID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !old.AutoRemove || old.MacAddress != mac || !slices.Equal(old.StaticAddresses, []string{ip + " on " + netName}) {
+		t.Fatalf("Inspect: AutoRemove %v, MacAddress %q, StaticAddresses %v", old.AutoRemove, old.MacAddress, old.StaticAddresses)
+	}
+	if ok, why := old.CanRunBeside(); ok {
+		t.Fatal("CanRunBeside: true for a container with a static IP and MAC")
+	} else {
+		t.Logf("cannot run beside: %s", why)
+	}
+
+	cloneName := uniqueName(t, "static-next")
+	newID, err := c.Clone(ctx, oldID, testImage(t, imageV2), cloneName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removeContainerLater(t, api, newID)
+	if err := c.WaitHealthy(ctx, oldID); err != nil {
+		t.Fatal(err)
+	}
+	// A --rm container: Docker deletes it as it stops; Remove right after
+	// meets that removal in progress, or nothing.
+	if err := c.Stop(ctx, oldID); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Remove(ctx, oldID); err != nil {
+		t.Fatalf("Remove of a --rm container Docker removes: %v", err)
+	}
+	if _, err := c.Inspect(ctx, oldID); !errors.Is(err, docker.ErrContainerNotFound) {
+		t.Fatalf("the --rm container after Stop and Remove: %v, want ErrContainerNotFound", err)
+	}
+	if err := c.Start(ctx, newID); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := api.ContainerInspect(ctx, newID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := raw.NetworkSettings.Networks[netName]
+	if raw.HostConfig.AutoRemove || ep == nil || ep.IPAddress != ip || ep.MacAddress != mac {
+		t.Fatalf("clone: AutoRemove %v, endpoint %+v: want no --rm, IP %s, MAC %s", raw.HostConfig.AutoRemove, ep, ip, mac)
+	}
+	// It survives its own stop.
+	if err := c.Stop(ctx, newID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Inspect(ctx, newID); err != nil {
+		t.Fatalf("the clone after a stop: %v", err)
+	}
+}

@@ -282,3 +282,31 @@ func TestLinksAreTurnedBackIntoTheirCreateForm(t *testing.T) {
 		t.Fatalf("shortLinks = %q, want %q", got, want)
 	}
 }
+
+func TestACloneKeepsAStaticMACAndIsNeverAutoRemoved(t *testing.T) {
+	old := oldContainer()
+	old.Config.MacAddress = "02:42:0a:d5:07:0b"
+	old.HostConfig.AutoRemove = true
+	// Operational: the MAC the daemon generated for the second network.
+	old.NetworkSettings.Networks["back"] = &network.EndpointSettings{MacAddress: "02:42:ac:12:00:05", NetworkID: "n2"}
+	spec := cloneSpec(old, oldImageConfig(), "web:v2")
+
+	if spec.HostConfig.AutoRemove {
+		t.Error("the clone is --rm: Docker would delete it when haroll stops it")
+	}
+	if spec.Config.MacAddress != "02:42:0a:d5:07:0b" {
+		t.Errorf("Config.MacAddress = %q, want the old container's static MAC", spec.Config.MacAddress)
+	}
+	for name, ep := range spec.Networks {
+		if ep.MacAddress != "" {
+			t.Errorf("endpoint %s MacAddress = %q, want none for API < 1.44", name, ep.MacAddress)
+		}
+	}
+
+	// API 1.44 and later take the MAC on the primary endpoint only.
+	spec.macOnEndpoint()
+	if spec.Config.MacAddress != "" || spec.Networks["front"].MacAddress != "02:42:0a:d5:07:0b" || spec.Networks["back"].MacAddress != "" {
+		t.Errorf("for API 1.44: Config.MacAddress %q, front %q, back %q; want the MAC on front only",
+			spec.Config.MacAddress, spec.Networks["front"].MacAddress, spec.Networks["back"].MacAddress)
+	}
+}

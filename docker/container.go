@@ -2,6 +2,7 @@ package docker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -40,16 +41,33 @@ type Container struct {
 	// NetworkMode is HostConfig.NetworkMode: "host", "bridge", a network's
 	// name, "container:<id>"...
 	NetworkMode string
+	// StaticAddresses are the addresses the operator fixed (`--ip`,
+	// `--ip6`, compose's ipv4_address), as "10.213.7.11 on front": a
+	// second container with the same configuration cannot start while this
+	// one runs.
+	StaticAddresses []string
+	// MacAddress is the MAC address the operator fixed (`--mac-address`,
+	// Config.MacAddress); "" when Docker generates one.
+	MacAddress string
+	// AutoRemove: created with --rm, Docker deletes the container when it
+	// stops, so a stopped one cannot be started again.
+	AutoRemove bool
 }
 
 // CanRunBeside reports whether a clone of c can run at the same time as c:
-// it publishes no fixed host port and does not share the host's or another
-// container's network stack, where it would bind the same ports. It says
-// why not otherwise.
+// it publishes no fixed host port, has no static IP or MAC address (the
+// clone keeps them: Docker refuses to start it while c holds the IP, and two
+// interfaces with one MAC on a network break both), and does not share the
+// host's or another container's network stack, where it would bind the same
+// ports. It says why not otherwise.
 func (c Container) CanRunBeside() (bool, string) {
 	switch {
 	case len(c.FixedHostPorts) > 0:
 		return false, "it publishes fixed host ports (" + strings.Join(c.FixedHostPorts, ", ") + ")"
+	case len(c.StaticAddresses) > 0:
+		return false, "it has static IP addresses (" + strings.Join(c.StaticAddresses, ", ") + ")"
+	case c.MacAddress != "":
+		return false, "it has a static MAC address (" + c.MacAddress + ")"
 	case c.NetworkMode == "host" || strings.HasPrefix(c.NetworkMode, "container:"):
 		return false, "its network mode is " + c.NetworkMode
 	}
@@ -149,15 +167,40 @@ func (c *Client) Rename(ctx context.Context, id, name string) error {
 }
 
 // Remove removes a container, stopping it first if it runs. Its volumes are kept. A container that
-// does not exist is not an error.
+// does not exist is not an error, nor is one Docker is removing already (a --rm container that
+// stopped): Remove then returns once it is gone.
 func (c *Client) Remove(ctx context.Context, id string) error {
 	err := c.bounded(ctx, 0, func(ctx context.Context) error {
 		return c.api.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
 	})
-	if err != nil && !cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("remove container %s: %w", id, err)
+	switch {
+	case err == nil, cerrdefs.IsNotFound(err):
+		return nil
+	case cerrdefs.IsConflict(err) && strings.Contains(err.Error(), "already in progress"):
+		return c.waitGone(ctx, id)
 	}
-	return nil
+	return fmt.Errorf("remove container %s: %w", id, err)
+}
+
+// waitGone waits, within the client's timeout, until container id no longer exists.
+func (c *Client) waitGone(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	for {
+		_, err := c.Inspect(ctx, id)
+		switch {
+		case errors.Is(err, ErrContainerNotFound):
+			return nil
+		case ctx.Err() != nil:
+			return fmt.Errorf("remove container %s: Docker is removing it and it is still there: %w", id, ctx.Err())
+		case err != nil:
+			return fmt.Errorf("remove container %s: %w", id, err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(healthPollInterval):
+		}
+	}
 }
 
 // containerError wraps an API error about container ref, turning "not found" into ErrContainerNotFound.
@@ -190,12 +233,16 @@ func fromInspect(resp container.InspectResponse) Container {
 			out.StopTimeout = &t
 		}
 		out.Labels = maps.Clone(cfg.Labels)
+		// Deprecated by API 1.44, where the MAC moved to each endpoint; up to
+		// 1.43 it is where a configured MAC (and only that) shows.
+		out.MacAddress = cfg.MacAddress
 	}
 	if !out.HasHealthcheck {
 		out.Health = ""
 	}
 	if hc := resp.HostConfig; hc != nil {
 		out.NetworkMode = string(hc.NetworkMode)
+		out.AutoRemove = hc.AutoRemove
 		for _, port := range sortedKeys(hc.PortBindings) {
 			for _, b := range hc.PortBindings[port] {
 				if n, err := strconv.Atoi(b.HostPort); err == nil && n != 0 {
@@ -211,6 +258,15 @@ func fromInspect(resp container.InspectResponse) Container {
 				continue
 			}
 			out.Networks[name] = Endpoint{IP: ep.IPAddress, Aliases: userAliases(ep.Aliases, out.ID)}
+		}
+		for _, name := range sortedKeys(ns.Networks) {
+			if ep := ns.Networks[name]; ep != nil && ep.IPAMConfig != nil {
+				for _, ip := range []string{ep.IPAMConfig.IPv4Address, ep.IPAMConfig.IPv6Address} {
+					if ip != "" {
+						out.StaticAddresses = append(out.StaticAddresses, ip+" on "+name)
+					}
+				}
+			}
 		}
 		out.Ports = make(map[string][]PortBinding, len(ns.Ports))
 		for port, bindings := range ns.Ports {

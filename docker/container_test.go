@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/go-connections/nat"
 )
 
@@ -30,6 +31,13 @@ func TestInspectReportsWhatTheAgentNeeds(t *testing.T) {
 	}
 	if want := []PortBinding{{HostIP: "127.0.0.1", HostPort: 49153}}; !slices.Equal(got.Ports["8080/tcp"], want) || len(got.Ports) != 1 {
 		t.Errorf("Ports = %v, want 8080/tcp -> %v only", got.Ports, want)
+	}
+	if got.AutoRemove || got.MacAddress != "" || len(got.StaticAddresses) != 0 {
+		t.Errorf("AutoRemove %v, MacAddress %q, StaticAddresses %v: want none", got.AutoRemove, got.MacAddress, got.StaticAddresses)
+	}
+	resp.HostConfig.AutoRemove = true
+	if !fromInspect(resp).AutoRemove {
+		t.Error("AutoRemove not reported for a --rm container")
 	}
 	if got.StopTimeout == nil || *got.StopTimeout != 7 || got.StopSignal != "SIGTERM" || got.Labels["app"] != "web" {
 		t.Errorf("StopTimeout %v, StopSignal %q, Labels %v", got.StopTimeout, got.StopSignal, got.Labels)
@@ -70,10 +78,24 @@ func TestCanRunBesideNeedsNoFixedHostPortAndItsOwnNetworkStack(t *testing.T) {
 		{"fixed port", nat.PortMap{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: "18081"}}}, "bridge", false, "127.0.0.1:18081->8080/tcp"},
 		{"host network", nil, "host", false, "network mode is host"},
 		{"another container's network", nil, "container:abc", false, "network mode is container:abc"},
+		{"static IPv4 address", nil, "static-ip", false, "static IP addresses (10.213.7.11 on front)"},
+		{"static IPv6 address", nil, "static-ip6", false, "static IP addresses (fd00:213::11 on front)"},
+		{"static MAC address", nil, "static-mac", false, "static MAC address (02:42:0a:d5:07:0b)"},
 	} {
 		resp := oldContainer()
 		resp.HostConfig.PortBindings = tc.bindings
 		resp.HostConfig.NetworkMode = container.NetworkMode(tc.mode)
+		switch tc.mode {
+		case "static-ip":
+			resp.NetworkSettings.Networks["front"].IPAMConfig = &network.EndpointIPAMConfig{IPv4Address: "10.213.7.11"}
+		case "static-ip6":
+			resp.NetworkSettings.Networks["front"].IPAMConfig = &network.EndpointIPAMConfig{IPv6Address: "fd00:213::11"}
+		case "static-mac":
+			resp.Config.MacAddress = "02:42:0a:d5:07:0b"
+		}
+		if strings.HasPrefix(tc.mode, "static") {
+			resp.HostConfig.NetworkMode = "front"
+		}
 		ok, why := fromInspect(resp).CanRunBeside()
 		if ok != tc.want || !strings.Contains(why, tc.why) {
 			t.Errorf("%s: CanRunBeside() = %v, %q; want %v, containing %q", tc.name, ok, why, tc.want, tc.why)

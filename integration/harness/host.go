@@ -49,6 +49,16 @@ type HostOptions struct {
 	// ServerOptions, when set, gives each server line's options by the
 	// server's index (0-based), e.g. "cookie s1".
 	ServerOptions func(i int) string
+	// ExtraRunArgs, when set, gives more `docker run` options for container
+	// i (0-based), e.g. "--rm", "-e", "SHUTDOWN_DELAY=8s", "--ip", "10.213.7.11".
+	ExtraRunArgs func(i int) []string
+	// Run, when set, creates and starts container i under name instead of
+	// `docker run`, for what the docker CLI cannot ask of the daemon (a MAC
+	// address on API < 1.44); network is the host's user network, or "".
+	Run func(ctx context.Context, name, network string, i int) error
+	// Subnet is the user network's subnet (UserNetwork only; "" lets
+	// Docker pick one), for containers with a static --ip.
+	Subnet string
 }
 
 // Host is a running simulated host.
@@ -88,7 +98,11 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 	}()
 	if o.Addressing == UserNetwork {
 		h.Network = o.Name + "-net"
-		if _, err := docker(ctx, "network", "create", "--label", "haroll.test=1", h.Network); err != nil {
+		args := []string{"network", "create", "--label", "haroll.test=1", h.Network}
+		if o.Subnet != "" {
+			args = append(args, "--subnet", o.Subnet)
+		}
+		if _, err := docker(ctx, args...); err != nil {
 			return h, err
 		}
 	}
@@ -110,10 +124,18 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 		default:
 			return h, fmt.Errorf("addressing %q: want fixed, ephemeral or network", o.Addressing)
 		}
-		if _, err := docker(ctx, append(args, o.Image)...); err != nil {
+		if o.ExtraRunArgs != nil {
+			args = append(args, o.ExtraRunArgs(i)...)
+		}
+		if o.Run != nil {
+			err = o.Run(ctx, name, h.Network, i)
+		} else {
+			_, err = docker(ctx, append(args, o.Image)...)
+			h.RunArgs[name] = args[1:]
+		}
+		if err != nil {
 			return h, err
 		}
-		h.RunArgs[name] = args[1:]
 		h.containers = append(h.containers, name)
 		h.Names = append(h.Names, name)
 		addr, err := h.containerAddr(ctx, name)

@@ -1,7 +1,7 @@
 // Command testapp is the small HTTP service that haroll's integration tests and demo roll over.
 //
 // It is configured by environment variables, each also settable by a flag of the same name in lower
-// case (-version, -port, -boot_delay, -warmup, -latency_max, -broken):
+// case (-version, -port, -boot_delay, -warmup, -latency_max, -shutdown_delay, -broken):
 //
 //	VERSION      reported by every response as header X-Version and body "version=<v>\n" (default "dev")
 //	PORT         listening port (default 8080)
@@ -10,6 +10,8 @@
 //	LATENCY_MAX  each request to / sleeps a uniformly random time in [0, LATENCY_MAX) (default 0)
 //	BROKEN=1     /health always answers 503; the app still listens and serves /
 //	ERROR_RATE   share of requests to / answered 500 (0..1, default 0); /health is not affected
+//	SHUTDOWN_DELAY  after SIGTERM, go on serving (and answering /health 200) this long before the
+//	             graceful shutdown (Go duration, default 0): an app with a long shutdown grace
 //
 // Routes: / (any method, 200 after the random latency), /slow?ms=N (200 after N ms, or when the client
 // goes away), /health (200 "ok" once ready, else 503), and GET /_served (below). Responses to / and
@@ -23,8 +25,8 @@
 // Requests to /health and /_served are not counted. A test can ask a container directly whether it
 // got any client request before some instant. /_served answers 405 to methods other than GET and HEAD.
 //
-// SIGTERM or SIGINT shut the server down gracefully: in-flight requests complete (up to 30 s), then the
-// process exits 0. "testapp -check" (or "testapp check") probes http://127.0.0.1:$PORT/health and exits
+// SIGTERM or SIGINT shut the server down gracefully, after SHUTDOWN_DELAY: in-flight requests complete
+// (up to 30 s), then the process exits 0. "testapp -check" (or "testapp check") probes http://127.0.0.1:$PORT/health and exits
 // 0 on 200, 1 otherwise; images built FROM scratch use it as their HEALTHCHECK since they have no shell.
 package main
 
@@ -56,10 +58,12 @@ type config struct {
 	bootDelay  time.Duration
 	warmup     time.Duration
 	latencyMax time.Duration
-	broken     bool
-	errorRate  float64
-	check      bool
-	hostname   string // X-Server of responses to / and /slow; "" = os.Hostname()
+	// shutdownDelay: how long the app goes on serving after SIGTERM.
+	shutdownDelay time.Duration
+	broken        bool
+	errorRate     float64
+	check         bool
+	hostname      string // X-Server of responses to / and /slow; "" = os.Hostname()
 }
 
 func main() {
@@ -71,7 +75,9 @@ func main() {
 	if cfg.check {
 		os.Exit(check(cfg.port))
 	}
-	if err := serve(cfg); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := serve(ctx, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "testapp:", err)
 		os.Exit(1)
 	}
@@ -85,6 +91,7 @@ func parseConfig(args []string) (config, error) {
 	fs.DurationVar(&cfg.bootDelay, "boot_delay", 0, "sleep before listening")
 	fs.DurationVar(&cfg.warmup, "warmup", 0, "time /health answers 503 after listening")
 	fs.DurationVar(&cfg.latencyMax, "latency_max", 0, "upper bound of the random latency of /")
+	fs.DurationVar(&cfg.shutdownDelay, "shutdown_delay", 0, "time the app goes on serving after SIGTERM")
 	fs.BoolVar(&cfg.broken, "broken", os.Getenv("BROKEN") == "1", "never become ready")
 	fs.Float64Var(&cfg.errorRate, "error_rate", 0, "share of requests to / answered 500")
 	fs.BoolVar(&cfg.check, "check", false, "probe /health on 127.0.0.1:$PORT and exit 0 when it answers 200")
@@ -96,7 +103,7 @@ func parseConfig(args []string) (config, error) {
 		errs = append(errs, wrapEnv("PORT", err))
 		cfg.port = p
 	}
-	for name, d := range map[string]*time.Duration{"BOOT_DELAY": &cfg.bootDelay, "WARMUP": &cfg.warmup, "LATENCY_MAX": &cfg.latencyMax} {
+	for name, d := range map[string]*time.Duration{"BOOT_DELAY": &cfg.bootDelay, "WARMUP": &cfg.warmup, "LATENCY_MAX": &cfg.latencyMax, "SHUTDOWN_DELAY": &cfg.shutdownDelay} {
 		if v := os.Getenv(name); v != "" {
 			parsed, err := time.ParseDuration(v)
 			errs = append(errs, wrapEnv(name, err))
@@ -155,10 +162,8 @@ func check(port int) int {
 	return 0
 }
 
-func serve(cfg config) error {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-
+// serve runs the app until ctx ends (SIGTERM), then for cfg.shutdownDelay, and shuts it down.
+func serve(ctx context.Context, cfg config) error {
 	select {
 	case <-time.After(cfg.bootDelay):
 	case <-ctx.Done():
@@ -180,6 +185,16 @@ func serve(cfg config) error {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
+	}
+	// Still listening and ready: Docker's health checks and HAProxy's pass
+	// during the delay, as they do for an app in a long shutdown grace.
+	if cfg.shutdownDelay > 0 {
+		fmt.Fprintf(os.Stderr, "testapp: signalled: serving %s more before shutting down\n", cfg.shutdownDelay)
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(cfg.shutdownDelay):
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()

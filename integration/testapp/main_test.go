@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -155,5 +157,49 @@ func TestXServerDefaultsToTheHostname(t *testing.T) {
 	srv := newApp(t, config{version: "dev"})
 	if resp, _ := get(t, http.MethodGet, srv.URL+"/"); resp.Header.Get("X-Server") != want {
 		t.Fatalf("X-Server %q, want %q", resp.Header.Get("X-Server"), want)
+	}
+}
+
+func TestAfterSIGTERMTheAppServesForItsShutdownDelayThenExits(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const delay = 700 * time.Millisecond
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, config{port: port, shutdownDelay: delay, version: "v"}) }()
+	health := func() int {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/health", port))
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for deadline := time.Now().Add(5 * time.Second); health() != http.StatusOK; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the app never became ready")
+		}
+	}
+	cancel() // SIGTERM
+	signalled := time.Now()
+	time.Sleep(delay / 2)
+	if got := health(); got != http.StatusOK {
+		t.Fatalf("/health %d during the shutdown delay, want 200", got)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(signalled); d < delay {
+			t.Fatalf("exited %s after SIGTERM, want at least %s", d, delay)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the app did not exit after its shutdown delay")
 	}
 }
