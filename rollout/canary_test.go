@@ -404,3 +404,74 @@ func TestTheOldImageIsRecordedBeforeTheCanaryIsAsked(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestACanaryRolledBackAfterAStepTimeoutWaitsForItsHostToGoIdle(t *testing.T) {
+	f := newFleet(t, 4, "a", "b", "c")
+	canary := hostNames(4)[0]
+	// The agent needs longer than the step timeout: the coordinator gives
+	// up on the call while the agent still holds the host lock.
+	f.host(canary).linger["a"] = 400 * time.Millisecond
+	e, s, rec := canaryExecutor(t, f, quickCanary)
+	e.StepTimeout, e.PollInterval = 150*time.Millisecond, 20*time.Millisecond
+	res, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s)
+	if !errors.Is(err, ErrCanaryFailed) {
+		t.Fatalf("%v, want ErrCanaryFailed", err)
+	}
+	waitIdle(t, f, canary) // what the agent does after the run ended counts too
+	a := f.host(canary)
+	f.mu.Lock()
+	im := a.imageOf("a")
+	f.mu.Unlock()
+	if im != "app:v1" {
+		t.Errorf("canary slot a runs %s once its host is idle, want app:v1 (rollback events %+v)", im, rec.kinds(EventCanaryRollback))
+	}
+	if ev := rec.kinds(EventCanaryRollback); len(ev) != 1 || ev[0].Result != ResultRolledBack {
+		t.Errorf("rollback events %+v, want the slot rolled back", ev)
+	}
+	if len(rec.kinds(EventWaiting)) == 0 {
+		t.Error("no event says the rollback waits for the busy host")
+	}
+	if hr := hostResult(t, res, canary); hr.Slots[0].Result != ResultRolledBack {
+		t.Errorf("canary host %+v", hr)
+	}
+}
+
+func TestACanaryRollbackGivesUpOnAHostStillBusyAfterTheStepTimeoutAndSaysSo(t *testing.T) {
+	f := newFleet(t, 4, "a", "b", "c")
+	canary := hostNames(4)[0]
+	f.host(canary).linger["a"] = 2 * time.Second
+	e, s, rec := canaryExecutor(t, f, quickCanary)
+	e.StepTimeout, e.PollInterval = 150*time.Millisecond, 20*time.Millisecond
+	res, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s)
+	if !errors.Is(err, ErrCanaryFailed) || !errors.Is(err, ErrBusy) {
+		t.Fatalf("%v, want ErrCanaryFailed and ErrBusy", err)
+	}
+	hr := hostResult(t, res, canary)
+	for _, part := range []string{"still busy after waiting 150ms", "redeploy of app:v2 (slot a)", "haroll redeploy --image app:v1 --slot a"} {
+		if !strings.Contains(hr.Slots[0].Error, part) {
+			t.Errorf("slot error %q does not say %q", hr.Slots[0].Error, part)
+		}
+	}
+	if ev := rec.kinds(EventCanaryRollback); len(ev) != 1 || ev[0].Result != ResultFailed {
+		t.Errorf("rollback events %+v, want the slot failed", ev)
+	}
+}
+
+// waitIdle waits until host h of f holds its lock for no lingering call.
+func waitIdle(t *testing.T, f *fakeFleet, h string) {
+	t.Helper()
+	a := f.host(h)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f.mu.Lock()
+		busy := a.holding
+		f.mu.Unlock()
+		if busy == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("host %s still busy: %s", h, busy)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
