@@ -410,9 +410,9 @@ func TestACanaryRolledBackAfterAStepTimeoutWaitsForItsHostToGoIdle(t *testing.T)
 	canary := hostNames(4)[0]
 	// The agent needs longer than the step timeout: the coordinator gives
 	// up on the call while the agent still holds the host lock.
-	f.host(canary).linger["a"] = 400 * time.Millisecond
+	f.host(canary).linger["a"] = 450 * time.Millisecond
 	e, s, rec := canaryExecutor(t, f, quickCanary)
-	e.StepTimeout, e.PollInterval = 150*time.Millisecond, 20*time.Millisecond
+	e.StepTimeout, e.PollInterval = 300*time.Millisecond, 20*time.Millisecond
 	res, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s)
 	if !errors.Is(err, ErrCanaryFailed) {
 		t.Fatalf("%v, want ErrCanaryFailed", err)

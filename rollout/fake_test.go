@@ -42,11 +42,6 @@ type fakeAgent struct {
 	blackhole   bool            // Status waits for its deadline
 	fail        map[string]bool // slot -> rolled back
 	hang        map[string]bool // slot -> never reports
-	// linger: slot -> how long the agent takes to replace it, whatever
-	// becomes of the call (a step timeout): meanwhile it holds the host
-	// lock, Status says busy and a Redeploy is refused with ErrBusy.
-	linger  map[string]time.Duration
-	holding string // what holds the host lock after its call ended
 	delay       time.Duration
 	active      int
 	// images: what each slot runs ("app:v1" until replaced); canary: the
@@ -56,6 +51,11 @@ type fakeAgent struct {
 	served map[string]*agentpb.SlotCounters
 	// weights asked for, per slot, in order
 	weights map[string][]int32
+	// linger: slot -> how long the agent takes to replace it on the next
+	// call, whatever becomes of the call (a step timeout): meanwhile it holds the host
+	// lock, Status says busy and a Redeploy is refused with ErrBusy.
+	linger  map[string]time.Duration
+	holding string // what holds the host lock after its call ended
 }
 
 func newFleet(t *testing.T, n int, slots ...string) *fakeFleet {
@@ -156,6 +156,7 @@ func (a *fakeAgent) Redeploy(ctx context.Context, req *agentpb.RedeployRequest, 
 	}
 	fail, hang, delay, onCall := a.fail[slot], a.hang[slot], a.delay, f.onCall
 	linger, lingers := a.linger[slot]
+	delete(a.linger, slot) // the next call is quick
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()
