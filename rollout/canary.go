@@ -217,6 +217,9 @@ func (r *run) judgeCanary(ctx context.Context, bi, nb int, b Batch, k int, faile
 	} else if d, _ := r.takeDecision(DecisionAbort); d == DecisionAbort { // written as the window ended
 		return abort("aborted by a person during the analysis")
 	}
+	if testHookDecided != nil {
+		testHookDecided()
+	}
 	// From here on an abort is refused (Decide): the promotion is under way.
 	cs.Phase, cs.Verdict = CanaryPromoting, why
 	r.saveCanary(cs)
@@ -229,6 +232,10 @@ func (r *run) judgeCanary(ctx context.Context, bi, nb int, b Batch, k int, faile
 	say(EventCanaryPromoted, fmt.Sprintf("%d host(s) at their whole weight", len(hosts)))
 	return ""
 }
+
+// testHookDecided, when set by a test, runs once the promotion is decided
+// and before it is recorded.
+var testHookDecided func()
 
 // failedSteps are the hosts of b whose slot failed in one of its first k
 // steps (the canary steps), in this run or before a resume.

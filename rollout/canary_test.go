@@ -3,6 +3,7 @@ package rollout
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -473,5 +474,102 @@ func waitIdle(t *testing.T, f *fakeFleet, h string) {
 			t.Fatalf("host %s still busy: %s", h, busy)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// lateAbort makes the coordinator meet a person's abort at the moment the
+// promotion is decided and not yet recorded, and returns what Decide
+// answered that person (once the run ended).
+func lateAbort(t *testing.T, stateFile string) func() error {
+	t.Helper()
+	var answer error
+	done := make(chan struct{})
+	testHookDecided = func() {
+		testHookDecided = nil
+		go func() {
+			defer close(done)
+			_, answer = Decide(stateFile, DecisionAbort, "late")
+		}()
+		// Decide may wait for the coordinator: let it answer, or not.
+		select {
+		case <-done:
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	t.Cleanup(func() { testHookDecided = nil })
+	return func() error {
+		<-done
+		return answer
+	}
+}
+
+func TestAnAbortWrittenAsTheCanaryIsPromotedIsCarriedOutOrRefusedNeverIgnored(t *testing.T) {
+	for _, pause := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pause=%v", pause), func(t *testing.T) {
+			f := newFleet(t, 4, "a", "b", "c")
+			p := quickCanary
+			p.Pause = pause
+			e, s, _ := canaryExecutor(t, f, p)
+			answer := lateAbort(t, e.StateFile)
+			if pause {
+				go func() {
+					waitCanaryPhase(t, e.StateFile, CanaryPaused)
+					if _, err := Decide(e.StateFile, DecisionPromote, "test"); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			res, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s)
+			aborted := answer()
+			canary := hostNames(4)[0]
+			f.mu.Lock()
+			promoted, image := f.promotes[canary] > 0, f.hosts[canary].imageOf("a")
+			f.mu.Unlock()
+			switch {
+			case aborted == nil && promoted:
+				t.Fatalf("the person was told the abort was recorded, and the canary was promoted (run: %v)", err)
+			case aborted == nil:
+				if !errors.Is(err, ErrCanaryFailed) || image != "app:v1" {
+					t.Fatalf("abort recorded: the run %v, slot a on %s; want the canary rolled back", err, image)
+				}
+			case !errors.Is(aborted, ErrNoCanaryWaiting) || !strings.Contains(aborted.Error(), "too late"):
+				t.Fatalf("abort refused with %v: want a refusal that says it is too late", aborted)
+			case !promoted || err != nil || res.Totals.Done != 4:
+				t.Fatalf("abort refused as too late, but the canary was not promoted: %v, %+v", err, res.Totals)
+			}
+		})
+	}
+}
+
+func TestACoordinatorStoppedWhilePromotingFinishesThePromotionOnResume(t *testing.T) {
+	f := newFleet(t, 4, "a", "b", "c")
+	e, s, _ := canaryExecutor(t, f, quickCanary)
+	ctx, cancel := context.WithCancel(t.Context())
+	testHookDecided = func() { testHookDecided = nil; cancel() } // stopped as the promotion begins
+	t.Cleanup(func() { testHookDecided = nil })
+	if _, err := e.Run(ctx, hostNames(4), []string{"a", "b", "c"}, s); !errors.Is(err, context.Canceled) {
+		t.Fatalf("the stopped run: %v, want context.Canceled", err)
+	}
+	// The promotion was decided: an abort now is too late, and the resume
+	// carries the promotion out rather than judging the canary again.
+	if _, err := Decide(e.StateFile, DecisionAbort, "test"); !errors.Is(err, ErrNoCanaryWaiting) || !strings.Contains(err.Error(), "too late") {
+		t.Fatalf("abort after the promotion was decided: %v, want too late", err)
+	}
+	st, err := LoadResumable(e.StateFile, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resumed := f.executor()
+	resumed.StateFile, resumed.Canary = e.StateFile, st.CanaryPolicy
+	res, err := resumed.Resume(t.Context(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	canary := hostNames(4)[0]
+	if f.promotes[canary] != 1 || res.Totals != (Totals{Hosts: 4, Done: 4}) {
+		t.Fatalf("promotes %v, totals %+v: want the canary promoted once and the rollout done", f.promotes, res.Totals)
+	}
+	if im := f.host(canary).imageOf("a"); im != "app:v2" {
+		t.Fatalf("canary slot a runs %s, want app:v2", im)
 	}
 }

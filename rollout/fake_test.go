@@ -242,6 +242,9 @@ func (a *fakeAgent) imageOf(slot string) string {
 }
 
 func (a *fakeAgent) Promote(ctx context.Context, origin string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	a.fleet.mu.Lock()
 	defer a.fleet.mu.Unlock()
 	a.fleet.promotes[a.host]++
