@@ -179,9 +179,31 @@ func (r *run) judgeCanary(ctx context.Context, bi, nb int, b Batch, k int, faile
 		}
 		return "canary failed: " + why
 	}
+	promote := func() string {
+		if err := r.promote(ctx, hosts); err != nil {
+			if ctx.Err() != nil { // decided and recorded: a resume finishes it
+				return "cancelled while promoting the canary: `haroll rollout --resume` finishes the promotion"
+			}
+			*errs = multierror.Append(*errs, err)
+			return abort("promotion failed: " + err.Error())
+		}
+		cs.Phase = CanaryPromoted
+		r.saveCanary(cs)
+		say(EventCanaryPromoted, fmt.Sprintf("%d host(s) at their whole weight", len(hosts)))
+		return ""
+	}
+	notRecorded := func(err error) string {
+		*errs = multierror.Append(*errs, err)
+		return "the canary passed, but its promotion could not be recorded in the state file, so nothing was promoted: the canary hosts run the new image at their share; make the state file writable, then `haroll rollout --resume` (or `haroll rollout abort`): " + err.Error()
+	}
 	switch {
 	case cs.Phase == CanaryRollingBack || cs.Phase == CanaryRolledBack:
 		return abort(cs.Verdict) // a resume of a rollback
+	case cs.Phase == CanaryPromoting:
+		// A resume after the promotion was decided: aborts have been
+		// refused as too late since, so it goes on.
+		say(EventCanaryPassed, cs.Verdict+" (decided before the resume)")
+		return promote()
 	case len(canaryFailed) > 0:
 		return abort(fmt.Sprintf("%d of %d canary host(s) failed their canary slot", len(canaryFailed), len(b.Hosts)))
 	}
@@ -203,39 +225,34 @@ func (r *run) judgeCanary(ctx context.Context, bi, nb int, b Batch, k int, faile
 		return abort(why)
 	}
 	say(EventCanaryPassed, why)
+	// The decision and the record of the promotion are one step with
+	// Decide's (see lockDecisions): from the record on, an abort is refused.
 	if p.Pause {
 		cs.Phase, cs.Verdict = CanaryPaused, why
 		r.saveCanary(cs)
 		say(EventCanaryPaused, fmt.Sprintf("waiting for `haroll rollout promote` or `haroll rollout abort` (state file %s)", r.e.StateFile))
-		d, err := r.awaitDecision(ctx)
-		if err != nil {
+		d, err := r.awaitDecision(ctx, cs, why)
+		switch {
+		case errors.Is(err, ErrState):
+			return notRecorded(err)
+		case err != nil:
 			return "cancelled while paused after the canary: `haroll rollout --resume` judges it again and waits for promote or abort"
-		}
-		if d == DecisionAbort {
+		case d == DecisionAbort:
 			return abort("aborted by a person after the analysis passed")
 		}
-	} else if d, _ := r.takeDecision(DecisionAbort); d == DecisionAbort { // written as the window ended
-		return abort("aborted by a person during the analysis")
+	} else {
+		d, _, err := r.decide(cs, why, true, DecisionAbort)
+		switch {
+		case errors.Is(err, ErrState):
+			return notRecorded(err)
+		case err != nil:
+			return abort("the decision file could not be read, so an abort cannot be ruled out: " + err.Error())
+		case d == DecisionAbort: // written as the window ended
+			return abort("aborted by a person during the analysis")
+		}
 	}
-	if testHookDecided != nil {
-		testHookDecided()
-	}
-	// From here on an abort is refused (Decide): the promotion is under way.
-	cs.Phase, cs.Verdict = CanaryPromoting, why
-	r.saveCanary(cs)
-	if err := r.promote(ctx, hosts); err != nil {
-		*errs = multierror.Append(*errs, err)
-		return abort("promotion failed: " + err.Error())
-	}
-	cs.Phase = CanaryPromoted
-	r.saveCanary(cs)
-	say(EventCanaryPromoted, fmt.Sprintf("%d host(s) at their whole weight", len(hosts)))
-	return ""
+	return promote()
 }
-
-// testHookDecided, when set by a test, runs once the promotion is decided
-// and before it is recorded.
-var testHookDecided func()
 
 // failedSteps are the hosts of b whose slot failed in one of its first k
 // steps (the canary steps), in this run or before a resume.
