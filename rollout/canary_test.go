@@ -573,3 +573,38 @@ func TestACoordinatorStoppedWhilePromotingFinishesThePromotionOnResume(t *testin
 		t.Fatalf("canary slot a runs %s, want app:v2", im)
 	}
 }
+
+func TestACanaryThatWouldBeAServersWholeWeightIsRefusedBeforeAnyHostIsTouched(t *testing.T) {
+	f := newFleet(t, 4, "a", "b", "c")
+	for _, h := range hostNames(4) {
+		for _, slot := range []string{"a", "b", "c"} {
+			f.host(h).serverWeight[slot] = 7
+		}
+	}
+	canary := hostNames(4)[0]
+	f.host(canary).serverWeight["a"] = 1          // HAProxy's default weight: 10% of it is all of it
+	f.host(hostNames(4)[1]).serverWeight["a"] = 1 // not a canary: no share to take
+	e, s, _ := canaryExecutor(t, f, quickCanary)
+	_, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s)
+	if !errors.Is(err, ErrPreflight) {
+		t.Fatalf("%v, want ErrPreflight", err)
+	}
+	for _, want := range []string{"host h1 slot a: weight 1 at 10% is a canary weight of 1, the server's whole weight", "--canary-weight 100%"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q does not say %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "host h2") {
+		t.Errorf("%q: a host outside the canary batch was refused", err)
+	}
+	if calls := f.allCalls(); len(calls) != 0 {
+		t.Fatalf("hosts were asked to replace slots: %v", calls)
+	}
+	// The whole weight on purpose: --canary-weight 100%.
+	p := quickCanary
+	p.WeightPercent = 100
+	e, s, _ = canaryExecutor(t, f, p)
+	if _, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -56,6 +56,8 @@ type fakeAgent struct {
 	// lock, Status says busy and a Redeploy is refused with ErrBusy.
 	linger  map[string]time.Duration
 	holding string // what holds the host lock after its call ended
+	// serverWeight: slot -> the HAProxy weight Status reports (0 when unset)
+	serverWeight map[string]int32
 }
 
 func newFleet(t *testing.T, n int, slots ...string) *fakeFleet {
@@ -65,7 +67,7 @@ func newFleet(t *testing.T, n int, slots ...string) *fakeFleet {
 	for _, h := range hostNames(n) {
 		f.hosts[h] = &fakeAgent{fleet: f, host: h, slots: slots, fail: map[string]bool{}, hang: map[string]bool{}, delay: 2 * time.Millisecond,
 			images: map[string]string{}, canary: map[string]int32{}, served: map[string]*agentpb.SlotCounters{}, weights: map[string][]int32{},
-			linger: map[string]time.Duration{}}
+			linger: map[string]time.Duration{}, serverWeight: map[string]int32{}}
 	}
 	return f
 }
@@ -123,7 +125,7 @@ func (a *fakeAgent) Status(ctx context.Context) (*agentpb.StatusResponse, error)
 		resp.Busy = a.holding
 	}
 	for _, s := range a.slots {
-		resp.Slots = append(resp.Slots, &agentpb.SlotStatus{Slot: s, Image: a.imageOf(s)})
+		resp.Slots = append(resp.Slots, &agentpb.SlotStatus{Slot: s, Image: a.imageOf(s), Weight: a.serverWeight[s]})
 	}
 	a.fleet.mu.Unlock()
 	if blackhole {
