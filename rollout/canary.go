@@ -254,6 +254,66 @@ func (r *run) judgeCanary(ctx context.Context, bi, nb int, b Batch, k int, faile
 	return promote()
 }
 
+// checkWeights refuses, before any host is touched, a canary whose share
+// of a canary slot's weight (as its agent reported it at the preflight)
+// would be that whole weight: the new image would take all the traffic the
+// server takes now. The agent refuses it too, but only once the canary
+// batch runs, after other canary slots may have been replaced. A server at
+// weight 0 takes none and stays at 0 (the agent's canary gives it no
+// traffic); the analysis counts it as a new server that served nothing.
+func (r *run) checkWeights(plan Plan) error {
+	p := r.e.Canary
+	if p == nil || p.WeightPercent >= 100 {
+		return nil
+	}
+	var problems *multierror.Error
+	for _, b := range plan.Batches {
+		k := p.canarySteps(b)
+		if k < 0 {
+			continue
+		}
+		for _, st := range b.Steps[:k] {
+			for _, h := range st.Hosts {
+				w := r.statusWeight(h, st.Slot)
+				// As the agent computes it (agent.CanaryWeight): rounded up, at least 1.
+				if share := max(1, (w*p.WeightPercent+99)/100); w > 0 && share >= w {
+					problems = multierror.Append(problems, fmt.Errorf("host %s slot %s: weight %d at %d%% is a canary weight of %d, the server's whole weight, so it would be no canary: "+
+						"raise the servers' weights in HAProxy (at weight %d, %d%% is %d), or run the canary at its whole weight on purpose with --canary-weight 100%% (canary.weight: 100%%)",
+						h, st.Slot, w, p.WeightPercent, share, 100/gcd(100, p.WeightPercent), p.WeightPercent, p.WeightPercent/gcd(100, p.WeightPercent)))
+				}
+			}
+		}
+	}
+	if problems.ErrorOrNil() == nil {
+		return nil
+	}
+	problems.ErrorFormat = listErrors
+	return fmt.Errorf("%w: %w", ErrPreflight, problems)
+}
+
+// statusWeight is slot's whole weight on h as the preflight's status said
+// (its full weight when it runs a canary); 0 if unknown.
+func (r *run) statusWeight(h, slot string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.statuses[h].GetSlots() {
+		if s.GetSlot() == slot {
+			if s.GetCanary() {
+				return int(s.GetFullWeight())
+			}
+			return int(s.GetWeight())
+		}
+	}
+	return 0
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
 // failedSteps are the hosts of b whose slot failed in one of its first k
 // steps (the canary steps), in this run or before a resume.
 func (r *run) failedSteps(b Batch, k int) map[string]bool {
