@@ -241,12 +241,12 @@ func (r *run) judgeCanary(ctx context.Context, bi, nb int, b Batch, k int, faile
 			return abort("aborted by a person after the analysis passed")
 		}
 	} else {
-		d, _, err := r.decide(cs, why, true, DecisionAbort)
+		d, err := r.decide(cs, why, true, DecisionAbort)
 		switch {
 		case errors.Is(err, ErrState):
 			return notRecorded(err)
 		case err != nil:
-			return abort("the decision file could not be read, so an abort cannot be ruled out: " + err.Error())
+			return abort("a person's decision could not be read, so an abort cannot be ruled out: " + err.Error())
 		case d == DecisionAbort: // written as the window ended
 			return abort("aborted by a person during the analysis")
 		}

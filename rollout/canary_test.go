@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -606,5 +607,30 @@ func TestACanaryThatWouldBeAServersWholeWeightIsRefusedBeforeAnyHostIsTouched(t 
 	e, s, _ = canaryExecutor(t, f, p)
 	if _, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestAPromotionThatCannotBeRecordedPromotesNothing(t *testing.T) {
+	f := newFleet(t, 4, "a", "b", "c")
+	e, s, _ := canaryExecutor(t, f, quickCanary)
+	testHookDecided = func() { // the state file can no longer be replaced
+		testHookDecided = nil
+		if err := os.Remove(e.StateFile); err != nil {
+			t.Error(err)
+		}
+		if err := os.MkdirAll(filepath.Join(e.StateFile, "in-the-way"), 0o700); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() { testHookDecided = nil })
+	res, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s)
+	if !errors.Is(err, ErrState) || !strings.Contains(res.Stopped, "nothing was promoted") {
+		t.Fatalf("%v, stopped %q: want ErrState and nothing promoted", err, res.Stopped)
+	}
+	if len(f.promotes) != 0 {
+		t.Fatalf("promoted %v without the promotion recorded", f.promotes)
+	}
+	if got := f.callsTo(hostNames(4)[1]); len(got) != 0 {
+		t.Fatalf("the rollout went on to %s: %v", hostNames(4)[1], got)
 	}
 }

@@ -106,10 +106,15 @@ func Decide(stateFile, decision, by string) (*State, error) {
 		return st, fmt.Errorf("%w: the canary of %s is still under analysis; promote once it is paused (or abort now)", ErrNoCanaryWaiting, st.Image)
 	case phase == "":
 		return st, fmt.Errorf("%w: the rollout of %s in %s has no canary stage under way", ErrNoCanaryWaiting, st.Image, stateFile)
-	case phase == CanaryPromoting:
-		return st, fmt.Errorf("%w: the canary of %s passed and is already being promoted: too late to %s it; the promotion goes on (also after a --resume), roll back afterwards with a rollout of the old image", ErrNoCanaryWaiting, st.Image, decision)
-	case phase == CanaryPromoted:
-		return st, fmt.Errorf("%w: the canary of %s passed and is promoted: too late to %s it; roll back with a rollout of the old image", ErrNoCanaryWaiting, st.Image, decision)
+	case phase == CanaryPromoting || phase == CanaryPromoted:
+		state := "is already being promoted"
+		if phase == CanaryPromoted {
+			state = "was promoted"
+		}
+		if decision == DecisionPromote {
+			return st, fmt.Errorf("%w: the canary of %s passed and %s: nothing to promote", ErrNoCanaryWaiting, st.Image, state)
+		}
+		return st, fmt.Errorf("%w: the canary of %s passed and %s: too late to abort it; the promotion goes on (also after a --resume): roll back afterwards with a rollout of the old image", ErrNoCanaryWaiting, st.Image, state)
 	default:
 		return st, fmt.Errorf("%w: the canary of %s is %s", ErrNoCanaryWaiting, st.Image, phase)
 	}
@@ -172,39 +177,43 @@ var testHookDecided func()
 // decide takes a decision written for this rollout, one of accept, and
 // unless it is an abort (or there is none and promoteOnNone is false)
 // records cs as promoting with verdict why, all under the decision lock
-// (see lockDecisions). It returns the decision taken ("" for none) and
-// whether the promotion is recorded; an error wrapping ErrState means it
-// could not be, and nothing is to be promoted.
-func (r *run) decide(cs *CanaryState, why string, promoteOnNone bool, accept ...string) (string, bool, error) {
+// (see lockDecisions). It returns DecisionAbort, DecisionPromote (the
+// promotion is recorded) or "" (none yet, nothing recorded). An error
+// wrapping ErrState means the promotion could not be recorded, and
+// nothing is to be promoted.
+func (r *run) decide(cs *CanaryState, why string, promoteOnNone bool, accept ...string) (string, error) {
 	if r.e.StateFile != "" {
 		release, err := lockDecisions(r.e.StateFile)
 		if err != nil {
-			return "", false, err
+			return "", err
 		}
 		defer release()
 	}
 	d, err := r.peekDecision(accept...)
 	if err != nil {
-		return "", false, err
+		return "", err
 	}
 	if d.Decision == DecisionAbort {
-		return d.Decision, false, r.dropDecision(d)
+		return d.Decision, r.dropDecision(d)
 	}
 	if d.Decision == "" && !promoteOnNone {
-		return "", false, nil
+		return "", nil
 	}
 	if testHookDecided != nil {
 		testHookDecided()
 	}
 	if err := r.recordPromoting(cs, why); err != nil {
-		return "", false, err // a person's promote stays for a --resume
+		return "", err // a person's promote stays for a --resume
 	}
 	if d.Decision != "" {
 		if err := r.dropDecision(d); err != nil {
 			r.log.Warn("removing the canary decision taken", "error", err)
 		}
 	}
-	return d.Decision, true, nil
+	if d.Decision == "" {
+		return DecisionPromote, nil
+	}
+	return d.Decision, nil
 }
 
 // recordPromoting writes cs as promoting to the state file. When that
@@ -236,7 +245,7 @@ func (r *run) awaitDecision(ctx context.Context, cs *CanaryState, why string) (s
 	t := time.NewTicker(decisionPoll)
 	defer t.Stop()
 	for {
-		d, _, err := r.decide(cs, why, false, DecisionPromote, DecisionAbort)
+		d, err := r.decide(cs, why, false, DecisionPromote, DecisionAbort)
 		if errors.Is(err, ErrState) {
 			return "", err
 		}
