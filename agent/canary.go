@@ -33,9 +33,43 @@ type Canary struct {
 }
 
 // CanaryWeight is percent of weight, rounded up and at least 1, so a canary
-// always takes some traffic.
+// of a server that takes traffic always takes some. A server at weight 0
+// (drained by the operator) stays at 0: a canary never gives traffic to a
+// server that had none.
 func CanaryWeight(weight, percent int) int {
+	if weight <= 0 {
+		return 0
+	}
 	return max(1, (weight*percent+99)/100)
+}
+
+// checkCanaryWeight refuses (ErrInvalidCanary) a canary whose share is the
+// server's whole weight: such a canary takes all the traffic the server
+// took before, which is no canary. A weight so small that the share is
+// rounded up past what was asked is only logged.
+func (a *Agent) checkCanaryWeight(slot string, full, percent, final int) error {
+	switch {
+	case full == 0:
+		a.log.Warn("canary of a server at weight 0: it stays at weight 0 and gets no traffic, so the canary analysis sees no request from it",
+			"slot", slot, "weight", full, "canary_percent", percent)
+	case final >= full:
+		// The smallest weight at which percent is an exact share.
+		exact := 100 / gcd(100, percent)
+		return fmt.Errorf("slot %s: weight %d at %d%% is a canary weight of %d, the server's whole weight, so the new image would take all the traffic the server takes now: "+
+			"raise the server's weight in HAProxy (and the other servers' in proportion; at weight %d, %d%% is %d), or run the canary at its whole weight on purpose with --canary-weight 100%% (canary.weight: 100%%): %w",
+			slot, full, percent, final, exact, percent, exact*percent/100, ErrInvalidCanary)
+	case final*100 > full*percent+full: // more than a point above what was asked
+		a.log.Warn("canary share rounded up: the smallest share above 0 this weight allows",
+			"slot", slot, "weight", full, "canary_percent", percent, "canary_weight", final, "share_percent", final*100/full)
+	}
+	return nil
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }
 
 // canaries reads the canary records, by slot; a missing file is none.

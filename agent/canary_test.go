@@ -3,14 +3,16 @@ package agent
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/haroll/haroll/runtime"
 )
 
-func TestCanaryWeightIsAShareRoundedUpAndNeverZero(t *testing.T) {
+func TestCanaryWeightIsAShareRoundedUpAndNeverMoreTrafficThanTheServerHad(t *testing.T) {
 	for _, c := range []struct{ weight, pct, want int }{
-		{7, 10, 1}, {100, 10, 10}, {256, 10, 26}, {3, 50, 2}, {1, 1, 1}, {0, 10, 1}, {10, 99, 10},
+		{7, 10, 1}, {100, 10, 10}, {256, 10, 26}, {3, 50, 2}, {1, 1, 1}, {10, 99, 10},
+		{0, 10, 0}, {0, 99, 0}, // a drained server stays drained
 	} {
 		if got := CanaryWeight(c.weight, c.pct); got != c.want {
 			t.Errorf("CanaryWeight(%d, %d) = %d, want %d", c.weight, c.pct, got, c.want)
@@ -145,5 +147,77 @@ func TestCountersReadEachSlotsTraffic(t *testing.T) {
 	}
 	if len(got) != 3 || got[1].Counters != (runtime.Counters{Responses: 100, Hrsp5xx: 4, Econ: 1}) || got[1].Weight != 3 {
 		t.Fatalf("%+v", got)
+	}
+}
+
+func TestACanaryThatWouldBeTheWholeWeightIsRefusedNamingTheSlotItsWeightAndWhatToChange(t *testing.T) {
+	w := newWorld(t)
+	a := newTestAgent(t, w, w.addSlot("app-1", 1), w.addSlot("app-2", 3))
+	for _, c := range []struct {
+		slot string
+		pct  int
+		want string
+	}{
+		{"app-1", 10, "slot app-1: weight 1 at 10% is a canary weight of 1, the server's whole weight"},
+		{"app-2", 70, "slot app-2: weight 3 at 70% is a canary weight of 3, the server's whole weight"},
+	} {
+		_, err := a.Redeploy(context.Background(), Request{Image: "app:v2", Slots: []string{c.slot}, CanaryPercent: c.pct}, nil)
+		if !errors.Is(err, ErrInvalidCanary) || !errors.Is(err, ErrPreflight) {
+			t.Fatalf("%s at %d%%: %v, want ErrInvalidCanary in the preflight", c.slot, c.pct, err)
+		}
+		for _, part := range []string{c.want, "raise the server's weight", "--canary-weight 100%"} {
+			if !strings.Contains(err.Error(), part) {
+				t.Errorf("%s at %d%%: %q does not say %q", c.slot, c.pct, err, part)
+			}
+		}
+	}
+	if m := w.mutations(); len(m) != 0 {
+		t.Fatalf("a refused canary touched HAProxy or Docker: %v", m)
+	}
+	// A share below the whole weight, however rounded, runs.
+	if _, err := a.Redeploy(context.Background(), Request{Image: "app:v2", Slots: []string{"app-2"}, CanaryPercent: 10}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.servers["app/srv-app-2"].stat.Weight; got != 1 {
+		t.Fatalf("canary weight %d, want 1 of 3", got)
+	}
+}
+
+func TestADrainedServerReplacedAsACanaryGetsNoTraffic(t *testing.T) {
+	w := newWorld(t)
+	slots := threeSlots(t, w)
+	w.servers["app/srv-app-1"].stat.Weight = 0 // the operator drained it
+	a := newTestAgent(t, w, slots...)
+	var details []string
+	rep, err := a.Redeploy(context.Background(), Request{Image: "app:v2", Slots: []string{"app-1"}, CanaryPercent: 10}, func(e Event) {
+		if e.Phase == PhaseRestore {
+			details = append(details, e.Detail)
+		}
+	})
+	if err != nil || rep.Slots[0].Result != ResultReplaced {
+		t.Fatalf("%+v, %v", rep, err)
+	}
+	for _, m := range w.mutations() {
+		if strings.HasPrefix(m, "SetWeight app/srv-app-1 ") && m != "SetWeight app/srv-app-1 0" {
+			t.Errorf("the drained server was given traffic: %s", m)
+		}
+	}
+	if got := w.servers["app/srv-app-1"].stat.Weight; got != 0 {
+		t.Fatalf("weight %d, want the 0 the operator set", got)
+	}
+	if len(details) != 1 || !strings.Contains(details[0], "weight 0") || !strings.Contains(details[0], "no traffic") {
+		t.Errorf("restore detail %q: want it to say the canary stays at weight 0 and gets no traffic", details)
+	}
+	// Nothing to give back: no canary is recorded, and the coordinator's
+	// promote leaves the server as the operator set it.
+	if c, _ := a.canaries(); len(c) != 0 {
+		t.Errorf("canary records %+v, want none for a server at weight 0", c)
+	}
+	w.servers["app/srv-app-1"].stat.Weight = 5 // the operator gives it traffic again
+	if done, err := a.Promote(context.Background(), nil, "test"); err != nil || len(done) != 0 {
+		t.Fatalf("promote: %+v, %v", done, err)
+	}
+	if got := w.servers["app/srv-app-1"].stat.Weight; got != 5 {
+		t.Fatalf("weight %d after the promotion, want the operator's 5", got)
 	}
 }

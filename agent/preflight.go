@@ -61,7 +61,13 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 		p.final, p.canary = p.full, req.CanaryPercent > 0
 		if p.canary {
 			p.final = CanaryWeight(p.full, req.CanaryPercent)
+			if err := a.checkCanaryWeight(p.slot.Name, p.full, req.CanaryPercent, p.final); err != nil {
+				errs = append(errs, err)
+			}
 		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %w", ErrPreflight, errors.Join(errs...))
 	}
 	imageID, err := a.pullImage(ctx, req, events)
 	if err != nil {

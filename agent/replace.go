@@ -500,7 +500,10 @@ func (r *replacement) restore(ctx context.Context, weight int) (string, error) {
 	if err := a.haproxy.SetWeight(ctx, s.Backend, s.Server, weight); err != nil {
 		return "", err
 	}
-	if r.e.Canary {
+	switch {
+	case r.e.Canary && weight == 0:
+		return "weight 0 (canary of a server the operator drained: it stays at 0 and gets no traffic)", nil
+	case r.e.Canary:
 		return fmt.Sprintf("weight %d (canary, of %d)", weight, r.e.Full), nil
 	}
 	return fmt.Sprintf("weight %d", weight), nil
@@ -508,7 +511,7 @@ func (r *replacement) restore(ctx context.Context, weight int) (string, error) {
 
 // finalWeight is the weight the proven new container gets.
 func (r *replacement) finalWeight() int {
-	if r.e.Final > 0 {
+	if r.e.Final > 0 || r.e.Canary { // a canary's Final is set, 0 included
 		return r.e.Final
 	}
 	return r.p.weight

@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -178,9 +179,31 @@ func (r *run) judgeCanary(ctx context.Context, bi, nb int, b Batch, k int, faile
 		}
 		return "canary failed: " + why
 	}
+	promote := func() string {
+		if err := r.promote(ctx, hosts); err != nil {
+			if ctx.Err() != nil { // decided and recorded: a resume finishes it
+				return "cancelled while promoting the canary: `haroll rollout --resume` finishes the promotion"
+			}
+			*errs = multierror.Append(*errs, err)
+			return abort("promotion failed: " + err.Error())
+		}
+		cs.Phase = CanaryPromoted
+		r.saveCanary(cs)
+		say(EventCanaryPromoted, fmt.Sprintf("%d host(s) at their whole weight", len(hosts)))
+		return ""
+	}
+	notRecorded := func(err error) string {
+		*errs = multierror.Append(*errs, err)
+		return "the canary passed, but its promotion could not be recorded in the state file, so nothing was promoted: the canary hosts run the new image at their share; make the state file writable, then `haroll rollout --resume` (or `haroll rollout abort`): " + err.Error()
+	}
 	switch {
 	case cs.Phase == CanaryRollingBack || cs.Phase == CanaryRolledBack:
 		return abort(cs.Verdict) // a resume of a rollback
+	case cs.Phase == CanaryPromoting:
+		// A resume after the promotion was decided: aborts have been
+		// refused as too late since, so it goes on.
+		say(EventCanaryPassed, cs.Verdict+" (decided before the resume)")
+		return promote()
 	case len(canaryFailed) > 0:
 		return abort(fmt.Sprintf("%d of %d canary host(s) failed their canary slot", len(canaryFailed), len(b.Hosts)))
 	}
@@ -202,31 +225,93 @@ func (r *run) judgeCanary(ctx context.Context, bi, nb int, b Batch, k int, faile
 		return abort(why)
 	}
 	say(EventCanaryPassed, why)
+	// The decision and the record of the promotion are one step with
+	// Decide's (see lockDecisions): from the record on, an abort is refused.
 	if p.Pause {
 		cs.Phase, cs.Verdict = CanaryPaused, why
 		r.saveCanary(cs)
 		say(EventCanaryPaused, fmt.Sprintf("waiting for `haroll rollout promote` or `haroll rollout abort` (state file %s)", r.e.StateFile))
-		d, err := r.awaitDecision(ctx)
-		if err != nil {
+		d, err := r.awaitDecision(ctx, cs, why)
+		switch {
+		case errors.Is(err, ErrState):
+			return notRecorded(err)
+		case err != nil:
 			return "cancelled while paused after the canary: `haroll rollout --resume` judges it again and waits for promote or abort"
-		}
-		if d == DecisionAbort {
+		case d == DecisionAbort:
 			return abort("aborted by a person after the analysis passed")
 		}
-	} else if d, _ := r.takeDecision(DecisionAbort); d == DecisionAbort { // written as the window ended
-		return abort("aborted by a person during the analysis")
+	} else {
+		d, err := r.decide(cs, why, true, DecisionAbort)
+		switch {
+		case errors.Is(err, ErrState):
+			return notRecorded(err)
+		case err != nil:
+			return abort("a person's decision could not be read, so an abort cannot be ruled out: " + err.Error())
+		case d == DecisionAbort: // written as the window ended
+			return abort("aborted by a person during the analysis")
+		}
 	}
-	// From here on an abort is refused (Decide): the promotion is under way.
-	cs.Phase, cs.Verdict = CanaryPromoting, why
-	r.saveCanary(cs)
-	if err := r.promote(ctx, hosts); err != nil {
-		*errs = multierror.Append(*errs, err)
-		return abort("promotion failed: " + err.Error())
+	return promote()
+}
+
+// checkWeights refuses, before any host is touched, a canary whose share
+// of a canary slot's weight (as its agent reported it at the preflight)
+// would be that whole weight: the new image would take all the traffic the
+// server takes now. The agent refuses it too, but only once the canary
+// batch runs, after other canary slots may have been replaced. A server at
+// weight 0 takes none and stays at 0 (the agent's canary gives it no
+// traffic); the analysis counts it as a new server that served nothing.
+func (r *run) checkWeights(plan Plan) error {
+	p := r.e.Canary
+	if p == nil || p.WeightPercent >= 100 {
+		return nil
 	}
-	cs.Phase = CanaryPromoted
-	r.saveCanary(cs)
-	say(EventCanaryPromoted, fmt.Sprintf("%d host(s) at their whole weight", len(hosts)))
-	return ""
+	var problems *multierror.Error
+	for _, b := range plan.Batches {
+		k := p.canarySteps(b)
+		if k < 0 {
+			continue
+		}
+		for _, st := range b.Steps[:k] {
+			for _, h := range st.Hosts {
+				w := r.statusWeight(h, st.Slot)
+				// As the agent computes it (agent.CanaryWeight): rounded up, at least 1.
+				if share := max(1, (w*p.WeightPercent+99)/100); w > 0 && share >= w {
+					problems = multierror.Append(problems, fmt.Errorf("host %s slot %s: weight %d at %d%% is a canary weight of %d, the server's whole weight, so it would be no canary: "+
+						"raise the servers' weights in HAProxy (at weight %d, %d%% is %d), or run the canary at its whole weight on purpose with --canary-weight 100%% (canary.weight: 100%%)",
+						h, st.Slot, w, p.WeightPercent, share, 100/gcd(100, p.WeightPercent), p.WeightPercent, p.WeightPercent/gcd(100, p.WeightPercent)))
+				}
+			}
+		}
+	}
+	if problems.ErrorOrNil() == nil {
+		return nil
+	}
+	problems.ErrorFormat = listErrors
+	return fmt.Errorf("%w: %w", ErrPreflight, problems)
+}
+
+// statusWeight is slot's whole weight on h as the preflight's status said
+// (its full weight when it runs a canary); 0 if unknown.
+func (r *run) statusWeight(h, slot string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.statuses[h].GetSlots() {
+		if s.GetSlot() == slot {
+			if s.GetCanary() {
+				return int(s.GetFullWeight())
+			}
+			return int(s.GetWeight())
+		}
+	}
+	return 0
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }
 
 // failedSteps are the hosts of b whose slot failed in one of its first k
@@ -397,21 +482,19 @@ func (r *run) rollbackCanary(ctx context.Context, pos Event, b Batch, k int, cs 
 				continue // never asked: nothing to undo
 			}
 			wg.Go(func() {
-				sctx, cancel := within(ctx, r.e.StepTimeout)
-				defer cancel()
-				req := &agentpb.RedeployRequest{Image: old, Slots: []string{st.Slot}, Origin: r.e.Origin + " (canary rollback)"}
 				at := pos
 				at.Slot = st.Slot
-				a, err := r.connect(sctx, h)
-				if err == nil {
-					_, err = a.Redeploy(sctx, req, r.phases(at, h))
-				}
+				err := r.putBack(ctx, at, h, old)
 				sr := SlotResult{Slot: st.Slot, Result: ResultRolledBack, Error: "canary: " + why}
 				r.mu.Lock()
 				if err != nil {
 					undone = false
 					sr.Result = ResultFailed
-					sr.Error = fmt.Sprintf("canary: %s; putting %s back failed: %v; put it back by hand: `haroll redeploy --image %s --slot %s` on that host", why, old, err, old, st.Slot)
+					byHand := "put it back by hand"
+					if errors.Is(err, ErrBusy) {
+						byHand = "once the host is idle (`haroll status` on it says so), put it back by hand"
+					}
+					sr.Error = fmt.Sprintf("canary: %s; putting %s back failed: %v; %s: `haroll redeploy --image %s --slot %s` on that host", why, old, err, byHand, old, st.Slot)
 					*errs = multierror.Append(*errs, fmt.Errorf("host %s slot %s: canary rollback to %s: %w", h, st.Slot, old, err))
 				}
 				r.results[h][r.slotIndex(st.Slot)] = sr
@@ -424,6 +507,39 @@ func (r *run) rollbackCanary(ctx context.Context, pos Event, b Batch, k int, cs 
 		wg.Wait()
 	}
 	return undone
+}
+
+// putBack asks h to run old on slot at.Slot again. After a step timeout
+// the agent may still be finishing the canary's own call and refuse with
+// ErrBusy: putBack then waits for the host to go idle, for at most
+// StepTimeout as Resume does, and asks once more. A host still busy then is
+// an error wrapping ErrBusy that says how long it waited and with what.
+func (r *run) putBack(ctx context.Context, at Event, h, old string) error {
+	req := &agentpb.RedeployRequest{Image: old, Slots: []string{at.Slot}, Origin: r.e.Origin + " (canary rollback)"}
+	ask := func() (Agent, error) {
+		sctx, cancel := within(ctx, r.e.StepTimeout)
+		defer cancel()
+		a, err := r.connect(sctx, h)
+		if err == nil {
+			_, err = a.Redeploy(sctx, req, r.phases(at, h))
+		}
+		return a, err
+	}
+	a, err := ask()
+	if !errors.Is(err, ErrBusy) {
+		return err
+	}
+	busy := strings.TrimPrefix(err.Error(), ErrBusy.Error()+": ")
+	r.log.Warn("canary rollback: the host is still busy, waiting for it to go idle", "host", h, "slot", at.Slot, "busy", busy)
+	st, err := r.waitIdle(ctx, a, h, &agentpb.StatusResponse{Busy: busy})
+	if err != nil {
+		return err
+	}
+	if st.GetBusy() != "" {
+		return fmt.Errorf("%w: still busy after waiting %s (step_timeout): %s", ErrBusy, r.e.StepTimeout, st.GetBusy())
+	}
+	_, err = ask()
+	return err
 }
 
 // canaryState returns the canary's recorded progress, or a new one.

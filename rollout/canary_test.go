@@ -3,6 +3,8 @@ package rollout
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -402,5 +404,233 @@ func TestTheOldImageIsRecordedBeforeTheCanaryIsAsked(t *testing.T) {
 	}
 	if _, err := e.Run(t.Context(), hostNames(4), []string{"a", "b"}, s); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestACanaryRolledBackAfterAStepTimeoutWaitsForItsHostToGoIdle(t *testing.T) {
+	f := newFleet(t, 4, "a", "b", "c")
+	canary := hostNames(4)[0]
+	// The agent needs longer than the step timeout: the coordinator gives
+	// up on the call while the agent still holds the host lock.
+	f.host(canary).linger["a"] = 450 * time.Millisecond
+	e, s, rec := canaryExecutor(t, f, quickCanary)
+	e.StepTimeout, e.PollInterval = 300*time.Millisecond, 20*time.Millisecond
+	res, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s)
+	if !errors.Is(err, ErrCanaryFailed) {
+		t.Fatalf("%v, want ErrCanaryFailed", err)
+	}
+	waitIdle(t, f, canary) // what the agent does after the run ended counts too
+	a := f.host(canary)
+	f.mu.Lock()
+	im := a.imageOf("a")
+	f.mu.Unlock()
+	if im != "app:v1" {
+		t.Errorf("canary slot a runs %s once its host is idle, want app:v1 (rollback events %+v)", im, rec.kinds(EventCanaryRollback))
+	}
+	if ev := rec.kinds(EventCanaryRollback); len(ev) != 1 || ev[0].Result != ResultRolledBack {
+		t.Errorf("rollback events %+v, want the slot rolled back", ev)
+	}
+	if len(rec.kinds(EventWaiting)) == 0 {
+		t.Error("no event says the rollback waits for the busy host")
+	}
+	if hr := hostResult(t, res, canary); hr.Slots[0].Result != ResultRolledBack {
+		t.Errorf("canary host %+v", hr)
+	}
+}
+
+func TestACanaryRollbackGivesUpOnAHostStillBusyAfterTheStepTimeoutAndSaysSo(t *testing.T) {
+	f := newFleet(t, 4, "a", "b", "c")
+	canary := hostNames(4)[0]
+	f.host(canary).linger["a"] = 2 * time.Second
+	e, s, rec := canaryExecutor(t, f, quickCanary)
+	e.StepTimeout, e.PollInterval = 150*time.Millisecond, 20*time.Millisecond
+	res, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s)
+	if !errors.Is(err, ErrCanaryFailed) || !errors.Is(err, ErrBusy) {
+		t.Fatalf("%v, want ErrCanaryFailed and ErrBusy", err)
+	}
+	hr := hostResult(t, res, canary)
+	for _, part := range []string{"still busy after waiting 150ms", "redeploy of app:v2 (slot a)", "haroll redeploy --image app:v1 --slot a"} {
+		if !strings.Contains(hr.Slots[0].Error, part) {
+			t.Errorf("slot error %q does not say %q", hr.Slots[0].Error, part)
+		}
+	}
+	if ev := rec.kinds(EventCanaryRollback); len(ev) != 1 || ev[0].Result != ResultFailed {
+		t.Errorf("rollback events %+v, want the slot failed", ev)
+	}
+}
+
+// waitIdle waits until host h of f holds its lock for no lingering call.
+func waitIdle(t *testing.T, f *fakeFleet, h string) {
+	t.Helper()
+	a := f.host(h)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f.mu.Lock()
+		busy := a.holding
+		f.mu.Unlock()
+		if busy == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("host %s still busy: %s", h, busy)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// lateAbort makes the coordinator meet a person's abort at the moment the
+// promotion is decided and not yet recorded, and returns what Decide
+// answered that person (once the run ended).
+func lateAbort(t *testing.T, stateFile string) func() error {
+	t.Helper()
+	var answer error
+	done := make(chan struct{})
+	testHookDecided = func() {
+		testHookDecided = nil
+		go func() {
+			defer close(done)
+			_, answer = Decide(stateFile, DecisionAbort, "late")
+		}()
+		// Decide may wait for the coordinator: let it answer, or not.
+		select {
+		case <-done:
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	t.Cleanup(func() { testHookDecided = nil })
+	return func() error {
+		<-done
+		return answer
+	}
+}
+
+func TestAnAbortWrittenAsTheCanaryIsPromotedIsCarriedOutOrRefusedNeverIgnored(t *testing.T) {
+	for _, pause := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pause=%v", pause), func(t *testing.T) {
+			f := newFleet(t, 4, "a", "b", "c")
+			p := quickCanary
+			p.Pause = pause
+			e, s, _ := canaryExecutor(t, f, p)
+			answer := lateAbort(t, e.StateFile)
+			if pause {
+				go func() {
+					waitCanaryPhase(t, e.StateFile, CanaryPaused)
+					if _, err := Decide(e.StateFile, DecisionPromote, "test"); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			res, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s)
+			aborted := answer()
+			canary := hostNames(4)[0]
+			f.mu.Lock()
+			promoted, image := f.promotes[canary] > 0, f.hosts[canary].imageOf("a")
+			f.mu.Unlock()
+			switch {
+			case aborted == nil && promoted:
+				t.Fatalf("the person was told the abort was recorded, and the canary was promoted (run: %v)", err)
+			case aborted == nil:
+				if !errors.Is(err, ErrCanaryFailed) || image != "app:v1" {
+					t.Fatalf("abort recorded: the run %v, slot a on %s; want the canary rolled back", err, image)
+				}
+			case !errors.Is(aborted, ErrNoCanaryWaiting) || !strings.Contains(aborted.Error(), "too late"):
+				t.Fatalf("abort refused with %v: want a refusal that says it is too late", aborted)
+			case !promoted || err != nil || res.Totals.Done != 4:
+				t.Fatalf("abort refused as too late, but the canary was not promoted: %v, %+v", err, res.Totals)
+			}
+		})
+	}
+}
+
+func TestACoordinatorStoppedWhilePromotingFinishesThePromotionOnResume(t *testing.T) {
+	f := newFleet(t, 4, "a", "b", "c")
+	e, s, _ := canaryExecutor(t, f, quickCanary)
+	ctx, cancel := context.WithCancel(t.Context())
+	testHookDecided = func() { testHookDecided = nil; cancel() } // stopped as the promotion begins
+	t.Cleanup(func() { testHookDecided = nil })
+	if _, err := e.Run(ctx, hostNames(4), []string{"a", "b", "c"}, s); !errors.Is(err, context.Canceled) {
+		t.Fatalf("the stopped run: %v, want context.Canceled", err)
+	}
+	// The promotion was decided: an abort now is too late, and the resume
+	// carries the promotion out rather than judging the canary again.
+	if _, err := Decide(e.StateFile, DecisionAbort, "test"); !errors.Is(err, ErrNoCanaryWaiting) || !strings.Contains(err.Error(), "too late") {
+		t.Fatalf("abort after the promotion was decided: %v, want too late", err)
+	}
+	st, err := LoadResumable(e.StateFile, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resumed := f.executor()
+	resumed.StateFile, resumed.Canary = e.StateFile, st.CanaryPolicy
+	res, err := resumed.Resume(t.Context(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	canary := hostNames(4)[0]
+	if f.promotes[canary] != 1 || res.Totals != (Totals{Hosts: 4, Done: 4}) {
+		t.Fatalf("promotes %v, totals %+v: want the canary promoted once and the rollout done", f.promotes, res.Totals)
+	}
+	if im := f.host(canary).imageOf("a"); im != "app:v2" {
+		t.Fatalf("canary slot a runs %s, want app:v2", im)
+	}
+}
+
+func TestACanaryThatWouldBeAServersWholeWeightIsRefusedBeforeAnyHostIsTouched(t *testing.T) {
+	f := newFleet(t, 4, "a", "b", "c")
+	for _, h := range hostNames(4) {
+		for _, slot := range []string{"a", "b", "c"} {
+			f.host(h).serverWeight[slot] = 7
+		}
+	}
+	canary := hostNames(4)[0]
+	f.host(canary).serverWeight["a"] = 1          // HAProxy's default weight: 10% of it is all of it
+	f.host(hostNames(4)[1]).serverWeight["a"] = 1 // not a canary: no share to take
+	e, s, _ := canaryExecutor(t, f, quickCanary)
+	_, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s)
+	if !errors.Is(err, ErrPreflight) {
+		t.Fatalf("%v, want ErrPreflight", err)
+	}
+	for _, want := range []string{"host h1 slot a: weight 1 at 10% is a canary weight of 1, the server's whole weight", "--canary-weight 100%"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q does not say %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "host h2") {
+		t.Errorf("%q: a host outside the canary batch was refused", err)
+	}
+	if calls := f.allCalls(); len(calls) != 0 {
+		t.Fatalf("hosts were asked to replace slots: %v", calls)
+	}
+	// The whole weight on purpose: --canary-weight 100%.
+	p := quickCanary
+	p.WeightPercent = 100
+	e, s, _ = canaryExecutor(t, f, p)
+	if _, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAPromotionThatCannotBeRecordedPromotesNothing(t *testing.T) {
+	f := newFleet(t, 4, "a", "b", "c")
+	e, s, _ := canaryExecutor(t, f, quickCanary)
+	testHookDecided = func() { // the state file can no longer be replaced
+		testHookDecided = nil
+		if err := os.Remove(e.StateFile); err != nil {
+			t.Error(err)
+		}
+		if err := os.MkdirAll(filepath.Join(e.StateFile, "in-the-way"), 0o700); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() { testHookDecided = nil })
+	res, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s)
+	if !errors.Is(err, ErrState) || !strings.Contains(res.Stopped, "nothing was promoted") {
+		t.Fatalf("%v, stopped %q: want ErrState and nothing promoted", err, res.Stopped)
+	}
+	if len(f.promotes) != 0 {
+		t.Fatalf("promoted %v without the promotion recorded", f.promotes)
+	}
+	if got := f.callsTo(hostNames(4)[1]); len(got) != 0 {
+		t.Fatalf("the rollout went on to %s: %v", hostNames(4)[1], got)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/haroll/haroll/internal/atomicfile"
@@ -35,13 +36,52 @@ func DecisionFile(stateFile string) string { return stateFile + ".decision" }
 // canary waiting for it.
 var ErrNoCanaryWaiting = errors.New("no canary is waiting for a decision")
 
+// decisionLockWait bounds how long Decide and the coordinator wait for the
+// other's hold of the decision lock, which lasts one read and one write of
+// a small file.
+const decisionLockWait = 10 * time.Second
+
+// lockDecisions takes the decision lock of the rollout in stateFile, an
+// flock on a file beside it, and returns its release. Decide holds it while
+// it checks the state and writes the decision; the coordinator while it
+// takes a decision and records the promotion. Each is thus one step: an
+// abort that Decide accepted is taken by the coordinator before it records
+// the promotion, and an abort that comes later finds the promotion recorded
+// and is refused. It is never accepted and then ignored.
+func lockDecisions(stateFile string) (release func(), err error) {
+	path := DecisionFile(stateFile) + ".lock"
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("decision lock: %w", err)
+	}
+	deadline := time.Now().Add(decisionLockWait)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { _ = f.Close() }, nil // closing drops the flock
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			_ = f.Close()
+			return nil, fmt.Errorf("decision lock %s: %w (held for more than %s: look for a stuck `haroll rollout` process on this host)", path, err, decisionLockWait)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // Decide records a person's decision for the rollout in stateFile. It
 // refuses (ErrNoCanaryWaiting) unless that rollout is unfinished and its
 // canary is paused (promote) or under analysis or paused (abort), and
-// returns the state it read.
+// returns the state it read. The check and the write are one step under the
+// decision lock (see lockDecisions): a decision Decide records is carried
+// out by the coordinator (or a later --resume), and once the coordinator
+// recorded the promotion an abort is refused as too late.
 func Decide(stateFile, decision, by string) (*State, error) {
 	if decision != DecisionPromote && decision != DecisionAbort {
 		return nil, fmt.Errorf("decision %q: want %s or %s", decision, DecisionPromote, DecisionAbort)
+	}
+	release, lockErr := lockDecisions(stateFile)
+	if lockErr == nil {
+		defer release()
 	}
 	st, err := ReadState(stateFile)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -49,6 +89,9 @@ func Decide(stateFile, decision, by string) (*State, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if lockErr != nil {
+		return st, lockErr
 	}
 	phase := ""
 	if st.Canary != nil {
@@ -64,7 +107,14 @@ func Decide(stateFile, decision, by string) (*State, error) {
 	case phase == "":
 		return st, fmt.Errorf("%w: the rollout of %s in %s has no canary stage under way", ErrNoCanaryWaiting, st.Image, stateFile)
 	case phase == CanaryPromoting || phase == CanaryPromoted:
-		return st, fmt.Errorf("%w: the canary of %s passed and is %s: too late to abort it; roll back with a rollout of the old image", ErrNoCanaryWaiting, st.Image, phase)
+		state := "is already being promoted"
+		if phase == CanaryPromoted {
+			state = "was promoted"
+		}
+		if decision == DecisionPromote {
+			return st, fmt.Errorf("%w: the canary of %s passed and %s: nothing to promote", ErrNoCanaryWaiting, st.Image, state)
+		}
+		return st, fmt.Errorf("%w: the canary of %s passed and %s: too late to abort it; the promotion goes on (also after a --resume): roll back afterwards with a rollout of the old image", ErrNoCanaryWaiting, st.Image, state)
 	default:
 		return st, fmt.Errorf("%w: the canary of %s is %s", ErrNoCanaryWaiting, st.Image, phase)
 	}
@@ -76,39 +126,129 @@ func Decide(stateFile, decision, by string) (*State, error) {
 
 // takeDecision reads a decision written for this rollout and, when it is
 // one of accept, removes and returns it; "" when there is none (or one for
-// later: a promote written during the analysis waits for the pause).
+// later: a promote written during the analysis waits for the pause). It
+// takes no lock: an abort taken during the analysis is carried out whenever
+// it is taken; what must be one step with Decide goes through decide.
 func (r *run) takeDecision(accept ...string) (string, error) {
+	d, err := r.peekDecision(accept...)
+	if d.Decision == "" || err != nil {
+		return "", err
+	}
+	return d.Decision, r.dropDecision(d)
+}
+
+// peekDecision is takeDecision without the removal; a zero Decision when
+// there is none.
+func (r *run) peekDecision(accept ...string) (Decision, error) {
 	if r.e.StateFile == "" {
-		return "", nil
+		return Decision{}, nil
 	}
 	path := DecisionFile(r.e.StateFile)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return "", nil
+		return Decision{}, nil
 	}
 	if err != nil {
-		return "", err
+		return Decision{}, err
 	}
 	var d Decision
 	if err := json.Unmarshal(b, &d); err != nil {
-		return "", fmt.Errorf("decision file %s is unreadable (%v): remove it and run `haroll rollout promote` or `abort` again", path, err)
+		return Decision{}, fmt.Errorf("decision file %s is unreadable (%v): remove it and run `haroll rollout promote` or `abort` again", path, err)
 	}
 	if !slices.Contains(accept, d.Decision) {
-		return "", nil
+		return Decision{}, nil
 	}
-	if err := os.Remove(path); err != nil {
-		return "", err
+	return d, nil
+}
+
+// dropDecision removes the decision file once decision d is taken.
+func (r *run) dropDecision(d Decision) error {
+	if err := os.Remove(DecisionFile(r.e.StateFile)); err != nil {
+		return err
 	}
 	r.log.Warn("canary decision", "decision", d.Decision, "by", d.By)
+	return nil
+}
+
+// testHookDecided, when set by a test, runs once the promotion is decided
+// and before it is recorded, under the decision lock.
+var testHookDecided func()
+
+// decide takes a decision written for this rollout, one of accept, and
+// unless it is an abort (or there is none and promoteOnNone is false)
+// records cs as promoting with verdict why, all under the decision lock
+// (see lockDecisions). It returns DecisionAbort, DecisionPromote (the
+// promotion is recorded) or "" (none yet, nothing recorded). An error
+// wrapping ErrState means the promotion could not be recorded, and
+// nothing is to be promoted.
+func (r *run) decide(cs *CanaryState, why string, promoteOnNone bool, accept ...string) (string, error) {
+	if r.e.StateFile != "" {
+		release, err := lockDecisions(r.e.StateFile)
+		if err != nil {
+			return "", err
+		}
+		defer release()
+	}
+	d, err := r.peekDecision(accept...)
+	if err != nil {
+		return "", err
+	}
+	if d.Decision == DecisionAbort {
+		return d.Decision, r.dropDecision(d)
+	}
+	if d.Decision == "" && !promoteOnNone {
+		return "", nil
+	}
+	if testHookDecided != nil {
+		testHookDecided()
+	}
+	if err := r.recordPromoting(cs, why); err != nil {
+		return "", err // a person's promote stays for a --resume
+	}
+	if d.Decision != "" {
+		if err := r.dropDecision(d); err != nil {
+			r.log.Warn("removing the canary decision taken", "error", err)
+		}
+	}
+	if d.Decision == "" {
+		return DecisionPromote, nil
+	}
 	return d.Decision, nil
 }
 
-// awaitDecision waits for a person to promote or abort the paused canary.
-func (r *run) awaitDecision(ctx context.Context) (string, error) {
+// recordPromoting writes cs as promoting to the state file. When that
+// fails, cs is left as it was (what the file holds) and the error wraps
+// ErrState, also remembered so that the rollout stops.
+func (r *run) recordPromoting(cs *CanaryState, why string) error {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	phase, verdict := cs.Phase, cs.Verdict
+	cs.Phase, cs.Verdict = CanaryPromoting, why
+	if r.state == nil {
+		return nil
+	}
+	r.state.Canary = cs
+	if err := r.saveLocked(); err != nil {
+		cs.Phase, cs.Verdict = phase, verdict
+		err = fmt.Errorf("%w: %w", ErrState, err)
+		if r.stateErr == nil {
+			r.stateErr = err
+		}
+		return err
+	}
+	return nil
+}
+
+// awaitDecision waits for a person to promote or abort the paused canary;
+// a promote comes back with the promotion recorded (see decide).
+func (r *run) awaitDecision(ctx context.Context, cs *CanaryState, why string) (string, error) {
 	t := time.NewTicker(decisionPoll)
 	defer t.Stop()
 	for {
-		d, err := r.takeDecision(DecisionPromote, DecisionAbort)
+		d, err := r.decide(cs, why, false, DecisionPromote, DecisionAbort)
+		if errors.Is(err, ErrState) {
+			return "", err
+		}
 		if err != nil {
 			r.log.Warn("reading the canary decision", "error", err)
 		}

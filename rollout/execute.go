@@ -77,7 +77,8 @@ type Executor struct {
 
 // Run checks every host, plans the rollout and carries it out. Before any
 // host is touched, a host that does not answer (unless SkipUnreachable),
-// is busy, or lacks a slot fails the rollout with ErrPreflight. slots
+// is busy, or lacks a slot, or a canary slot whose canary share would be
+// its whole weight, fails the rollout with ErrPreflight. slots
 // empty means the slots the first answering host reports. After a batch,
 // if the failed hosts exceed MaxFailures, no further batch starts. Hooks.Pre
 // runs after the preflight (a failure touches no host and writes no state
@@ -115,6 +116,9 @@ func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Stra
 	r.results = make(map[string][]SlotResult, len(ready))
 	for _, h := range ready {
 		r.results[h] = notRun(slots)
+	}
+	if err := r.checkWeights(plan); err != nil {
+		return r.refused(res, hosts, plan, start, err)
 	}
 	if err := r.preHook(ctx); err != nil {
 		return r.refused(res, hosts, plan, start, err)

@@ -51,6 +51,13 @@ type fakeAgent struct {
 	served map[string]*agentpb.SlotCounters
 	// weights asked for, per slot, in order
 	weights map[string][]int32
+	// linger: slot -> how long the agent takes to replace it on the next
+	// call, whatever becomes of the call (a step timeout): meanwhile it holds the host
+	// lock, Status says busy and a Redeploy is refused with ErrBusy.
+	linger  map[string]time.Duration
+	holding string // what holds the host lock after its call ended
+	// serverWeight: slot -> the HAProxy weight Status reports (0 when unset)
+	serverWeight map[string]int32
 }
 
 func newFleet(t *testing.T, n int, slots ...string) *fakeFleet {
@@ -59,7 +66,8 @@ func newFleet(t *testing.T, n int, slots ...string) *fakeFleet {
 		errorRate: map[string]float64{}, promotes: map[string]int{}}
 	for _, h := range hostNames(n) {
 		f.hosts[h] = &fakeAgent{fleet: f, host: h, slots: slots, fail: map[string]bool{}, hang: map[string]bool{}, delay: 2 * time.Millisecond,
-			images: map[string]string{}, canary: map[string]int32{}, served: map[string]*agentpb.SlotCounters{}, weights: map[string][]int32{}}
+			images: map[string]string{}, canary: map[string]int32{}, served: map[string]*agentpb.SlotCounters{}, weights: map[string][]int32{},
+			linger: map[string]time.Duration{}, serverWeight: map[string]int32{}}
 	}
 	return f
 }
@@ -113,8 +121,11 @@ func (a *fakeAgent) Status(ctx context.Context) (*agentpb.StatusResponse, error)
 	a.fleet.mu.Lock()
 	unreachable, blackhole := a.unreachable, a.blackhole
 	resp := &agentpb.StatusResponse{Hostname: a.host, Busy: a.busy}
+	if a.holding != "" {
+		resp.Busy = a.holding
+	}
 	for _, s := range a.slots {
-		resp.Slots = append(resp.Slots, &agentpb.SlotStatus{Slot: s, Image: a.imageOf(s)})
+		resp.Slots = append(resp.Slots, &agentpb.SlotStatus{Slot: s, Image: a.imageOf(s), Weight: a.serverWeight[s]})
 	}
 	a.fleet.mu.Unlock()
 	if blackhole {
@@ -134,6 +145,10 @@ func (a *fakeAgent) Redeploy(ctx context.Context, req *agentpb.RedeployRequest, 
 	slot := req.GetSlots()[0]
 	f := a.fleet
 	f.mu.Lock()
+	if a.holding != "" {
+		f.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s", ErrBusy, a.holding)
+	}
 	f.calls = append(f.calls, call{a.host, slot})
 	f.active++
 	f.maxActive = max(f.maxActive, f.active)
@@ -142,6 +157,8 @@ func (a *fakeAgent) Redeploy(ctx context.Context, req *agentpb.RedeployRequest, 
 		f.overlaps = append(f.overlaps, a.host)
 	}
 	fail, hang, delay, onCall := a.fail[slot], a.hang[slot], a.delay, f.onCall
+	linger, lingers := a.linger[slot]
+	delete(a.linger, slot) // the next call is quick
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()
@@ -157,6 +174,9 @@ func (a *fakeAgent) Redeploy(ctx context.Context, req *agentpb.RedeployRequest, 
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
+	if lingers {
+		return a.lingerOn(ctx, req, slot, linger, fail)
+	}
 	select {
 	case <-time.After(delay):
 	case <-ctx.Done():
@@ -168,7 +188,15 @@ func (a *fakeAgent) Redeploy(ctx context.Context, req *agentpb.RedeployRequest, 
 			fmt.Errorf("%w: %s: health gate timed out", ErrSlotFailed, slot)
 	}
 	f.mu.Lock()
-	old := a.imageOf(slot)
+	old := a.replaced(slot, req)
+	f.mu.Unlock()
+	return &agentpb.Report{Image: req.GetImage(), Slots: []*agentpb.SlotReport{{Slot: slot, Result: ResultReplaced, OldImage: old, Total: durationpb.New(delay)}}}, nil
+}
+
+// replaced records slot as running req's image and returns what it ran;
+// the fleet's lock is held.
+func (a *fakeAgent) replaced(slot string, req *agentpb.RedeployRequest) (old string) {
+	old = a.imageOf(slot)
 	a.images[slot] = req.GetImage()
 	if pct := req.GetCanaryWeightPercent(); pct > 0 {
 		a.canary[slot] = pct
@@ -176,8 +204,36 @@ func (a *fakeAgent) Redeploy(ctx context.Context, req *agentpb.RedeployRequest, 
 		delete(a.canary, slot)
 	}
 	a.weights[slot] = append(a.weights[slot], req.GetCanaryWeightPercent())
+	return old
+}
+
+// lingerOn replaces slot in d, as an agent does, holding the host lock
+// until then even when ctx ends first (the coordinator gave up on the
+// call): the slot is then replaced, or rolled back when fail.
+func (a *fakeAgent) lingerOn(ctx context.Context, req *agentpb.RedeployRequest, slot string, d time.Duration, fail bool) (*agentpb.Report, error) {
+	f := a.fleet
+	f.mu.Lock()
+	a.holding = fmt.Sprintf("redeploy of %s (slot %s)", req.GetImage(), slot)
 	f.mu.Unlock()
-	return &agentpb.Report{Image: req.GetImage(), Slots: []*agentpb.SlotReport{{Slot: slot, Result: ResultReplaced, OldImage: old, Total: durationpb.New(delay)}}}, nil
+	done := make(chan *agentpb.Report, 1)
+	go func() {
+		time.Sleep(d)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		a.holding = ""
+		if fail {
+			done <- &agentpb.Report{Image: req.GetImage(), Slots: []*agentpb.SlotReport{{Slot: slot, Result: ResultRolledBack, Error: "health gate timed out"}}}
+			return
+		}
+		old := a.replaced(slot, req)
+		done <- &agentpb.Report{Image: req.GetImage(), Slots: []*agentpb.SlotReport{{Slot: slot, Result: ResultReplaced, OldImage: old}}}
+	}()
+	select {
+	case rep := <-done:
+		return rep, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func (a *fakeAgent) imageOf(slot string) string {
@@ -188,6 +244,9 @@ func (a *fakeAgent) imageOf(slot string) string {
 }
 
 func (a *fakeAgent) Promote(ctx context.Context, origin string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	a.fleet.mu.Lock()
 	defer a.fleet.mu.Unlock()
 	a.fleet.promotes[a.host]++

@@ -32,14 +32,20 @@ func newDecide(decision, short string) *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "%s: the canary of %s recorded in %s (%s)\n", decision, st.Image, stateFile, st.Canary.Phase)
+			fmt.Fprintf(out, "%s: recorded for the canary of %s in %s (canary %s)\n", decision, st.Image, stateFile, st.Canary.Phase)
 			if st.Canary.Verdict != "" {
 				fmt.Fprintf(out, "  analysis: %s\n", st.Canary.Verdict)
 			}
+			// Recorded means carried out: the coordinator takes it before it
+			// could record a promotion (rollout.Decide).
+			what := "the canary hosts go back to their old image and the rollout stops"
+			if decision == rollout.DecisionPromote {
+				what = "the canary hosts get their whole weight and the rollout goes on"
+			}
 			if coordinatorRuns(st.PID) {
-				fmt.Fprintf(out, "  the coordinator (pid %d) carries it out within a second\n", st.PID)
+				fmt.Fprintf(out, "  the coordinator (pid %d) carries it out within a second: %s\n", st.PID, what)
 			} else {
-				fmt.Fprintf(out, "  the coordinator (pid %d) is not running: `haroll rollout --resume` carries it out\n", st.PID)
+				fmt.Fprintf(out, "  the coordinator (pid %d) is not running: `haroll rollout --resume` carries it out: %s\n", st.PID, what)
 			}
 			return nil
 		},
