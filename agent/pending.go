@@ -37,8 +37,12 @@ func (r *replacement) oldGone(ctx context.Context) bool {
 }
 
 // keptError is the rollback's error when the old container is gone.
-func (r *replacement) keptError() error {
+func (r *replacement) keptError(ctx context.Context) error {
 	s := r.p.slot
+	if _, err := r.a.docker.Inspect(ctx, r.e.NewID); errors.Is(err, docker.ErrContainerNotFound) {
+		return fmt.Errorf("%w: old container %s and new container %s of slot %s are both gone, so there is nothing to clone the slot's configuration from, and %s/%s stays in maintenance: recreate container %s by hand, then run `haroll recover --abandon`",
+			ErrOldGone, shortID(r.p.old.ID), shortID(r.e.NewID), s.Name, s.Backend, s.Server, s.Container)
+	}
 	return fmt.Errorf("%w: old container %s of slot %s is gone (removed, or created with --rm and deleted by its stop), so the new container %s (%s) is kept, stopped, as the only copy of the slot's configuration, and %s/%s stays in maintenance: `haroll redeploy --slot %s --image <a working image>` takes the slot over from it; or recreate container %s by hand and run `haroll recover --abandon`",
 		ErrOldGone, shortID(r.p.old.ID), s.Name, shortID(r.e.NewID), r.image, s.Backend, s.Server, s.Name, s.Container)
 }

@@ -57,7 +57,7 @@ func (r *replacement) rollback(parent context.Context, cause error) error {
 		if r.e.NewID != "" {
 			undo("stop new container", func() error { return ignoreGone(a.docker.Stop(ctx, r.e.NewID)) })
 			if oldGone {
-				errs = append(errs, r.keptError())
+				errs = append(errs, r.keptError(ctx))
 			} else {
 				undo("remove new container", func() error { return a.docker.Remove(ctx, r.e.NewID) })
 			}

@@ -121,3 +121,81 @@ func TestTheRollbackKeepsTheNewContainerWhenTheOldOneIsGone(t *testing.T) {
 		}
 	}
 }
+
+func TestAFailedTakeOverLeavesTheSlotWedgedAsBeforeAndAWorkingOneThenSucceeds(t *testing.T) {
+	w := newWorld(t)
+	a, _ := wedgeByRemovingTheOld(t, w, w.addSlot("app-1", 7))
+	rep, err := a.Redeploy(context.Background(), Request{Image: "app:broken", Slots: []string{"app-1"}}, nil)
+	if !errors.Is(err, ErrRollback) || rep.Slots[0].Result != ResultFailed {
+		t.Fatalf("take-over by a broken image: %+v, %v; want a failed slot and ErrRollback", rep.Slots, err)
+	}
+	e, err := (Journal{dir: a.cfg.StateDir}).Read()
+	if err != nil || e == nil || e.Failure == "" || !e.Maint || e.Weight != 7 {
+		t.Fatalf("journal after the failed take-over: %+v, %v; want a wedged entry in maintenance at weight 7", e, err)
+	}
+	w.mu.Lock()
+	tmpl, srv := w.byName(e.OldID), w.servers["app/srv-app-1"]
+	if tmpl == nil || tmpl.Name != "app-1" || len(w.ctrs) != 1 || srv.admin.State != "maint" {
+		w.mu.Unlock()
+		t.Fatalf("template %+v, %d containers, server %s: want the template kept as app-1, alone, in maintenance", tmpl, len(w.ctrs), srv.admin.State)
+	}
+	w.mu.Unlock()
+	if _, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil); err != nil {
+		t.Fatalf("take-over by a working image after a failed one: %v", err)
+	}
+	assertServes(t, a, w, "app:v2", 7, 1)
+}
+
+func TestAWedgedSlotBlocksOtherSlotsWithAnErrorThatSaysWhyAndWhatToDo(t *testing.T) {
+	w := newWorld(t)
+	slots := threeSlots(t, w)
+	a, _ := wedgeByRemovingTheOld(t, w, slots...)
+	before := len(w.mutations())
+	_, err := a.Redeploy(context.Background(), Request{Image: "app:v2", Slots: []string{"app-2"}}, nil)
+	if !errors.Is(err, ErrWedged) {
+		t.Fatalf("redeploy of another slot: %v, want ErrWedged", err)
+	}
+	for _, want := range []string{"slot app-1", "app:broken", "is gone", "haroll redeploy --slot app-1", "haroll recover --abandon", "haroll recover --status"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	// The recovery ran again (and failed the same way); app-2 was not
+	// touched.
+	for _, c := range w.mutations()[before:] {
+		if strings.Contains(c, "app-2") {
+			t.Errorf("app-2 touched: %s", c)
+		}
+	}
+	if e, _ := (Journal{dir: a.cfg.StateDir}).Read(); e == nil || e.Slot != "app-1" {
+		t.Fatalf("journal %+v, want app-1's wedged entry kept", e)
+	}
+}
+
+func TestATakeOverWithNothingToCloneIsRefusedAndChangesNothing(t *testing.T) {
+	w := newWorld(t)
+	a, _ := wedgeByRemovingTheOld(t, w, w.addSlot("app-1", 7))
+	w.mu.Lock()
+	for id := range w.ctrs {
+		delete(w.ctrs, id) // the kept container too
+	}
+	w.mu.Unlock()
+	_, _ = a.Recover(context.Background()) // the recovery settles what it can
+	before := len(w.mutations())
+	_, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil)
+	if !errors.Is(err, ErrNoTemplate) || !errors.Is(err, ErrPreflight) {
+		t.Fatalf("take-over with no container left: %v, want ErrPreflight and ErrNoTemplate", err)
+	}
+	for _, want := range []string{"recreate container app-1 by hand", "haroll recover --abandon"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	for _, c := range w.mutations()[before:] {
+		// Only the recovery's own retry may act (it keeps the server in
+		// maintenance); the take-over touches nothing.
+		if !strings.HasPrefix(c, "SetState app/srv-app-1 maint") && !strings.HasPrefix(c, "SetWeight app/srv-app-1 7") {
+			t.Errorf("changed: %s", c)
+		}
+	}
+}
