@@ -5,6 +5,11 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/haroll/haroll/agent/agentpb"
 )
 
 func TestStatusShowsTheWedgedSlotAndTheLastRecoveryError(t *testing.T) {
@@ -111,5 +116,29 @@ func TestAbandonIsRefusedWhenTheServerCannotBeTakenOutOfSelection(t *testing.T) 
 	}
 	if e, _ := (Journal{dir: a.cfg.StateDir}).Read(); e == nil {
 		t.Fatal("the journal was forgotten though the server could not be taken out of selection")
+	}
+}
+
+func TestTheWedgedSlotIsShownOverGRPCAndARedeployOfAnotherSlotIsAFailedPrecondition(t *testing.T) {
+	w := newWorld(t)
+	a, _ := wedgeByRemovingTheOld(t, w, threeSlots(t, w)...)
+	client, _ := serve(t, a, context.Background())
+	st, err := client.Status(context.Background(), &agentpb.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slots := StatusFromPB(st.GetSlots())
+	if p := slots[0].Pending; p == nil || !p.Wedged || p.Image != "app:broken" || !strings.Contains(p.Error, "is gone") || p.FailedAt.IsZero() {
+		t.Fatalf("app-1 over gRPC: pending %+v", p)
+	}
+	if slots[1].Pending != nil {
+		t.Fatalf("app-2 over gRPC: pending %+v", slots[1].Pending)
+	}
+	stream, err := client.Redeploy(context.Background(), &agentpb.RedeployRequest{Image: "app:v2", Slots: []string{"app-2"}})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "slot app-1") {
+		t.Fatalf("redeploy of app-2 while app-1 is wedged: %v, want FailedPrecondition naming app-1", err)
 	}
 }
