@@ -57,6 +57,22 @@ func (r *replacement) markFailed(err error) {
 	}
 }
 
+// markJournalFailed records that a recovery of the journal's entry failed
+// with err, when the entry is still there (a finish of a proven entry that
+// failed, say): Status and the metrics then show the slot wedged. The host
+// lock must be held.
+func (a *Agent) markJournalFailed(err error) {
+	j := Journal{dir: a.cfg.StateDir}
+	e, rerr := j.Read()
+	if rerr != nil || e == nil {
+		return
+	}
+	e.Failure, e.FailedAt = err.Error(), time.Now()
+	if werr := j.Write(*e); werr != nil {
+		a.log.Error("cannot record the failed recovery in the journal", "error", werr)
+	}
+}
+
 // ContainerState is one container of a pending replacement as Docker sees
 // it now.
 type ContainerState struct {

@@ -39,6 +39,7 @@ func (a *Agent) recoverOrTakeOver(ctx context.Context, slots []SlotConfig) (wedg
 	if err == nil {
 		return nil, did, nil
 	}
+	a.markJournalFailed(err)
 	e, rerr := (Journal{dir: a.cfg.StateDir}).Read()
 	if rerr != nil || e == nil {
 		return nil, "", fmt.Errorf("recovering an earlier replacement: %w", err)
@@ -160,7 +161,11 @@ func (a *Agent) prepareTakeover(ctx context.Context, p *plan, image string, even
 	rw := a.newReplacement(plan{slot: s, old: docker.Container{ID: w.OldID, Image: w.OldImage}, weight: w.Weight, state: w.State, addr: w.Addr}, w.Image, events)
 	rw.e = w
 	return rw.step(PhaseTakeover, func() (string, error) {
-		if err := a.retry(ctx, rw.log, "take the server out of every selection", func() error { return rw.quiesce(ctx) }); err != nil {
+		// Bounded as a rollback is: HAProxy not answering is waited out
+		// for a while, not for ever.
+		qctx, cancel := context.WithTimeout(ctx, a.cfg.Drain.Timeout+a.grace)
+		defer cancel()
+		if err := a.retry(qctx, rw.log, "take the server out of every selection", func() error { return rw.quiesce(qctx) }); err != nil {
 			return "", err
 		}
 		// The template is looked for again: the recovery that just failed
