@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/haroll/haroll/docker"
@@ -214,8 +213,7 @@ func (a *Agent) prepareTakeover(ctx context.Context, p *plan, image string, even
 				return "", err
 			}
 		}
-		why, _, _ := strings.Cut(w.Failure, "\n")
-		return fmt.Sprintf("from container %s %s (%s); the rollback had failed: %s", tmpl.Name, shortID(tmpl.ID), tmpl.Image, why), nil
+		return fmt.Sprintf("slot wedged by the replacement by %s: cloning container %s %s (%s)", w.Image, tmpl.Name, shortID(tmpl.ID), tmpl.Image), nil
 	})
 }
 
