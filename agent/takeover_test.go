@@ -64,19 +64,50 @@ func assertServes(t *testing.T, a *Agent, w *world, image string, weight, contai
 }
 
 func TestARedeployOfAWorkingImageTakesOverASlotWhoseOldContainerIsGone(t *testing.T) {
+	for _, startFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("start-first %v", startFirst), func(t *testing.T) {
+			w := newWorld(t)
+			slot := w.addSlot("app-1", 7)
+			if startFirst {
+				w.startFirst() // the take-over's clone gets a new address
+			}
+			a, _ := wedgeByRemovingTheOld(t, w, slot)
+			// Every later recovery fails the same way: the slot is wedged
+			// until someone acts.
+			if _, err := a.Recover(context.Background()); !errors.Is(err, ErrRollback) {
+				t.Fatalf("second recovery: %v, want ErrRollback", err)
+			}
+			rep, err := a.Redeploy(context.Background(), Request{Image: "app:v2", Slots: []string{"app-1"}, Origin: "test"}, nil)
+			if err != nil {
+				t.Fatalf("redeploy of a working image over the wedged slot: %v", err)
+			}
+			if len(rep.Slots) != 1 || rep.Slots[0].Result != ResultReplaced {
+				t.Fatalf("report %+v", rep.Slots)
+			}
+			assertServes(t, a, w, "app:v2", 7, 1)
+		})
+	}
+}
+
+func TestATakeOverWhoseServerCannotBeQuiescedLeavesTheWedgedJournalAsItWas(t *testing.T) {
 	w := newWorld(t)
 	a, _ := wedgeByRemovingTheOld(t, w, w.addSlot("app-1", 7))
-	// Every later recovery fails the same way: the slot is wedged until
-	// someone acts.
-	if _, err := a.Recover(context.Background()); !errors.Is(err, ErrRollback) {
-		t.Fatalf("second recovery: %v, want ErrRollback", err)
+	before, _ := (Journal{dir: a.cfg.StateDir}).Read()
+	w.failing("SetState", errors.New("permission denied"))
+	rep, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil)
+	if err == nil || rep.Slots[0].Result != ResultFailed || !strings.Contains(err.Error(), "taking over the slot") {
+		t.Fatalf("take-over while HAProxy refuses maintenance: %+v, %v", rep.Slots, err)
 	}
-	rep, err := a.Redeploy(context.Background(), Request{Image: "app:v2", Slots: []string{"app-1"}, Origin: "test"}, nil)
-	if err != nil {
-		t.Fatalf("redeploy of a working image over the wedged slot: %v", err)
+	after, _ := (Journal{dir: a.cfg.StateDir}).Read()
+	if after == nil || after.OldID != before.OldID || after.NewID != before.NewID || after.Image != "app:broken" || after.Weight != 7 {
+		t.Fatalf("journal %+v, want the wedged one (%+v)", after, before)
 	}
-	if len(rep.Slots) != 1 || rep.Slots[0].Result != ResultReplaced {
-		t.Fatalf("report %+v", rep.Slots)
+	if c := w.byName(before.NewID); c == nil {
+		t.Fatal("the kept container was removed by a take-over that could not start")
+	}
+	w.failing("SetState", nil)
+	if _, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil); err != nil {
+		t.Fatal(err)
 	}
 	assertServes(t, a, w, "app:v2", 7, 1)
 }
