@@ -21,7 +21,12 @@ const rollbackGrace = 60 * time.Second
 // original weight/state back. It goes on past errors so the server is never
 // left drained without need; a server whose old container could not be
 // proven stays in maintenance (and the journal says so), since nothing
-// healthy is behind it. Returns ErrRollback naming every step that failed.
+// healthy is behind it. When the old container is gone, the new one is the
+// only copy of the slot's configuration: it is stopped (after the server is
+// quiesced) but kept, for a redeploy to take the slot over from, and the
+// error wraps ErrOldGone. A failure is recorded in the journal (Failure),
+// which Status and the metrics show as a wedged slot. Returns ErrRollback
+// naming every step that failed.
 func (r *replacement) rollback(parent context.Context, cause error) error {
 	a := r.a
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), a.cfg.Health.Timeout+a.cfg.Drain.Timeout+a.grace)
