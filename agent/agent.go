@@ -104,15 +104,16 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 		return rep, err
 	}
 	defer lock.Release()
-	if done, err := a.recoverLocked(ctx); err != nil {
-		return rep, fmt.Errorf("recovering an earlier replacement: %w", err)
+	wedged, done, err := a.recoverOrTakeOver(ctx, slots)
+	if err != nil {
+		return rep, err
 	} else if done != "" {
 		events(Event{Slot: "(journal)", Phase: PhaseRecover, Start: begin, Detail: done})
 	}
 	doing := fmt.Sprintf("%s of %s since %s", req.Origin, req.Image, begin.Format(time.RFC3339))
 	a.running.Store(&doing)
 	defer a.running.Store(nil)
-	plans, err := a.preflight(ctx, req, slots, events)
+	plans, err := a.preflight(ctx, req, slots, wedged, events)
 	if err != nil {
 		return rep, err
 	}
@@ -141,7 +142,11 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 			rep.Slots = append(rep.Slots, SlotReport{Slot: p.slot.Name, Result: ResultSkipped, OldContainer: p.old.ID, Weight: p.weight})
 			continue
 		}
-		r := a.replace(ctx, p, req.Image, events, cleanup)
+		replace := a.replace
+		if p.takeover != nil {
+			replace = a.takeOver
+		}
+		r := replace(ctx, p, req.Image, events, cleanup)
 		rep.Slots = append(rep.Slots, r.report)
 		if r.err != nil {
 			failed = fmt.Errorf("slot %s: %w", p.slot.Name, r.err)

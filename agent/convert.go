@@ -64,7 +64,31 @@ func StatusToPB(slots []SlotStatus) []*agentpb.SlotStatus {
 		out = append(out, &agentpb.SlotStatus{Slot: s.Slot, Backend: s.Backend, Server: s.Server,
 			Container: s.Container, ContainerId: s.ContainerID, Image: s.Image, Running: s.Running,
 			DockerHealth: s.Health, HaproxyStatus: s.Status, Weight: int32(s.Weight), Scur: int32(s.Scur),
-			Addr: s.Addr, Error: s.Err, Canary: s.Canary, FullWeight: int32(s.FullWeight)})
+			Addr: s.Addr, Error: s.Err, Canary: s.Canary, FullWeight: int32(s.FullWeight), Pending: pendingToPB(s.Pending)})
+	}
+	return out
+}
+
+func pendingToPB(p *SlotPending) *agentpb.SlotPending {
+	if p == nil {
+		return nil
+	}
+	out := &agentpb.SlotPending{Image: p.Image, Phase: string(p.Phase), Started: timestamppb.New(p.Started),
+		Proven: p.Proven, Wedged: p.Wedged, Error: p.Error}
+	if !p.FailedAt.IsZero() {
+		out.FailedAt = timestamppb.New(p.FailedAt)
+	}
+	return out
+}
+
+func pendingFromPB(p *agentpb.SlotPending) *SlotPending {
+	if p == nil {
+		return nil
+	}
+	out := &SlotPending{Image: p.GetImage(), Phase: Phase(p.GetPhase()), Started: p.GetStarted().AsTime(),
+		Proven: p.GetProven(), Wedged: p.GetWedged(), Error: p.GetError()}
+	if p.GetFailedAt() != nil {
+		out.FailedAt = p.GetFailedAt().AsTime()
 	}
 	return out
 }
@@ -77,7 +101,7 @@ func StatusFromPB(slots []*agentpb.SlotStatus) []SlotStatus {
 			Container: s.GetContainer(), ContainerID: s.GetContainerId(), Image: s.GetImage(),
 			Running: s.GetRunning(), Health: s.GetDockerHealth(), Status: s.GetHaproxyStatus(),
 			Weight: int(s.GetWeight()), Scur: int(s.GetScur()), Addr: s.GetAddr(), Err: s.GetError(),
-			Canary: s.GetCanary(), FullWeight: int(s.GetFullWeight())})
+			Canary: s.GetCanary(), FullWeight: int(s.GetFullWeight()), Pending: pendingFromPB(s.GetPending())})
 	}
 	return out
 }

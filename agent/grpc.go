@@ -161,7 +161,7 @@ func toStatus(err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, ErrImageNotAllowed):
 		code = codes.PermissionDenied
-	case errors.Is(err, ErrPreflight), errors.Is(err, docker.ErrImageNotFound), errors.Is(err, ErrNoCanary):
+	case errors.Is(err, ErrPreflight), errors.Is(err, docker.ErrImageNotFound), errors.Is(err, ErrNoCanary), errors.Is(err, ErrWedged):
 		code = codes.FailedPrecondition
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled

@@ -48,6 +48,12 @@ type Entry struct {
 	Full    int       `json:"full,omitempty"`
 	Canary  bool      `json:"canary,omitempty"`
 	Started time.Time `json:"started"`
+	// Failure is the error of the last rollback or recovery of this entry
+	// that did not complete, at FailedAt: the slot is wedged until a
+	// recovery succeeds, a redeploy takes the slot over, or the operator
+	// abandons the entry (`haroll recover --abandon`).
+	Failure  string    `json:"failure,omitempty"`
+	FailedAt time.Time `json:"failed_at,omitempty"`
 }
 
 // Journal reads and writes the entry in state_dir.

@@ -25,12 +25,17 @@ type plan struct {
 	skip        bool // already runs the image
 	// startFirst: the new container boots while the old one drains.
 	startFirst bool
+	// takeover: the slot is wedged, and old is the container its
+	// configuration is cloned from (takeOver).
+	takeover *takeover
 }
 
 // preflight checks every requested slot, then makes sure the image is local
 // (pulling it now, before any drain: pullImage), and changes nothing. All
-// problems are reported at once, wrapped in ErrPreflight.
-func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, events func(Event)) ([]plan, error) {
+// problems are reported at once, wrapped in ErrPreflight. wedged, when not
+// nil, is the journal entry of a slot the redeploy takes over
+// (checkTakeover).
+func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, wedged *Entry, events func(Event)) ([]plan, error) {
 	if err := a.validateImage(req.Image); err != nil {
 		return nil, err
 	}
@@ -38,7 +43,13 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 	plans := make([]plan, 0, len(slots))
 	cfg := loadHAProxyConfig(a.cfg.HAProxy.Config) // once for every slot
 	for _, s := range slots {
-		p, err := a.checkSlot(ctx, s, cfg)
+		var p plan
+		var err error
+		if wedged != nil && wedged.Slot == s.Name {
+			p, err = a.checkTakeover(ctx, s, cfg, *wedged)
+		} else {
+			p, err = a.checkSlot(ctx, s, cfg)
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("slot %s: %w", s.Name, err))
 			continue
@@ -75,7 +86,7 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 	}
 	for i := range plans {
 		p := &plans[i]
-		p.skip = p.old.ImageID == imageID && !req.Force
+		p.skip = p.old.ImageID == imageID && !req.Force && p.takeover == nil
 		if p.skip {
 			continue
 		}

@@ -30,6 +30,9 @@ func (a *Agent) Recover(ctx context.Context) (string, error) {
 	defer lock.Release()
 	begin := time.Now()
 	did, err := a.recoverLocked(ctx)
+	if err != nil {
+		a.markJournalFailed(err)
+	}
 	a.observeRecovery(begin, did)
 	return did, err
 }

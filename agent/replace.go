@@ -96,12 +96,16 @@ type replaceResult struct {
 func (a *Agent) replace(ctx context.Context, p plan, image string, events func(Event), c *cleaner) replaceResult {
 	r := a.newReplacement(p, image, events)
 	r.cleaner = c
+	run := r.run
+	if p.takeover != nil { // prepared by takeOver: drained, in maintenance
+		r.e, run = p.takeover.entry, r.runTakenOver
+	}
 	begin := time.Now()
 	// From the first change to the last, an HAProxy reload or restart has
 	// what haroll holds the server to re-applied at once, in every phase.
 	stopGuard := r.guard(ctx)
 	defer stopGuard()
-	err := r.run(ctx)
+	err := run(ctx)
 	switch {
 	case err != nil && r.e.Proven:
 		// Only the restore failed: the new container passed the gate, so it

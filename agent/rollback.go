@@ -21,7 +21,12 @@ const rollbackGrace = 60 * time.Second
 // original weight/state back. It goes on past errors so the server is never
 // left drained without need; a server whose old container could not be
 // proven stays in maintenance (and the journal says so), since nothing
-// healthy is behind it. Returns ErrRollback naming every step that failed.
+// healthy is behind it. When the old container is gone, the new one is the
+// only copy of the slot's configuration: it is stopped (after the server is
+// quiesced) but kept, for a redeploy to take the slot over from, and the
+// error wraps ErrOldGone. A failure is recorded in the journal (Failure),
+// which Status and the metrics show as a wedged slot. Returns ErrRollback
+// naming every step that failed.
 func (r *replacement) rollback(parent context.Context, cause error) error {
 	a := r.a
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), a.cfg.Health.Timeout+a.cfg.Drain.Timeout+a.grace)
@@ -40,7 +45,13 @@ func (r *replacement) rollback(parent context.Context, cause error) error {
 		// (same address) or the address was switched: it must select it
 		// for nothing before it stops.
 		exposed := r.e.Stopped || r.e.Switched
-		if r.e.NewID != "" && exposed && r.e.Drained {
+		// With the old container gone (removed by someone, or created with
+		// --rm and deleted by its stop), the new one is the only copy of
+		// the slot's configuration: it is stopped but kept, for a redeploy
+		// to take the slot over from (takeOver), and the server stays out
+		// of every selection.
+		oldGone := r.e.NewID != "" && r.oldGone(ctx)
+		if r.e.NewID != "" && (exposed || oldGone) && r.e.Drained {
 			undo("take the server out of every selection", func() error { return r.quiesce(ctx) })
 			if len(errs) > 0 {
 				// The new container stays until HAProxy can be told: the
@@ -50,12 +61,16 @@ func (r *replacement) rollback(parent context.Context, cause error) error {
 		}
 		if r.e.NewID != "" {
 			undo("stop new container", func() error { return ignoreGone(a.docker.Stop(ctx, r.e.NewID)) })
-			undo("remove new container", func() error { return a.docker.Remove(ctx, r.e.NewID) })
+			if oldGone {
+				errs = append(errs, r.keptError(ctx))
+			} else {
+				undo("remove new container", func() error { return a.docker.Remove(ctx, r.e.NewID) })
+			}
 		}
-		if r.e.Renamed {
+		if r.e.Renamed && !oldGone {
 			undo("rename old container back", func() error { return r.renameOldBack(ctx) })
 		}
-		if exposed || r.inMaint() {
+		if (exposed || r.inMaint()) && !oldGone {
 			undo("bring old container back", func() error { return r.reviveOld(ctx) })
 		}
 		if r.e.Drained {
@@ -67,8 +82,11 @@ func (r *replacement) rollback(parent context.Context, cause error) error {
 		return "old container " + shortID(r.p.old.ID) + " serving", nil
 	})
 	if len(errs) > 0 {
-		// The journal stays: the next start of haroll tries again.
-		return fmt.Errorf("%w: %w", ErrRollback, errors.Join(errs...))
+		// The journal stays: the next start of haroll tries again, and
+		// says the slot is wedged until then (Pending, Status).
+		err := fmt.Errorf("%w: %w", ErrRollback, errors.Join(errs...))
+		r.markFailed(err)
+		return err
 	}
 	return r.journal.Clear()
 }

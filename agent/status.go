@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // SlotStatus is what one slot runs and how HAProxy sees it.
@@ -24,6 +25,23 @@ type SlotStatus struct {
 	// gives it back.
 	Canary     bool `json:"canary,omitempty"`
 	FullWeight int  `json:"full_weight,omitempty"`
+	// Pending: the journal holds a replacement of the slot that did not
+	// end (or runs now).
+	Pending *SlotPending `json:"pending,omitempty"`
+}
+
+// SlotPending is a slot's entry in the journal.
+type SlotPending struct {
+	Image   string    `json:"image"`
+	Phase   Phase     `json:"phase"`
+	Started time.Time `json:"started"`
+	Proven  bool      `json:"proven,omitempty"`
+	// Wedged: finishing or undoing it failed (Error, at FailedAt); it stays
+	// so until a recovery succeeds, a redeploy takes the slot over, or
+	// `haroll recover --abandon`.
+	Wedged   bool      `json:"wedged,omitempty"`
+	Error    string    `json:"error,omitempty"`
+	FailedAt time.Time `json:"failed_at,omitempty"`
 }
 
 // Status reports every configured slot. A slot whose container or server
@@ -33,6 +51,7 @@ func (a *Agent) Status(ctx context.Context) ([]SlotStatus, error) {
 	out := make([]SlotStatus, 0, len(a.cfg.Slots))
 	failures := 0
 	canaries, canaryErr := a.canaries()
+	pending, journalErr := (Journal{dir: a.cfg.StateDir}).Read()
 	for _, s := range a.cfg.Slots {
 		st := SlotStatus{Slot: s.Name, Backend: s.Backend, Server: s.Server, Container: s.Container}
 		c, ok := canaries[s.Name]
@@ -40,6 +59,13 @@ func (a *Agent) Status(ctx context.Context) ([]SlotStatus, error) {
 		var errs []string
 		if canaryErr != nil {
 			errs = append(errs, canaryErr.Error())
+		}
+		if journalErr != nil {
+			errs = append(errs, journalErr.Error())
+		}
+		if e := pending; e != nil && e.Slot == s.Name {
+			st.Pending = &SlotPending{Image: e.Image, Phase: e.Phase, Started: e.Started, Proven: e.Proven,
+				Wedged: e.Failure != "", Error: e.Failure, FailedAt: e.FailedAt}
 		}
 		if c, err := a.docker.Inspect(ctx, s.Container); err != nil {
 			errs = append(errs, err.Error())

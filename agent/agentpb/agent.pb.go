@@ -148,8 +148,11 @@ type SlotStatus struct {
 	Error         string                 `protobuf:"bytes,13,opt,name=error,proto3" json:"error,omitempty"`
 	// canary: the slot runs a canary at a share of its weight; full_weight is
 	// the weight Promote gives it back.
-	Canary        bool  `protobuf:"varint,14,opt,name=canary,proto3" json:"canary,omitempty"`
-	FullWeight    int32 `protobuf:"varint,15,opt,name=full_weight,json=fullWeight,proto3" json:"full_weight,omitempty"`
+	Canary     bool  `protobuf:"varint,14,opt,name=canary,proto3" json:"canary,omitempty"`
+	FullWeight int32 `protobuf:"varint,15,opt,name=full_weight,json=fullWeight,proto3" json:"full_weight,omitempty"`
+	// pending: the journal holds a replacement of the slot that has not
+	// ended (or runs now); unset otherwise.
+	Pending       *SlotPending `protobuf:"bytes,16,opt,name=pending,proto3" json:"pending,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -289,6 +292,109 @@ func (x *SlotStatus) GetFullWeight() int32 {
 	return 0
 }
 
+func (x *SlotStatus) GetPending() *SlotPending {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
+
+// SlotPending is a slot's entry in the agent's journal.
+type SlotPending struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Image   string                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	Phase   string                 `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
+	Started *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=started,proto3" json:"started,omitempty"`
+	Proven  bool                   `protobuf:"varint,4,opt,name=proven,proto3" json:"proven,omitempty"`
+	// wedged: finishing or undoing it failed (error, at failed_at); it stays
+	// so until a recovery succeeds, a redeploy of the slot takes it over, or
+	// `haroll recover --abandon`.
+	Wedged        bool                   `protobuf:"varint,5,opt,name=wedged,proto3" json:"wedged,omitempty"`
+	Error         string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	FailedAt      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=failed_at,json=failedAt,proto3" json:"failed_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlotPending) Reset() {
+	*x = SlotPending{}
+	mi := &file_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlotPending) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlotPending) ProtoMessage() {}
+
+func (x *SlotPending) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlotPending.ProtoReflect.Descriptor instead.
+func (*SlotPending) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SlotPending) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *SlotPending) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *SlotPending) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *SlotPending) GetProven() bool {
+	if x != nil {
+		return x.Proven
+	}
+	return false
+}
+
+func (x *SlotPending) GetWedged() bool {
+	if x != nil {
+		return x.Wedged
+	}
+	return false
+}
+
+func (x *SlotPending) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *SlotPending) GetFailedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FailedAt
+	}
+	return nil
+}
+
 type RedeployRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Image string                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
@@ -307,7 +413,7 @@ type RedeployRequest struct {
 
 func (x *RedeployRequest) Reset() {
 	*x = RedeployRequest{}
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -319,7 +425,7 @@ func (x *RedeployRequest) String() string {
 func (*RedeployRequest) ProtoMessage() {}
 
 func (x *RedeployRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -332,7 +438,7 @@ func (x *RedeployRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedeployRequest.ProtoReflect.Descriptor instead.
 func (*RedeployRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RedeployRequest) GetImage() string {
@@ -381,7 +487,7 @@ type PromoteRequest struct {
 
 func (x *PromoteRequest) Reset() {
 	*x = PromoteRequest{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -393,7 +499,7 @@ func (x *PromoteRequest) String() string {
 func (*PromoteRequest) ProtoMessage() {}
 
 func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -406,7 +512,7 @@ func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PromoteRequest) GetSlots() []string {
@@ -432,7 +538,7 @@ type PromoteResponse struct {
 
 func (x *PromoteResponse) Reset() {
 	*x = PromoteResponse{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -444,7 +550,7 @@ func (x *PromoteResponse) String() string {
 func (*PromoteResponse) ProtoMessage() {}
 
 func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -457,7 +563,7 @@ func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteResponse.ProtoReflect.Descriptor instead.
 func (*PromoteResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PromoteResponse) GetSlots() []*SlotWeight {
@@ -477,7 +583,7 @@ type SlotWeight struct {
 
 func (x *SlotWeight) Reset() {
 	*x = SlotWeight{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +595,7 @@ func (x *SlotWeight) String() string {
 func (*SlotWeight) ProtoMessage() {}
 
 func (x *SlotWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +608,7 @@ func (x *SlotWeight) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotWeight.ProtoReflect.Descriptor instead.
 func (*SlotWeight) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SlotWeight) GetSlot() string {
@@ -532,7 +638,7 @@ type CountersRequest struct {
 
 func (x *CountersRequest) Reset() {
 	*x = CountersRequest{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +650,7 @@ func (x *CountersRequest) String() string {
 func (*CountersRequest) ProtoMessage() {}
 
 func (x *CountersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +663,7 @@ func (x *CountersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountersRequest.ProtoReflect.Descriptor instead.
 func (*CountersRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CountersRequest) GetInterval() *durationpb.Duration {
@@ -584,7 +690,7 @@ type CountersSample struct {
 
 func (x *CountersSample) Reset() {
 	*x = CountersSample{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +702,7 @@ func (x *CountersSample) String() string {
 func (*CountersSample) ProtoMessage() {}
 
 func (x *CountersSample) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +715,7 @@ func (x *CountersSample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountersSample.ProtoReflect.Descriptor instead.
 func (*CountersSample) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CountersSample) GetTime() *timestamppb.Timestamp {
@@ -648,7 +754,7 @@ type SlotCounters struct {
 
 func (x *SlotCounters) Reset() {
 	*x = SlotCounters{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +766,7 @@ func (x *SlotCounters) String() string {
 func (*SlotCounters) ProtoMessage() {}
 
 func (x *SlotCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +779,7 @@ func (x *SlotCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotCounters.ProtoReflect.Descriptor instead.
 func (*SlotCounters) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SlotCounters) GetSlot() string {
@@ -759,7 +865,7 @@ type RedeployEvent struct {
 
 func (x *RedeployEvent) Reset() {
 	*x = RedeployEvent{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +877,7 @@ func (x *RedeployEvent) String() string {
 func (*RedeployEvent) ProtoMessage() {}
 
 func (x *RedeployEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +890,7 @@ func (x *RedeployEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedeployEvent.ProtoReflect.Descriptor instead.
 func (*RedeployEvent) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RedeployEvent) GetKind() isRedeployEvent_Kind {
@@ -842,7 +948,7 @@ type PhaseEvent struct {
 
 func (x *PhaseEvent) Reset() {
 	*x = PhaseEvent{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +960,7 @@ func (x *PhaseEvent) String() string {
 func (*PhaseEvent) ProtoMessage() {}
 
 func (x *PhaseEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +973,7 @@ func (x *PhaseEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PhaseEvent.ProtoReflect.Descriptor instead.
 func (*PhaseEvent) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PhaseEvent) GetSlot() string {
@@ -925,7 +1031,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1043,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1056,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Report) GetImage() string {
@@ -998,7 +1104,7 @@ type SlotReport struct {
 
 func (x *SlotReport) Reset() {
 	*x = SlotReport{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1010,7 +1116,7 @@ func (x *SlotReport) String() string {
 func (*SlotReport) ProtoMessage() {}
 
 func (x *SlotReport) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1023,7 +1129,7 @@ func (x *SlotReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotReport.ProtoReflect.Descriptor instead.
 func (*SlotReport) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SlotReport) GetSlot() string {
@@ -1099,7 +1205,7 @@ const file_agent_proto_rawDesc = "" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x12\n" +
 	"\x04busy\x18\x03 \x01(\tR\x04busy\x121\n" +
-	"\x05slots\x18\x04 \x03(\v2\x1b.haroll.agent.v1.SlotStatusR\x05slots\"\x9e\x03\n" +
+	"\x05slots\x18\x04 \x03(\v2\x1b.haroll.agent.v1.SlotStatusR\x05slots\"\xd6\x03\n" +
 	"\n" +
 	"SlotStatus\x12\x12\n" +
 	"\x04slot\x18\x01 \x01(\tR\x04slot\x12\x18\n" +
@@ -1118,7 +1224,16 @@ const file_agent_proto_rawDesc = "" +
 	"\x05error\x18\r \x01(\tR\x05error\x12\x16\n" +
 	"\x06canary\x18\x0e \x01(\bR\x06canary\x12\x1f\n" +
 	"\vfull_weight\x18\x0f \x01(\x05R\n" +
-	"fullWeight\"\x9f\x01\n" +
+	"fullWeight\x126\n" +
+	"\apending\x18\x10 \x01(\v2\x1c.haroll.agent.v1.SlotPendingR\apending\"\xee\x01\n" +
+	"\vSlotPending\x12\x14\n" +
+	"\x05image\x18\x01 \x01(\tR\x05image\x12\x14\n" +
+	"\x05phase\x18\x02 \x01(\tR\x05phase\x124\n" +
+	"\astarted\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x12\x16\n" +
+	"\x06proven\x18\x04 \x01(\bR\x06proven\x12\x16\n" +
+	"\x06wedged\x18\x05 \x01(\bR\x06wedged\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x127\n" +
+	"\tfailed_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bfailedAt\"\x9f\x01\n" +
 	"\x0fRedeployRequest\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x14\n" +
 	"\x05slots\x18\x02 \x03(\tR\x05slots\x12\x14\n" +
@@ -1201,55 +1316,59 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_agent_proto_goTypes = []any{
 	(*StatusRequest)(nil),         // 0: haroll.agent.v1.StatusRequest
 	(*StatusResponse)(nil),        // 1: haroll.agent.v1.StatusResponse
 	(*SlotStatus)(nil),            // 2: haroll.agent.v1.SlotStatus
-	(*RedeployRequest)(nil),       // 3: haroll.agent.v1.RedeployRequest
-	(*PromoteRequest)(nil),        // 4: haroll.agent.v1.PromoteRequest
-	(*PromoteResponse)(nil),       // 5: haroll.agent.v1.PromoteResponse
-	(*SlotWeight)(nil),            // 6: haroll.agent.v1.SlotWeight
-	(*CountersRequest)(nil),       // 7: haroll.agent.v1.CountersRequest
-	(*CountersSample)(nil),        // 8: haroll.agent.v1.CountersSample
-	(*SlotCounters)(nil),          // 9: haroll.agent.v1.SlotCounters
-	(*RedeployEvent)(nil),         // 10: haroll.agent.v1.RedeployEvent
-	(*PhaseEvent)(nil),            // 11: haroll.agent.v1.PhaseEvent
-	(*Report)(nil),                // 12: haroll.agent.v1.Report
-	(*SlotReport)(nil),            // 13: haroll.agent.v1.SlotReport
-	nil,                           // 14: haroll.agent.v1.SlotReport.PhasesEntry
-	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*SlotPending)(nil),           // 3: haroll.agent.v1.SlotPending
+	(*RedeployRequest)(nil),       // 4: haroll.agent.v1.RedeployRequest
+	(*PromoteRequest)(nil),        // 5: haroll.agent.v1.PromoteRequest
+	(*PromoteResponse)(nil),       // 6: haroll.agent.v1.PromoteResponse
+	(*SlotWeight)(nil),            // 7: haroll.agent.v1.SlotWeight
+	(*CountersRequest)(nil),       // 8: haroll.agent.v1.CountersRequest
+	(*CountersSample)(nil),        // 9: haroll.agent.v1.CountersSample
+	(*SlotCounters)(nil),          // 10: haroll.agent.v1.SlotCounters
+	(*RedeployEvent)(nil),         // 11: haroll.agent.v1.RedeployEvent
+	(*PhaseEvent)(nil),            // 12: haroll.agent.v1.PhaseEvent
+	(*Report)(nil),                // 13: haroll.agent.v1.Report
+	(*SlotReport)(nil),            // 14: haroll.agent.v1.SlotReport
+	nil,                           // 15: haroll.agent.v1.SlotReport.PhasesEntry
 	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
 }
 var file_agent_proto_depIdxs = []int32{
 	2,  // 0: haroll.agent.v1.StatusResponse.slots:type_name -> haroll.agent.v1.SlotStatus
-	6,  // 1: haroll.agent.v1.PromoteResponse.slots:type_name -> haroll.agent.v1.SlotWeight
-	15, // 2: haroll.agent.v1.CountersRequest.interval:type_name -> google.protobuf.Duration
-	15, // 3: haroll.agent.v1.CountersRequest.window:type_name -> google.protobuf.Duration
-	16, // 4: haroll.agent.v1.CountersSample.time:type_name -> google.protobuf.Timestamp
-	9,  // 5: haroll.agent.v1.CountersSample.slots:type_name -> haroll.agent.v1.SlotCounters
-	11, // 6: haroll.agent.v1.RedeployEvent.phase:type_name -> haroll.agent.v1.PhaseEvent
-	12, // 7: haroll.agent.v1.RedeployEvent.report:type_name -> haroll.agent.v1.Report
-	16, // 8: haroll.agent.v1.PhaseEvent.start:type_name -> google.protobuf.Timestamp
-	15, // 9: haroll.agent.v1.PhaseEvent.duration:type_name -> google.protobuf.Duration
-	13, // 10: haroll.agent.v1.Report.slots:type_name -> haroll.agent.v1.SlotReport
-	15, // 11: haroll.agent.v1.Report.total:type_name -> google.protobuf.Duration
-	14, // 12: haroll.agent.v1.SlotReport.phases:type_name -> haroll.agent.v1.SlotReport.PhasesEntry
-	15, // 13: haroll.agent.v1.SlotReport.total:type_name -> google.protobuf.Duration
-	15, // 14: haroll.agent.v1.SlotReport.PhasesEntry.value:type_name -> google.protobuf.Duration
-	0,  // 15: haroll.agent.v1.Agent.Status:input_type -> haroll.agent.v1.StatusRequest
-	3,  // 16: haroll.agent.v1.Agent.Redeploy:input_type -> haroll.agent.v1.RedeployRequest
-	4,  // 17: haroll.agent.v1.Agent.Promote:input_type -> haroll.agent.v1.PromoteRequest
-	7,  // 18: haroll.agent.v1.Agent.Counters:input_type -> haroll.agent.v1.CountersRequest
-	1,  // 19: haroll.agent.v1.Agent.Status:output_type -> haroll.agent.v1.StatusResponse
-	10, // 20: haroll.agent.v1.Agent.Redeploy:output_type -> haroll.agent.v1.RedeployEvent
-	5,  // 21: haroll.agent.v1.Agent.Promote:output_type -> haroll.agent.v1.PromoteResponse
-	8,  // 22: haroll.agent.v1.Agent.Counters:output_type -> haroll.agent.v1.CountersSample
-	19, // [19:23] is the sub-list for method output_type
-	15, // [15:19] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	3,  // 1: haroll.agent.v1.SlotStatus.pending:type_name -> haroll.agent.v1.SlotPending
+	16, // 2: haroll.agent.v1.SlotPending.started:type_name -> google.protobuf.Timestamp
+	16, // 3: haroll.agent.v1.SlotPending.failed_at:type_name -> google.protobuf.Timestamp
+	7,  // 4: haroll.agent.v1.PromoteResponse.slots:type_name -> haroll.agent.v1.SlotWeight
+	17, // 5: haroll.agent.v1.CountersRequest.interval:type_name -> google.protobuf.Duration
+	17, // 6: haroll.agent.v1.CountersRequest.window:type_name -> google.protobuf.Duration
+	16, // 7: haroll.agent.v1.CountersSample.time:type_name -> google.protobuf.Timestamp
+	10, // 8: haroll.agent.v1.CountersSample.slots:type_name -> haroll.agent.v1.SlotCounters
+	12, // 9: haroll.agent.v1.RedeployEvent.phase:type_name -> haroll.agent.v1.PhaseEvent
+	13, // 10: haroll.agent.v1.RedeployEvent.report:type_name -> haroll.agent.v1.Report
+	16, // 11: haroll.agent.v1.PhaseEvent.start:type_name -> google.protobuf.Timestamp
+	17, // 12: haroll.agent.v1.PhaseEvent.duration:type_name -> google.protobuf.Duration
+	14, // 13: haroll.agent.v1.Report.slots:type_name -> haroll.agent.v1.SlotReport
+	17, // 14: haroll.agent.v1.Report.total:type_name -> google.protobuf.Duration
+	15, // 15: haroll.agent.v1.SlotReport.phases:type_name -> haroll.agent.v1.SlotReport.PhasesEntry
+	17, // 16: haroll.agent.v1.SlotReport.total:type_name -> google.protobuf.Duration
+	17, // 17: haroll.agent.v1.SlotReport.PhasesEntry.value:type_name -> google.protobuf.Duration
+	0,  // 18: haroll.agent.v1.Agent.Status:input_type -> haroll.agent.v1.StatusRequest
+	4,  // 19: haroll.agent.v1.Agent.Redeploy:input_type -> haroll.agent.v1.RedeployRequest
+	5,  // 20: haroll.agent.v1.Agent.Promote:input_type -> haroll.agent.v1.PromoteRequest
+	8,  // 21: haroll.agent.v1.Agent.Counters:input_type -> haroll.agent.v1.CountersRequest
+	1,  // 22: haroll.agent.v1.Agent.Status:output_type -> haroll.agent.v1.StatusResponse
+	11, // 23: haroll.agent.v1.Agent.Redeploy:output_type -> haroll.agent.v1.RedeployEvent
+	6,  // 24: haroll.agent.v1.Agent.Promote:output_type -> haroll.agent.v1.PromoteResponse
+	9,  // 25: haroll.agent.v1.Agent.Counters:output_type -> haroll.agent.v1.CountersSample
+	22, // [22:26] is the sub-list for method output_type
+	18, // [18:22] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1257,7 +1376,7 @@ func file_agent_proto_init() {
 	if File_agent_proto != nil {
 		return
 	}
-	file_agent_proto_msgTypes[10].OneofWrappers = []any{
+	file_agent_proto_msgTypes[11].OneofWrappers = []any{
 		(*RedeployEvent_Phase)(nil),
 		(*RedeployEvent_Report)(nil),
 	}
@@ -1267,7 +1386,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

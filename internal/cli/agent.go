@@ -119,7 +119,7 @@ func serveAgent(ctx context.Context, cfg agent.Config, a *agent.Agent, creds cre
 	// by the next replacement, and the agent serves anyway so that
 	// `haroll status` can show the slot.
 	if did, err := a.Recover(ctx); err != nil {
-		slog.Error("recovering an interrupted replacement failed", "error", err)
+		slog.Error("recovering an interrupted replacement failed: the slot stays wedged until it is settled; `haroll recover --status` says what is there and the ways forward", "error", err)
 	} else if did != "" {
 		slog.Warn("recovered an interrupted replacement", "result", did)
 	}

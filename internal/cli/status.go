@@ -3,7 +3,9 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -38,6 +40,12 @@ func newStatus() *cobra.Command {
 					s.Container, dash(s.ContainerID), dash(s.Image), dash(s.Status), weight, s.Scur, dash(s.Addr))
 				if s.Err != "" {
 					fmt.Fprintf(tw, "\t  error: %s\n", s.Err)
+				}
+				if p := s.Pending; p != nil && p.Wedged {
+					why, _, _ := strings.Cut(p.Error, "\n")
+					fmt.Fprintf(tw, "\t  WEDGED: the replacement by %s (phase %s) could not be undone: %s; `haroll recover --status` says what to do\n", p.Image, p.Phase, why)
+				} else if p != nil {
+					fmt.Fprintf(tw, "\t  pending: a replacement by %s, phase %s, since %s\n", p.Image, p.Phase, p.Started.Format(time.RFC3339))
 				}
 			}
 			tw.Flush()

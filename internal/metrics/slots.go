@@ -69,6 +69,10 @@ var (
 		"1 when the slot's container runs, else 0.", slotLabels, nil)
 	descImage = prometheus.NewDesc("haroll_slot_image_info",
 		"The image the slot's container runs, as a label of a series whose value is 1.", []string{"slot", "image"}, nil)
+	descPending = prometheus.NewDesc("haroll_slot_pending",
+		"1 while the journal holds a replacement of the slot that has not ended (one running now included), else 0.", slotLabels, nil)
+	descWedged = prometheus.NewDesc("haroll_slot_wedged",
+		"1 while the journal holds a replacement of the slot that could not be finished or rolled back: the slot needs the operator (`haroll recover --status`), else 0.", slotLabels, nil)
 )
 
 // NewSlots reads src at every scrape, for at most timeout (<= 0 means
@@ -82,7 +86,7 @@ func NewSlots(src StatusReader, timeout time.Duration) *Slots {
 
 // Describe sends every metric Collect may send.
 func (s *Slots) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUp, descReadTime, descBusy, descWeight, descSlotUp, descStatus, descSessions, descRunning, descImage} {
+	for _, d := range []*prometheus.Desc{descUp, descReadTime, descBusy, descWeight, descSlotUp, descStatus, descSessions, descRunning, descImage, descPending, descWedged} {
 		ch <- d
 	}
 }
@@ -108,6 +112,9 @@ func (s *Slots) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descBusy, prometheus.GaugeValue, boolValue(r.busy))
 	for _, st := range r.slots {
 		lv := []string{st.Slot, st.Backend, st.Server}
+		// The journal is local: read whether HAProxy and Docker answer.
+		ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, boolValue(st.Pending != nil), lv...)
+		ch <- prometheus.MustNewConstMetric(descWedged, prometheus.GaugeValue, boolValue(st.Pending != nil && st.Pending.Wedged), lv...)
 		if st.Status != "" { // HAProxy answered for this slot
 			ch <- prometheus.MustNewConstMetric(descWeight, prometheus.GaugeValue, float64(st.Weight), lv...)
 			ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(st.Scur), lv...)

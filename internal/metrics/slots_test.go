@@ -174,3 +174,30 @@ func TestStatusLabelsKeepTheStateOnly(t *testing.T) {
 		}
 	}
 }
+
+func TestAWedgedSlotIsShownUntilItsJournalIsSettled(t *testing.T) {
+	slots := twoSlots()
+	slots[0].Status, slots[0].Weight = "MAINT", 7
+	slots[0].Pending = &agent.SlotPending{Image: "app:broken", Phase: agent.PhaseStart, Wedged: true, Error: "rollback incomplete: the old container is gone"}
+	src := &statusSource{slots: slots}
+	want := `
+# HELP haroll_slot_pending 1 while the journal holds a replacement of the slot that has not ended (one running now included), else 0.
+# TYPE haroll_slot_pending gauge
+haroll_slot_pending{backend="app",server="s1",slot="app-1"} 1
+haroll_slot_pending{backend="app",server="s2",slot="app-2"} 0
+# HELP haroll_slot_wedged 1 while the journal holds a replacement of the slot that could not be finished or rolled back: the slot needs the operator (` + "`haroll recover --status`" + `), else 0.
+# TYPE haroll_slot_wedged gauge
+haroll_slot_wedged{backend="app",server="s1",slot="app-1"} 1
+haroll_slot_wedged{backend="app",server="s2",slot="app-2"} 0
+`
+	c := NewSlots(src, time.Second)
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "haroll_slot_pending", "haroll_slot_wedged"); err != nil {
+		t.Fatal(err)
+	}
+	src.mu.Lock()
+	src.slots = twoSlots() // taken over, or abandoned
+	src.mu.Unlock()
+	if err := testutil.CollectAndCompare(c, strings.NewReader(strings.ReplaceAll(want, "slot=\"app-1\"} 1", "slot=\"app-1\"} 0")), "haroll_slot_pending", "haroll_slot_wedged"); err != nil {
+		t.Fatal(err)
+	}
+}
