@@ -47,8 +47,21 @@ func (a *Agent) recoverLocked(ctx context.Context) (string, error) {
 	if n > 0 {
 		did = strings.TrimPrefix(did+fmt.Sprintf("; removed %d old container(s) of finished slots", n), "; ")
 	}
-	return did, err
+	if err != nil {
+		return did, leftoverError{err}
+	}
+	return did, nil
 }
+
+// leftoverError is a recovery's failure to remove the old containers of
+// finished slots. They get no traffic and leftovers.json keeps them for the
+// next recovery: a redeploy goes on (with a warning) rather than refuse.
+type leftoverError struct{ err error }
+
+func (e leftoverError) Error() string {
+	return fmt.Sprintf("old containers of finished slots not removed (the next recovery tries again): %v", e.err)
+}
+func (e leftoverError) Unwrap() error { return e.err }
 
 // createSettle is how long after a journal write announcing a create the
 // recovery waits before it looks for the new container by name.

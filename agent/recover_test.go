@@ -312,3 +312,29 @@ func TestAProvenContainerThatFailsAfterTheCrashIsRolledBack(t *testing.T) {
 		t.Fatalf("journal left: %+v", e)
 	}
 }
+
+// An old container that cannot be removed stays in leftovers.json and is
+// tried again by every recovery, but does not refuse later redeploys: it no
+// longer gets traffic, and the slot's journal is clear.
+func TestALeftoverThatCannotBeRemovedDoesNotBlockTheNextRedeploy(t *testing.T) {
+	w := newWorld(t)
+	a := newTestAgent(t, w, w.addSlot("app-1", 7))
+	w.failing("Remove", errors.New("device or resource busy"))
+	if _, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := a.Redeploy(context.Background(), Request{Image: "app:v1"}, nil)
+	if err != nil || rep.Slots[0].Result != ResultReplaced {
+		t.Fatalf("second redeploy: %v %+v: a leftover must not refuse it", err, rep.Slots)
+	}
+	if ls, _ := readLeftovers(a.cfg.StateDir); len(ls) != 2 {
+		t.Fatalf("leftovers %v, want both old containers kept for a later recovery", ls)
+	}
+	w.failing("Remove", nil)
+	if did, err := a.Recover(context.Background()); err != nil || !strings.Contains(did, "removed 2 old container") {
+		t.Fatalf("recover: %q, %v", did, err)
+	}
+	if len(w.ctrs) != 1 || w.byName("app-1").Image != "app:v1" {
+		t.Fatalf("containers %v", w.ctrs)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -248,7 +249,7 @@ func (r *replacement) create(ctx context.Context) (string, error) {
 		return "", err
 	}
 	if r.p.startFirst {
-		if err := a.docker.Rename(ctx, r.p.old.ID, s.Container+prevSuffix); err != nil {
+		if err := r.renameOldAside(ctx); err != nil {
 			return "", err
 		}
 	} else if err := r.removeStaleNext(ctx, name); err != nil {
@@ -283,6 +284,33 @@ func (r *replacement) removeStaleNext(ctx context.Context, name string) error {
 	return r.a.docker.Remove(ctx, c.ID)
 }
 
+// renameOldAside gives the old container the `-haroll-prev` name. An old
+// container of an earlier replacement that could not be removed (one
+// leftovers.json names) may still hold it: it is renamed out of the way,
+// `-haroll-old-<id>`, and stays in leftovers.json for the next recovery.
+// Any other container under that name is a conflict.
+func (r *replacement) renameOldAside(ctx context.Context) error {
+	a, prev := r.a, r.p.slot.Container+prevSuffix
+	err := a.docker.Rename(ctx, r.p.old.ID, prev)
+	if !errors.Is(err, docker.ErrNameConflict) {
+		return err
+	}
+	holder, ierr := a.docker.Inspect(ctx, prev)
+	if ierr != nil {
+		return err
+	}
+	ls, lerr := readLeftovers(a.cfg.StateDir)
+	if lerr != nil || !slices.ContainsFunc(ls, func(l Leftover) bool { return l.ID == holder.ID }) {
+		return err
+	}
+	aside := fmt.Sprintf("%s-haroll-old-%s", r.p.slot.Container, shortID(holder.ID))
+	r.log.Warn("an old container not yet removed holds the -haroll-prev name: renaming it", "container", shortID(holder.ID), "to", aside)
+	if err := a.docker.Rename(ctx, holder.ID, aside); err != nil {
+		return err
+	}
+	return a.docker.Rename(ctx, r.p.old.ID, prev)
+}
+
 // swapNames gives the stopped old container the `-haroll-prev` name and the
 // new one the slot's, and starts the new one.
 func (r *replacement) swapNames(ctx context.Context) (string, error) {
@@ -290,7 +318,7 @@ func (r *replacement) swapNames(ctx context.Context) (string, error) {
 	if err := r.record(PhaseStart, func(e *Entry) { e.Renamed = true }); err != nil {
 		return "", err
 	}
-	if err := a.docker.Rename(ctx, r.p.old.ID, s.Container+prevSuffix); err != nil {
+	if err := r.renameOldAside(ctx); err != nil {
 		return "", err
 	}
 	if err := a.docker.Rename(ctx, r.e.NewID, s.Container); err != nil {

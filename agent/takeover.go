@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/haroll/haroll/docker"
@@ -37,6 +38,10 @@ func (a *Agent) recoverOrTakeOver(ctx context.Context, slots []SlotConfig) (wedg
 	did, err = a.recoverLocked(ctx)
 	if err == nil {
 		return nil, did, nil
+	}
+	if le := (leftoverError{}); errors.As(err, &le) {
+		a.log.Warn("redeploying anyway", "error", err)
+		return nil, strings.TrimPrefix(did+"; "+err.Error(), "; "), nil
 	}
 	a.markJournalFailed(err)
 	e, rerr := (Journal{dir: a.cfg.StateDir}).Read()
