@@ -17,9 +17,9 @@ import (
 )
 
 // startDockerd starts a private Docker daemon (see harness.Dockerd) holding
-// the test images, and stops it when the test ends. Without what it needs
-// it skips, or fails when CI is set.
-func startDockerd(t *testing.T) *harness.Dockerd {
+// the test images v1 and v2 and the images given, and stops it when the
+// test ends. Without what it needs it skips, or fails when CI is set.
+func startDockerd(t *testing.T, more ...string) *harness.Dockerd {
 	t.Helper()
 	if why := harness.DockerdMissing(); why != "" {
 		if os.Getenv("CI") != "" {
@@ -34,7 +34,7 @@ func startDockerd(t *testing.T) *harness.Dockerd {
 		t.Fatal(err)
 	}
 	t.Cleanup(d.Close)
-	if err := d.Load(ctx, images.V1, images.V2); err != nil {
+	if err := d.Load(ctx, append([]string{images.V1, images.V2}, more...)...); err != nil {
 		t.Fatal(err)
 	}
 	return d
@@ -45,18 +45,41 @@ func startDockerd(t *testing.T) *harness.Dockerd {
 // wait for it to exit, start it again) while haroll replaces slot 1
 // stop-first under load: once while the slot drains (the new container
 // already created, the server at weight 0), once while the new container
-// boots (started, its gate not yet passed). The containers run on through
-// the restart. haroll must lose no request and end consistent: the slot on
-// the new image at its weight, or rolled back to the old container, with no
-// extra container and no journal left, and a report that says which. A
-// daemon that is back before haroll next needs it must cost nothing: the
-// slot is replaced.
+// boots (started, its gate not yet passed), with health.docker wait and
+// watch. The containers run on through the restart. haroll must lose no
+// request and end consistent: the slot on the new image at its weight, or
+// rolled back to the old container, with no extra container and no journal
+// left, and a report that says which; each case also says which of the two
+// it must be.
 func TestADockerDaemonRestartMidReplacement(t *testing.T) {
 	requireDeps(t)
-	d := startDockerd(t)
-	const healthTimeout = 10 * time.Second
+	// v2 booting for 2.5 s: the restart of a daemon that answers for about a
+	// second after its SIGTERM must fall inside the boot, also when
+	// haroll's own probe decides (it calls Docker only while the app does
+	// not answer).
+	slowV2 := "haroll-it-app:v2-slowboot"
+	bctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := harness.BuildTestApp(bctx, harness.ImageOptions{Tag: slowV2, Healthcheck: true, Env: map[string]string{
+		"VERSION": "v2", "BOOT_DELAY": "2.5s", "WARMUP": app.Warmup.String(), "LATENCY_MAX": app.LatencyMax.String()}}); err != nil {
+		t.Fatal(err)
+	}
+	d := startDockerd(t, slowV2)
+	version, major, err := d.Version(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("private dockerd %s", version)
+	const healthTimeout = 6 * time.Second
+	// Docker before 23.0 stops running a container's health checks when a
+	// live-restore restart restores it (moby/moby#41871, fixed by #41935):
+	// its health stays what it was, "starting" for a container that was
+	// booting.
+	healthResumes := major >= 23
 	for _, tc := range []struct {
-		name string
+		name         string
+		healthDocker string // health.docker
+		image        string // slot 1 is redeployed to it
 		// after is the phase of slot 1 whose end triggers the restart;
 		// drained also waits for HAProxy to show the server at weight 0.
 		after   agent.Phase
@@ -64,22 +87,45 @@ func TestADockerDaemonRestartMidReplacement(t *testing.T) {
 		// before is the phase that must not have ended when the restart
 		// begins, or the case did not test what it says.
 		before agent.Phase
-		// mustReplace says, from what happened, whether the slot must end
-		// replaced rather than rolled back.
-		mustReplace func(tl *timeline, away time.Duration) bool
+		// want says, from what happened, how the slot must end ("": replaced
+		// or rolled back) and why.
+		want func(tl *timeline, away time.Duration) (agent.Result, string)
 	}{
 		// Docker is not called while the slot drains: when the daemon is
 		// back before the drain ends, nothing fails. When it is not (a slow
 		// restart), the stop after the drain fails and the slot is rolled
 		// back once the daemon answers.
-		{name: "mid-drain", after: agent.PhaseCreate, drained: true, before: agent.PhaseDrain,
-			mustReplace: func(tl *timeline, _ time.Duration) bool {
-				return tl.before(dockerdBack, "haroll: phase done "+string(agent.PhaseDrain))
+		{name: "mid-drain", healthDocker: agent.DockerHealthWait, image: images.V2, after: agent.PhaseCreate, drained: true, before: agent.PhaseDrain,
+			want: func(tl *timeline, _ time.Duration) (agent.Result, string) {
+				if tl.before(dockerdBack, "haroll: phase done "+string(agent.PhaseDrain)) {
+					return agent.ResultReplaced, "the daemon was back before the drain ended"
+				}
+				return "", ""
 			}},
-		// The boot waits for Docker's health status: a daemon away for less
-		// than health.timeout is waited out.
-		{name: "mid-boot", after: agent.PhaseStart, before: agent.PhaseBoot,
-			mustReplace: func(_ *timeline, away time.Duration) bool { return away < healthTimeout/2 }},
+		// The boot waits for Docker's health status through the restart
+		// (within health.timeout), but an engine that no longer runs the
+		// checks never reports the new container healthy: the gate fails at
+		// health.timeout and the slot is rolled back. Replaced there would
+		// mean a container given traffic without Docker's healthy.
+		{name: "mid-boot health-wait", healthDocker: agent.DockerHealthWait, image: slowV2, after: agent.PhaseStart, before: agent.PhaseBoot,
+			want: func(_ *timeline, away time.Duration) (agent.Result, string) {
+				switch {
+				case !healthResumes:
+					return agent.ResultRolledBack, "Docker " + version + " runs no health check after a live-restore (moby#41871)"
+				case away < healthTimeout/2:
+					return agent.ResultReplaced, "the daemon was away " + away.Round(time.Millisecond).String() + ", well within health.timeout"
+				}
+				return "", ""
+			}},
+		// With watch, haroll's own probe decides and Docker only vetoes
+		// (unhealthy, exited): the restart is waited out.
+		{name: "mid-boot health-watch", healthDocker: agent.DockerHealthWatch, image: slowV2, after: agent.PhaseStart, before: agent.PhaseBoot,
+			want: func(_ *timeline, away time.Duration) (agent.Result, string) {
+				if away < healthTimeout/2 {
+					return agent.ResultReplaced, "the daemon was away " + away.Round(time.Millisecond).String() + ", well within health.timeout"
+				}
+				return "", ""
+			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -88,7 +134,7 @@ func TestADockerDaemonRestartMidReplacement(t *testing.T) {
 			h, err := harness.StartHost(sctx, harness.HostOptions{
 				Dir: t.TempDir(), Name: fmt.Sprintf("hdr%d", time.Now().UnixNano()%1e9), Image: images.V1,
 				Weights: weights, Addressing: harness.DefaultBridge, HealthTimeout: healthTimeout,
-				Strategy: agent.StrategyStopFirst, DockerHost: d.Host,
+				HealthDocker: tc.healthDocker, Strategy: agent.StrategyStopFirst, DockerHost: d.Host,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -100,7 +146,7 @@ func TestADockerDaemonRestartMidReplacement(t *testing.T) {
 			trigger := make(chan struct{})
 			var once sync.Once
 			var run timedRun
-			var away time.Duration
+			var away time.Duration // from the SIGTERM until the daemon answered again
 			restarted := false
 			res := underLoad(t, h, func() {
 				done := make(chan struct{})
@@ -115,7 +161,7 @@ func TestADockerDaemonRestartMidReplacement(t *testing.T) {
 						} else if rec["msg"] == "phase failed" || strings.Contains(fmt.Sprint(rec["msg"]), "answer") {
 							tl.add(fmt.Sprintf("haroll: %s %v %v", rec["msg"], rec["phase"], rec["error"]))
 						}
-					}, "redeploy", "--config", h.AgentYAML, "--image", images.V2, "--slot", "app-1", "--output", "json")
+					}, "redeploy", "--config", h.AgentYAML, "--image", tc.image, "--slot", "app-1", "--output", "json")
 				}()
 				select {
 				case <-trigger:
@@ -128,13 +174,13 @@ func TestADockerDaemonRestartMidReplacement(t *testing.T) {
 					tl.add("haproxy: s1 at weight 0")
 				}
 				tl.add("dockerd: SIGTERM")
-				stopped, a, err := d.Restart(ctx)
+				rt, err := d.Restart(ctx)
 				if err != nil {
 					t.Errorf("restart the private dockerd: %v", err)
 				} else {
-					restarted, away = true, a
+					restarted, away = true, rt.Back
 					tl.add(dockerdBack)
-					t.Logf("dockerd exited %s after its SIGTERM; its API was away %s", stopped.Round(time.Millisecond), away.Round(time.Millisecond))
+					t.Logf("dockerd restarted: %s", rt)
 				}
 				<-done
 			})
@@ -155,9 +201,8 @@ func TestADockerDaemonRestartMidReplacement(t *testing.T) {
 				t.Fatalf("report: %+v, want slot app-1 alone", run.report)
 			}
 			rep := run.report.Slots[0]
-			if tc.mustReplace(tl, away) && rep.Result != agent.ResultReplaced {
-				t.Errorf("slot 1 %s (%s): want it replaced, the daemon was away %s and back before haroll needed it",
-					rep.Result, rep.Err, away.Round(time.Millisecond))
+			if want, why := tc.want(tl, away); want != "" && rep.Result != want {
+				t.Errorf("slot 1 %s (%s): want %s, as %s", rep.Result, rep.Err, want, why)
 			}
 			switch rep.Result {
 			case agent.ResultReplaced:
@@ -168,8 +213,8 @@ func TestADockerDaemonRestartMidReplacement(t *testing.T) {
 					t.Errorf("versions served at the end: %v, want v1 (slots 2, 3) and v2 (slot 1)", res.LastVersions)
 				}
 				after := takeSnapshot(t, h)
-				if after.containers[0].Image != images.V2 || !slices.Equal(after.containers[1:], before.containers[1:]) {
-					t.Errorf("containers: %v -> %v, want slot 1 alone on %s", before.containers, after.containers, images.V2)
+				if after.containers[0].Image != tc.image || !slices.Equal(after.containers[1:], before.containers[1:]) {
+					t.Errorf("containers: %v -> %v, want slot 1 alone on %s", before.containers, after.containers, tc.image)
 				}
 				t.Logf("outcome: slot 1 replaced")
 			case agent.ResultRolledBack:

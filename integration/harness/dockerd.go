@@ -192,20 +192,59 @@ func (d *Dockerd) Ping(ctx context.Context) error {
 	return nil
 }
 
+// RestartTimes is what a restart looked like to a client, each figure from
+// the SIGTERM.
+type RestartTimes struct {
+	// Exited is when the old daemon had exited.
+	Exited time.Duration
+	// Unreachable is when its API first failed to answer (it answers for
+	// a while after the SIGTERM); Back is when the new daemon answered.
+	Unreachable, Back time.Duration
+}
+
+// Away is how long the API did not answer.
+func (r RestartTimes) Away() time.Duration { return r.Back - r.Unreachable }
+
+func (r RestartTimes) String() string {
+	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
+	return fmt.Sprintf("API unreachable for %s (from %s to %s after the SIGTERM; the old daemon exited at %s)",
+		ms(r.Away()), ms(r.Unreachable), ms(r.Back), ms(r.Exited))
+}
+
 // Restart is what `systemctl restart docker` does: SIGTERM, wait for the
 // daemon to exit, start it again with the same flags. With --live-restore
-// the containers run on. It returns how long the daemon took to exit and how
-// long its API was away in all (from the SIGTERM until it answered again).
-func (d *Dockerd) Restart(ctx context.Context) (stopped, away time.Duration, err error) {
+// the containers run on.
+func (d *Dockerd) Restart(ctx context.Context) (RestartTimes, error) {
+	var rt RestartTimes
 	begin := time.Now()
+	// The API's first failure, watched from the SIGTERM on.
+	unreachable := make(chan time.Duration, 1)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() {
+		for watchCtx.Err() == nil {
+			if d.Ping(watchCtx) != nil {
+				unreachable <- time.Since(begin)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		close(unreachable)
+	}()
 	if err := d.stop(30 * time.Second); err != nil {
-		return 0, 0, err
+		return rt, err
 	}
-	stopped = time.Since(begin)
+	rt.Exited = time.Since(begin)
 	if err := d.start(ctx); err != nil {
-		return stopped, 0, err
+		return rt, err
 	}
-	return stopped, time.Since(begin), nil
+	rt.Back = time.Since(begin)
+	stopWatch()
+	rt.Unreachable = rt.Exited
+	if u, ok := <-unreachable; ok {
+		rt.Unreachable = u
+	}
+	return rt, nil
 }
 
 // stop sends SIGTERM and waits for the daemon to exit; past timeout it kills
@@ -262,6 +301,21 @@ func (d *Dockerd) Load(ctx context.Context, refs ...string) error {
 // Docker runs the docker CLI against the daemon.
 func (d *Dockerd) Docker(ctx context.Context, args ...string) (string, error) {
 	return docker(ctx, append([]string{"--host", d.Host}, args...)...)
+}
+
+// Version returns the daemon's version, e.g. "20.10.24+dfsg1", and its
+// major number.
+func (d *Dockerd) Version(ctx context.Context) (string, int, error) {
+	v, err := d.Docker(ctx, "version", "--format", "{{.Server.Version}}")
+	if err != nil {
+		return "", 0, err
+	}
+	major, _, _ := strings.Cut(v, ".")
+	n, err := strconv.Atoi(major)
+	if err != nil {
+		return v, 0, fmt.Errorf("private dockerd: version %q: %w", v, err)
+	}
+	return v, n, nil
 }
 
 // LogPath is the daemon's log, across its restarts.

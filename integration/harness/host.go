@@ -45,6 +45,9 @@ type HostOptions struct {
 	Rise, Fall int
 	// HealthTimeout and DrainTimeout go to the agent config (defaults 20s, 30s).
 	HealthTimeout, DrainTimeout time.Duration
+	// HealthDocker goes to the agent config's health.docker ("" leaves the
+	// default, wait).
+	HealthDocker string
 	// Strategy goes to every slot of the agent config ("" leaves the default).
 	Strategy string
 	// Backend lines are added to the HAProxy backend section (persistence:
@@ -176,7 +179,11 @@ func (h *Host) writeAgentConfig() error {
 	if h.Opts.DockerHost != "" {
 		fmt.Fprintf(&b, "docker:\n  host: %s\n", h.Opts.DockerHost)
 	}
-	fmt.Fprintf(&b, "drain:\n  timeout: %s\nhealth:\n  timeout: %s\n  path: /health\nslots:\n", h.Opts.DrainTimeout, h.Opts.HealthTimeout)
+	fmt.Fprintf(&b, "drain:\n  timeout: %s\nhealth:\n  timeout: %s\n  path: /health\n", h.Opts.DrainTimeout, h.Opts.HealthTimeout)
+	if h.Opts.HealthDocker != "" {
+		fmt.Fprintf(&b, "  docker: %s\n", h.Opts.HealthDocker)
+	}
+	b.WriteString("slots:\n")
 	for i, name := range h.Names {
 		fmt.Fprintf(&b, "  - {name: app-%d, backend: %s, server: s%d, container: %s, port: 8080", i+1, DefaultBackend, i+1, name)
 		if h.Network != "" {
