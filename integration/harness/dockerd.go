@@ -355,7 +355,27 @@ func (d *Dockerd) Close() {
 			for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
 				time.Sleep(50 * time.Millisecond)
 			}
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+			if processIs(pid, "containerd") {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+	// A container left running (the daemon did not answer to remove it)
+	// keeps its shim, which names the daemon's containerd socket; killed,
+	// it leaves its (empty) cgroups, named by its ID.
+	killShimsOf(filepath.Join(d.dir, "x") + "/")
+	if ctrs, err := os.ReadDir(filepath.Join(d.dir, "data", "containers")); err == nil {
+		time.Sleep(100 * time.Millisecond) // the killed processes leave their cgroups
+		for _, c := range ctrs {
+			if len(c.Name()) != 64 || strings.Trim(c.Name(), "0123456789abcdef") != "" {
+				continue
+			}
+			for _, pattern := range []string{"/sys/fs/cgroup/*/docker/" + c.Name(), "/sys/fs/cgroup/docker/" + c.Name()} {
+				dirs, _ := filepath.Glob(pattern)
+				for _, dir := range dirs {
+					_ = syscall.Rmdir(dir) // only an empty cgroup goes
+				}
+			}
 		}
 	}
 	unmountUnder(d.dir)
@@ -365,12 +385,65 @@ func (d *Dockerd) Close() {
 	}
 }
 
+// killShimsOf kills every containerd shim whose command line names a path
+// under execRoot, and first the containers it runs (its children: killing a
+// container's init ends every process of the container).
+func killShimsOf(execRoot string) {
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	shims := map[int]bool{}
+	var pids []int
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		pids = append(pids, pid)
+		if !strings.HasPrefix(comm(pid), "containerd-shim") {
+			continue
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && strings.Contains(string(b), execRoot) {
+			shims[pid] = true
+		}
+	}
+	if len(shims) == 0 {
+		return
+	}
+	for _, pid := range pids {
+		if shims[parent(pid)] {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	for pid := range shims {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// parent returns pid's parent pid, 0 if unknown.
+func parent(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
+}
+
+func comm(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return strings.TrimSpace(string(b))
+}
+
 // processIs reports whether pid runs a program named name (a pid from an
 // old pidfile may have been reused).
-func processIs(pid int, name string) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	return err == nil && strings.TrimSpace(string(b)) == name
-}
+func processIs(pid int, name string) bool { return comm(pid) == name }
 
 // unmountUnder detaches every mount at or below dir (dockerd makes its data
 // root a mount of its own, and leaves it), deepest first.
