@@ -53,10 +53,10 @@ func startDockerd(t *testing.T, more ...string) *harness.Dockerd {
 // it must be.
 func TestADockerDaemonRestartMidReplacement(t *testing.T) {
 	requireDeps(t)
-	// v2 booting for 2.5 s: the restart of a daemon that answers for about a
-	// second after its SIGTERM must fall inside the boot, also when
-	// haroll's own probe decides (it calls Docker only while the app does
-	// not answer).
+	// v2 booting for 2.5 s: the daemon's API is away for about a second from
+	// its SIGTERM, and that must fall inside the boot also when haroll's own
+	// probe decides (with health.docker watch it calls Docker only while
+	// the app does not answer yet; v2 answers 0.7 s after its start).
 	slowV2 := "haroll-it-app:v2-slowboot"
 	bctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -94,7 +94,8 @@ func TestADockerDaemonRestartMidReplacement(t *testing.T) {
 		// Docker is not called while the slot drains: when the daemon is
 		// back before the drain ends, nothing fails. When it is not (a slow
 		// restart), the stop after the drain fails and the slot is rolled
-		// back once the daemon answers.
+		// back once the daemon answers (the socket switch's "docker gone"
+		// case in outage_test.go).
 		{name: "mid-drain", healthDocker: agent.DockerHealthWait, image: images.V2, after: agent.PhaseCreate, drained: true, before: agent.PhaseDrain,
 			want: func(tl *timeline, _ time.Duration) (agent.Result, string) {
 				if tl.before(dockerdBack, "haroll: phase done "+string(agent.PhaseDrain)) {
@@ -109,12 +110,11 @@ func TestADockerDaemonRestartMidReplacement(t *testing.T) {
 		// mean a container given traffic without Docker's healthy.
 		{name: "mid-boot health-wait", healthDocker: agent.DockerHealthWait, image: slowV2, after: agent.PhaseStart, before: agent.PhaseBoot,
 			want: func(_ *timeline, away time.Duration) (agent.Result, string) {
-				switch {
-				case !healthResumes:
+				if !healthResumes {
 					return agent.ResultRolledBack, "Docker " + version + " runs no health check after a live-restore (moby#41871)"
-				case away < healthTimeout/2:
-					return agent.ResultReplaced, "the daemon was away " + away.Round(time.Millisecond).String() + ", well within health.timeout"
 				}
+				// Not measured here (CI runs Debian 12's 20.10): how soon a
+				// newer engine reports a restored container healthy.
 				return "", ""
 			}},
 		// With watch, haroll's own probe decides and Docker only vetoes
