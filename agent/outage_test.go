@@ -105,6 +105,51 @@ func TestADockerDaemonGoneAtTheStopRollsBackOnceItAnswers(t *testing.T) {
 	}
 }
 
+// A Docker daemon restarted with live-restore while the new container boots:
+// the container runs on, and the boot waits for the daemon (within
+// health.timeout) instead of rolling a healthy replacement back.
+func TestADockerDaemonRestartDuringTheBootIsWaitedOut(t *testing.T) {
+	for _, mode := range []string{DockerHealthWait, DockerHealthWatch} {
+		t.Run(mode, func(t *testing.T) {
+			w := newWorld(t)
+			a := newTestAgent(t, w, w.addSlot("app-1", 7))
+			a.cfg.Health.Docker = mode
+			events := after(w, PhaseStart, func() {
+				w.setDown(&w.dockerDown, docker.ErrUnreachable)
+				time.AfterFunc(200*time.Millisecond, func() { w.setDown(&w.dockerDown, nil) })
+			})
+			rep, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, events)
+			if err != nil {
+				t.Fatalf("redeploy: %v", err)
+			}
+			if rep.Slots[0].Result != ResultReplaced || w.byName("app-1").Image != "app:v2" {
+				t.Fatalf("result %s, image %s: want replaced on app:v2", rep.Slots[0].Result, w.byName("app-1").Image)
+			}
+			if s := w.servers["app/srv-app-1"].stat; s.Weight != 7 {
+				t.Fatalf("weight %d, want 7", s.Weight)
+			}
+		})
+	}
+}
+
+// A daemon that stays away past health.timeout fails the boot like an
+// unhealthy container, and the error names the daemon.
+func TestADockerDaemonGoneForTheWholeBootFailsItWithinTheHealthTimeout(t *testing.T) {
+	w := newWorld(t)
+	a := newTestAgent(t, w, w.addSlot("app-1", 7))
+	a.cfg.Health.Timeout = 200 * time.Millisecond
+	oldID := w.byName("app-1").ID
+	events := after(w, PhaseStart, func() {
+		w.setDown(&w.dockerDown, docker.ErrUnreachable)
+		time.AfterFunc(400*time.Millisecond, func() { w.setDown(&w.dockerDown, nil) })
+	})
+	_, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, events)
+	if !errors.Is(err, ErrNotHealthy) || !errors.Is(err, docker.ErrUnreachable) || errors.Is(err, ErrRollback) {
+		t.Fatalf("got %v: want not healthy within health.timeout, the daemon named, and a complete rollback", err)
+	}
+	assertRolledBack(t, w, oldID)
+}
+
 func TestAnOutageLongerThanTheRollbackKeepsTheJournalForRecovery(t *testing.T) {
 	w := newWorld(t)
 	a := newTestAgent(t, w, w.addSlot("app-1", 7))

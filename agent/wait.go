@@ -126,17 +126,22 @@ func (r *replacement) inMaint() bool {
 // the app answers. With health.docker wait, it first waits for Docker to
 // report the container healthy (when it has a healthcheck); with watch, the
 // probe decides, and Docker reporting the container unhealthy or exited
-// ends the wait with that error.
+// ends the wait with that error. Docker not answering (a daemon restart:
+// with live-restore the container runs on) is waited out within ctx.
 func (a *Agent) waitContainerReady(ctx context.Context, id string, s SlotConfig) (address, error) {
+	log := a.log.With("slot", s.Name, "container", shortID(id))
 	watch := a.cfg.Health.Docker == DockerHealthWatch
 	if !watch {
-		if err := a.docker.WaitHealthy(ctx, id); err != nil {
+		if err := a.retry(ctx, log, "wait for Docker health", func() error { return a.docker.WaitHealthy(ctx, id) }); err != nil {
 			return address{}, notHealthy(ctx, err)
 		}
 	}
-	c, err := a.docker.Inspect(ctx, id)
-	if err != nil {
-		return address{}, err
+	var c docker.Container
+	if err := a.retry(ctx, log, "inspect container", func() (err error) {
+		c, err = a.docker.Inspect(ctx, id)
+		return err
+	}); err != nil {
+		return address{}, notHealthy(ctx, err)
 	}
 	addr, err := containerAddress(c, s)
 	if err != nil {
@@ -149,6 +154,8 @@ func (a *Agent) waitContainerReady(ctx context.Context, id string, s SlotConfig)
 		}
 		c, err := a.docker.Inspect(ctx, id)
 		switch {
+		case transient(err):
+			return false, nil // the probe goes on deciding
 		case err != nil:
 			return false, err
 		case !c.Running:

@@ -27,6 +27,10 @@ const (
 	// UserNetwork puts the containers on a user network and HAProxy talks to
 	// their container IPs: every new container gets a new address.
 	UserNetwork Addressing = "network"
+	// DefaultBridge leaves the containers on the daemon's default bridge
+	// network and HAProxy talks to their container IPs (with a private
+	// Dockerd, on its own bridge): every new container gets a new address.
+	DefaultBridge Addressing = "bridge"
 )
 
 // HostOptions describe one simulated front-end host: an HAProxy and its app
@@ -41,6 +45,9 @@ type HostOptions struct {
 	Rise, Fall int
 	// HealthTimeout and DrainTimeout go to the agent config (defaults 20s, 30s).
 	HealthTimeout, DrainTimeout time.Duration
+	// HealthDocker goes to the agent config's health.docker ("" leaves the
+	// default, wait).
+	HealthDocker string
 	// Strategy goes to every slot of the agent config ("" leaves the default).
 	Strategy string
 	// Backend lines are added to the HAProxy backend section (persistence:
@@ -59,6 +66,10 @@ type HostOptions struct {
 	// Subnet is the user network's subnet (UserNetwork only; "" lets
 	// Docker pick one), for containers with a static --ip.
 	Subnet string
+	// DockerHost is the Docker daemon the containers run on, as `docker
+	// --host` takes it (a private Dockerd's Host); it goes to the agent
+	// config's docker.host. "" is the machine's engine.
+	DockerHost string
 }
 
 // Host is a running simulated host.
@@ -102,7 +113,7 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 		if o.Subnet != "" {
 			args = append(args, "--subnet", o.Subnet)
 		}
-		if _, err := docker(ctx, args...); err != nil {
+		if _, err := h.docker(ctx, args...); err != nil {
 			return h, err
 		}
 	}
@@ -121,8 +132,9 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 			args = append(args, "-p", "127.0.0.1::8080")
 		case UserNetwork:
 			args = append(args, "--network", h.Network, "--network-alias", fmt.Sprintf("app%d", i+1))
+		case DefaultBridge:
 		default:
-			return h, fmt.Errorf("addressing %q: want fixed, ephemeral or network", o.Addressing)
+			return h, fmt.Errorf("addressing %q: want fixed, ephemeral, network or bridge", o.Addressing)
 		}
 		if o.ExtraRunArgs != nil {
 			args = append(args, o.ExtraRunArgs(i)...)
@@ -130,7 +142,7 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 		if o.Run != nil {
 			err = o.Run(ctx, name, h.Network, i)
 		} else {
-			_, err = docker(ctx, append(args, o.Image)...)
+			_, err = h.docker(ctx, append(args, o.Image)...)
 			h.RunArgs[name] = args[1:]
 		}
 		if err != nil {
@@ -165,11 +177,18 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 // containerAddr is where HAProxy reaches a container: its published port, or
 // its IP on the host's user network.
 func (h *Host) containerAddr(ctx context.Context, name string) (string, error) {
-	if h.Opts.Addressing == UserNetwork {
-		ip, err := docker(ctx, "inspect", "-f", "{{(index .NetworkSettings.Networks \""+h.Network+"\").IPAddress}}", name)
+	switch h.Opts.Addressing {
+	case UserNetwork:
+		ip, err := h.docker(ctx, "inspect", "-f", "{{(index .NetworkSettings.Networks \""+h.Network+"\").IPAddress}}", name)
+		return ip + ":8080", err
+	case DefaultBridge:
+		ip, err := h.docker(ctx, "inspect", "-f", "{{.NetworkSettings.IPAddress}}", name)
+		if err == nil && ip == "" {
+			err = fmt.Errorf("container %s has no IP address on the default bridge", name)
+		}
 		return ip + ":8080", err
 	}
-	out, err := docker(ctx, "port", name, "8080/tcp")
+	out, err := h.docker(ctx, "port", name, "8080/tcp")
 	if err != nil {
 		return "", err
 	}
@@ -179,11 +198,21 @@ func (h *Host) containerAddr(ctx context.Context, name string) (string, error) {
 func (h *Host) writeAgentConfig() error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "haproxy:\n  socket: %s\n  config: %s\nstate_dir: %s\nsocket: %s\n", h.HAProxy.Socket, h.HAProxy.ConfigPath, filepath.Join(h.Opts.Dir, "state"), h.AgentSocket())
-	fmt.Fprintf(&b, "drain:\n  timeout: %s\nhealth:\n  timeout: %s\n  path: /health\nslots:\n", h.Opts.DrainTimeout, h.Opts.HealthTimeout)
+	if h.Opts.DockerHost != "" {
+		fmt.Fprintf(&b, "docker:\n  host: %s\n", h.Opts.DockerHost)
+	}
+	fmt.Fprintf(&b, "drain:\n  timeout: %s\nhealth:\n  timeout: %s\n  path: /health\n", h.Opts.DrainTimeout, h.Opts.HealthTimeout)
+	if h.Opts.HealthDocker != "" {
+		fmt.Fprintf(&b, "  docker: %s\n", h.Opts.HealthDocker)
+	}
+	b.WriteString("slots:\n")
 	for i, name := range h.Names {
 		fmt.Fprintf(&b, "  - {name: app-%d, backend: %s, server: s%d, container: %s, port: 8080", i+1, DefaultBackend, i+1, name)
 		if h.Network != "" {
 			fmt.Fprintf(&b, ", network: %s", h.Network)
+		}
+		if h.Opts.Addressing == DefaultBridge {
+			b.WriteString(", network: bridge")
 		}
 		if h.Opts.Strategy != "" {
 			fmt.Fprintf(&b, ", strategy: %s", h.Opts.Strategy)
@@ -236,7 +265,7 @@ type Container struct{ ID, Image string }
 func (h *Host) Containers(ctx context.Context) ([]Container, error) {
 	var out []Container
 	for _, name := range h.Names {
-		s, err := docker(ctx, "inspect", "-f", "{{.Id}} {{.Config.Image}}", name)
+		s, err := h.docker(ctx, "inspect", "-f", "{{.Id}} {{.Config.Image}}", name)
 		if err != nil {
 			return nil, err
 		}
@@ -249,7 +278,7 @@ func (h *Host) Containers(ctx context.Context) ([]Container, error) {
 // AllContainers lists every container whose name starts with the host's
 // prefix, stopped ones included: a leftover shows up here.
 func (h *Host) AllContainers(ctx context.Context) ([]string, error) {
-	out, err := docker(ctx, "ps", "-a", "--filter", "name=^"+h.Opts.Name+"-", "--format", "{{.Names}}")
+	out, err := h.docker(ctx, "ps", "-a", "--filter", "name=^"+h.Opts.Name+"-", "--format", "{{.Names}}")
 	if err != nil {
 		return nil, err
 	}
@@ -264,16 +293,24 @@ func (h *Host) Close() {
 		_ = h.HAProxy.Stop()
 	}
 	if names, err := h.AllContainers(ctx); err == nil && len(names) > 0 {
-		_, _ = docker(ctx, append([]string{"rm", "-f"}, names...)...)
+		_, _ = h.docker(ctx, append([]string{"rm", "-f"}, names...)...)
 	}
 	if h.Network != "" {
-		_, _ = docker(ctx, "network", "rm", h.Network)
+		_, _ = h.docker(ctx, "network", "rm", h.Network)
 	}
 }
 
 // URL is the host's frontend.
 func (h *Host) URL(path string) string {
 	return "http://127.0.0.1:" + strconv.Itoa(h.HAProxy.Frontend) + path
+}
+
+// docker runs the docker CLI against the host's Docker daemon.
+func (h *Host) docker(ctx context.Context, args ...string) (string, error) {
+	if h.Opts.DockerHost != "" {
+		args = append([]string{"--host", h.Opts.DockerHost}, args...)
+	}
+	return docker(ctx, args...)
 }
 
 // docker runs the docker CLI (no shell) and returns its trimmed stdout.
