@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -117,6 +118,12 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 	if err != nil {
 		return rep, err
 	}
+	// A wedged slot is taken over first: the journal holds its only record,
+	// which any other slot's replacement would overwrite; if the take-over
+	// fails, no other slot runs.
+	slices.SortStableFunc(plans, func(x, y plan) int {
+		return cmp.Compare(boolInt(y.takeover != nil), boolInt(x.takeover != nil))
+	})
 	// Phases of two slots (one replaced, the other's old container removed)
 	// may report at once.
 	var eventsMu sync.Mutex
@@ -210,4 +217,11 @@ func (a *Agent) validateImage(image string) error {
 		return fmt.Errorf("%w: %q matches none of allowed_images %v", ErrImageNotAllowed, image, a.cfg.AllowedImages)
 	}
 	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -288,9 +288,22 @@ func (a *Agent) afterAbandon(s SlotConfig, e Entry, left Pending) []string {
 		keptLine = fmt.Sprintf("containers kept: %v; a name ending in %s or %s is haroll's: rename the one to keep to %s, remove the other", kept, prevSuffix, nextSuffix, s.Container)
 	}
 	if e.Proven {
+		// What finish would have given back: the canary's share, and in
+		// drain mode the state (the drain left the weight alone).
+		weight := e.Weight
+		if e.Final > 0 || e.Canary {
+			weight = e.Final
+		}
+		giveBack := say(fmt.Sprintf("set server %s weight %d", srv, weight))
+		if e.DrainMode == DrainState {
+			giveBack = say(fmt.Sprintf("set server %s state %s", srv, e.State))
+			if weight != e.Weight {
+				giveBack += ", then " + say(fmt.Sprintf("set server %s weight %d", srv, weight))
+			}
+		}
 		return []string{
 			keptLine,
-			fmt.Sprintf("the new container passed the health gate; give %s its weight back: %s", srv, say(fmt.Sprintf("set server %s weight %d", srv, e.Weight))),
+			fmt.Sprintf("the new container passed the health gate; give %s its traffic back: %s", srv, giveBack),
 			fmt.Sprintf("then remove the old container %s: docker rm -f %s", shortID(e.OldID), shortID(e.OldID)),
 		}
 	}

@@ -142,3 +142,19 @@ func TestTheWedgedSlotIsShownOverGRPCAndARedeployOfAnotherSlotIsAFailedPrecondit
 		t.Fatalf("redeploy of app-2 while app-1 is wedged: %v, want FailedPrecondition naming app-1", err)
 	}
 }
+
+// Abandoning a proven replacement in drain mode says to give the state back
+// (the drain left the weight alone): a weight alone would leave it DRAIN.
+func TestAbandonOfAProvenDrainModeReplacementSaysToGiveTheStateBack(t *testing.T) {
+	w := newWorld(t)
+	a := newTestAgent(t, w, w.addSlot("app-1", 7))
+	a.cfg.Drain.Mode = DrainState
+	redeployUntilCrash(t, a, w, "SetState app/srv-app-1 ready") // proven, not restored
+	ab, err := a.Abandon(context.Background(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text := strings.Join(ab.Next, "\n"); !strings.Contains(text, "set server app/srv-app-1 state ready") {
+		t.Fatalf("abandon's next steps do not give the state back:\n%s", text)
+	}
+}

@@ -230,3 +230,31 @@ func TestATakeOverWithNothingToCloneIsRefusedAndChangesNothing(t *testing.T) {
 		}
 	}
 }
+
+// A redeploy of every slot takes the wedged one over first: the journal
+// holds its only record, which the replacement of a slot before it in the
+// config would overwrite (and lose to a crash or a rollback there).
+func TestAWedgedSlotIsTakenOverBeforeTheSlotsBeforeItInTheConfig(t *testing.T) {
+	w := newWorld(t)
+	first := w.addSlot("app-0", 5)
+	a, _ := wedgeByRemovingTheOld(t, w, first, w.addSlot("app-1", 7))
+	w.crashBefore = "Clone app:v2 app-0"
+	func() {
+		defer func() {
+			if r := recover(); r != errCrash {
+				t.Fatalf("no crash before app-0's clone (recovered %v)", r)
+			}
+		}()
+		_, _ = a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil)
+	}()
+	if _, err := a.Recover(context.Background()); err != nil {
+		t.Fatalf("recovery of app-0's replacement: %v", err)
+	}
+	w.mu.Lock()
+	app0 := w.byName("app-0")
+	w.mu.Unlock()
+	if app0 == nil || app0.Image != "app:v1" || !app0.Running {
+		t.Fatalf("app-0: %+v, want app:v1 rolled back", app0)
+	}
+	assertServes(t, a, w, "app:v2", 7, 2)
+}
