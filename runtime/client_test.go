@@ -122,7 +122,9 @@ func TestACallThatTimedOutNeverRunsLater(t *testing.T) {
 				return ""
 			})
 			freeze := make(chan struct{})
+			f.mu.Lock()
 			f.freeze = freeze
+			f.mu.Unlock()
 			thawed := false
 			thaw := func() {
 				if !thawed {
