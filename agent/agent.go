@@ -34,11 +34,16 @@ type Agent struct {
 	// settle is how long recovery gives a create cut off in flight
 	// (createSettle).
 	settle time.Duration
+	// master is HAProxy's master CLI when haproxy.master_socket is set
+	// (WithMaster), and procfs where /proc is: how old workers are followed
+	// after a reload (workers.go).
+	master MasterCLI
+	procfs procFS
 }
 
 // New returns an agent for a validated cfg.
 func New(cfg Config, haproxy HAProxy, docker Docker, log *slog.Logger, opts ...Option) *Agent {
-	a := &Agent{cfg: cfg, haproxy: haproxy, docker: docker, log: log, poll: 25 * time.Millisecond, grace: rollbackGrace, settle: createSettle}
+	a := &Agent{cfg: cfg, haproxy: haproxy, docker: docker, log: log, poll: 25 * time.Millisecond, grace: rollbackGrace, settle: createSettle, procfs: "/proc"}
 	a.probe = a.probeApp
 	for _, o := range opts {
 		o(a)
@@ -99,6 +104,9 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 	plans, err := a.preflight(ctx, req, slots)
 	if err != nil {
 		return rep, err
+	}
+	if len(plans) > 0 && plans[0].track.mode == trackOff {
+		events(Event{Slot: "(haproxy)", Phase: PhasePreflight, Start: time.Now(), Detail: plans[0].track.why})
 	}
 	// Phases of two slots (one replaced, the other's old container removed)
 	// may report at once.
