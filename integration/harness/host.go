@@ -49,6 +49,12 @@ type HostOptions struct {
 	// ServerOptions, when set, gives each server line's options by the
 	// server's index (0-based), e.g. "cookie s1".
 	ServerOptions func(i int) string
+	// PidNamespace runs HAProxy in a pid namespace of its own, as in a
+	// container (HAProxyConfig.PidNamespace).
+	PidNamespace bool
+	// MasterSocket gives the agent HAProxy's master CLI
+	// (haproxy.master_socket).
+	MasterSocket bool
 }
 
 // Host is a running simulated host.
@@ -130,7 +136,7 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 	if err != nil {
 		return h, err
 	}
-	h.HAProxy, err = StartHAProxy(ctx, HAProxyConfig{Dir: o.Dir, Frontend: fe, Servers: servers, Inter: o.Inter, Rise: o.Rise, Fall: o.Fall, Extra: o.Backend})
+	h.HAProxy, err = StartHAProxy(ctx, HAProxyConfig{Dir: o.Dir, Frontend: fe, Servers: servers, Inter: o.Inter, Rise: o.Rise, Fall: o.Fall, Extra: o.Backend, PidNamespace: o.PidNamespace})
 	if err != nil {
 		return h, err
 	}
@@ -156,7 +162,11 @@ func (h *Host) containerAddr(ctx context.Context, name string) (string, error) {
 
 func (h *Host) writeAgentConfig() error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "haproxy:\n  socket: %s\n  config: %s\nstate_dir: %s\nsocket: %s\n", h.HAProxy.Socket, h.HAProxy.ConfigPath, filepath.Join(h.Opts.Dir, "state"), h.AgentSocket())
+	fmt.Fprintf(&b, "haproxy:\n  socket: %s\n  config: %s\n", h.HAProxy.Socket, h.HAProxy.ConfigPath)
+	if h.Opts.MasterSocket {
+		fmt.Fprintf(&b, "  master_socket: %s\n", h.HAProxy.MasterSocket)
+	}
+	fmt.Fprintf(&b, "state_dir: %s\nsocket: %s\n", filepath.Join(h.Opts.Dir, "state"), h.AgentSocket())
 	fmt.Fprintf(&b, "drain:\n  timeout: %s\nhealth:\n  timeout: %s\n  path: /health\nslots:\n", h.Opts.DrainTimeout, h.Opts.HealthTimeout)
 	for i, name := range h.Names {
 		fmt.Fprintf(&b, "  - {name: app-%d, backend: %s, server: s%d, container: %s, port: 8080", i+1, DefaultBackend, i+1, name)
