@@ -116,6 +116,11 @@ func (r *replacement) reapply(ctx context.Context) error {
 // it.
 func (r *replacement) guard(ctx context.Context) (stop func()) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	// The first look, before the replacement changes anything: a reload
+	// between its first change and a later first look would be taken for the
+	// worker it started with, and neither re-applied nor waited for. An
+	// error leaves it to the next look.
+	_, _ = r.watchReload(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -110,6 +111,7 @@ func TestAnHAProxyInItsOwnPidNamespaceIsFollowedThroughTheMasterCLI(t *testing.T
 	h := startPidNSHost(t, true)
 	var out string
 	reloads := 0
+	var oldSeen [2]time.Time
 	res := underLoad(t, h, func() {
 		done := make(chan struct{})
 		go func() {
@@ -126,6 +128,7 @@ func TestAnHAProxyInItsOwnPidNamespaceIsFollowedThroughTheMasterCLI(t *testing.T
 				t.Error(err)
 			}
 			reloads++
+			oldSeen[i] = waitOldWorkersGone(t, h)
 		}
 		<-done
 	})
@@ -142,4 +145,61 @@ func TestAnHAProxyInItsOwnPidNamespaceIsFollowedThroughTheMasterCLI(t *testing.T
 	if strings.Contains(out, "reload tracking is off") || !strings.Contains(out, "haproxy was reloaded or restarted") {
 		t.Error("the agent did not follow the reloads through the master CLI")
 	}
+	checked := 0
+	for i, seen := range oldSeen {
+		slot := fmt.Sprintf("app-%d", i+1)
+		end, reloaded := logTime(t, out, slot, "phase done", "drain"), logTime(t, out, slot, "haproxy was reloaded or restarted", "")
+		t.Logf("%s: reload seen at %s, the old worker last listed by show proc at %s, the drain ended at %s", slot,
+			reloaded.Format(time.StampMilli), seen.Format(time.StampMilli), end.Format(time.StampMilli))
+		if seen.IsZero() || reloaded.After(end) {
+			continue // the drain was over before the reload, or the old worker had nothing to finish
+		}
+		checked++
+		if end.Before(seen) {
+			t.Errorf("%s's drain ended while the old worker, still serving its sessions, was running", slot)
+		}
+	}
+	if checked == 0 {
+		t.Error("no reload came during a drain while the old worker still ran: the test proved nothing")
+	}
+}
+
+// waitOldWorkersGone polls the master CLI until it lists no old worker, and
+// returns the last time it saw one listed (zero if it never did): an old
+// worker was still running then.
+func waitOldWorkersGone(t *testing.T, h *harness.Host) (lastSeen time.Time) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		procs, err := h.HAProxy.ExecMaster("show proc")
+		switch {
+		case err != nil || !strings.Contains(procs, "master"):
+		case !strings.Contains(procs, "# old workers"):
+			return lastSeen
+		default:
+			lastSeen = time.Now()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("the old worker did not exit within 20s")
+	return lastSeen
+}
+
+// logTime returns the time of the agent's first JSON log line with msg
+// (a prefix) for slot, and phase when it is not "".
+func logTime(t *testing.T, out, slot, msg, phase string) time.Time {
+	t.Helper()
+	for _, line := range strings.Split(out, "\n") {
+		var e struct {
+			Time  time.Time `json:"time"`
+			Msg   string    `json:"msg"`
+			Slot  string    `json:"slot"`
+			Phase string    `json:"phase"`
+		}
+		if json.Unmarshal([]byte(strings.TrimSpace(line)), &e) == nil && strings.HasPrefix(e.Msg, msg) && e.Slot == slot && (phase == "" || e.Phase == phase) {
+			return e.Time
+		}
+	}
+	t.Fatalf("no %q %s of %s in the agent's log", msg, phase, slot)
+	return time.Time{}
 }
