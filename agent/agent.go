@@ -40,11 +40,16 @@ type Agent struct {
 	// pullEvery is how often an image pull's progress is logged and sent
 	// to the caller (pullReportEvery).
 	pullEvery time.Duration
+	// master is HAProxy's master CLI when haproxy.master_socket is set
+	// (WithMaster), and procfs where /proc is: how old workers are followed
+	// after a reload (workers.go).
+	master MasterCLI
+	procfs procFS
 }
 
 // New returns an agent for a validated cfg.
 func New(cfg Config, haproxy HAProxy, docker Docker, log *slog.Logger, opts ...Option) *Agent {
-	a := &Agent{cfg: cfg, haproxy: haproxy, docker: docker, log: log, poll: 25 * time.Millisecond, grace: rollbackGrace, settle: createSettle, pullEvery: pullReportEvery}
+	a := &Agent{cfg: cfg, haproxy: haproxy, docker: docker, log: log, poll: 25 * time.Millisecond, grace: rollbackGrace, settle: createSettle, pullEvery: pullReportEvery, procfs: "/proc"}
 	a.probe = a.probeApp
 	for _, o := range opts {
 		o(a)
@@ -124,6 +129,9 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 	slices.SortStableFunc(plans, func(x, y plan) int {
 		return cmp.Compare(boolInt(y.takeover != nil), boolInt(x.takeover != nil))
 	})
+	if len(plans) > 0 && plans[0].track.mode == trackOff {
+		events(Event{Slot: "(haproxy)", Phase: PhasePreflight, Start: time.Now(), Detail: plans[0].track.why})
+	}
 	// Phases of two slots (one replaced, the other's old container removed)
 	// may report at once.
 	var eventsMu sync.Mutex

@@ -73,7 +73,18 @@ type HAProxyConfig struct {
 	// them. When the default file does not exist the check is skipped with
 	// a warning; a path set here must be readable.
 	Config string `mapstructure:"config"`
+	// MasterSocket is HAProxy's master CLI (`haproxy -W -S <socket>`), a
+	// path or host:port: after a reload during a drain, its `show proc` tells
+	// when the old worker, still serving its sessions, has exited. Without
+	// it the worker's pid is followed only when HAProxy is proven to run in
+	// the agent's pid namespace (not in a container). At the default path
+	// (Debian's haproxy.service) it is used when it answers for the HAProxy
+	// of haproxy.socket; a path set here must. Empty: not used.
+	MasterSocket string `mapstructure:"master_socket"`
 }
+
+// DefaultMasterSocket is where Debian's haproxy.service puts the master CLI.
+const DefaultMasterSocket = "/run/haproxy-master.sock"
 
 // DefaultHAProxyConfig is where Debian's haproxy package keeps its
 // configuration.
@@ -172,7 +183,7 @@ const (
 // DefaultConfig returns the defaults every key falls back to.
 func DefaultConfig() Config {
 	return Config{
-		HAProxy:    HAProxyConfig{Socket: "/run/haproxy/admin.sock", Timeout: runtime.DefaultTimeout, Config: DefaultHAProxyConfig},
+		HAProxy:    HAProxyConfig{Socket: "/run/haproxy/admin.sock", Timeout: runtime.DefaultTimeout, Config: DefaultHAProxyConfig, MasterSocket: DefaultMasterSocket},
 		Docker:     DockerConfig{Timeout: docker.DefaultTimeout, PullTimeout: DefaultPullTimeout},
 		StateDir:   "/var/lib/haroll",
 		Drain:      DrainConfig{Mode: DrainWeight, Timeout: 30 * time.Second, OnTimeout: OnTimeoutFail},
@@ -198,6 +209,11 @@ func (c Config) Validate() error {
 		bad("haproxy.socket", `""`, "set the HAProxy stats socket (a path or host:port)")
 	} else if _, err := runtime.New(c.HAProxy.Socket, 0); err != nil {
 		bad("haproxy.socket", c.HAProxy.Socket, "want an absolute unix socket path or host:port")
+	}
+	if c.HAProxy.MasterSocket != "" {
+		if _, err := runtime.NewMaster(c.HAProxy.MasterSocket, 0); err != nil {
+			bad("haproxy.master_socket", c.HAProxy.MasterSocket, "want an absolute unix socket path or host:port of HAProxy's master CLI (-S), or empty")
+		}
 	}
 	if c.HAProxy.Timeout < time.Millisecond {
 		bad("haproxy.timeout", c.HAProxy.Timeout, "must be at least 1ms: write it with a unit, e.g. 5s")

@@ -21,6 +21,10 @@ type HAProxy interface {
 	LeaveMaint(ctx context.Context, backend, server string, to runtime.State) error
 	ShutdownSessions(ctx context.Context, backend, server string) error
 	Info(ctx context.Context) (runtime.Info, error)
+	// SocketOwner is the pid, in the agent's pid namespace, of the process
+	// serving the stats socket (0: not visible from here;
+	// runtime.ErrNoOwner: the socket cannot tell).
+	SocketOwner(ctx context.Context) (int, error)
 }
 
 // Docker is the part of the Docker Engine API the agent uses (docker.Client).

@@ -11,7 +11,10 @@
 // container HAProxy can still select is ever stopped; from the drain to the
 // gate the server stays in MAINT (or forced down), leaving MAINT straight
 // into `health down` on one command line (runtime.Client.LeaveMaint); and a
-// guard re-applies all of it when HAProxy is reloaded, in every phase. Operators' hooks (HooksConfig, run by internal/hook) may
+// guard re-applies all of it when HAProxy is reloaded, in every phase; a
+// drain then waits for the old worker to exit, seen through the master CLI
+// or, when HAProxy is proven to run in the agent's pid namespace, through its
+// process (workers.go). Operators' hooks (HooksConfig, run by internal/hook) may
 // veto a slot before it is touched and check the new container before it
 // gets traffic.
 //

@@ -38,6 +38,10 @@ type world struct {
 	crashBefore string
 	// pid+1 is the HAProxy worker's pid; a test bumps it to fake a reload.
 	pid int
+	// owner is the process serving the stats socket (SocketOwner); 0 means
+	// the worker itself, as HAProxy without master-worker mode; -1 one the
+	// kernel cannot name here (HAProxy in a container).
+	owner int
 	// haproxyDown and dockerDown, when set, are what every HAProxy or Docker
 	// call returns: the socket is gone, the daemon restarts.
 	haproxyDown, dockerDown error
@@ -269,7 +273,7 @@ func (w *world) record(format string, args ...any) error {
 // down returns the outage error of the side method belongs to, if any.
 func (w *world) down(method string) error {
 	switch method {
-	case "Server", "Backend", "Admin", "SetWeight", "SetState", "SetAddr", "ForceHealthDown", "ShutdownSessions", "Info":
+	case "Server", "Backend", "Admin", "SetWeight", "SetState", "SetAddr", "ForceHealthDown", "ShutdownSessions", "Info", "SocketOwner":
 		return w.haproxyDown
 	}
 	return w.dockerDown
@@ -506,6 +510,22 @@ func (w *world) Info(ctx context.Context) (runtime.Info, error) {
 		return runtime.Info{}, w.haproxyDown
 	}
 	return runtime.Info{Pid: w.pid + 1, UptimeSec: 100}, nil
+}
+
+// SocketOwner names the process serving the stats socket.
+func (w *world) SocketOwner(ctx context.Context) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.haproxyDown != nil {
+		return 0, w.haproxyDown
+	}
+	switch {
+	case w.owner < 0:
+		return 0, nil
+	case w.owner == 0:
+		return w.pid + 1, nil
+	}
+	return w.owner, nil
 }
 
 // --- Docker ---

@@ -28,6 +28,8 @@ type plan struct {
 	// takeover: the slot is wedged, and old is the container its
 	// configuration is cloned from (takeOver).
 	takeover *takeover
+	// track is how the HAProxy workers a reload replaces are followed.
+	track tracking
 }
 
 // preflight checks every requested slot, then makes sure the image is local
@@ -59,12 +61,20 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrPreflight, errors.Join(errs...))
 	}
+	track, err := a.reloadTracking(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrPreflight, err)
+	}
+	if track.mode == trackOff {
+		a.log.Warn(track.why)
+	}
 	canaries, err := a.canaries()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrPreflight, err)
 	}
 	for i := range plans {
 		p := &plans[i]
+		p.track = track
 		p.full = p.weight
 		if c, ok := canaries[p.slot.Name]; ok {
 			p.full = c.FullWeight

@@ -2,12 +2,11 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"slices"
 	"strconv"
-	"syscall"
+	"sync"
 	"time"
 
 	"github.com/haroll/haroll/runtime"
@@ -16,7 +15,11 @@ import (
 // reloadWatch follows the HAProxy worker a replacement talks to.
 type reloadWatch struct {
 	info       runtime.Info
-	oldWorkers []int // workers replaced by a reload while this slot was out
+	current    oldWorker   // the worker info describes, as oldWorkers will hold it
+	oldWorkers []oldWorker // workers replaced by a reload while this slot was out
+
+	tmu   sync.Mutex
+	track tracking // how old workers are followed (track)
 }
 
 // watchReload asks `show info` whether HAProxy was reloaded or restarted
@@ -25,6 +28,7 @@ type reloadWatch struct {
 // applied again (reapply). It reports whether a reload was seen, so a wait
 // looks again before it decides anything.
 func (r *replacement) watchReload(ctx context.Context) (bool, error) {
+	t := r.track(ctx)
 	// The guard and the waits both look: asking under hmu keeps an older
 	// answer from being taken for a reload after a newer one was handled.
 	r.hmu.Lock()
@@ -35,7 +39,7 @@ func (r *replacement) watchReload(ctx context.Context) (bool, error) {
 	}
 	w := &r.reload
 	if w.info.Pid == 0 {
-		w.info = info
+		w.info, w.current = info, r.identify(t, info.Pid)
 		return false, nil
 	}
 	if !w.info.Reloaded(info) {
@@ -43,15 +47,26 @@ func (r *replacement) watchReload(ctx context.Context) (bool, error) {
 	}
 	// w.info moves to the new process only once everything is re-applied:
 	// a failure here is seen as the same reload on the next look.
-	if !slices.Contains(w.oldWorkers, w.info.Pid) {
-		w.oldWorkers = append(w.oldWorkers, w.info.Pid)
+	if !slices.ContainsFunc(w.oldWorkers, func(o oldWorker) bool { return o.pid == w.info.Pid }) {
+		w.oldWorkers = append(w.oldWorkers, w.current)
 		r.log.Warn("haproxy was reloaded or restarted: re-applying this slot's runtime changes", "old_pid", w.info.Pid, "pid", info.Pid)
+		if t.mode == trackOff {
+			r.log.Warn("the old haproxy worker may still serve sessions of this server that haroll cannot see: "+t.why, "old_pid", w.info.Pid)
+		}
 	}
 	if err := r.reapply(ctx); err != nil {
 		return true, err
 	}
-	w.info = info
+	w.info, w.current = info, r.identify(t, info.Pid)
 	return true, nil
+}
+
+// identify returns what tells the worker pid apart once it is an old one.
+func (r *replacement) identify(t tracking, pid int) oldWorker {
+	if t.mode == trackLocal {
+		return r.a.procfs.worker(pid)
+	}
+	return oldWorker{pid: pid}
 }
 
 // reapply makes again the runtime changes this replacement holds the server
@@ -101,6 +116,11 @@ func (r *replacement) reapply(ctx context.Context) error {
 // it.
 func (r *replacement) guard(ctx context.Context) (stop func()) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	// The first look, before the replacement changes anything: a reload
+	// between its first change and a later first look would be taken for the
+	// worker it started with, and neither re-applied nor waited for. An
+	// error leaves it to the next look.
+	_, _ = r.watchReload(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -128,20 +148,4 @@ func (r *replacement) guard(ctx context.Context) (stop func()) {
 		cancel()
 		<-done
 	}
-}
-
-// oldWorkersGone reports whether every HAProxy worker replaced by a reload
-// during this replacement has exited. An old worker keeps serving the
-// sessions it had, which the new worker's counters do not show; it exits when
-// they end. This needs the agent on the HAProxy host (same pid namespace).
-func (r *replacement) oldWorkersGone() bool {
-	r.hmu.Lock()
-	old := slices.Clone(r.reload.oldWorkers)
-	r.hmu.Unlock()
-	for _, pid := range old {
-		if err := syscall.Kill(pid, 0); err == nil || !errors.Is(err, syscall.ESRCH) {
-			return false
-		}
-	}
-	return true
 }

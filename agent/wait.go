@@ -23,7 +23,7 @@ func (r *replacement) waitDrained(ctx context.Context) (runtime.ServerStat, erro
 	last, err := r.waitServer(ctx, func(st runtime.ServerStat) bool {
 		// After a reload the old worker may still hold sessions that the
 		// new worker's counters do not show.
-		return st.InMaint() && st.Drained() && r.oldWorkersGone()
+		return st.InMaint() && st.Drained() && r.oldWorkersGone(ctx)
 	})
 	if errors.Is(err, context.DeadlineExceeded) {
 		return last, fmt.Errorf("%s/%s still has scur %d, qcur %d (status %s): %w", s.Backend, s.Server, last.Scur, last.Qcur, last.Status, ErrDrainTimeout)

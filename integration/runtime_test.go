@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"syscall"
 	"testing"
 	"time"
 
@@ -108,5 +109,73 @@ func TestRuntimeClientAgainstARealHAProxy(t *testing.T) {
 	after, err := c.Info(ctx)
 	if err != nil || !before.Reloaded(after) {
 		t.Fatalf("reload not detected: %+v -> %+v, %v", before, after, err)
+	}
+}
+
+// TestATimedOutCallIsNeverRunByAStoppedHAProxy stops HAProxy's worker
+// (SIGSTOP: the kernel still accepts connections to its socket and buffers
+// what is written) while a change and a pile of `show stat` reads time out,
+// then lets it go on. HAProxy 2.6 executes what it then reads, also from a
+// connection the client has closed: the weight must still be the one it had,
+// since the caller of the change was told it failed.
+func TestATimedOutCallIsNeverRunByAStoppedHAProxy(t *testing.T) {
+	requireDeps(t)
+	ctx := context.Background()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	fe, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hp, err := harness.StartHAProxy(ctx, harness.HAProxyConfig{Dir: t.TempDir(), Frontend: fe,
+		Servers: []harness.Server{{Name: "s1", Addr: l.Addr().String(), Weight: 7}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hp.Stop() })
+	c, err := runtime.New(hp.Socket, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(info.Pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	resume := func() {
+		if stopped {
+			stopped = false
+			_ = syscall.Kill(info.Pid, syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(resume)
+	timesOut := func(what string, do func(context.Context) error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		if err := do(ctx); !errors.Is(err, runtime.ErrTimeout) {
+			t.Fatalf("%s against a stopped HAProxy: got %v, want ErrTimeout", what, err)
+		}
+	}
+	timesOut("set weight 0", func(ctx context.Context) error { return c.SetWeight(ctx, "app", "s1", 0) })
+	for range 10 {
+		timesOut("show stat", func(ctx context.Context) error { _, err := c.Server(ctx, "app", "s1"); return err })
+	}
+	resume()
+	time.Sleep(500 * time.Millisecond) // HAProxy reads what was left in its socket at once
+	cur, _, err := c.Weight(ctx, "app", "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur != 7 {
+		t.Fatalf("the weight is %d after HAProxy went on: the `set weight 0` whose caller timed out ran afterwards", cur)
 	}
 }

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,9 +11,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	native "github.com/haproxytech/client-native/v5/runtime"
-	"github.com/haproxytech/client-native/v5/runtime/options"
 )
 
 // DefaultTimeout bounds one runtime API call when the caller's context has
@@ -20,7 +18,8 @@ import (
 const DefaultTimeout = 5 * time.Second
 
 // Client talks to one HAProxy runtime API socket. It is safe for concurrent
-// use; client-native serialises commands on a unix socket.
+// use: every call has a connection of its own, which it closes before it
+// returns, also when it times out.
 type Client struct {
 	addr    string
 	timeout time.Duration
@@ -44,20 +43,29 @@ func New(addr string, timeout time.Duration) (*Client, error) {
 		timeout = DefaultTimeout
 	}
 	c := &Client{addr: addr, timeout: timeout}
+	network, path, err := parseAddr(addr)
+	if err != nil {
+		return nil, fmt.Errorf("haproxy socket %q: %w", addr, err)
+	}
+	c.exec = connExecutor{network: network, addr: path}
+	return c, nil
+}
+
+// parseAddr splits a socket address as New takes it into a network and an
+// address for net.Dial.
+func parseAddr(addr string) (network, address string, err error) {
 	switch {
 	case strings.HasPrefix(addr, "unix://"):
-		c.exec = newUnixExecutor(strings.TrimPrefix(addr, "unix://"))
+		return "unix", strings.TrimPrefix(addr, "unix://"), nil
 	case strings.HasPrefix(addr, "/"):
-		c.exec = newUnixExecutor(addr)
+		return "unix", addr, nil
 	case strings.HasPrefix(addr, "tcp://"):
-		c.exec = tcpExecutor{addr: strings.TrimPrefix(addr, "tcp://")}
-	default:
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return nil, fmt.Errorf("haproxy socket %q: want an absolute unix socket path or host:port", addr)
-		}
-		c.exec = tcpExecutor{addr: addr}
+		addr = strings.TrimPrefix(addr, "tcp://")
 	}
-	return c, nil
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return "", "", errors.New("want an absolute unix socket path or host:port")
+	}
+	return "tcp", addr, nil
 }
 
 // Addr returns the socket address the client was made for.
@@ -131,53 +139,35 @@ func (c *Client) Ping(ctx context.Context) error {
 	return err
 }
 
-// unixExecutor goes through client-native. client-native takes no context,
-// dials with a fixed 30 s timeout and swallows read errors, so the call runs in
-// a goroutine bounded by ctx; a call abandoned at its deadline finishes (or
-// times out) in the background.
-type unixExecutor struct {
-	path string
-	rt   *native.SingleRuntime
-}
+// connExecutor sends each command line on a connection of its own, held by
+// the caller's context: the dial, the writes and the reads end at its
+// deadline, and when it ends the connection is closed, so nothing of a call
+// outlives its return. client-native's SingleRuntime, which this replaces,
+// runs a call under its own mutex with a fixed 30 s timeout and a retry and
+// takes no context: a call abandoned at its deadline ran on in the
+// background, the calls behind it queued on that mutex and were sent long
+// after their callers had been told they failed.
+//
+// Closing is not enough on its own: a stopped or stuck HAProxy 2.6 executes
+// a command it reads later from a connection the client has closed. So the
+// command is only written once HAProxy has shown that it serves this
+// connection: the executor first asks for the interactive prompt and waits
+// for it. A call that times out before that has written nothing but
+// `prompt`, which changes nothing; one that times out after it has handed
+// its command to an HAProxy that was answering.
+type connExecutor struct{ network, addr string }
 
-func newUnixExecutor(path string) unixExecutor {
-	rt := &native.SingleRuntime{}
-	// Init without the check dials nothing and cannot fail.
-	_ = rt.Init(path, 0, 0, options.RuntimeOptions{DoNotCheckRuntimeOnInit: true})
-	return unixExecutor{path: path, rt: rt}
-}
+// maxPrompt bounds what may come before the first prompt.
+const maxPrompt = 64
 
-func (u unixExecutor) execute(ctx context.Context, cmd string) (string, error) {
-	if _, err := os.Stat(u.path); err != nil {
-		return "", fmt.Errorf("%w: %v (is HAProxy running with `stats socket %s level admin`?)", ErrUnreachable, err, u.path)
-	}
-	type result struct {
-		out string
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		out, err := u.rt.ExecuteRaw(cmd)
-		done <- result{out, err}
-	}()
-	select {
-	case r := <-done:
-		if r.err != nil {
-			return "", fmt.Errorf("%w: %v", ErrUnreachable, r.err)
+func (e connExecutor) execute(ctx context.Context, cmd string) (string, error) {
+	if e.network == "unix" {
+		if _, err := os.Stat(e.addr); err != nil {
+			return "", fmt.Errorf("%w: %v (is HAProxy running with `stats socket %s level admin`?)", ErrUnreachable, err, e.addr)
 		}
-		return r.out, nil
-	case <-ctx.Done():
-		return "", deadlineErr(ctx)
 	}
-}
-
-// tcpExecutor speaks the same protocol as client-native over TCP, and unlike
-// it reports read errors.
-type tcpExecutor struct{ addr string }
-
-func (t tcpExecutor) execute(ctx context.Context, cmd string) (string, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", t.addr)
+	conn, err := d.DialContext(ctx, e.network, e.addr)
 	if err != nil {
 		if ctx.Err() != nil {
 			return "", deadlineErr(ctx)
@@ -185,21 +175,59 @@ func (t tcpExecutor) execute(ctx context.Context, cmd string) (string, error) {
 		return "", fmt.Errorf("%w: %v", ErrUnreachable, err)
 	}
 	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
-	if _, err := io.WriteString(conn, "set severity-output number;"+cmd+"\n"); err != nil {
-		return "", t.ioErr(ctx, err)
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(deadline)
 	}
-	out, err := io.ReadAll(conn)
+	if _, err := io.WriteString(conn, "prompt\n"); err != nil {
+		return "", ioErr(ctx, err)
+	}
+	r := bufio.NewReader(conn)
+	if err := readPrompt(r); err != nil {
+		return "", ioErr(ctx, err)
+	}
+	if ctx.Err() != nil {
+		return "", deadlineErr(ctx)
+	}
+	if _, err := io.WriteString(conn, "set severity-output number;"+cmd+"\nquit\n"); err != nil {
+		return "", ioErr(ctx, err)
+	}
+	out, err := io.ReadAll(r)
 	if err != nil {
-		return "", t.ioErr(ctx, err)
+		return "", ioErr(ctx, err)
 	}
-	return string(out), nil
+	// In interactive mode every command's output ends with "\n> " where the
+	// one-shot mode ends it with "\n": the reply reads the same either way.
+	return strings.ReplaceAll(string(out), "\n> ", "\n"), nil
 }
 
-func (t tcpExecutor) ioErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
+// readPrompt reads HAProxy's answer to `prompt` up to its "> ".
+func readPrompt(r *bufio.Reader) error {
+	var last byte
+	for i := 0; i < maxPrompt; i++ {
+		b, err := r.ReadByte()
+		if err != nil {
+			return err
+		}
+		if last == '>' && b == ' ' {
+			return nil
+		}
+		last = b
+	}
+	return fmt.Errorf("no prompt in the first %d bytes of the reply to `prompt`: %w", maxPrompt, ErrMalformed)
+}
+
+func ioErr(ctx context.Context, err error) error {
+	switch {
+	case ctx.Err() != nil:
 		return deadlineErr(ctx)
+	case errors.Is(err, os.ErrDeadlineExceeded): // the conn's deadline is ctx's, a tick earlier
+		return ErrTimeout
+	case errors.Is(err, ErrMalformed):
+		return err
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("%w: the connection closed before HAProxy answered", ErrUnreachable)
 	}
 	return fmt.Errorf("%w: %v", ErrUnreachable, err)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	goruntime "runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -99,4 +101,77 @@ func TestReloadIsDetectedByPidOrUptime(t *testing.T) {
 			t.Errorf("Reloaded(%+v) = %v, want %v", tc.after, got, tc.want)
 		}
 	}
+}
+
+// TestACallThatTimedOutNeverRunsLater freezes the socket as a stopped
+// HAProxy is frozen: connections are accepted by the kernel and what is
+// written to them waits, unread. A change and a pile of `show stat` reads
+// time out; once the socket thaws, HAProxy 2.6 would execute every command
+// it then finds written, also on connections the client has closed. None
+// may reach it: the callers were told they failed. And nothing of the calls
+// may still run in the client once they have returned.
+func TestACallThatTimedOutNeverRunsLater(t *testing.T) {
+	for name, start := range map[string]func(*testing.T, func(string) string) (*fakeSocket, *Client){
+		"unix": newFakeUnix, "tcp": newFakeTCP,
+	} {
+		t.Run(name, func(t *testing.T) {
+			f, c := start(t, func(cmd string) string {
+				if strings.HasPrefix(cmd, "show stat") {
+					return recorded(t, "show_stat_app.csv")
+				}
+				return ""
+			})
+			freeze := make(chan struct{})
+			f.mu.Lock()
+			f.freeze = freeze
+			f.mu.Unlock()
+			thawed := false
+			thaw := func() {
+				if !thawed {
+					thawed = true
+					close(freeze)
+				}
+			}
+			t.Cleanup(thaw)
+			call := func(do func(context.Context) error) {
+				t.Helper()
+				ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+				defer cancel()
+				if err := do(ctx); !errors.Is(err, ErrTimeout) {
+					t.Fatalf("got %v, want ErrTimeout", err)
+				}
+			}
+			call(func(ctx context.Context) error { return c.SetWeight(ctx, "app", "app1", 0) })
+			const reads = 10
+			for range reads {
+				call(func(ctx context.Context) error { _, err := c.Server(ctx, "app", "app1"); return err })
+			}
+			if n := callsInFlight(); n > 0 {
+				t.Errorf("%d calls still run in the client after %d timed out", n, reads+1)
+			}
+			thaw()
+			time.Sleep(300 * time.Millisecond) // a command left behind would arrive by then
+			if got := f.seen(); len(got) > 0 {
+				t.Fatalf("after the socket thawed it received %d commands whose callers had timed out: %q", len(got), got)
+			}
+			if _, err := c.Server(context.Background(), "app", "app1"); err != nil {
+				t.Fatalf("after the thaw: %v", err)
+			}
+			if got := f.seen(); len(got) != 1 || f.lateCommands() != 0 {
+				t.Fatalf("after the thaw sent %q (%d from closed connections), want one show stat", got, f.lateCommands())
+			}
+		})
+	}
+}
+
+// callsInFlight counts the goroutines running a runtime call's socket I/O.
+func callsInFlight() int {
+	buf := make([]byte, 1<<20)
+	n := 0
+	for _, g := range strings.Split(string(buf[:goruntime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, "haroll/runtime.") && strings.Contains(g, "Executor") {
+			n++
+		}
+	}
+	return n
 }

@@ -2,12 +2,15 @@ package runtime
 
 import (
 	"bufio"
+	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // fakeSocket is a stand-in for HAProxy's stats socket: it answers each
@@ -18,6 +21,14 @@ type fakeSocket struct {
 	handler  func(cmd string) string
 	commands []string
 	hang     chan struct{} // when non-nil, connections are held open without reply until closed
+	// freeze, when non-nil, stands for a frozen HAProxy: the kernel accepts
+	// connections and buffers what is written, nothing reads until it is
+	// closed. Then each connection is read as HAProxy 2.6 reads it, also one
+	// the client has closed meanwhile: a command in it is executed.
+	freeze chan struct{}
+	// late counts commands read after their connection was closed by the
+	// client (a caller that had given up on them).
+	late int
 }
 
 func (f *fakeSocket) seen() []string {
@@ -42,20 +53,64 @@ func (f *fakeSocket) serve(t *testing.T, l net.Listener) {
 
 func (f *fakeSocket) answer(conn net.Conn) {
 	defer conn.Close()
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil {
-		return
-	}
-	cmd := strings.TrimPrefix(strings.TrimSpace(line), "set severity-output number;")
 	f.mu.Lock()
-	f.commands = append(f.commands, cmd)
-	hang, handler := f.hang, f.handler
+	freeze := f.freeze
 	f.mu.Unlock()
-	if hang != nil {
-		<-hang
-		return
+	if freeze != nil {
+		<-freeze
 	}
-	_, _ = conn.Write([]byte("\n" + handler(cmd) + "\n\n"))
+	r := bufio.NewReader(conn)
+	interactive := false
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil && line == "" {
+			return
+		}
+		// HAProxy executes a command line it has read whether or not the
+		// client is still there; a peek tells the fake whether it is.
+		_ = conn.SetReadDeadline(time.Now().Add(time.Millisecond))
+		_, peekErr := r.Peek(1)
+		_ = conn.SetReadDeadline(time.Time{})
+		closed := errors.Is(peekErr, io.EOF)
+		cmd := strings.TrimSpace(line)
+		switch cmd {
+		case "prompt": // interactive mode: every command's output ends with a prompt
+			interactive = !interactive
+			if interactive {
+				_, _ = conn.Write([]byte("\n> "))
+			}
+			continue
+		case "quit":
+			return
+		}
+		cmd = strings.TrimPrefix(cmd, "set severity-output number;")
+		f.mu.Lock()
+		f.commands = append(f.commands, cmd)
+		if closed {
+			f.late++
+		}
+		hang, handler := f.hang, f.handler
+		f.mu.Unlock()
+		if hang != nil {
+			<-hang
+			return
+		}
+		term := "\n"
+		if interactive {
+			term = "\n> "
+		}
+		if _, err := conn.Write([]byte(term + handler(cmd) + "\n" + term)); err != nil || !interactive {
+			return
+		}
+	}
+}
+
+// lateCommands returns how many commands were read from a connection the
+// client had already closed.
+func (f *fakeSocket) lateCommands() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.late
 }
 
 // newFakeUnix starts a fake socket under t.TempDir and a Client for it.

@@ -6,6 +6,8 @@ import (
 	"net"
 	"strconv"
 	"time"
+
+	native "github.com/haproxytech/client-native/v5/runtime"
 )
 
 // State is a server's administrative state as `set server ... state` takes it.
@@ -63,9 +65,7 @@ func (c *Client) SetState(ctx context.Context, backend, server string, state Sta
 	if err != nil {
 		return err
 	}
-	switch state {
-	case StateReady, StateDrain, StateMaint:
-	default:
+	if !native.ServerStateValid(string(state)) {
 		return fmt.Errorf("set state %s %q: want ready, drain or maint: %w", ref, state, ErrCommand)
 	}
 	cmd := fmt.Sprintf("set server %s state %s", ref, state)

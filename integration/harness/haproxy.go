@@ -64,6 +64,10 @@ type HAProxyConfig struct {
 	// CheckPath makes the checks "option httpchk GET <path>" expecting status 200 (default DefaultCheckPath).
 	CheckPath string
 	Extra     string // lines appended to the backend section
+	// PidNamespace runs haproxy in a pid namespace of its own (`unshare --pid --fork`, as root), as
+	// in a container: the pids it reports (`show info`, `show proc`) are its namespace's and mean
+	// other processes here. Its socket files are on this host, as a container's bind-mounted ones.
+	PidNamespace bool
 }
 
 // Server is one `server` line of the backend; every server is health-checked.
@@ -86,6 +90,8 @@ type HAProxy struct {
 	Frontend     int
 
 	bin      string
+	pidNS    bool          // Cmd is unshare, and master the haproxy master it forked
+	master   int           // the master's pid here, with pidNS
 	done     chan struct{} // closed when Cmd has been waited for
 	waitErr  error
 	tmpDir   string // holds the socket when Dir's path is too long for a unix socket
@@ -288,7 +294,7 @@ func (h *HAProxy) start(ctx context.Context, bin string, cfg HAProxyConfig) erro
 	if err := os.WriteFile(h.ConfigPath, []byte(cfg.render(h.Socket)), 0o644); err != nil {
 		return fmt.Errorf("start haproxy: %w", err)
 	}
-	h.bin = bin
+	h.bin, h.pidNS = bin, cfg.PidNamespace
 	return h.launch(ctx, os.O_TRUNC)
 }
 
@@ -307,6 +313,10 @@ func (h *HAProxy) launch(ctx context.Context, logFlag int) error {
 
 	// Not CommandContext: ctx bounds the start-up only.
 	h.Cmd = exec.Command(bin, "-W", "-db", "-S", h.MasterSocket, "-f", h.ConfigPath)
+	if h.pidNS {
+		// --kill-child: haproxy, pid 1 of the namespace, goes when unshare does.
+		h.Cmd = exec.Command("unshare", "--pid", "--fork", "--kill-child", bin, "-W", "-db", "-S", h.MasterSocket, "-f", h.ConfigPath)
+	}
 	h.Cmd.Dir = filepath.Dir(h.ConfigPath)
 	h.Cmd.Stdout, h.Cmd.Stderr = logFile, logFile // files, not pipes: Wait never hangs on a worker
 	// If the test binary dies (a test timeout panics without running cleanups), haproxy goes too
@@ -322,6 +332,16 @@ func (h *HAProxy) launch(ctx context.Context, logFlag int) error {
 	}()
 	if err := h.waitReady(ctx, "start", func(info map[string]string) bool { return info["Pid"] != "" }); err != nil {
 		return err
+	}
+	if h.pidNS {
+		// unshare forked the master before anything answered.
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
+		if err != nil {
+			return fmt.Errorf("start haproxy: the master forked by unshare: %w", err)
+		}
+		if h.master, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
+			return fmt.Errorf("start haproxy: the master forked by unshare: children %q", b)
+		}
 	}
 	// The master registers its signal handlers (SIGUSR2 = reload) only once its loop runs, after the
 	// worker is up; a reload signalled before then is lost. The master CLI answers from that loop.
@@ -448,7 +468,7 @@ func (h *HAProxy) Reload(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reload haproxy: %w", err)
 	}
-	if err := h.Cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+	if err := h.signal(syscall.SIGUSR2); err != nil {
 		return fmt.Errorf("reload haproxy: %w", err)
 	}
 	// The master re-executes itself on a reload: its CLI is gone for a moment, so the reload is
@@ -467,7 +487,7 @@ func (h *HAProxy) Reload(ctx context.Context) error {
 // ConfigPath) and waits until the new process serves. Every runtime change
 // is lost, and the frontend refuses connections in between.
 func (h *HAProxy) Restart(ctx context.Context) error {
-	if err := h.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := h.signal(syscall.SIGTERM); err != nil {
 		return fmt.Errorf("restart haproxy: %w", err)
 	}
 	select {
@@ -501,7 +521,7 @@ func (h *HAProxy) Stop() error {
 			return
 		default:
 		}
-		_ = h.Cmd.Process.Signal(syscall.SIGTERM)
+		_ = h.signal(syscall.SIGTERM)
 		select {
 		case <-h.done:
 		case <-time.After(stopTimeout):
@@ -511,6 +531,14 @@ func (h *HAProxy) Stop() error {
 		}
 	})
 	return h.stopErr
+}
+
+// signal sends sig to the haproxy master: Cmd, or the master unshare forked.
+func (h *HAProxy) signal(sig syscall.Signal) error {
+	if h.pidNS {
+		return syscall.Kill(h.master, sig)
+	}
+	return h.Cmd.Process.Signal(sig)
 }
 
 var (

@@ -70,6 +70,12 @@ type HostOptions struct {
 	// --host` takes it (a private Dockerd's Host); it goes to the agent
 	// config's docker.host. "" is the machine's engine.
 	DockerHost string
+	// PidNamespace runs HAProxy in a pid namespace of its own, as in a
+	// container (HAProxyConfig.PidNamespace).
+	PidNamespace bool
+	// MasterSocket gives the agent HAProxy's master CLI
+	// (haproxy.master_socket).
+	MasterSocket bool
 }
 
 // Host is a running simulated host.
@@ -164,7 +170,7 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 	if err != nil {
 		return h, err
 	}
-	h.HAProxy, err = StartHAProxy(ctx, HAProxyConfig{Dir: o.Dir, Frontend: fe, Servers: servers, Inter: o.Inter, Rise: o.Rise, Fall: o.Fall, Extra: o.Backend})
+	h.HAProxy, err = StartHAProxy(ctx, HAProxyConfig{Dir: o.Dir, Frontend: fe, Servers: servers, Inter: o.Inter, Rise: o.Rise, Fall: o.Fall, Extra: o.Backend, PidNamespace: o.PidNamespace})
 	if err != nil {
 		return h, err
 	}
@@ -197,7 +203,11 @@ func (h *Host) containerAddr(ctx context.Context, name string) (string, error) {
 
 func (h *Host) writeAgentConfig() error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "haproxy:\n  socket: %s\n  config: %s\nstate_dir: %s\nsocket: %s\n", h.HAProxy.Socket, h.HAProxy.ConfigPath, filepath.Join(h.Opts.Dir, "state"), h.AgentSocket())
+	fmt.Fprintf(&b, "haproxy:\n  socket: %s\n  config: %s\n", h.HAProxy.Socket, h.HAProxy.ConfigPath)
+	if h.Opts.MasterSocket {
+		fmt.Fprintf(&b, "  master_socket: %s\n", h.HAProxy.MasterSocket)
+	}
+	fmt.Fprintf(&b, "state_dir: %s\nsocket: %s\n", filepath.Join(h.Opts.Dir, "state"), h.AgentSocket())
 	if h.Opts.DockerHost != "" {
 		fmt.Fprintf(&b, "docker:\n  host: %s\n", h.Opts.DockerHost)
 	}

@@ -46,5 +46,12 @@ func openAgent(ctx context.Context, cfg agent.Config, m *agentMetrics) (*agent.A
 		return nil, nil, fmt.Errorf("docker: %w", err)
 	}
 	h, d, opts := m.wrap(hp, dk)
+	if cfg.HAProxy.MasterSocket != "" {
+		master, err := runtime.NewMaster(cfg.HAProxy.MasterSocket, cfg.HAProxy.Timeout)
+		if err != nil {
+			return nil, nil, err
+		}
+		opts = append(opts, agent.WithMaster(master))
+	}
 	return agent.New(cfg, h, d, slog.Default(), opts...), func() { dk.Close() }, nil
 }

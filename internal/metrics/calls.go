@@ -24,7 +24,7 @@ type Calls struct {
 
 // The ops of each system, as label values.
 var (
-	haproxyOps = []string{"server", "backend", "admin", "set_weight", "set_state", "set_addr", "force_health_down", "leave_maint", "shutdown_sessions", "info"}
+	haproxyOps = []string{"server", "backend", "admin", "set_weight", "set_state", "set_addr", "force_health_down", "leave_maint", "shutdown_sessions", "info", "socket_owner"}
 	dockerOps  = []string{"inspect", "ensure_image", "clone", "start", "stop", "rename", "remove", "wait_healthy"}
 )
 
@@ -143,6 +143,12 @@ func (h *haproxyCalls) Info(ctx context.Context) (runtime.Info, error) {
 	t := time.Now()
 	i, err := h.next.Info(ctx)
 	return i, h.m.done("info", t, err)
+}
+
+func (h *haproxyCalls) SocketOwner(ctx context.Context) (int, error) {
+	t := time.Now()
+	pid, err := h.next.SocketOwner(ctx)
+	return pid, h.m.done("socket_owner", t, err)
 }
 
 type dockerCalls struct {
