@@ -184,8 +184,11 @@ func (r *run) judgeCanary(ctx context.Context, bi, nb int, b Batch, k int, faile
 			if ctx.Err() != nil { // decided and recorded: a resume finishes it
 				return "cancelled while promoting the canary: `haroll rollout --resume` finishes the promotion"
 			}
+			// Once recorded, the promotion is what an abort was refused
+			// for: it is finished by a resume, never turned into a rollback.
 			*errs = multierror.Append(*errs, err)
-			return abort("promotion failed: " + err.Error())
+			r.unfinished = true
+			return "the canary passed and its promotion was recorded, but it failed: " + err.Error() + "; `haroll rollout --resume` finishes the promotion once the canary hosts answer"
 		}
 		cs.Phase = CanaryPromoted
 		r.saveCanary(cs)

@@ -634,3 +634,45 @@ func TestAPromotionThatCannotBeRecordedPromotesNothing(t *testing.T) {
 		t.Fatalf("the rollout went on to %s: %v", hostNames(4)[1], got)
 	}
 }
+
+// A promotion that fails on a canary host (the agent unreachable) is not
+// turned into a rollback: once recorded, the promotion is what an abort was
+// refused for ("the promotion goes on"). The rollout stops with the canary
+// still promoting, and --resume finishes it.
+func TestAPromotionThatFailsIsFinishedByResumeNotRolledBack(t *testing.T) {
+	f := newFleet(t, 4, "a", "b", "c")
+	canary := hostNames(4)[0]
+	f.host(canary).promoteErr = errors.New("connection refused") // before the run: no lock needed
+	e, s, _ := canaryExecutor(t, f, quickCanary)
+	res, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s)
+	if err == nil || !strings.Contains(res.Stopped, "--resume") {
+		t.Fatalf("err %v, stopped %q: want the rollout stopped, saying --resume finishes the promotion", err, res.Stopped)
+	}
+	if got := f.callsTo(canary); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("canary host asked for %v, want slot a only (no rollback)", got)
+	}
+	st, err := ReadState(e.StateFile)
+	if err != nil || st.Canary == nil || st.Canary.Phase != CanaryPromoting {
+		t.Fatalf("state %+v, %v: want the canary still promoting", st.Canary, err)
+	}
+	if _, err := Decide(e.StateFile, DecisionAbort, "test"); err == nil || !strings.Contains(err.Error(), "too late") {
+		t.Fatalf("abort after a failed promotion: %v, want too late", err)
+	}
+	a := f.host(canary)
+	f.mu.Lock()
+	a.promoteErr = nil
+	f.mu.Unlock()
+	rs, err := LoadResumable(e.StateFile, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resumed := f.executor()
+	resumed.StateFile, resumed.Canary = e.StateFile, rs.CanaryPolicy
+	res, err = resumed.Resume(t.Context(), rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.promotes[canary] != 1 || res.Totals != (Totals{Hosts: 4, Done: 4}) {
+		t.Fatalf("promotes %v, totals %+v: want the canary promoted and the rollout done", f.promotes, res.Totals)
+	}
+}

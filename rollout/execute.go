@@ -264,7 +264,7 @@ func (r *run) execute(ctx context.Context, hosts []string, plan Plan, res Result
 	if err := r.stateError(); err != nil {
 		errs = multierror.Append(errs, err)
 	}
-	if r.state != nil && ctx.Err() == nil && r.stateError() == nil {
+	if r.state != nil && ctx.Err() == nil && r.stateError() == nil && !r.unfinished {
 		r.stateMu.Lock()
 		r.state.Complete, r.state.Stopped, r.state.Outcome = true, res.Stopped, HostDone
 		if errs.ErrorOrNil() != nil {
@@ -336,6 +336,9 @@ type run struct {
 	canary *CanaryState // the canary's progress, once it began
 	// statuses are what each host answered at the preflight.
 	statuses map[string]*agentpb.StatusResponse
+	// unfinished: the run stopped with work only a resume may finish (a
+	// recorded promotion that failed): the state is not marked complete.
+	unfinished bool
 }
 
 // pair is a host and the index of a slot.

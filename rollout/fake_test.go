@@ -58,6 +58,8 @@ type fakeAgent struct {
 	holding string // what holds the host lock after its call ended
 	// serverWeight: slot -> the HAProxy weight Status reports (0 when unset)
 	serverWeight map[string]int32
+	// promoteErr: what Promote fails with (nil: it succeeds)
+	promoteErr error
 }
 
 func newFleet(t *testing.T, n int, slots ...string) *fakeFleet {
@@ -249,6 +251,9 @@ func (a *fakeAgent) Promote(ctx context.Context, origin string) error {
 	}
 	a.fleet.mu.Lock()
 	defer a.fleet.mu.Unlock()
+	if a.promoteErr != nil {
+		return a.promoteErr
+	}
 	a.fleet.promotes[a.host]++
 	clear(a.canary)
 	return nil
