@@ -62,6 +62,12 @@ func (r *replacement) markFailed(err error) {
 // failed, say): Status and the metrics then show the slot wedged. The host
 // lock must be held.
 func (a *Agent) markJournalFailed(err error) {
+	// HAProxy or Docker not answering, a cancelled recovery, old containers
+	// of finished slots: the next recovery is expected to settle these, so
+	// the slot is pending, not wedged.
+	if transient(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || OnlyLeftovers(err) {
+		return
+	}
 	j := Journal{dir: a.cfg.StateDir}
 	e, rerr := j.Read()
 	if rerr != nil || e == nil {

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/haroll/haroll/agent/agentpb"
+	"github.com/haroll/haroll/runtime"
 )
 
 func TestStatusShowsTheWedgedSlotAndTheLastRecoveryError(t *testing.T) {
@@ -156,5 +158,26 @@ func TestAbandonOfAProvenDrainModeReplacementSaysToGiveTheStateBack(t *testing.T
 	}
 	if text := strings.Join(ab.Next, "\n"); !strings.Contains(text, "set server app/srv-app-1 state ready") {
 		t.Fatalf("abandon's next steps do not give the state back:\n%s", text)
+	}
+}
+
+// A recovery that fails only because HAProxy does not answer leaves the
+// slot pending, not wedged: the next recovery is expected to settle it.
+func TestARecoveryThatFailsOnAnOutageLeavesTheSlotPendingNotWedged(t *testing.T) {
+	w := newWorld(t)
+	a := newTestAgent(t, w, w.addSlot("app-1", 7))
+	a.grace = 20 * time.Millisecond
+	redeployUntilCrash(t, a, w, "Stop") // drained, new container created
+	w.setDown(&w.haproxyDown, runtime.ErrUnreachable)
+	if _, err := a.Recover(context.Background()); err == nil {
+		t.Fatal("a recovery with HAProxy gone succeeded")
+	}
+	w.setDown(&w.haproxyDown, nil)
+	slots, _ := a.Status(context.Background())
+	if p := slots[0].Pending; p == nil || p.Wedged {
+		t.Fatalf("pending %+v: want pending, not wedged", p)
+	}
+	if _, err := a.Recover(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -63,6 +63,14 @@ func (e leftoverError) Error() string {
 }
 func (e leftoverError) Unwrap() error { return e.err }
 
+// OnlyLeftovers reports whether a recovery's err is only its failure to
+// remove old containers of finished slots: nothing is pending, no slot is
+// wedged, and a redeploy goes on.
+func OnlyLeftovers(err error) bool {
+	var le leftoverError
+	return errors.As(err, &le)
+}
+
 // createSettle is how long after a journal write announcing a create the
 // recovery waits before it looks for the new container by name.
 const createSettle = 3 * time.Second
@@ -111,8 +119,10 @@ func (a *Agent) recoverJournal(ctx context.Context) (string, error) {
 			if transient(err) || ctx.Err() != nil {
 				return "", fmt.Errorf("slot %s: checking the new container, proven before the crash, before it gets its traffic: %w (the journal is kept: the next recovery tries again)", e.Slot, err)
 			}
-			// It no longer passes: the old container is still there (it
-			// goes only after the restore), so the slot goes back to it.
+			// It no longer passes: the slot goes back to the old container,
+			// which is there unless the crash came after the background
+			// cleanup removed it (then the rollback keeps the new one and
+			// says the slot is wedged: ErrOldGone).
 			r.log.Warn("the new container, proven before the crash, fails now: rolling back", "error", err)
 			if rerr := r.record(PhaseGate, func(e *Entry) { e.Proven = false }); rerr != nil {
 				return "", rerr
@@ -136,7 +146,7 @@ func (a *Agent) recoverJournal(ctx context.Context) (string, error) {
 	}
 	for _, name := range []string{slot.Container, slot.Container + nextSuffix} {
 		if c, err := a.docker.Inspect(ctx, name); err == nil && c.ID != e.OldID && r.e.NewID == "" {
-			r.e.NewID = c.ID
+			_ = r.hold(func() error { r.e.NewID = c.ID; return nil })
 		}
 	}
 	if err := r.rollback(ctx, ErrRecovered); err != nil {
@@ -187,6 +197,17 @@ func (r *replacement) reprove(ctx context.Context) error {
 		return a.haproxy.SetAddr(ctx, s.Backend, s.Server, addr.IP, addr.Port)
 	}); err != nil {
 		return err
+	}
+	// A server that already serves the container (the crash came after the
+	// restore, or HAProxy restarted at that address) is not forced down
+	// when the backend's other servers could not take its traffic
+	// (min_serving): the probe above proved the container answers there,
+	// and HAProxy's own checks of it go on.
+	if srv.Addr == addr.String() && srv.Serving() {
+		if err := a.checkServing(ctx, s); err != nil {
+			r.log.Warn("the server already serves the new container: no forced check, since the backend could not do without it", "reason", err)
+			return nil
+		}
 	}
 	_, err = r.freshCheck(healthCtx)
 	return err

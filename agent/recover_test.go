@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -336,5 +337,32 @@ func TestALeftoverThatCannotBeRemovedDoesNotBlockTheNextRedeploy(t *testing.T) {
 	}
 	if len(w.ctrs) != 1 || w.byName("app-1").Image != "app:v1" {
 		t.Fatalf("containers %v", w.ctrs)
+	}
+}
+
+// A proven slot whose server already serves the new container (the crash
+// came after the restore) is not forced down by the recovery's fresh check
+// when the backend cannot do without it; with another server serving, it is
+// checked afresh.
+func TestRecoveryDoesNotForceDownAServerTheBackendCannotDoWithout(t *testing.T) {
+	for _, othersServe := range []bool{false, true} {
+		w := newWorld(t)
+		a := newTestAgent(t, w, w.addSlot("app-1", 7))
+		redeployUntilCrash(t, a, w, "SetWeight app/srv-app-1 7")
+		w.mu.Lock()
+		w.servers["app/srv-app-1"].stat.Weight = 7 // the restore had landed
+		if !othersServe {
+			w.servers["app/other"].stat.Weight = 0
+		}
+		before := len(w.calls)
+		w.mu.Unlock()
+		if _, err := a.Recover(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		forced := slices.ContainsFunc(w.mutations()[before:], func(c string) bool { return strings.HasPrefix(c, "ForceHealthDown") })
+		if forced != othersServe {
+			t.Fatalf("others serve %v: forced health down %v: %v", othersServe, forced, w.mutations()[before:])
+		}
+		assertServes(t, a, w, "app:v2", 7, 1)
 	}
 }

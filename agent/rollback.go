@@ -33,11 +33,15 @@ func (r *replacement) rollback(parent context.Context, cause error) error {
 	defer cancel()
 	r.log.Warn("rolling back", "cause", cause)
 	var errs []error
+	// stuck: a step failed for a reason other than HAProxy or Docker not
+	// answering in time, which the next recovery may not meet again.
+	stuck := false
 	// Each step is retried while HAProxy or Docker does not answer, within
 	// the rollback's bound, and a step that fails does not stop the next.
 	undo := func(what string, fn func() error) {
 		if err := a.retry(ctx, r.log, what, fn); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", what, err))
+			stuck = stuck || !transient(err) && ctx.Err() == nil
 		}
 	}
 	_ = r.step(PhaseRollback, func() (string, error) {
@@ -63,6 +67,7 @@ func (r *replacement) rollback(parent context.Context, cause error) error {
 			undo("stop new container", func() error { return ignoreGone(a.docker.Stop(ctx, r.e.NewID)) })
 			if oldGone {
 				errs = append(errs, r.keptError(ctx))
+				stuck = true
 			} else {
 				undo("remove new container", func() error { return a.docker.Remove(ctx, r.e.NewID) })
 			}
@@ -79,13 +84,15 @@ func (r *replacement) rollback(parent context.Context, cause error) error {
 		if len(errs) > 0 {
 			return "", errors.Join(errs...)
 		}
-		return "old container " + shortID(r.p.old.ID) + " serving", nil
+		return fmt.Sprintf("old container %s (%s) serving", shortID(r.p.old.ID), r.p.old.Image), nil
 	})
 	if len(errs) > 0 {
 		// The journal stays: the next start of haroll tries again, and
 		// says the slot is wedged until then (Pending, Status).
 		err := fmt.Errorf("%w: %w", ErrRollback, errors.Join(errs...))
-		r.markFailed(err)
+		if stuck { // else pending: the next recovery retries what timed out
+			r.markFailed(err)
+		}
 		return err
 	}
 	return r.journal.Clear()

@@ -39,7 +39,7 @@ func (a *Agent) recoverOrTakeOver(ctx context.Context, slots []SlotConfig) (wedg
 	if err == nil {
 		return nil, did, nil
 	}
-	if le := (leftoverError{}); errors.As(err, &le) {
+	if OnlyLeftovers(err) {
 		a.log.Warn("redeploying anyway", "error", err)
 		return nil, strings.TrimPrefix(did+"; "+err.Error(), "; "), nil
 	}

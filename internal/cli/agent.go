@@ -118,8 +118,10 @@ func serveAgent(ctx context.Context, cfg agent.Config, a *agent.Agent, creds cre
 	// or rolled back before anything else; a failure is logged and retried
 	// by the next replacement, and the agent serves anyway so that
 	// `haroll status` can show the slot.
-	if did, err := a.Recover(ctx); err != nil {
-		slog.Error("recovering an interrupted replacement failed: the slot stays wedged until it is settled; `haroll recover --status` says what is there and the ways forward", "error", err)
+	if did, err := a.Recover(ctx); agent.OnlyLeftovers(err) {
+		slog.Warn("recovery: "+err.Error(), "result", did)
+	} else if err != nil {
+		slog.Error("recovering an interrupted replacement failed: the next redeploy or `haroll recover` tries again; `haroll status` shows the slot pending (wedged when it cannot be undone), `haroll recover --status` says what is there and the ways forward", "error", err)
 	} else if did != "" {
 		slog.Warn("recovered an interrupted replacement", "result", did)
 	}
