@@ -210,8 +210,15 @@ func fakeHAProxy(t *testing.T, path string) string {
 			}
 			go func() {
 				defer conn.Close()
-				if _, err := bufio.NewReader(conn).ReadString('\n'); err == nil {
-					conn.Write(append(append([]byte("\n"), info...), "\n\n"...))
+				// haroll asks for the interactive prompt first, then sends
+				// its command: every answer ends with the prompt.
+				r := bufio.NewReader(conn)
+				if line, err := r.ReadString('\n'); err != nil || strings.TrimSpace(line) != "prompt" {
+					return
+				}
+				conn.Write([]byte("\n> "))
+				if _, err := r.ReadString('\n'); err == nil {
+					conn.Write(append(append([]byte("\n"), info...), "\n\n> "...))
 				}
 			}()
 		}
