@@ -10,12 +10,13 @@ export PATH := $(PATH):/usr/local/go/bin
 build:
 	$(GO) build -o bin/haroll ./cmd/haroll
 
-# The integration tests run twice: within ./... against HAProxy 2.6 (Debian 12's /usr/sbin/haproxy,
-# HAPROXY_BIN emptied so nothing else is picked), then ./integration/... again against HAProxy 3.0
-# LTS: HAPROXY30, the wrapper .ci/deps installs (Debian 13's package unpacked beside 2.6), through
-# HAPROXY_BIN. Without it: a failure with CI set, else a skip that says so. The second run is
-# without -race: the first already ran the same test code under the race detector, and on 2 cores
-# the detector's cost is what would push CI past its time.
+# Every package runs with -race against HAProxy 2.6 (Debian 12's /usr/sbin/haproxy, HAPROXY_BIN
+# emptied so nothing else is picked), except the integration package itself: it then runs alone,
+# so that its load tests have the 2 cores to themselves, without -race (the code under test there is
+# the haroll binary it builds, which is never race-built; its own helpers, harness and loadgen, run
+# under -race in the first step). Then ./integration/... again against HAProxy 3.0 LTS: HAPROXY30,
+# the wrapper .ci/deps installs (Debian 13's package unpacked beside 2.6), through HAPROXY_BIN.
+# Without it: a failure with CI set, else a skip that says so.
 HAPROXY30 ?= $(or $(HAROLL_HAPROXY30_DIR),/opt/haroll/haproxy-3.0)/haproxy
 # Tests of Docker's behaviour alone (a daemon restart, image pulls, --rm and static addresses): the
 # HAProxy in front only carries the load, so the 3.0 pass skips them; the 2.6 pass runs them.
@@ -26,8 +27,9 @@ test:
 	@unformatted="$$(gofmt -l .)"; \
 	if [ -n "$$unformatted" ]; then echo "gofmt: these files need formatting (run gofmt -w):"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	HAPROXY_BIN= $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/integration$$')
 	@echo "make test: integration tests against $$( (/usr/sbin/haproxy -v || haproxy -v) 2>/dev/null | head -n 1)"
-	HAPROXY_BIN= $(GO) test -race -count=1 -timeout 25m ./...
+	HAPROXY_BIN= $(GO) test -count=1 -timeout 25m ./integration/
 	@if [ -x '$(HAPROXY30)' ]; then \
 		echo "make test: integration tests again, against $$('$(HAPROXY30)' -v 2>&1 | head -n 1)"; \
 		echo "HAPROXY_BIN='$(HAPROXY30)' $(GO) test -count=1 -timeout 20m -skip '$(DOCKER_ONLY)' ./integration/..."; \
