@@ -114,18 +114,8 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 // HAProxy can prove a new container healthy (the server has checks).
 func (a *Agent) checkSlot(ctx context.Context, s SlotConfig, cfg haproxyConfig) (plan, error) {
 	p := plan{slot: s}
-	srv, err := a.haproxy.Server(ctx, s.Backend, s.Server)
+	srv, adm, err := a.checkServer(ctx, s, cfg)
 	if err != nil {
-		return p, fmt.Errorf("haproxy server %s/%s: %w", s.Backend, s.Server, err)
-	}
-	adm, err := a.haproxy.Admin(ctx, s.Backend, s.Server)
-	if err != nil {
-		return p, fmt.Errorf("haproxy server %s/%s: %w", s.Backend, s.Server, err)
-	}
-	if !adm.Checked {
-		return p, fmt.Errorf("haproxy server %s/%s has no health check, so HAProxy could not prove the new container healthy: add `check` to its server line", s.Backend, s.Server)
-	}
-	if err := a.checkPersistence(s, cfg); err != nil {
 		return p, err
 	}
 	if adm.State == runtime.StateMaint {
@@ -180,6 +170,25 @@ func (a *Agent) checkServing(ctx context.Context, s SlotConfig) error {
 		return fmt.Errorf("backend %s has %d other serving servers, min_serving is %d: %w", s.Backend, serving, a.cfg.MinServing, ErrMinServing)
 	}
 	return nil
+}
+
+// checkServer checks that the slot's server exists, has checks (so that
+// HAProxy can prove a new container healthy), and sits in a backend whose
+// persistence maintenance can move (checkPersistence); it returns how
+// HAProxy sees the server.
+func (a *Agent) checkServer(ctx context.Context, s SlotConfig, cfg haproxyConfig) (runtime.ServerStat, runtime.Admin, error) {
+	srv, err := a.haproxy.Server(ctx, s.Backend, s.Server)
+	if err != nil {
+		return srv, runtime.Admin{}, fmt.Errorf("haproxy server %s/%s: %w", s.Backend, s.Server, err)
+	}
+	adm, err := a.haproxy.Admin(ctx, s.Backend, s.Server)
+	if err != nil {
+		return srv, adm, fmt.Errorf("haproxy server %s/%s: %w", s.Backend, s.Server, err)
+	}
+	if !adm.Checked {
+		return srv, adm, fmt.Errorf("haproxy server %s/%s has no health check, so HAProxy could not prove the new container healthy: add `check` to its server line", s.Backend, s.Server)
+	}
+	return srv, adm, a.checkPersistence(s, cfg)
 }
 
 // checkPersistence refuses a backend whose configuration keeps pinned

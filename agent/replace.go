@@ -214,6 +214,14 @@ func (r *replacement) run(ctx context.Context) error {
 		defer cancel()
 		return r.prove(ctx, gateCtx, addr)
 	}
+	return r.stopFirst(ctx)
+}
+
+// stopFirst is the rest of a stop-first replacement once the old container
+// is drained and the new one created: stop the old one, give the new one
+// the slot's name and start it, boot, prove.
+func (r *replacement) stopFirst(ctx context.Context) error {
+	a := r.a
 	if err := r.step(PhaseStop, func() (string, error) {
 		// A stop that fails half-way must still be undone.
 		if err := r.record(PhaseStop, func(e *Entry) { e.Stopped = true }); err != nil {
@@ -228,7 +236,8 @@ func (r *replacement) run(ctx context.Context) error {
 	if err := r.step(PhaseStart, func() (string, error) { return r.swapNames(ctx) }); err != nil {
 		return err
 	}
-	if addr, err = r.boot(healthCtx); err != nil {
+	addr, err := r.boot(healthCtx)
+	if err != nil {
 		return err
 	}
 	return r.prove(ctx, healthCtx, addr)

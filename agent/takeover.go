@@ -75,18 +75,8 @@ func wedgedError(e Entry, err error, stateDir string) error {
 // from before the failed replacement, and is always stop-first.
 func (a *Agent) checkTakeover(ctx context.Context, s SlotConfig, cfg haproxyConfig, e Entry) (plan, error) {
 	p := plan{slot: s}
-	srv, err := a.haproxy.Server(ctx, s.Backend, s.Server)
+	srv, _, err := a.checkServer(ctx, s, cfg)
 	if err != nil {
-		return p, fmt.Errorf("haproxy server %s/%s: %w", s.Backend, s.Server, err)
-	}
-	adm, err := a.haproxy.Admin(ctx, s.Backend, s.Server)
-	if err != nil {
-		return p, fmt.Errorf("haproxy server %s/%s: %w", s.Backend, s.Server, err)
-	}
-	if !adm.Checked {
-		return p, fmt.Errorf("haproxy server %s/%s has no health check, so HAProxy could not prove the new container healthy: add `check` to its server line", s.Backend, s.Server)
-	}
-	if err := a.checkPersistence(s, cfg); err != nil {
 		return p, err
 	}
 	tmpl, err := a.template(ctx, s, e)
@@ -225,26 +215,8 @@ func (a *Agent) prepareTakeover(ctx context.Context, p *plan, image string, even
 // runTakenOver is run's stop-first tail for a slot taken over: the server
 // is already drained and in maintenance (prepareTakeover).
 func (r *replacement) runTakenOver(ctx context.Context) error {
-	a := r.a
 	if err := r.step(PhaseCreate, func() (string, error) { return r.create(ctx) }); err != nil {
 		return err
 	}
-	if err := r.step(PhaseStop, func() (string, error) {
-		if err := r.record(PhaseStop, func(e *Entry) { e.Stopped = true }); err != nil {
-			return "", err
-		}
-		return "", a.docker.Stop(ctx, r.p.old.ID)
-	}); err != nil {
-		return err
-	}
-	healthCtx, cancel := context.WithTimeout(ctx, a.cfg.Health.Timeout)
-	defer cancel()
-	if err := r.step(PhaseStart, func() (string, error) { return r.swapNames(ctx) }); err != nil {
-		return err
-	}
-	addr, err := r.boot(healthCtx)
-	if err != nil {
-		return err
-	}
-	return r.prove(ctx, healthCtx, addr)
+	return r.stopFirst(ctx)
 }

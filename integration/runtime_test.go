@@ -16,29 +16,8 @@ import (
 // TestRuntimeClientAgainstARealHAProxy checks the runtime package against
 // HAProxy 2.6 itself, not only against recorded replies.
 func TestRuntimeClientAgainstARealHAProxy(t *testing.T) {
-	requireDeps(t)
 	ctx := context.Background()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	fe, err := harness.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hp, err := harness.StartHAProxy(ctx, harness.HAProxyConfig{Dir: t.TempDir(), Frontend: fe,
-		Servers: []harness.Server{{Name: "s1", Addr: l.Addr().String(), Weight: 7}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hp.Stop() })
-	c, err := runtime.New(hp.Socket, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hp, c, appAddr := haproxyWithOneServer(t)
 	waitUp := func() {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
@@ -80,7 +59,7 @@ func TestRuntimeClientAgainstARealHAProxy(t *testing.T) {
 	if err := c.SetAddr(ctx, "app", "s1", "127.0.0.2", 1); err != nil {
 		t.Fatal(err)
 	}
-	host, port, _ := net.SplitHostPort(l.Addr().String())
+	host, port, _ := net.SplitHostPort(appAddr)
 	if err := c.SetAddr(ctx, "app", "s1", host, atoi(t, port)); err != nil {
 		t.Fatal(err)
 	}
@@ -119,29 +98,8 @@ func TestRuntimeClientAgainstARealHAProxy(t *testing.T) {
 // connection the client has closed: the weight must still be the one it had,
 // since the caller of the change was told it failed.
 func TestATimedOutCallIsNeverRunByAStoppedHAProxy(t *testing.T) {
-	requireDeps(t)
 	ctx := context.Background()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	fe, err := harness.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hp, err := harness.StartHAProxy(ctx, harness.HAProxyConfig{Dir: t.TempDir(), Frontend: fe,
-		Servers: []harness.Server{{Name: "s1", Addr: l.Addr().String(), Weight: 7}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hp.Stop() })
-	c, err := runtime.New(hp.Socket, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, c, _ := haproxyWithOneServer(t)
 	info, err := c.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -178,4 +136,34 @@ func TestATimedOutCallIsNeverRunByAStoppedHAProxy(t *testing.T) {
 	if cur != 7 {
 		t.Fatalf("the weight is %d after HAProxy went on: the `set weight 0` whose caller timed out ran afterwards", cur)
 	}
+}
+
+// haproxyWithOneServer starts HAProxy with one server, s1 at weight 7, in
+// front of an HTTP server that answers every request, and a runtime client
+// of its stats socket with a 1 s timeout; appAddr is the HTTP server's.
+func haproxyWithOneServer(t *testing.T) (hp *harness.HAProxy, c *runtime.Client, appAddr string) {
+	t.Helper()
+	requireDeps(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	fe, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hp, err = harness.StartHAProxy(context.Background(), harness.HAProxyConfig{Dir: t.TempDir(), Frontend: fe,
+		Servers: []harness.Server{{Name: "s1", Addr: l.Addr().String(), Weight: 7}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hp.Stop() })
+	c, err = runtime.New(hp.Socket, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hp, c, l.Addr().String()
 }

@@ -157,6 +157,25 @@ func (c *Client) Ping(ctx context.Context) error {
 // its command to an HAProxy that was answering.
 type connExecutor struct{ network, addr string }
 
+// dialCtx connects to network/addr for one call held by ctx: the
+// connection has ctx's deadline and is closed when ctx ends, so a call that
+// timed out leaves nothing behind. done closes it.
+func dialCtx(ctx context.Context, network, addr string) (conn net.Conn, done func(), err error) {
+	var d net.Dialer
+	conn, err = d.DialContext(ctx, network, addr)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, deadlineErr(ctx)
+		}
+		return nil, nil, fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(deadline)
+	}
+	return conn, func() { stop(); _ = conn.Close() }, nil
+}
+
 // maxPrompt bounds what may come before the first prompt.
 const maxPrompt = 64
 
@@ -166,20 +185,11 @@ func (e connExecutor) execute(ctx context.Context, cmd string) (string, error) {
 			return "", fmt.Errorf("%w: %v (is HAProxy running with `stats socket %s level admin`?)", ErrUnreachable, err, e.addr)
 		}
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, e.network, e.addr)
+	conn, done, err := dialCtx(ctx, e.network, e.addr)
 	if err != nil {
-		if ctx.Err() != nil {
-			return "", deadlineErr(ctx)
-		}
-		return "", fmt.Errorf("%w: %v", ErrUnreachable, err)
+		return "", err
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
-	defer stop()
-	if deadline, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(deadline)
-	}
+	defer done()
 	if _, err := io.WriteString(conn, "prompt\n"); err != nil {
 		return "", ioErr(ctx, err)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -81,20 +80,11 @@ func (m *Master) Procs(ctx context.Context) (Procs, error) {
 // Only reads go through here: a read that timed out and is answered later
 // changes nothing.
 func (m *Master) exec(ctx context.Context, cmd string) (string, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, m.network, m.addr)
+	conn, done, err := dialCtx(ctx, m.network, m.addr)
 	if err != nil {
-		if ctx.Err() != nil {
-			return "", deadlineErr(ctx)
-		}
-		return "", fmt.Errorf("%w: %v", ErrUnreachable, err)
+		return "", err
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
-	defer stop()
-	if deadline, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(deadline)
-	}
+	defer done()
 	if _, err := io.WriteString(conn, cmd+"\n"); err != nil {
 		return "", ioErr(ctx, err)
 	}
