@@ -305,14 +305,47 @@ func reloadCost(t *testing.T, h *harness.Host, p persistence) int64 {
 	return res.Lost()
 }
 
-// assertReloadsCostNoMore checks that a run with reloads lost no more than
-// that many plain reloads did, and nothing but what a reload itself fails.
-func assertReloadsCostNoMore(t *testing.T, res loadgen.Result, reloads int, perReload int64) {
+// reloadWindow is when one reload ran: from the signal until the new
+// worker served, plus reloadLinger, in which the old worker closes the
+// keep-alive connections it had.
+type reloadWindow struct{ from, to time.Time }
+
+// reloadLinger is how long after a reload's new worker serves a request may
+// still fail on a keep-alive connection the old worker closes.
+const reloadLinger = 250 * time.Millisecond
+
+// assertOnlyReloadsFailed checks that a run with reloads lost nothing but
+// what a reload fails itself: a transport error (EOF, reset: no HTTP status)
+// on a request that failed while a reload ran. How many such a reload fails
+// depends on how many keep-alive connections its old worker closes under
+// a client's request; a plain reload under the same load (perReload) is
+// logged for comparison. Any HTTP error, or a transport error outside every
+// reload, fails the test.
+func assertOnlyReloadsFailed(t *testing.T, res loadgen.Result, reloads []reloadWindow, perReload int64) {
 	t.Helper()
-	eofs := failuresWhere(res, func(desc string) bool { return !httpStatus(desc) })
-	allowed := int64(reloads) * max(perReload, 1)
-	if res.Lost() != eofs || eofs > allowed {
-		t.Errorf("lost %d requests (%d transport errors), want only a reload's own, at most %d for %d reload(s): %v", res.Lost(), eofs, allowed, reloads, res.Errors)
+	own := func(f loadgen.Failure) bool {
+		if f.Status != 0 {
+			return false
+		}
+		end := f.Start.Add(f.Elapsed)
+		for _, w := range reloads {
+			if !end.Before(w.from) && !end.After(w.to.Add(reloadLinger)) {
+				return true
+			}
+		}
+		return false
+	}
+	var others []loadgen.Failure
+	for _, f := range res.Failures {
+		if !own(f) {
+			others = append(others, f)
+		}
+	}
+	if res.Lost() > int64(len(res.Failures)) || len(others) > 0 {
+		t.Errorf("lost %d requests, %d of them not a reload's own (a transport error while a reload ran; a plain reload under this load lost %d): %v; %+v",
+			res.Lost(), len(others), perReload, res.Errors, others)
+	} else if res.Lost() > 0 {
+		t.Logf("lost %d requests, all transport errors while one of the %d reloads ran (a plain reload: %d)", res.Lost(), len(reloads), perReload)
 	}
 	if res.SlowOK == 0 {
 		t.Error("no slow request completed: the drain was not exercised")
@@ -332,7 +365,7 @@ func redeployReloading(t *testing.T, h *harness.Host, p persistence, want int,
 	var (
 		run     timedRun
 		mu      sync.Mutex
-		reloads int
+		reloads []reloadWindow
 		wg      sync.WaitGroup
 	)
 	res := pinnedLoad(t, h, p, func() {
@@ -345,12 +378,13 @@ func redeployReloading(t *testing.T, h *harness.Host, p persistence, want int,
 			go func() {
 				defer wg.Done()
 				time.Sleep(delay)
+				from := time.Now()
 				if err := h.HAProxy.Reload(context.Background()); err != nil {
 					t.Errorf("reload %s: %v", why, err)
 					return
 				}
 				mu.Lock()
-				reloads++
+				reloads = append(reloads, reloadWindow{from, time.Now()})
 				mu.Unlock()
 				t.Logf("reloaded HAProxy %s", why)
 			}()
@@ -360,10 +394,10 @@ func redeployReloading(t *testing.T, h *harness.Host, p persistence, want int,
 		}
 		wg.Wait()
 	})
-	if reloads != want {
-		t.Fatalf("reloaded %d times, want %d", reloads, want)
+	if len(reloads) != want {
+		t.Fatalf("reloaded %d times, want %d", len(reloads), want)
 	}
-	assertReloadsCostNoMore(t, res, reloads, perReload)
+	assertOnlyReloadsFailed(t, res, reloads, perReload)
 	assertServing(t, h, images.V2)
 	assertNothingBeforeTheGate(t, h, run)
 	if !strings.Contains(run.out, "haproxy was reloaded or restarted") {
