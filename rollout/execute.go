@@ -707,8 +707,13 @@ func (r *run) redeploy(ctx, sctx context.Context, pos Event, h string, canary bo
 			sr.Phases[p] = d.AsDuration()
 		}
 	}
+	// The agent's end of the deadline (gRPC's grpc-timeout) may answer
+	// DeadlineExceeded a moment before this end's fires: that is the step
+	// timeout too.
+	deadline, bounded := sctx.Deadline()
+	timedOut := sctx.Err() != nil || bounded && errors.Is(err, context.DeadlineExceeded) && time.Until(deadline) < time.Second
 	switch {
-	case err != nil && sctx.Err() != nil && ctx.Err() == nil:
+	case err != nil && timedOut && ctx.Err() == nil:
 		err = fmt.Errorf("%w: no report within %s, the agent finishes or rolls back the slot on its own (or, still pulling the image, stops with nothing changed): %w", ErrStepTimeout, r.e.StepTimeout, err)
 	case err == nil && !slotOK(sr.Result):
 		err = fmt.Errorf("%w: result %q", ErrSlotFailed, sr.Result)

@@ -3,6 +3,7 @@ package rollout
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -227,7 +228,16 @@ func TestSlotsDefaultToThoseTheFirstHostReports(t *testing.T) {
 }
 
 func TestAHangingAgentIsFailedAtTheStepTimeout(t *testing.T) {
+	for _, early := range []bool{false, true} {
+		t.Run(fmt.Sprintf("deadline answered by the agent first %v", early), func(t *testing.T) {
+			testAHangingAgentIsFailedAtTheStepTimeout(t, early)
+		})
+	}
+}
+
+func testAHangingAgentIsFailedAtTheStepTimeout(t *testing.T, early bool) {
 	f := newFleet(t, 3, "a", "b")
+	f.earlyDeadline = early
 	f.host("h2").hang["a"] = true
 	e := f.executor()
 	e.StepTimeout = 100 * time.Millisecond

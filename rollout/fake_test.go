@@ -15,15 +15,18 @@ import (
 // fakeFleet is a set of hand-written fake agents that records what the
 // executor asked and how many replacements ran at once.
 type fakeFleet struct {
-	mu        sync.Mutex
-	hosts     map[string]*fakeAgent
-	calls     []call // Redeploy calls, in the order they started
-	active    int
-	maxActive int
-	overlaps  []string // hosts that were asked for two slots at once
-	dials     map[string]int
-	closed    map[string]int
-	onCall    func(call)
+	// earlyDeadline: a hanging agent answers DeadlineExceeded just before
+	// the step's deadline, as gRPC's server side may (set before a run).
+	earlyDeadline bool
+	mu            sync.Mutex
+	hosts         map[string]*fakeAgent
+	calls         []call // Redeploy calls, in the order they started
+	active        int
+	maxActive     int
+	overlaps      []string // hosts that were asked for two slots at once
+	dials         map[string]int
+	closed        map[string]int
+	onCall        func(call)
 	// errorRate is the share of requests an image's servers fail, in the
 	// counters every agent reports; promotes counts Promote calls per host.
 	errorRate map[string]float64
@@ -173,6 +176,15 @@ func (a *fakeAgent) Redeploy(ctx context.Context, req *agentpb.RedeployRequest, 
 	}
 	onPhase(&agentpb.PhaseEvent{Slot: slot, Phase: "drain", Duration: durationpb.New(delay)})
 	if hang {
+		// The agent's end of the deadline (gRPC's grpc-timeout) may answer
+		// DeadlineExceeded a moment before the coordinator's own fires.
+		if d, ok := ctx.Deadline(); ok && a.fleet.earlyDeadline {
+			select {
+			case <-time.After(time.Until(d) - 20*time.Millisecond):
+				return nil, fmt.Errorf("%w: stream terminated by RST_STREAM with error code: CANCEL", context.DeadlineExceeded)
+			case <-ctx.Done():
+			}
+		}
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
