@@ -177,7 +177,7 @@ func TestAFailedTakeOverLeavesTheSlotWedgedAsBeforeAndAWorkingOneThenSucceeds(t 
 	assertServes(t, a, w, "app:v2", 7, 1)
 }
 
-func TestAWedgedSlotBlocksOtherSlotsWithAnErrorThatSaysWhyAndWhatToDo(t *testing.T) {
+func TestAWedgedSlotBlocksOtherSlotsWithAnErrorThatSaysWhyAndTheWaysForward(t *testing.T) {
 	w := newWorld(t)
 	slots := threeSlots(t, w)
 	a, _ := wedgeByRemovingTheOld(t, w, slots...)
