@@ -202,7 +202,7 @@ func (r *run) decide(cs *CanaryState, why string, promoteOnNone bool, accept ...
 	if testHookDecided != nil {
 		testHookDecided()
 	}
-	if err := r.recordPromoting(cs, why); err != nil {
+	if err := r.w.promoting(why); err != nil {
 		return "", err // a person's promote stays for a --resume
 	}
 	if d.Decision != "" {
@@ -214,29 +214,6 @@ func (r *run) decide(cs *CanaryState, why string, promoteOnNone bool, accept ...
 		return DecisionPromote, nil
 	}
 	return d.Decision, nil
-}
-
-// recordPromoting writes cs as promoting to the state file. When that
-// fails, cs is left as it was (what the file holds) and the error wraps
-// ErrState, also remembered so that the rollout stops.
-func (r *run) recordPromoting(cs *CanaryState, why string) error {
-	r.stateMu.Lock()
-	defer r.stateMu.Unlock()
-	phase, verdict := cs.Phase, cs.Verdict
-	cs.Phase, cs.Verdict = CanaryPromoting, why
-	if r.state == nil {
-		return nil
-	}
-	r.state.Canary = cs
-	if err := r.saveLocked(); err != nil {
-		cs.Phase, cs.Verdict = phase, verdict
-		err = fmt.Errorf("%w: %w", ErrState, err)
-		if r.stateErr == nil {
-			r.stateErr = err
-		}
-		return err
-	}
-	return nil
 }
 
 // awaitDecision waits for a person to promote or abort the paused canary;

@@ -1,6 +1,10 @@
 package rollout
 
-import "time"
+import (
+	"fmt"
+	"strings"
+	"time"
+)
 
 // Slot results: the agent's own (replaced, skipped, rolled_back, failed,
 // not_run) plus the coordinator's.
@@ -130,3 +134,77 @@ type Totals struct {
 
 // slotOK reports whether a slot result counts as a success.
 func slotOK(result string) bool { return result == ResultReplaced || result == ResultSkipped }
+
+func notRun(slots []string) []SlotResult {
+	out := make([]SlotResult, len(slots))
+	for i, s := range slots {
+		out[i] = SlotResult{Slot: s, Result: ResultNotRun}
+	}
+	return out
+}
+
+// hostResults sums each host up, in inventory order.
+func (r *run) hostResults(hosts []string, plan Plan) []HostResult {
+	batchOf := map[string]int{}
+	for bi, b := range plan.Batches {
+		for _, h := range b.Hosts {
+			batchOf[h] = bi + 1
+		}
+	}
+	out := make([]HostResult, 0, len(hosts))
+	for _, h := range hosts {
+		hr := HostResult{Host: h, Batch: batchOf[h], Result: HostNotRun}
+		if why, ok := r.skipped[h]; ok {
+			hr.Result, hr.Error = HostSkipped, why
+			out = append(out, hr)
+			continue
+		}
+		hr.Slots = r.results[h]
+		ran := false
+		for _, s := range hr.Slots {
+			if s.Result == ResultNotRun {
+				continue
+			}
+			ran = true
+			if !slotOK(s.Result) && hr.Result != HostFailed {
+				hr.Result, hr.Error = HostFailed, s.Error
+			}
+		}
+		if ran && hr.Result == HostNotRun {
+			hr.Result = HostDone
+		}
+		out = append(out, hr)
+	}
+	return out
+}
+
+func totals(hosts []HostResult) Totals {
+	t := Totals{Hosts: len(hosts)}
+	for _, h := range hosts {
+		switch h.Result {
+		case HostDone:
+			t.Done++
+		case HostFailed:
+			t.Failed++
+		case HostNotRun:
+			t.NotRun++
+		case HostSkipped:
+			t.Skipped++
+		}
+	}
+	return t
+}
+
+// listErrors formats a multierror with at most maxListedErrors entries.
+func listErrors(es []error) string {
+	var b strings.Builder
+	for i, err := range es {
+		if i == maxListedErrors {
+			fmt.Fprintf(&b, "\n  ... and %d more", len(es)-i)
+			break
+		}
+		b.WriteString("\n  ")
+		b.WriteString(err.Error())
+	}
+	return b.String()
+}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/haroll/haroll/internal/atomicfile"
@@ -124,4 +126,171 @@ func WriteState(path string, s *State) error {
 		return fmt.Errorf("state file %s: %w", path, err)
 	}
 	return nil
+}
+
+// stateWriter is the one writer of a rollout's state: every change to what
+// the state file records goes through it, under its lock, and is written
+// before the call returns. A write that fails is logged and remembered
+// (failed): the rollout stops before its next step. With no path it keeps
+// the state in memory only (a rollout without a state file still tracks
+// its canary).
+type stateWriter struct {
+	path string
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	st     *State // nil until begin
+	canary *CanaryState
+	err    error // the first failed write
+}
+
+func newStateWriter(path string, log *slog.Logger) *stateWriter {
+	return &stateWriter{path: path, log: log}
+}
+
+// begin takes st as the state of a new rollout and writes it whole.
+func (w *stateWriter) begin(st *State) error {
+	w.resume(st)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.writeLocked()
+}
+
+// resume takes st, read from the state file, as the rollout's state; it is
+// written with the next change.
+func (w *stateWriter) resume(st *State) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.st = st
+	if st.Canary != nil {
+		w.canary = st.Canary
+	}
+}
+
+// record adds a finished pair and writes it.
+func (w *stateWriter) record(p PairResult) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.st == nil {
+		return
+	}
+	w.st.Done = append(w.st.Done, p)
+	w.rememberLocked(w.writeLocked(), "the rollout stops after this step")
+}
+
+// complete marks the rollout as ended on its own, with outcome (HostDone
+// or HostFailed) and why it stopped early, if it did.
+func (w *stateWriter) complete(outcome, stopped string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.st == nil {
+		return nil
+	}
+	w.st.Complete, w.st.Stopped, w.st.Outcome = true, stopped, outcome
+	return w.writeLocked()
+}
+
+// canaryState returns the canary's recorded progress, or a new one; its
+// phase and verdict are changed by the canary's judge alone, between steps,
+// and written with saveCanary.
+func (w *stateWriter) canaryState() *CanaryState {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.canary == nil {
+		w.canary = &CanaryState{}
+	}
+	if w.canary.OldImages == nil {
+		w.canary.OldImages = map[string]string{}
+	}
+	if w.st != nil { // recorded with the state from now on
+		w.st.Canary = w.canary
+	}
+	return w.canary
+}
+
+// saveCanary writes the canary's progress.
+func (w *stateWriter) saveCanary() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.rememberLocked(w.writeLocked(), "")
+}
+
+// noteOldImage remembers what a canary slot ran before it is replaced, and
+// writes it at once when it is news: a rollback must know it whatever
+// becomes of the call. An image that is empty (unknown) or newImage
+// (nothing to put back) is not noted.
+func (w *stateWriter) noteOldImage(host, slot, image, newImage string) error {
+	if image == "" || image == newImage {
+		return nil
+	}
+	cs := w.canaryState()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	key := canaryKey(host, slot)
+	if cs.OldImages[key] == image {
+		return nil
+	}
+	cs.OldImages[key] = image
+	return w.rememberLocked(w.writeLocked(), "")
+}
+
+// oldImage is what the canary slot ran before the rollout, if noted.
+func (w *stateWriter) oldImage(host, slot string) (string, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.canary == nil {
+		return "", false
+	}
+	old, ok := w.canary.OldImages[canaryKey(host, slot)]
+	return old, ok
+}
+
+// promoting records the canary as being promoted, with verdict why. When
+// that cannot be written, the canary is left as it was (what the file
+// holds) and the error wraps ErrState.
+func (w *stateWriter) promoting(why string) error {
+	cs := w.canaryState()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	phase, verdict := cs.Phase, cs.Verdict
+	cs.Phase, cs.Verdict = CanaryPromoting, why
+	if err := w.rememberLocked(w.writeLocked(), ""); err != nil {
+		cs.Phase, cs.Verdict = phase, verdict
+		return err
+	}
+	return nil
+}
+
+// failed is the first write that failed, wrapping ErrState; nil if none.
+func (w *stateWriter) failed() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// writeLocked writes the whole state; nothing without a path or a state.
+func (w *stateWriter) writeLocked() error {
+	if w.path == "" || w.st == nil {
+		return nil
+	}
+	w.st.Updated = time.Now()
+	return WriteState(w.path, w.st)
+}
+
+// rememberLocked keeps the first failed write and returns err wrapped in
+// ErrState (nil stays nil).
+func (w *stateWriter) rememberLocked(err error, consequence string) error {
+	if err == nil {
+		return nil
+	}
+	err = fmt.Errorf("%w: %w", ErrState, err)
+	if w.err == nil {
+		msg := "state file not written"
+		if consequence != "" {
+			msg += ": " + consequence
+		}
+		w.log.Error(msg, "error", err)
+		w.err = err
+	}
+	return err
 }

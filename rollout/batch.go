@@ -1,0 +1,161 @@
+package rollout
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+)
+
+// execute runs plan's batches in order, stopping before a batch when the
+// context is done, the state file could not be written, or failures passed
+// MaxFailures, and marks the state complete unless the context is done.
+func (r *run) execute(ctx context.Context, hosts []string, plan Plan, res Result, start time.Time) (Result, error) {
+	e := r.e
+	var errs *multierror.Error
+	failedHosts := 0
+	for bi, b := range plan.Batches {
+		br := BatchResult{Batch: bi + 1, Canary: b.Canary, Hosts: len(b.Hosts)}
+		if res.Stopped != "" {
+			res.Batches = append(res.Batches, br)
+			continue
+		}
+		failed, stop, err := r.batch(ctx, bi, len(plan.Batches), b, &br)
+		errs = multierror.Append(errs, err)
+		res.Batches = append(res.Batches, br)
+		failedHosts += failed
+		last := bi == len(plan.Batches)-1
+		switch {
+		case stop != "":
+			res.Stopped = stop
+		case ctx.Err() != nil:
+			res.Stopped = "cancelled: " + context.Cause(ctx).Error()
+		case r.w.failed() != nil:
+			res.Stopped = r.w.failed().Error()
+		case !last && e.MaxFailures.Exceeded(failedHosts, plan.Hosts()):
+			res.Stopped = fmt.Sprintf("%d of %d hosts failed, more than max_failures %s", failedHosts, plan.Hosts(), e.MaxFailures)
+		}
+		if res.Stopped != "" && !last {
+			r.log.Warn("rollout stopped", "batch", bi+1, "reason", res.Stopped)
+		}
+	}
+
+	res.Hosts = r.hostResults(hosts, plan)
+	res.Totals = totals(res.Hosts)
+	res.Total = time.Since(start)
+	if err := r.w.failed(); err != nil {
+		errs = multierror.Append(errs, err)
+	}
+	if ctx.Err() == nil && r.w.failed() == nil && !r.unfinished {
+		outcome := HostDone
+		if errs.ErrorOrNil() != nil {
+			outcome = HostFailed
+		}
+		if err := r.w.complete(outcome, res.Stopped); err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("%w: %w: the rollout ended but the file does not say so", ErrState, err))
+		}
+	}
+	if errs.ErrorOrNil() == nil && ctx.Err() == nil {
+		return res, nil
+	}
+	if ctx.Err() != nil {
+		errs = multierror.Append(errs, context.Cause(ctx))
+	}
+	errs.ErrorFormat = listErrors
+	err := fmt.Errorf("%w: %d of %d hosts failed, %d not run: %w", ErrFailed, res.Totals.Failed, res.Totals.Hosts, res.Totals.NotRun, errs)
+	res.Error = err.Error()
+	return res, err
+}
+
+// batch runs b step by step and returns how many of its hosts failed, and
+// why the rollout must stop if a canary says so. A host that failed a step
+// is not asked for its later slots.
+func (r *run) batch(ctx context.Context, bi, nb int, b Batch, res *BatchResult) (int, string, error) {
+	br := &batchRun{run: r, index: bi, of: nb, b: b, failed: map[string]bool{}}
+	log := r.log.With("batch", bi+1)
+	// Pairs an earlier run finished are not asked again; a host that failed
+	// one is failed here too.
+	for si, st := range b.Steps {
+		for _, h := range st.Hosts {
+			if p, ok := r.prior[pair{h, si}]; ok && !slotOK(p.Result) && !br.failed[h] {
+				br.fail(h, fmt.Errorf("host %s slot %s: %s (recorded before the resume)", h, st.Slot, p.Error))
+			}
+		}
+	}
+	res.Run = true
+	pending := false
+	for si := range b.Steps {
+		pending = pending || len(br.ask(si)) > 0
+	}
+	canarySteps := r.e.Canary.canarySteps(b)
+	if !pending && canarySteps < 0 { // finished before a resume
+		res.Failed = len(br.failed)
+		return len(br.failed), "", br.errs.ErrorOrNil()
+	}
+	res.Start = time.Now()
+	log.Info("batch start", "hosts", len(b.Hosts), "canary", b.Canary)
+	r.emit(Event{Kind: EventBatchStart, Batch: bi + 1, Batches: nb, Canary: b.Canary, Hosts: len(b.Hosts), Steps: len(b.Steps)})
+	stop := ""
+	for si, st := range b.Steps {
+		if ctx.Err() != nil || r.w.failed() != nil {
+			break
+		}
+		if si == canarySteps {
+			if stop = br.judgeCanary(ctx, canarySteps); stop != "" {
+				break
+			}
+		}
+		hosts := br.ask(si)
+		if len(hosts) == 0 {
+			continue
+		}
+		pos := Event{Batch: bi + 1, Batches: nb, Canary: b.Canary, Step: si + 1, Steps: len(b.Steps), Slot: st.Slot}
+		start := pos
+		start.Kind, start.Hosts = EventStepStart, len(hosts)
+		r.emit(start)
+		t0 := time.Now()
+		stepErrs := r.step(ctx, log, pos, si, hosts, si < canarySteps)
+		for h, err := range stepErrs {
+			br.fail(h, err)
+		}
+		end := pos
+		end.Kind, end.Hosts, end.Failed, end.Duration = EventStepEnd, len(hosts), len(stepErrs), time.Since(t0)
+		r.emit(end)
+	}
+	if canarySteps == len(b.Steps) && stop == "" && ctx.Err() == nil && r.w.failed() == nil {
+		stop = br.judgeCanary(ctx, canarySteps)
+	}
+	res.Failed, res.Duration = len(br.failed), time.Since(res.Start)
+	log.Info("batch end", "hosts", len(b.Hosts), "failed", len(br.failed), "duration", res.Duration)
+	r.emit(Event{Kind: EventBatchEnd, Batch: bi + 1, Batches: nb, Canary: b.Canary, Hosts: len(b.Hosts),
+		Failed: len(br.failed), Duration: res.Duration})
+	return len(br.failed), stop, br.errs.ErrorOrNil()
+}
+
+// batchRun is one batch of a run under way: where it is in the plan, the
+// hosts that failed in it, and their errors.
+type batchRun struct {
+	*run
+	index, of int // 0-based index of the batch, and the number of batches
+	b         Batch
+	failed    map[string]bool
+	errs      *multierror.Error
+}
+
+// fail counts h as failed in this batch, for err.
+func (br *batchRun) fail(h string, err error) {
+	br.failed[h] = true
+	br.errs = multierror.Append(br.errs, err)
+}
+
+// ask is the hosts to ask for step si: not failed, not finished before a
+// resume, not skipped.
+func (br *batchRun) ask(si int) []string {
+	return slices.DeleteFunc(slices.Clone(br.b.Steps[si].Hosts), func(h string) bool {
+		_, done := br.prior[pair{h, si}]
+		_, skipped := br.skipped[h]
+		return br.failed[h] || done || skipped
+	})
+}

@@ -1,0 +1,153 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/haroll/haroll/agent/agentpb"
+)
+
+// Agent is one host's agent as the executor uses it.
+type Agent interface {
+	Status(ctx context.Context) (*agentpb.StatusResponse, error)
+	Redeploy(ctx context.Context, req *agentpb.RedeployRequest, onPhase func(*agentpb.PhaseEvent)) (*agentpb.Report, error)
+	// Promote gives the host's canary slots their whole weight back.
+	Promote(ctx context.Context, origin string) error
+	// Counters calls onSample with every slot's HAProxy counters, every
+	// interval, until window has passed or ctx ends (then it returns nil).
+	Counters(ctx context.Context, interval, window time.Duration, onSample func(*agentpb.CountersSample)) error
+}
+
+// Dial opens the agent at host (an agent address, host:port). If the Agent
+// it returns is an io.Closer, the executor closes it at the end of the run.
+type Dial func(ctx context.Context, host string) (Agent, error)
+
+// preflightConcurrency bounds the hosts dialled and asked for their status
+// at once, so a fleet of thousands does not open every connection at once.
+const preflightConcurrency = 256
+
+// maxListedErrors bounds the errors spelled out in Run's error; Result has
+// every one.
+const maxListedErrors = 10
+
+// Executor rolls an image over a fleet of agents, batch by batch, as Plan
+// says. Its zero timeouts mean "no deadline"; its zero MaxFailures
+// tolerates no failed host.
+type Executor struct {
+	Dial  Dial
+	Image string
+	Force bool
+	// Origin tells an agent (and whoever finds it busy) who asks.
+	Origin          string
+	MaxFailures     Threshold
+	SkipUnreachable bool
+	// ConnectTimeout bounds dialling a host and its Status answer.
+	ConnectTimeout time.Duration
+	// StepTimeout bounds a step: every host of it must report by then, or
+	// is counted failed (the agent finishes or rolls back on its own). It
+	// includes the agent's image pull, which a step timeout stops.
+	StepTimeout time.Duration
+	// StateFile, if set, is where Run and Resume persist the rollout's
+	// progress (see State) after every finished (host, slot) pair.
+	StateFile string
+	// PollInterval is how often Resume asks a busy host whether it is idle
+	// yet; zero means every second.
+	PollInterval time.Duration
+	// Canary, if set, runs the plan's canary batch as a canary: a share of
+	// the weight, an analysis of HAProxy's counters, an optional pause, then
+	// promotion or rollback (see CanaryPolicy).
+	Canary *CanaryPolicy
+	// Hooks run after the preflight, before the first batch (Pre), and once
+	// the rollout ended (Post).
+	Hooks Hooks
+	// Events, if set, receives the live progress, one event at a time.
+	Events func(Event)
+	Log    *slog.Logger
+}
+
+// Run checks every host, plans the rollout and carries it out. Before any
+// host is touched, a host that does not answer (unless SkipUnreachable),
+// is busy, or lacks a slot, or a canary slot whose canary share would be
+// its whole weight, fails the rollout with ErrPreflight. slots
+// empty means the slots the first answering host reports. After a batch,
+// if the failed hosts exceed MaxFailures, no further batch starts. Hooks.Pre
+// runs after the preflight (a failure touches no host and writes no state
+// file), Hooks.Post once the rollout ended (see Hooks).
+//
+// The error is nil only when every planned host had every slot replaced or
+// skipped, and the hooks passed; otherwise it wraps ErrFailed (or
+// ErrPreflight, ErrHookFailed, context.Canceled) and the per-host errors.
+// Result is filled in either way.
+func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Strategy) (Result, error) {
+	start := time.Now()
+	res := Result{Image: e.Image}
+	if e.Image == "" || e.Dial == nil {
+		return res, errors.New("rollout: an image and a Dial are required")
+	}
+	if err := checkNames("host", hosts); err != nil {
+		return res, err
+	}
+	r := newRun(e, e.StateFile)
+	defer r.close()
+	if e.StateFile != "" { // a decision left from an earlier rollout is not for this one
+		_ = os.Remove(DecisionFile(e.StateFile))
+	}
+
+	ready, slots, err := r.preflight(ctx, hosts, slots)
+	res.Slots, r.slots = slots, slots
+	if err != nil {
+		return r.refused(res, hosts, Plan{}, start, err)
+	}
+	plan, err := NewPlan(ready, slots, strategy)
+	if err != nil {
+		return res, err
+	}
+	res.Plan = plan
+	r.results = make(map[string][]SlotResult, len(ready))
+	for _, h := range ready {
+		r.results[h] = notRun(slots)
+	}
+	if err := r.checkWeights(plan); err != nil {
+		return r.refused(res, hosts, plan, start, err)
+	}
+	if err := r.preHook(ctx); err != nil {
+		return r.refused(res, hosts, plan, start, err)
+	}
+	if e.StateFile != "" {
+		st := &State{Version: stateVersion, Image: e.Image, Force: e.Force, MaxFailures: e.MaxFailures.String(),
+			Hosts: hosts, Skipped: r.skipped, Slots: slots, Plan: plan, Done: []PairResult{}, Started: start, PID: os.Getpid(),
+			CanaryPolicy: e.Canary}
+		if err := r.w.begin(st); err != nil {
+			return r.refused(res, hosts, plan, start, fmt.Errorf("%w: %w: %w", ErrPreflight, ErrState, err))
+		}
+	}
+	res, err = r.execute(ctx, hosts, plan, res, start)
+	return r.postHook(ctx, res, err)
+}
+
+// Check does what Run does before touching any host, and nothing more: it
+// dials every host and asks its status. It returns the hosts Run would roll
+// (all of them, or those that answered with SkipUnreachable) and the slots,
+// or an error wrapping ErrPreflight.
+func (e *Executor) Check(ctx context.Context, hosts, slots []string) (ready, slotNames []string, err error) {
+	if e.Dial == nil {
+		return nil, nil, errors.New("rollout: a Dial is required")
+	}
+	if err := checkNames("host", hosts); err != nil {
+		return nil, nil, err
+	}
+	r := newRun(e, "")
+	defer r.close()
+	return r.preflight(ctx, hosts, slots)
+}
+
+func (e *Executor) log() *slog.Logger {
+	if e.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return e.Log
+}

@@ -1,0 +1,174 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/haroll/haroll/agent/agentpb"
+	"github.com/hashicorp/go-multierror"
+)
+
+// preflight dials every host and asks its status, in parallel, and returns
+// the hosts to roll (inventory order) and the slots to replace.
+func (r *run) preflight(ctx context.Context, hosts, slots []string) ([]string, []string, error) {
+	statuses := make([]*agentpb.StatusResponse, len(hosts))
+	errs := make([]error, len(hosts))
+	r.agents = make(map[string]Agent, len(hosts))
+	r.statuses = make(map[string]*agentpb.StatusResponse, len(hosts))
+	sem := make(chan struct{}, preflightConcurrency)
+	var wg sync.WaitGroup
+	for i, h := range hosts {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			a, st, err := r.status(ctx, h)
+			if err == nil && r.waitBusy && st.GetBusy() != "" {
+				st, err = r.waitIdle(ctx, a, h, st)
+			}
+			statuses[i], errs[i] = st, err
+			r.mu.Lock()
+			if a != nil {
+				r.agents[h] = a
+			}
+			if st != nil {
+				r.statuses[h] = st
+			}
+			r.mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, slots, fmt.Errorf("%w: %w", ErrPreflight, context.Cause(ctx))
+	}
+
+	var problems *multierror.Error
+	r.skipped = map[string]string{}
+	var ready []string
+	for i, h := range hosts {
+		switch {
+		case errs[i] != nil && r.e.SkipUnreachable:
+			r.skipped[h] = errs[i].Error()
+			r.log.Warn("host skipped", "host", h, "error", errs[i])
+			r.emit(Event{Kind: EventSkipped, Host: h, Err: errs[i].Error()})
+		case errs[i] != nil:
+			problems = multierror.Append(problems, errs[i])
+		default:
+			ready = append(ready, h)
+		}
+	}
+	if len(slots) == 0 && len(ready) > 0 {
+		for _, s := range statuses[slices.Index(hosts, ready[0])].GetSlots() {
+			slots = append(slots, s.GetSlot())
+		}
+		if len(slots) == 0 {
+			problems = multierror.Append(problems, fmt.Errorf("host %s: reports no slot, so there is nothing to replace: pass --slot or check its agent configuration", ready[0]))
+		}
+	}
+	for i, h := range hosts {
+		if errs[i] != nil {
+			continue
+		}
+		st := statuses[i]
+		if st.GetBusy() != "" {
+			problems = multierror.Append(problems, fmt.Errorf("host %s: %w: %s", h, ErrBusy, st.GetBusy()))
+		}
+		have := make(map[string]bool, len(st.GetSlots()))
+		for _, s := range st.GetSlots() {
+			have[s.GetSlot()] = true
+		}
+		var missing []string
+		for _, s := range slots {
+			if !have[s] {
+				missing = append(missing, s)
+			}
+		}
+		if len(missing) > 0 {
+			problems = multierror.Append(problems, fmt.Errorf("host %s: %w: %s (it has %s)", h, ErrMissingSlot, strings.Join(missing, ", "), slotNames(st)))
+		}
+	}
+	if problems.ErrorOrNil() != nil {
+		problems.ErrorFormat = listErrors
+		return nil, slots, fmt.Errorf("%w: %w", ErrPreflight, problems)
+	}
+	if len(ready) == 0 {
+		return nil, slots, fmt.Errorf("%w: no host answered", ErrPreflight)
+	}
+	return ready, slots, nil
+}
+
+// status dials h and asks its status within ConnectTimeout.
+func (r *run) status(ctx context.Context, h string) (Agent, *agentpb.StatusResponse, error) {
+	ctx, cancel := within(ctx, r.e.ConnectTimeout)
+	defer cancel()
+	a, err := r.e.Dial(ctx, h)
+	if err != nil {
+		return nil, nil, fmt.Errorf("host %s: %w", h, asUnreachable(err))
+	}
+	st, err := a.Status(ctx)
+	if err != nil {
+		return a, nil, fmt.Errorf("host %s: %w", h, asUnreachable(err))
+	}
+	return a, st, nil
+}
+
+// waitIdle asks h its status every PollInterval until it is no longer busy,
+// for at most StepTimeout, and returns the last status: still busy if the
+// time ran out. It fails only when ctx is done.
+func (r *run) waitIdle(ctx context.Context, a Agent, h string, st *agentpb.StatusResponse) (*agentpb.StatusResponse, error) {
+	r.log.Info("waiting for a busy host", "host", h, "busy", st.GetBusy())
+	r.emit(Event{Kind: EventWaiting, Host: h, Detail: st.GetBusy()})
+	wctx, cancel := within(ctx, r.e.StepTimeout)
+	defer cancel()
+	every := r.e.PollInterval
+	if every <= 0 {
+		every = time.Second
+	}
+	t0 := time.Now()
+	for {
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("host %s: %w", h, context.Cause(ctx))
+			}
+			r.log.Warn("host still busy", "host", h, "busy", st.GetBusy(), "waited", time.Since(t0))
+			return st, nil
+		case <-time.After(every):
+		}
+		sctx, cancel := within(wctx, r.e.ConnectTimeout)
+		now, err := a.Status(sctx)
+		cancel()
+		if err != nil {
+			r.log.Warn("status while waiting for a busy host", "host", h, "error", err)
+			continue
+		}
+		st = now
+		if st.GetBusy() == "" {
+			r.log.Info("host idle", "host", h, "waited", time.Since(t0))
+			return st, nil
+		}
+	}
+}
+
+// asUnreachable makes a dial or Status failure read as ErrUnreachable.
+func asUnreachable(err error) error {
+	if errors.Is(err, ErrUnreachable) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnreachable, err)
+}
+
+func slotNames(st *agentpb.StatusResponse) string {
+	var names []string
+	for _, s := range st.GetSlots() {
+		names = append(names, s.GetSlot())
+	}
+	if len(names) == 0 {
+		return "no slot"
+	}
+	return strings.Join(names, ", ")
+}
