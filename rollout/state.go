@@ -13,11 +13,9 @@ import (
 	"github.com/haroll/haroll/internal/atomicfile"
 )
 
-// stateVersion is the layout of the state file; ReadState refuses others.
-const stateVersion = 1
-
-// State is a rollout's progress as the coordinator persists it after every
-// finished (host, slot) pair, so that `haroll rollout --resume` can go on
+// State is a rollout's progress as the coordinator persists it (see
+// statelog.go for the files) after every finished (host, slot) pair, so
+// that `haroll rollout --resume` can go on
 // where a coordinator that died left off. A pair is recorded once the agent
 // reported on it, or the coordinator gave up on it (step timeout, lost
 // agent); a pair whose call was cut short by the coordinator stopping is
@@ -50,6 +48,8 @@ type State struct {
 	CanaryPolicy *CanaryPolicy `json:"canary_policy,omitempty"`
 	// PID is the coordinator process that writes the file.
 	PID int `json:"pid,omitempty"`
+	// Generation pairs the snapshot with its log (version 2).
+	Generation uint64 `json:"generation,omitempty"`
 }
 
 // PairResult is one finished (host, slot) pair.
@@ -74,24 +74,12 @@ func (s *State) Pairs() int {
 	return n
 }
 
-// ReadState reads the state file at path. A missing file is an error
-// wrapping fs.ErrNotExist.
+// ReadState reads the state at path: the snapshot and the log beside it
+// (see statelog.go), or a version 1 file. A missing file is an error
+// wrapping fs.ErrNotExist; a log damaged before its last line is an error
+// that says so. It may run while a coordinator writes the state.
 func ReadState(path string) (*State, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("state file: %w", err)
-	}
-	var s State
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("state file %s: %w", path, err)
-	}
-	if s.Version != stateVersion {
-		return nil, fmt.Errorf("state file %s: version %d, this haroll reads version %d", path, s.Version, stateVersion)
-	}
-	if s.Image == "" || len(s.Slots) == 0 || len(s.Plan.Batches) == 0 {
-		return nil, fmt.Errorf("state file %s: no image, slot or plan recorded", path)
-	}
-	return &s, nil
+	return loadState(path)
 }
 
 // LoadResumable reads the state file at path for `--resume`. It wraps
@@ -117,12 +105,23 @@ func LoadResumable(path, image string) (*State, error) {
 	return s, nil
 }
 
-// WriteState writes s to path atomically: a temporary file in the same
-// directory, synced, renamed over path, and the directory synced, so a crash
-// leaves either the old state or the new one. The directory is created if
-// needed.
+// WriteState writes s whole to path as a snapshot of a new generation with
+// no log after it (see statelog.go): a crash leaves either the old state or
+// the new one. The directory is created if needed.
 func WriteState(path string, s *State) error {
-	if err := atomicfile.WriteJSON(path, s); err != nil {
+	snap := *s
+	snap.Version = stateVersion
+	snap.Generation = max(s.Generation, peekLogGeneration(StateLog(path))) + 1
+	b, err := json.Marshal(&snap)
+	if err == nil {
+		err = atomicfile.Write(path, b)
+	}
+	if err == nil { // stale now: its generation is older
+		if err = os.Remove(StateLog(path)); errors.Is(err, fs.ErrNotExist) {
+			err = nil
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("state file %s: %w", path, err)
 	}
 	return nil

@@ -16,6 +16,13 @@ func WriteJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
+	return Write(path, append(b, '\n'))
+}
+
+// Write writes b to path as WriteJSON does: a temporary file in the same
+// directory (created if needed), synced, renamed over path, and the
+// directory synced.
+func Write(path string, b []byte) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
@@ -25,7 +32,7 @@ func WriteJSON(path string, v any) error {
 		return err
 	}
 	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
-	_, err = tmp.Write(append(b, '\n'))
+	_, err = tmp.Write(b)
 	if err == nil {
 		err = tmp.Sync()
 	}
