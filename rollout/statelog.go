@@ -271,13 +271,18 @@ type stateFiles struct {
 	snapshot   int // pairs in the snapshot
 }
 
-// minCompaction is the fewest log records that make a compaction worth it.
-const minCompaction = 4096
+// minCompaction is the fewest log records that make a compaction worth it
+// (a variable for tests).
+var minCompaction = 4096
 
-// testHookCompaction, when set, is called between the steps of writing a
-// generation (after "log", "snapshot", "rename"); an error stops there, as
-// a crash would.
-var testHookCompaction func(step string) error
+// Test hooks: testHookCompaction, when set, is called between the steps of
+// writing a generation (after "log", "snapshot", "rename"), and an error
+// stops there, as a crash would; testHookAppend is called before each
+// group commit's write.
+var (
+	testHookCompaction func(step string) error
+	testHookAppend     func()
+)
 
 // writeGeneration writes s whole as a new generation of the state at path:
 // a new log holding only its header, the snapshot, then the log renamed in
@@ -348,6 +353,9 @@ func writeGeneration(path string, s *State, prev uint64) (*stateFiles, error) {
 // append writes the lines of n records to the log with one write and one
 // fsync.
 func (f *stateFiles) append(lines []byte, n int) error {
+	if testHookAppend != nil {
+		testHookAppend()
+	}
 	if _, err := f.log.Write(lines); err != nil {
 		return fmt.Errorf("state log %s: %w", StateLog(f.path), err)
 	}
