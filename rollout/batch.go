@@ -54,9 +54,10 @@ func (r *run) execute(ctx context.Context, hosts []string, plan Plan, res Result
 			outcome = HostFailed
 		}
 		if err := r.w.complete(outcome, res.Stopped); err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("%w: %w: the rollout ended but the file does not say so", ErrState, err))
+			errs = multierror.Append(errs, fmt.Errorf("%w: the rollout ended but the file does not say so", err))
 		}
 	}
+	res.StateWrites = r.w.writes()
 	if errs.ErrorOrNil() == nil && ctx.Err() == nil {
 		return res, nil
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -613,16 +612,11 @@ func TestACanaryThatWouldBeAServersWholeWeightIsRefusedBeforeAnyHostIsTouched(t 
 func TestAPromotionThatCannotBeRecordedPromotesNothing(t *testing.T) {
 	f := newFleet(t, 4, "a", "b", "c")
 	e, s, _ := canaryExecutor(t, f, quickCanary)
-	testHookDecided = func() { // the state file can no longer be replaced
+	testHookDecided = func() { // the state file can no longer be written
 		testHookDecided = nil
-		if err := os.Remove(e.StateFile); err != nil {
-			t.Error(err)
-		}
-		if err := os.MkdirAll(filepath.Join(e.StateFile, "in-the-way"), 0o700); err != nil {
-			t.Error(err)
-		}
+		testHookAppend = func() error { return errors.New("no space left on device") }
 	}
-	t.Cleanup(func() { testHookDecided = nil })
+	t.Cleanup(func() { testHookDecided, testHookAppend = nil, nil })
 	res, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s)
 	if !errors.Is(err, ErrState) || !strings.Contains(res.Stopped, "nothing was promoted") {
 		t.Fatalf("%v, stopped %q: want ErrState and nothing promoted", err, res.Stopped)

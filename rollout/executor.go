@@ -122,7 +122,7 @@ func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Stra
 			Hosts: hosts, Skipped: r.skipped, Slots: slots, Plan: plan, Done: []PairResult{}, Started: start, PID: os.Getpid(),
 			CanaryPolicy: e.Canary}
 		if err := r.w.begin(st); err != nil {
-			return r.refused(res, hosts, plan, start, fmt.Errorf("%w: %w: %w", ErrPreflight, ErrState, err))
+			return r.refused(res, hosts, plan, start, fmt.Errorf("%w: %w", ErrPreflight, err))
 		}
 	}
 	res, err = r.execute(ctx, hosts, plan, res, start)

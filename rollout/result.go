@@ -88,8 +88,10 @@ type Result struct {
 	Stopped string `json:"stopped,omitempty"`
 	// Resumed is the number of (host, slot) pairs an earlier run finished,
 	// taken from the state file by Resume and not asked again.
-	Resumed int    `json:"resumed,omitempty"`
-	Error   string `json:"error,omitempty"`
+	Resumed int `json:"resumed,omitempty"`
+	// StateWrites are the state file's fsync'd writes and their durations.
+	StateWrites StateWrites `json:"state_writes"`
+	Error       string      `json:"error,omitempty"`
 }
 
 // HostResult is one host's outcome, slot by slot.

@@ -70,6 +70,7 @@ func (r *run) close() {
 			_ = c.Close()
 		}
 	}
+	r.w.close()
 }
 
 func (r *run) agent(h string) Agent {
@@ -124,6 +125,7 @@ func (r *run) refused(res Result, hosts []string, plan Plan, start time.Time, er
 	res.Hosts = r.hostResults(hosts, plan)
 	res.Totals = totals(res.Hosts)
 	res.Total = time.Since(start)
+	res.StateWrites = r.w.writes()
 	res.Error = err.Error()
 	return res, err
 }

@@ -278,10 +278,10 @@ var minCompaction = 4096
 // Test hooks: testHookCompaction, when set, is called between the steps of
 // writing a generation (after "log", "snapshot", "rename"), and an error
 // stops there, as a crash would; testHookAppend is called before each
-// group commit's write.
+// group commit's write, and an error fails it.
 var (
 	testHookCompaction func(step string) error
-	testHookAppend     func()
+	testHookAppend     func() error
 )
 
 // writeGeneration writes s whole as a new generation of the state at path:
@@ -354,7 +354,9 @@ func writeGeneration(path string, s *State, prev uint64) (*stateFiles, error) {
 // fsync.
 func (f *stateFiles) append(lines []byte, n int) error {
 	if testHookAppend != nil {
-		testHookAppend()
+		if err := testHookAppend(); err != nil {
+			return fmt.Errorf("state log %s: %w", StateLog(f.path), err)
+		}
 	}
 	if _, err := f.log.Write(lines); err != nil {
 		return fmt.Errorf("state log %s: %w", StateLog(f.path), err)

@@ -26,8 +26,8 @@ func pairOf(i int) PairResult {
 // begun is a writer of a new state of n hosts into path, begun.
 func begun(t *testing.T, path string, n int) *stateWriter {
 	t.Helper()
-	w := newStateWriter(path, planState(n), nil)
-	if err := w.begin(); err != nil {
+	w := newStateWriter(path, nil)
+	if err := w.begin(planState(n)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -75,32 +75,39 @@ func TestARecordedPairIsInTheStateReadBackWithItsCanaryAndCompletion(t *testing.
 	for i := range 3 {
 		w.record(pairOf(i))
 	}
-	err := w.canary(func(cs *CanaryState) bool {
-		cs.Phase, cs.OldImages["h1 a"] = CanaryAnalysis, "app:v1"
-		return true
-	})
-	if err != nil {
+	if err := w.noteOldImage("h1", "a", "app:v1", "app:v2"); err != nil {
+		t.Fatal(err)
+	}
+	w.canaryState().Phase = CanaryAnalysis
+	w.saveCanary()
+	if err := w.promoting("passed"); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.complete(HostDone, ""); err != nil {
 		t.Fatal(err)
 	}
 	st := wantPairsOnce(t, path, 3)
-	if !st.Complete || st.Outcome != HostDone || st.Canary == nil || st.Canary.OldImages["h1 a"] != "app:v1" || st.Version != stateVersion {
+	if !st.Complete || st.Outcome != HostDone || st.Canary == nil || st.Canary.OldImages["h1 a"] != "app:v1" ||
+		st.Canary.Phase != CanaryPromoting || st.Canary.Verdict != "passed" || st.Version != stateVersion {
 		t.Errorf("read back complete %v outcome %q canary %+v version %d", st.Complete, st.Outcome, st.Canary, st.Version)
 	}
-	if ws := w.writes(); ws.Count != 6 || ws.Snapshots != 1 || ws.Records != 5 || ws.Total <= 0 || ws.Max <= 0 {
-		t.Errorf("writes %+v, want 1 snapshot and 5 records in 6 fsync'd writes", ws)
+	if ws := w.writes(); ws.Count != 8 || ws.Snapshots != 1 || ws.Records != 7 || ws.Total <= 0 || ws.Max <= 0 {
+		t.Errorf("writes %+v, want 1 snapshot and 7 records in 8 fsync'd writes", ws)
 	}
 }
 
-func TestACanaryUpdateThatChangesNothingWritesNothing(t *testing.T) {
+func TestAnOldImageAlreadyNotedWritesNothing(t *testing.T) {
 	w := begun(t, statePath(t), 1)
-	if err := w.canary(func(*CanaryState) bool { return false }); err != nil {
+	for range 2 {
+		if err := w.noteOldImage("h1", "a", "app:v1", "app:v2"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.noteOldImage("h1", "b", "app:v2", "app:v2"); err != nil {
 		t.Fatal(err)
 	}
-	if ws := w.writes(); ws.Records != 0 {
-		t.Errorf("writes %+v, want no record", ws)
+	if ws := w.writes(); ws.Records != 1 {
+		t.Errorf("writes %+v, want one record", ws)
 	}
 }
 
@@ -177,11 +184,9 @@ func TestACompactionCutShortAtAnyStepLosesNothingAndDoublesNothing(t *testing.T)
 			st := wantPairsOnce(t, path, n)
 
 			// A resume goes on from there and compacts again.
-			r := newStateWriter(path, st, nil)
-			if err := r.begin(); err != nil {
-				t.Fatal(err)
-			}
-			defer r.files.close()
+			r := newStateWriter(path, nil)
+			r.resume(st)
+			defer func() { _ = r.files.close() }()
 			for i := n; i < 40; i++ {
 				r.record(pairOf(i))
 			}
@@ -236,12 +241,13 @@ func TestAVersion1StateFileIsReadAndTheWriterTurnsItIntoVersion2(t *testing.T) {
 	if err != nil || len(st.Done) != 2 || st.Version != stateVersionV1 {
 		t.Fatalf("read %+v, %v", st, err)
 	}
-	w := newStateWriter(path, st, nil)
-	if err := w.begin(); err != nil {
-		t.Fatal(err)
+	w := newStateWriter(path, nil)
+	w.resume(st)
+	if got, _ := ReadState(path); got.Version != stateVersionV1 {
+		t.Errorf("version %d before the first change, want the file untouched", got.Version)
 	}
-	defer w.files.close()
 	w.record(pairOf(2))
+	defer func() { _ = w.files.close() }()
 	got := wantPairsOnce(t, path, 3)
 	if got.Version != stateVersion {
 		t.Errorf("version %d after a resume, want %d", got.Version, stateVersion)
@@ -255,7 +261,7 @@ func TestAThousandConcurrentRecordsShareAFewFsyncsAndAreAllDurable(t *testing.T)
 	// The first write waits until every other caller queued its record, as
 	// a step's hosts finishing during one fsync do.
 	var once sync.Once
-	testHookAppend = func() {
+	testHookAppend = func() error {
 		once.Do(func() {
 			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 				w.mu.Lock()
@@ -267,6 +273,7 @@ func TestAThousandConcurrentRecordsShareAFewFsyncsAndAreAllDurable(t *testing.T)
 			}
 			t.Error("the other callers never queued their records")
 		})
+		return nil
 	}
 	t.Cleanup(func() { testHookAppend = nil })
 	var wg sync.WaitGroup
@@ -310,20 +317,20 @@ func TestARecordAfterAFailedWriteIsKeptInMemoryAndNotWritten(t *testing.T) {
 	if err := w.complete(HostDone, ""); !errors.Is(err, ErrState) {
 		t.Errorf("complete after a failed write: %v, want ErrState", err)
 	}
-	if len(w.state().Done) != 3 {
-		t.Errorf("%d pairs in memory, want 3", len(w.state().Done))
+	if len(w.st.Done) != 3 {
+		t.Errorf("%d pairs in memory, want 3", len(w.st.Done))
 	}
 	wantPairsOnce(t, path, 1)
 }
 
 func TestAStateInMemoryOnlyWritesNoFile(t *testing.T) {
-	w := newStateWriter("", planState(2), nil)
-	if err := w.begin(); err != nil {
+	w := newStateWriter("", nil)
+	if err := w.begin(planState(2)); err != nil {
 		t.Fatal(err)
 	}
 	w.record(pairOf(0))
-	if err := w.complete(HostDone, ""); err != nil || len(w.state().Done) != 1 || !w.state().Complete {
-		t.Errorf("memory state %+v, %v", w.state(), err)
+	if err := w.complete(HostDone, ""); err != nil || len(w.st.Done) != 1 || !w.st.Complete {
+		t.Errorf("memory state %+v, %v", w.st, err)
 	}
 	if ws := w.writes(); ws.Count != 0 {
 		t.Errorf("writes %+v, want none", ws)

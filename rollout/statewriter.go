@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 )
@@ -24,28 +25,38 @@ func (s *StateWrites) add(d time.Duration) {
 	s.Max = max(s.Max, d)
 }
 
-// stateWriter is the one writer of the rollout's state. Its methods are
-// safe for concurrent use. A change is applied to the state in memory at
-// once, and is durable when the method returns: the callers that arrive
-// while a write is under way queue their records, and the first of them
-// writes the whole queue with one write and one fsync once that write is
-// done (group commit), so a step whose thousands of hosts finish together
-// costs a handful of fsyncs. The first failed write is remembered (failed),
-// and nothing is written after it: a rollout stops before its next step.
+// stateWriter is the one writer of a rollout's state: every change to what
+// the state file records goes through it, under its lock, and is durable
+// when the call returns. Its methods are safe for concurrent use.
+//
+// A change is applied to the state in memory at once and appended to the
+// log as one record (see statelog.go). Callers that arrive while a write is
+// under way queue their records, and the first of them writes the whole
+// queue with one write and one fsync once that write is done (group
+// commit), so a step whose thousands of hosts finish together costs a
+// handful of fsyncs. When the log holds as many records as the snapshot
+// has pairs, the writer compacts: a new snapshot, a new log.
+//
+// A write that fails is logged and remembered (failed), and nothing is
+// written after it: the rollout stops before its next step. With no path
+// the state is kept in memory only (a rollout without a state file still
+// tracks its canary).
 type stateWriter struct {
-	path string // "": in memory only
+	path string
 	log  *slog.Logger
 
 	mu      sync.Mutex
 	cond    *sync.Cond
-	st      *State
+	st      *State // nil until begin or resume
 	done    doneIndex
-	files   *stateFiles
-	err     error
-	queue   []byte // records not yet written
+	canary  *CanaryState
+	files   *stateFiles // nil until the first generation is written
+	err     error       // the first failed write
+	queue   []byte      // records not yet written
 	queued  int
 	group   *commitGroup // the callers waiting for queue
 	writing bool
+	closed  bool
 	stats   StateWrites
 }
 
@@ -55,21 +66,19 @@ type commitGroup struct {
 	err  error
 }
 
-// newStateWriter returns the writer of st into path; path "" keeps st in
-// memory only. Nothing is written before begin.
-func newStateWriter(path string, st *State, log *slog.Logger) *stateWriter {
+func newStateWriter(path string, log *slog.Logger) *stateWriter {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	w := &stateWriter{path: path, log: log, st: st, done: newDoneIndex(st), group: &commitGroup{}}
+	w := &stateWriter{path: path, log: log, group: &commitGroup{}}
 	w.cond = sync.NewCond(&w.mu)
 	return w
 }
 
-// begin writes the whole state, as a new generation (see statelog.go): at
-// a new rollout, or at a resume (which also turns a version 1 file into
-// version 2). The error wraps ErrState.
-func (w *stateWriter) begin() error {
+// begin takes st as the state of a new rollout and writes it whole, as a
+// new generation. The error says what could not be written.
+func (w *stateWriter) begin(st *State) error {
+	w.resume(st)
 	if w.path == "" {
 		return nil
 	}
@@ -78,61 +87,133 @@ func (w *stateWriter) begin() error {
 	for w.writing {
 		w.cond.Wait()
 	}
-	w.st.Updated = time.Now()
-	t0 := time.Now()
-	f, err := writeGeneration(w.path, w.st, w.generation())
-	if err != nil {
-		return w.fail(err)
-	}
-	w.stats.add(time.Since(t0))
-	w.stats.Snapshots++
-	if w.files != nil {
-		_ = w.files.close()
-	}
-	w.files = f
-	return nil
+	w.writing = true
+	defer w.cond.Broadcast()
+	err := w.generationLocked()
+	w.writing = false
+	return err
 }
 
-// record adds a finished pair to the state; it is durable on return. A
-// failed write is logged and remembered (failed).
+// resume takes st, read from the state file (version 1 or 2), as the
+// rollout's state; it is written whole, as version 2, with the next change.
+func (w *stateWriter) resume(st *State) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.st, w.done = st, newDoneIndex(st)
+	if st.Canary != nil {
+		w.canary = st.Canary
+	}
+}
+
+// record adds a finished pair, durable on return. A failed write is logged
+// and remembered (failed): the rollout stops after this step.
 func (w *stateWriter) record(p PairResult) {
 	_ = w.commit(logRecord{At: time.Now(), Pair: &p}, nil)
 }
 
-// canary applies update to the canary's progress (created empty if there is
-// none yet) and, when update reports a change, records the new progress,
-// durable on return. The error wraps ErrState; update's change stays in
-// memory either way.
-func (w *stateWriter) canary(update func(cs *CanaryState) (changed bool)) error {
-	return w.commit(logRecord{}, func(rec *logRecord) bool {
-		if w.st.Canary == nil {
-			w.st.Canary = &CanaryState{}
-		}
-		if w.st.Canary.OldImages == nil {
-			w.st.Canary.OldImages = map[string]string{}
-		}
-		if !update(w.st.Canary) {
-			return false
-		}
-		cs := *w.st.Canary
-		cs.OldImages = maps.Clone(cs.OldImages)
-		rec.At, rec.Canary = time.Now(), &cs
-		return true
-	})
-}
-
-// complete records that the rollout ended on its own with outcome
-// (HostDone or HostFailed), and stopped says why batches were left unrun.
-// The error wraps ErrState.
+// complete marks the rollout as ended on its own, with outcome (HostDone
+// or HostFailed) and why it stopped early, if it did. The error wraps
+// ErrState.
 func (w *stateWriter) complete(outcome, stopped string) error {
 	return w.commit(logRecord{At: time.Now(), Complete: &completion{Outcome: outcome, Stopped: stopped}}, nil)
 }
 
-// failed returns the first failed write (wrapping ErrState), or nil.
+// canaryState returns the canary's recorded progress, or a new one; its
+// phase, verdict and traffic are changed by the canary's judge alone,
+// between steps, and written with saveCanary; its old images only through
+// noteOldImage.
+func (w *stateWriter) canaryState() *CanaryState {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.canaryLocked()
+}
+
+func (w *stateWriter) canaryLocked() *CanaryState {
+	if w.canary == nil {
+		w.canary = &CanaryState{}
+	}
+	if w.canary.OldImages == nil {
+		w.canary.OldImages = map[string]string{}
+	}
+	if w.st != nil { // recorded with the state from now on
+		w.st.Canary = w.canary
+	}
+	return w.canary
+}
+
+// saveCanary records the canary's progress, durable on return; a failed
+// write is remembered (failed).
+func (w *stateWriter) saveCanary() {
+	_ = w.commit(logRecord{}, func(*CanaryState) bool { return true })
+}
+
+// noteOldImage remembers what a canary slot ran before it is replaced, and
+// records it at once when it is news: a rollback must know it whatever
+// becomes of the call. An image that is empty (unknown) or newImage
+// (nothing to put back) is not noted. The error wraps ErrState.
+func (w *stateWriter) noteOldImage(host, slot, image, newImage string) error {
+	if image == "" || image == newImage {
+		return nil
+	}
+	return w.commit(logRecord{}, func(cs *CanaryState) bool {
+		key := canaryKey(host, slot)
+		if cs.OldImages[key] == image {
+			return false
+		}
+		cs.OldImages[key] = image
+		return true
+	})
+}
+
+// oldImage is what the canary slot ran before the rollout, if noted.
+func (w *stateWriter) oldImage(host, slot string) (string, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.canary == nil {
+		return "", false
+	}
+	old, ok := w.canary.OldImages[canaryKey(host, slot)]
+	return old, ok
+}
+
+// promoting records the canary as being promoted, with verdict why. When
+// that cannot be written, the canary is left as it was (what the file
+// holds) and the error wraps ErrState.
+func (w *stateWriter) promoting(why string) error {
+	var phase, verdict string
+	var cs *CanaryState
+	err := w.commit(logRecord{}, func(c *CanaryState) bool {
+		cs, phase, verdict = c, c.Phase, c.Verdict
+		c.Phase, c.Verdict = CanaryPromoting, why
+		return true
+	})
+	if err != nil {
+		w.mu.Lock()
+		cs.Phase, cs.Verdict = phase, verdict
+		w.mu.Unlock()
+	}
+	return err
+}
+
+// failed is the first write that failed, wrapping ErrState; nil if none.
 func (w *stateWriter) failed() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.err
+}
+
+// close closes the log once every write is done; a change after it is an
+// error.
+func (w *stateWriter) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.writing {
+		w.cond.Wait()
+	}
+	if w.files != nil {
+		_ = w.files.close()
+	}
+	w.files, w.closed = nil, true
 }
 
 // writes sums up the fsync'd writes so far.
@@ -142,40 +223,50 @@ func (w *stateWriter) writes() StateWrites {
 	return w.stats
 }
 
-// state returns the state in memory; the caller must not change it.
-func (w *stateWriter) state() *State { return w.st }
-
-// commit applies rec to the state (after fill, under the lock, if set and
-// reporting a change) and waits until it is durable.
-func (w *stateWriter) commit(rec logRecord, fill func(*logRecord) bool) error {
+// commit applies rec to the state and waits until it is durable. With
+// change set, rec is the canary's progress after change, if change reports
+// one (under the lock, so that of two concurrent changes the later record
+// holds both).
+func (w *stateWriter) commit(rec logRecord, change func(*CanaryState) bool) error {
 	var line []byte
 	var err error
-	if fill == nil && w.path != "" {
+	persist := w.path != ""
+	if change == nil && persist {
 		if line, err = encodeRecord(rec); err != nil { // outside the lock: the costly part
-			return w.failLocked(err)
+			return w.failUnlocked(err)
 		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if fill != nil {
-		if !fill(&rec) {
-			return w.err
+	if change != nil {
+		cs := w.canaryLocked()
+		if !change(cs) {
+			return nil
 		}
-		if w.path != "" {
+		cp := *cs
+		cp.OldImages = maps.Clone(cs.OldImages)
+		rec.At, rec.Canary = time.Now(), &cp
+		if persist && w.st != nil {
 			if line, err = encodeRecord(rec); err != nil {
 				return w.fail(err)
 			}
 		}
 	}
+	if w.st == nil {
+		return nil // no state: a rollout without a state file
+	}
 	w.done.apply(w.st, rec)
-	if w.path == "" {
+	if rec.Canary != nil {
+		w.st.Canary = w.canary // the record's copy is for the log
+	}
+	if !persist {
 		return nil
 	}
-	if w.err != nil || w.files == nil {
-		if w.err == nil {
-			return w.fail(fmt.Errorf("state file %s: a record before the state was written (begin)", w.path))
-		}
+	if w.err != nil {
 		return w.err
+	}
+	if w.closed {
+		return fmt.Errorf("%w: state file %s: a change after the run ended", ErrState, w.path)
 	}
 	w.queue = append(w.queue, line...)
 	w.queued++
@@ -197,19 +288,24 @@ func (w *stateWriter) flush() {
 	lines, n, g := w.queue, w.queued, w.group
 	w.queue, w.queued, w.group = nil, 0, &commitGroup{}
 	files := w.files
-	w.mu.Unlock()
-	t0 := time.Now()
-	err := files.append(lines, n)
-	d := time.Since(t0)
-	w.mu.Lock()
-	w.stats.add(d)
-	w.stats.Records += n
-	if err != nil {
-		err = w.fail(err)
+	var err error
+	if files == nil { // a resume's first change: the whole state, queue included
+		err = w.generationLocked()
+	} else {
+		w.mu.Unlock()
+		t0 := time.Now()
+		err = files.append(lines, n)
+		d := time.Since(t0)
+		w.mu.Lock()
+		w.stats.add(d)
+		w.stats.Records += n
+		if err != nil {
+			err = w.fail(err)
+		}
 	}
 	g.done, g.err = true, err
 	w.cond.Broadcast()
-	if err == nil && files.due() {
+	if err == nil && w.files.due() {
 		w.compact()
 	}
 	w.writing = false
@@ -220,36 +316,46 @@ func (w *stateWriter) flush() {
 // records queued meanwhile are already in the state in memory, so the
 // snapshot may hold them too: loading counts them once.
 func (w *stateWriter) compact() {
+	if err := w.generationLocked(); err != nil {
+		return
+	}
+	w.log.Debug("state file compacted", "state_file", w.path, "pairs", len(w.st.Done), "generation", w.files.generation)
+}
+
+// generationLocked writes the state whole as a new generation and appends
+// to its log from then on. It releases the lock while writing: a copy of
+// the state is written, with the pairs it held when the write began. The
+// error wraps ErrState.
+func (w *stateWriter) generationLocked() error {
 	snap := *w.st
-	snap.Done = append([]PairResult(nil), w.st.Done...)
+	snap.Done = slices.Clone(w.st.Done)
 	if w.st.Canary != nil {
 		cs := *w.st.Canary
 		cs.OldImages = maps.Clone(cs.OldImages)
 		snap.Canary = &cs
 	}
+	snap.Updated = time.Now()
 	old := w.files
+	prev := w.st.Generation
+	if old != nil {
+		prev = old.generation
+	}
 	w.mu.Unlock()
 	t0 := time.Now()
-	f, err := writeGeneration(w.path, &snap, old.generation)
+	f, err := writeGeneration(w.path, &snap, prev)
 	d := time.Since(t0)
 	w.mu.Lock()
 	if err != nil {
-		_ = w.fail(fmt.Errorf("compacting: %w", err))
-		return
+		return w.fail(err)
 	}
 	w.stats.add(d)
 	w.stats.Snapshots++
 	w.st.Version, w.st.Generation = snap.Version, snap.Generation
-	_ = old.close()
-	w.files = f
-	w.log.Debug("state file compacted", "state_file", w.path, "pairs", len(snap.Done), "generation", f.generation, "took", d)
-}
-
-func (w *stateWriter) generation() uint64 {
-	if w.files != nil {
-		return w.files.generation
+	if old != nil {
+		_ = old.close()
 	}
-	return w.st.Generation
+	w.files = f
+	return nil
 }
 
 // fail remembers err as the first failed write, logs it, and returns it
@@ -263,8 +369,8 @@ func (w *stateWriter) fail(err error) error {
 	return err
 }
 
-// failLocked is fail for a caller that does not hold the lock.
-func (w *stateWriter) failLocked(err error) error {
+// failUnlocked is fail for a caller that does not hold the lock.
+func (w *stateWriter) failUnlocked(err error) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.fail(err)
