@@ -89,6 +89,9 @@ func TestKillChildCoordinator(t *testing.T) {
 	}
 	defer ledger.Close()
 	run := os.Getenv(killEnvRun)
+	// Compactions, so that kills fall in them too: after 256, 512, 1,024
+	// and 2,048 pairs.
+	setCompaction(t, 256)
 	e := &Executor{Image: "app:v2", Origin: "kill test", StateFile: os.Getenv(killEnvState),
 		Dial: func(_ context.Context, h string) (Agent, error) {
 			return &ledgerAgent{host: h, run: run, ledger: ledger}, nil
@@ -98,6 +101,7 @@ func TestKillChildCoordinator(t *testing.T) {
 				fmt.Fprintf(os.Stdout, "slot_done %s %s\n", ev.Host, ev.Slot)
 			}
 		}}
+	fmt.Fprintln(os.Stdout, "started") // the parent's clock starts
 	var res Result
 	switch mode {
 	case "run":
@@ -117,9 +121,12 @@ func TestKillChildCoordinator(t *testing.T) {
 
 // killChild is one child coordinator as the parent sees it.
 type killChild struct {
-	cmd  *exec.Cmd
-	out  []string // its stdout lines
-	done chan struct{}
+	cmd     *exec.Cmd
+	out     []string      // its stdout lines
+	started chan struct{} // closed once it is about to run or resume
+	startAt time.Time
+	endAt   time.Time // when it printed its result: the race detector's exit takes a second more
+	done    chan struct{}
 	err  error // its exit
 }
 
@@ -137,12 +144,23 @@ func startKillChild(t *testing.T, dir, mode string, run int) *killChild {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &killChild{cmd: cmd, done: make(chan struct{})}
+	c := &killChild{cmd: cmd, started: make(chan struct{}), done: make(chan struct{})}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		sc := bufio.NewScanner(stdout)
+		started := false
 		for sc.Scan() {
 			c.out = append(c.out, sc.Text())
+			if !started && sc.Text() == "started" {
+				started, c.startAt = true, time.Now()
+				close(c.started)
+			}
+			if strings.HasPrefix(sc.Text(), "state_writes ") {
+				c.endAt = time.Now()
+			}
+		}
+		if !started {
+			close(c.started)
 		}
 	})
 	go func() {
@@ -160,10 +178,11 @@ func startKillChild(t *testing.T, dir, mode string, run int) *killChild {
 	return c
 }
 
-// killAfter kills c with SIGKILL after d, unless it ended first, and waits
-// for it. It reports whether the kill came first.
+// killAfter kills c with SIGKILL d after it started its rollout, unless
+// it ended first, and waits for it. It reports whether the kill came first.
 func (c *killChild) killAfter(t *testing.T, d time.Duration) bool {
 	t.Helper()
+	<-c.started
 	select {
 	case <-c.done:
 		return false
@@ -236,14 +255,13 @@ func TestACoordinatorKilledAtRandomPointsLosesNoPairAndRedoesNone(t *testing.T) 
 		t.Skip("in the child")
 	}
 	t0 := time.Now()
-	// How long a rollout takes here, child start included.
-	cal := t.TempDir()
-	c := startKillChild(t, cal, "run", 0)
+	// How long a rollout takes here, from the child's start of it.
+	c := startKillChild(t, t.TempDir(), "run", 0)
 	<-c.done
 	if c.err != nil {
 		t.Fatal(c.err)
 	}
-	whole := time.Since(t0)
+	whole := c.endAt.Sub(c.startAt)
 	t.Logf("a whole rollout of %d hosts x %d slots in a child: %s (%s)", killHosts, len(killSlots), whole.Round(time.Millisecond), c.writes())
 
 	rng := rand.New(rand.NewPCG(13, 2))
@@ -252,11 +270,11 @@ func TestACoordinatorKilledAtRandomPointsLosesNoPairAndRedoesNone(t *testing.T) 
 		dir := t.TempDir()
 		var kills []string
 		for run := 1; ; run++ {
+			before, st := recorded(t, dir)
 			mode := "resume"
-			if run == 1 {
+			if st == nil { // none yet, or killed before it wrote its first
 				mode = "run"
 			}
-			before, _ := recorded(t, dir)
 			c := startKillChild(t, dir, mode, run)
 			// Kill each of the first two children at a random point of a
 			// whole rollout's time; let the third finish.
@@ -270,7 +288,7 @@ func TestACoordinatorKilledAtRandomPointsLosesNoPairAndRedoesNone(t *testing.T) 
 				<-c.done
 			}
 			if !killed && c.err != nil {
-				t.Fatalf("run %d child %d: %v", i+1, run, c.err)
+				t.Fatalf("run %d child %d: %v\n%s", i+1, run, c.err, strings.Join(c.out[max(0, len(c.out)-20):], "\n"))
 			}
 			after, st := recorded(t, dir)
 			for _, p := range c.printed() {
@@ -283,7 +301,7 @@ func TestACoordinatorKilledAtRandomPointsLosesNoPairAndRedoesNone(t *testing.T) 
 					t.Errorf("run %d child %d: %s was asked again though it was recorded", i+1, run, p)
 				}
 			}
-			if killed {
+			if killed && (st == nil || !st.Complete) {
 				t.Logf("run %d child %d killed at %s: %d pairs printed, %d recorded", i+1, run, kills[len(kills)-1], len(c.printed()), len(after))
 				continue
 			}
