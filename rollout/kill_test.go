@@ -127,7 +127,7 @@ type killChild struct {
 	startAt time.Time
 	endAt   time.Time // when it printed its result: the race detector's exit takes a second more
 	done    chan struct{}
-	err  error // its exit
+	err     error // its exit
 }
 
 func startKillChild(t *testing.T, dir, mode string, run int) *killChild {

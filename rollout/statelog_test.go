@@ -395,3 +395,23 @@ func appendTo(t *testing.T, path string, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+func TestALogNewerThanItsSnapshotIsRefusedOnceReadingAgainDoesNotHelp(t *testing.T) {
+	path := statePath(t)
+	w := begun(t, path, 2)
+	w.record(pairOf(0))
+	// A snapshot of an older generation put back by hand under the log.
+	old := planState(2)
+	old.Version, old.Generation = stateVersion, w.files.generation-1
+	b, err := json.Marshal(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ReadState(path)
+	if err == nil || !strings.Contains(err.Error(), "do not belong together") {
+		t.Fatalf("got %v, want the snapshot and the log refused as not belonging together", err)
+	}
+}
