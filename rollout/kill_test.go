@@ -75,10 +75,10 @@ func (a *ledgerAgent) Counters(context.Context, time.Duration, time.Duration, fu
 	return nil
 }
 
-// TestKillChildCoordinator is the child: it runs (or resumes) the rollout
+// TestTheKillTestsChildCoordinator is the child: it runs (or resumes) the rollout
 // and prints every EventSlotDone, one line each, as it is emitted. It does
 // nothing unless the kill test started it.
-func TestKillChildCoordinator(t *testing.T) {
+func TestTheKillTestsChildCoordinator(t *testing.T) {
 	mode := os.Getenv(killEnvMode)
 	if mode == "" {
 		t.Skip("the child of TestACoordinatorKilledAtRandomPointsLosesNoPairAndRedoesNone")
@@ -132,7 +132,7 @@ type killChild struct {
 
 func startKillChild(t *testing.T, dir, mode string, run int) *killChild {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestKillChildCoordinator$", "-test.count=1")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestTheKillTestsChildCoordinator$", "-test.count=1")
 	cmd.Env = append(os.Environ(), killEnvMode+"="+mode, killEnvState+"="+filepath.Join(dir, "rollout.json"),
 		killEnvLedger+"="+filepath.Join(dir, "ledger"), killEnvRun+"="+strconv.Itoa(run))
 	stdout, err := cmd.StdoutPipe()

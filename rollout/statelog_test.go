@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -413,5 +414,85 @@ func TestALogNewerThanItsSnapshotIsRefusedOnceReadingAgainDoesNotHelp(t *testing
 	_, err = ReadState(path)
 	if err == nil || !strings.Contains(err.Error(), "do not belong together") {
 		t.Fatalf("got %v, want the snapshot and the log refused as not belonging together", err)
+	}
+}
+
+func TestARolloutRecordedByAnOlderHarollInVersion1ResumesAndIsRecordedInVersion2(t *testing.T) {
+	f := newFleet(t, 6, "a", "b")
+	path := statePath(t)
+	e := f.executor()
+	e.StateFile = path
+	ctx, events := cancelAfterBatch(t, 1)
+	e.Events = events
+	if _, err := e.Run(ctx, hostNames(6), []string{"a", "b"}, mustStrategy(t, "2")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	first := f.allCalls()
+	// The same progress as an older haroll wrote it: one JSON file.
+	st, err := ReadState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Version, st.Generation = stateVersionV1, 0
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(StateLog(path)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	st, err = LoadResumable(path, "app:v2")
+	if err != nil || st.Version != stateVersionV1 || len(st.Done) != 4 {
+		t.Fatalf("read %+v, %v", st, err)
+	}
+	e = f.executor()
+	e.StateFile = path
+	res, err := e.Resume(t.Context(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resumed := f.allCalls()[len(first):]; len(resumed) != 8 {
+		t.Errorf("the resume asked %v, want h3..h6 for a and b", resumed)
+	}
+	if res.Resumed != 4 || res.StateWrites.Snapshots != 1 || res.StateWrites.Count < 2 {
+		t.Errorf("resumed %d, state writes %+v: want 4 resumed, a snapshot with the first change, then the log", res.Resumed, res.StateWrites)
+	}
+	got, err := ReadState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pairs := map[string]bool{}
+	for _, p := range got.Done {
+		pairs[p.Host+" "+p.Slot] = true
+	}
+	if got.Version != stateVersion || !got.Complete || len(got.Done) != 12 || len(pairs) != 12 {
+		t.Errorf("version %d complete %v, %d pairs (%d distinct) after the resume, want version %d, complete, 12",
+			got.Version, got.Complete, len(got.Done), len(pairs), stateVersion)
+	}
+}
+
+func TestARecordReturnsOnlyOnceItsWriteIsDone(t *testing.T) {
+	w := begun(t, statePath(t), 2)
+	release := make(chan struct{})
+	testHookAppend = func() error { <-release; return nil }
+	t.Cleanup(func() { testHookAppend = nil })
+	returned := make(chan struct{})
+	go func() {
+		w.record(pairOf(0))
+		close(returned)
+	}()
+	select {
+	case <-returned:
+		t.Fatal("record returned while its write was held")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	<-returned
+	if ws := w.writes(); ws.Records != 1 {
+		t.Errorf("writes %+v, want the record written", ws)
 	}
 }
