@@ -30,7 +30,14 @@ func NewClient(api agentpb.AgentClient, conn io.Closer) *Client {
 // DialGRPC returns a Dial that opens one gRPC connection per host with
 // opts (transport credentials at least). grpc.NewClient connects lazily:
 // the first call, under its context's deadline, makes the connection.
+//
+// Every connection has the keepalive of agentpb.ClientKeepalive (opts may
+// override it): an agent that goes silent in the middle of a call, a
+// Redeploy stream through a NAT that dropped the flow, fails the call with
+// ErrUnreachable within agentpb.ClientKeepaliveTime +
+// ClientKeepaliveTimeout, instead of at the step timeout.
 func DialGRPC(opts ...grpc.DialOption) Dial {
+	opts = append([]grpc.DialOption{agentpb.ClientKeepalive()}, opts...)
 	return func(_ context.Context, host string) (Agent, error) {
 		conn, err := grpc.NewClient(host, opts...)
 		if err != nil {
