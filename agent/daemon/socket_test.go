@@ -14,7 +14,9 @@ import (
 )
 
 // statusOnly answers Status, as any live agent does.
-type statusOnly struct{ agentpb.UnimplementedAgentServer }
+type statusOnly struct {
+	agentpb.UnimplementedAgentServer
+}
 
 func (statusOnly) Status(context.Context, *agentpb.StatusRequest) (*agentpb.StatusResponse, error) {
 	return &agentpb.StatusResponse{}, nil
