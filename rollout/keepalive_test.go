@@ -113,7 +113,7 @@ func TestAFlowThatABlackHoleSwallowsFailsTheStepWithinTheKeepalive(t *testing.T)
 	proxy := newBlackHoleProxy(t, serveWith(t, &quietAgent{fakeServer: fakeServer{slots: []string{"a"}}, silence: time.Minute}, k))
 	var cut time.Time
 	e := &Executor{Dial: DialGRPC(grpc.WithTransportCredentials(insecure.NewCredentials()), k.DialOption()), Image: "app:v2",
-		ConnectTimeout: 2 * time.Second, StepTimeout: 30 * time.Second,
+		ConnectTimeout: 2 * time.Second, StepTimeout: 30 * k.ClientTime,
 		Events: func(ev Event) {
 			if ev.Kind == EventPhase { // the stream is open: the NAT drops the flow now
 				cut = time.Now()
