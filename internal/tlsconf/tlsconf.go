@@ -56,7 +56,9 @@ func Server(certFile, keyFile, clientCAFile string, allowedNames []string) (*tls
 // SessionCacheSize is how many agents' TLS sessions a Client config remembers, least recently used
 // first out: a fleet's worth, so that a coordinator that dials every host again per batch (and for
 // each canary decision) resumes the session instead of a full handshake with certificate
-// verification. The cache fills only with hosts actually dialled.
+// verification. The cache fills only with hosts actually dialled; an entry holds the agent's ticket
+// (about 1 KB) and its parsed certificate, about 4.8 KB in all as measured with a certificate per
+// host: some 48 MB at 10,000 hosts, 78 MB full.
 const SessionCacheSize = 16384
 
 // Client returns a TLS 1.3 client config presenting certFile/keyFile and trusting only caFile.
