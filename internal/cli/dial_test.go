@@ -87,4 +87,3 @@ func TestTheCoordinatorsSecondConnectionToAnAgentResumesItsTLSSession(t *testing
 		t.Fatalf("resumed, connection by connection: %v, want [false true]", srv.resumed)
 	}
 }
-
