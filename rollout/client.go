@@ -16,7 +16,9 @@ import (
 )
 
 // Client is an Agent over the agent's gRPC API: a thin adapter that reads
-// the Redeploy stream and maps gRPC codes back to this package's errors.
+// the Redeploy stream and maps gRPC codes back to this package's errors. It
+// is the one reader of that stream: the coordinator's, and the haroll CLI's
+// through the agent's unix socket.
 type Client struct {
 	api  agentpb.AgentClient
 	conn io.Closer

@@ -44,6 +44,8 @@ func testKeepalive() agentpb.Keepalive {
 type quietAgent struct {
 	fakeServer
 	silence time.Duration
+	// gone, when not nil, is sent the time the agent saw its caller go away.
+	gone chan time.Time
 }
 
 func (s *quietAgent) Redeploy(req *agentpb.RedeployRequest, stream agentpb.Agent_RedeployServer) error {
@@ -54,6 +56,9 @@ func (s *quietAgent) Redeploy(req *agentpb.RedeployRequest, stream agentpb.Agent
 	select {
 	case <-time.After(s.silence):
 	case <-stream.Context().Done():
+		if s.gone != nil {
+			s.gone <- time.Now()
+		}
 		return stream.Context().Err()
 	}
 	rep := &agentpb.Report{Image: req.GetImage(), Slots: []*agentpb.SlotReport{{Slot: slot, Result: ResultReplaced, Total: durationpb.New(s.silence)}}}
@@ -108,9 +113,10 @@ func TestASilentRedeployStreamIsNotCutByTheAgentsPingPolicy(t *testing.T) {
 	})
 }
 
-func TestAFlowThatABlackHoleSwallowsFailsTheStepWithinTheKeepalive(t *testing.T) {
+func TestAFlowThatABlackHoleSwallowsFailsTheStepAndIsSeenByTheAgentWithinTheKeepalive(t *testing.T) {
 	k := testKeepalive()
-	proxy := newBlackHoleProxy(t, serveWith(t, &quietAgent{fakeServer: fakeServer{slots: []string{"a"}}, silence: time.Minute}, k))
+	agent := &quietAgent{fakeServer: fakeServer{slots: []string{"a"}}, silence: time.Minute, gone: make(chan time.Time, 1)}
+	proxy := newBlackHoleProxy(t, serveWith(t, agent, k))
 	var cut time.Time
 	e := &Executor{Dial: DialGRPC(grpc.WithTransportCredentials(insecure.NewCredentials()), k.DialOption()), Image: "app:v2",
 		ConnectTimeout: 2 * time.Second, StepTimeout: 30 * k.ClientTime,
@@ -133,6 +139,19 @@ func TestAFlowThatABlackHoleSwallowsFailsTheStepWithinTheKeepalive(t *testing.T)
 	t.Logf("the step failed %s after the flow was cut (client keepalive %s + %s)", took.Round(time.Millisecond), k.ClientTime, k.ClientTimeout)
 	if took > bound+time.Second {
 		t.Errorf("the step failed %s after the flow was cut, want within %s (+1s): the keepalive did not find the dead flow", took, bound)
+	}
+
+	// The agent, for its part, finds its caller gone by its own pings (an
+	// image pull, which changed nothing yet, then stops).
+	bound = k.ServerTime + k.ServerTimeout
+	select {
+	case at := <-agent.gone:
+		t.Logf("the agent saw its caller go %s after the flow was cut (agent keepalive %s + %s)", at.Sub(cut).Round(time.Millisecond), k.ServerTime, k.ServerTimeout)
+		if d := at.Sub(cut); d > bound+time.Second {
+			t.Errorf("the agent saw its caller go %s after the cut, want within %s (+1s)", d, bound)
+		}
+	case <-time.After(bound + 2*time.Second):
+		t.Errorf("the agent did not see its caller go within %s (+2s) of the cut", bound)
 	}
 }
 
