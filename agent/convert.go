@@ -14,13 +14,13 @@ import (
 
 // EventToPB converts an Event for the wire.
 func EventToPB(e Event) *agentpb.PhaseEvent {
-	return &agentpb.PhaseEvent{Slot: e.Slot, Phase: string(e.Phase), Start: timestamppb.New(e.Start),
+	return &agentpb.PhaseEvent{Slot: e.Slot, Phase: string(e.Phase), PhaseCode: agentpb.PhaseFromName(string(e.Phase)), Start: timestamppb.New(e.Start),
 		Duration: durationpb.New(e.Duration), Detail: e.Detail, Error: e.Err}
 }
 
 // EventFromPB converts a wire event back.
 func EventFromPB(e *agentpb.PhaseEvent) Event {
-	return Event{Slot: e.GetSlot(), Phase: Phase(e.GetPhase()), Start: e.GetStart().AsTime(),
+	return Event{Slot: e.GetSlot(), Phase: Phase(e.PhaseName()), Start: e.GetStart().AsTime(),
 		Duration: e.GetDuration().AsDuration(), Detail: e.GetDetail(), Err: e.GetError()}
 }
 
@@ -35,7 +35,7 @@ func ReportToPB(r Report, err error) *agentpb.Report {
 		for p, d := range s.Phases {
 			phases[string(p)] = durationpb.New(d)
 		}
-		out.Slots = append(out.Slots, &agentpb.SlotReport{Slot: s.Slot, Result: string(s.Result),
+		out.Slots = append(out.Slots, &agentpb.SlotReport{Slot: s.Slot, Result: string(s.Result), ResultCode: agentpb.SlotResultFromName(string(s.Result)),
 			OldContainer: s.OldContainer, NewContainer: s.NewContainer, OldImage: s.OldImage,
 			Weight: int32(s.Weight), Phases: phases, Total: durationpb.New(s.Total), Error: s.Err})
 	}
@@ -50,7 +50,7 @@ func ReportFromPB(r *agentpb.Report) (Report, string) {
 		for p, d := range s.GetPhases() {
 			phases[Phase(p)] = d.AsDuration()
 		}
-		out.Slots = append(out.Slots, SlotReport{Slot: s.GetSlot(), Result: Result(s.GetResult()),
+		out.Slots = append(out.Slots, SlotReport{Slot: s.GetSlot(), Result: Result(s.ResultName()),
 			OldContainer: s.GetOldContainer(), NewContainer: s.GetNewContainer(), OldImage: s.GetOldImage(),
 			Weight: int(s.GetWeight()), Phases: phases, Total: s.GetTotal().AsDuration(), Err: s.GetError()})
 	}
@@ -73,7 +73,7 @@ func pendingToPB(p *SlotPending) *agentpb.SlotPending {
 	if p == nil {
 		return nil
 	}
-	out := &agentpb.SlotPending{Image: p.Image, Phase: string(p.Phase), Started: timestamppb.New(p.Started),
+	out := &agentpb.SlotPending{Image: p.Image, Phase: string(p.Phase), PhaseCode: agentpb.PhaseFromName(string(p.Phase)), Started: timestamppb.New(p.Started),
 		Proven: p.Proven, Wedged: p.Wedged, Error: p.Error}
 	if !p.FailedAt.IsZero() {
 		out.FailedAt = timestamppb.New(p.FailedAt)
@@ -85,7 +85,7 @@ func pendingFromPB(p *agentpb.SlotPending) *SlotPending {
 	if p == nil {
 		return nil
 	}
-	out := &SlotPending{Image: p.GetImage(), Phase: Phase(p.GetPhase()), Started: p.GetStarted().AsTime(),
+	out := &SlotPending{Image: p.GetImage(), Phase: Phase(p.PhaseName()), Started: p.GetStarted().AsTime(),
 		Proven: p.GetProven(), Wedged: p.GetWedged(), Error: p.GetError()}
 	if p.GetFailedAt() != nil {
 		out.FailedAt = p.GetFailedAt().AsTime()

@@ -16,7 +16,9 @@ import (
 )
 
 // Client is an Agent over the agent's gRPC API: a thin adapter that reads
-// the Redeploy stream and maps gRPC codes back to this package's errors.
+// the Redeploy stream and maps gRPC codes back to this package's errors. It
+// is the one reader of that stream: the coordinator's, and the haroll CLI's
+// through the agent's unix socket.
 type Client struct {
 	api  agentpb.AgentClient
 	conn io.Closer
@@ -30,7 +32,14 @@ func NewClient(api agentpb.AgentClient, conn io.Closer) *Client {
 // DialGRPC returns a Dial that opens one gRPC connection per host with
 // opts (transport credentials at least). grpc.NewClient connects lazily:
 // the first call, under its context's deadline, makes the connection.
+//
+// Every connection has the keepalive of agentpb.ClientKeepalive (opts may
+// override it): an agent that goes silent in the middle of a call, a
+// Redeploy stream through a NAT that dropped the flow, fails the call with
+// ErrUnreachable within agentpb.ClientKeepaliveTime +
+// ClientKeepaliveTimeout, instead of at the step timeout.
 func DialGRPC(opts ...grpc.DialOption) Dial {
+	opts = append([]grpc.DialOption{agentpb.ClientKeepalive()}, opts...)
 	return func(_ context.Context, host string) (Agent, error) {
 		conn, err := grpc.NewClient(host, opts...)
 		if err != nil {
@@ -120,24 +129,48 @@ func (c *Client) Counters(ctx context.Context, interval, window time.Duration, o
 }
 
 // fromStatus maps a gRPC status back to this package's errors, keeping the
-// agent's message.
+// agent's message. The error it returns also keeps the status itself
+// (status.FromError finds it), for a caller that shows the agent's words
+// alone, as `haroll redeploy` through the agent's socket does.
 func fromStatus(err error) error {
 	s, ok := status.FromError(err)
 	if !ok {
 		return err
 	}
-	msg := s.Message()
+	var kind error
 	switch s.Code() {
 	case codes.ResourceExhausted:
-		return fmt.Errorf("%w: %s", ErrBusy, msg)
+		kind = ErrBusy
 	case codes.InvalidArgument, codes.PermissionDenied, codes.FailedPrecondition:
-		return fmt.Errorf("%w: %s", ErrRefused, msg)
+		kind = ErrRefused
 	case codes.Unavailable:
-		return fmt.Errorf("%w: %s", ErrUnreachable, msg)
+		kind = ErrUnreachable
 	case codes.DeadlineExceeded:
-		return fmt.Errorf("%w: %s", context.DeadlineExceeded, msg)
+		kind = context.DeadlineExceeded
 	case codes.Canceled:
-		return fmt.Errorf("%w: %s", context.Canceled, msg)
+		kind = context.Canceled
 	}
-	return fmt.Errorf("%s: %s", s.Code(), msg)
+	return &agentError{kind: kind, status: s}
 }
+
+// agentError is a gRPC error of the agent: kind is this package's error for
+// its code (nil for a code it has none for), status the agent's own.
+type agentError struct {
+	kind   error
+	status *status.Status
+}
+
+// Error reads "<kind>: <the agent's message>", or, without kind, "<code>:
+// <message>".
+func (e *agentError) Error() string {
+	if e.kind == nil {
+		return fmt.Sprintf("%s: %s", e.status.Code(), e.status.Message())
+	}
+	return fmt.Sprintf("%v: %s", e.kind, e.status.Message())
+}
+
+// Unwrap returns kind, for errors.Is(err, ErrBusy) and the like.
+func (e *agentError) Unwrap() error { return e.kind }
+
+// GRPCStatus returns the agent's status.
+func (e *agentError) GRPCStatus() *status.Status { return e.status }

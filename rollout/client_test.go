@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -108,5 +110,46 @@ func TestAnAgentLostMidStepIsReportedFailedForThatHost(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("took %s: a lost agent must fail its host at once", d)
+	}
+}
+
+func TestAReportFromAnAgentBeforeTheEnumsReadsAsOneFromAnAgentOfToday(t *testing.T) {
+	// phasesAndResults rolls one host whose agent fills the fields wire
+	// says, and returns what the coordinator made of them.
+	phasesAndResults := func(wire wireFields, fail bool) (phases []string, slots []SlotResult) {
+		t.Helper()
+		srv := &fakeServer{slots: []string{"a", "b"}, wire: wire, fail: fail}
+		e := &Executor{Dial: DialGRPC(grpc.WithTransportCredentials(insecure.NewCredentials())), Image: "app:v2",
+			ConnectTimeout: 2 * time.Second, StepTimeout: 5 * time.Second,
+			Events: func(ev Event) {
+				if ev.Kind == EventPhase {
+					phases = append(phases, ev.Slot+"/"+ev.Phase)
+				}
+			}}
+		res, _ := e.Run(t.Context(), []string{serve(t, srv)}, nil, Strategy{Batch: Size{count: 1}})
+		if len(res.Hosts) != 1 {
+			t.Fatalf("wire %d: got %+v", wire, res)
+		}
+		for _, s := range res.Hosts[0].Slots {
+			s.Duration, s.Phases = 0, nil // timings differ from run to run
+			slots = append(slots, s)
+		}
+		return phases, slots
+	}
+	for _, fail := range []bool{false, true} {
+		oldPhases, oldSlots := phasesAndResults(wireText, fail)
+		want := ResultReplaced
+		if fail {
+			want = ResultRolledBack
+		}
+		if len(oldPhases) == 0 || oldPhases[0] != "a/drain" || len(oldSlots) == 0 || oldSlots[0].Result != want {
+			t.Fatalf("an agent before the enums (fail %v): phases %v, slots %+v", fail, oldPhases, oldSlots)
+		}
+		for _, wire := range []wireFields{wireBoth, wireCodes} {
+			phases, slots := phasesAndResults(wire, fail)
+			if !slices.Equal(phases, oldPhases) || !slices.EqualFunc(slots, oldSlots, func(a, b SlotResult) bool { return reflect.DeepEqual(a, b) }) {
+				t.Errorf("wire %d (fail %v): phases %v, slots %+v; an agent before the enums: %v, %+v", wire, fail, phases, slots, oldPhases, oldSlots)
+			}
+		}
 	}
 }

@@ -4,21 +4,27 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/haroll/haroll/agent/agentpb"
 )
 
-// Slot results: the agent's own (replaced, skipped, rolled_back, failed,
-// not_run) plus the coordinator's.
-const (
-	ResultReplaced   = "replaced"
-	ResultSkipped    = "skipped"     // already on the image
-	ResultRolledBack = "rolled_back" // failed; the old container serves again
-	ResultFailed     = "failed"      // failed, and the rollback did not fully succeed
-	ResultNotRun     = "not_run"     // not asked: an earlier slot or batch failed
-	// ResultError: the agent did not report (refused, lost, timed out or
-	// cancelled); the error says which. A slot that was started is finished
-	// or rolled back by the agent on its own: `haroll status` shows it.
-	ResultError = "error"
+// Slot results: the agent's own, the text forms of agentpb.SlotResult
+// (replaced, skipped, rolled_back, failed, not_run), plus the coordinator's
+// ResultError. They are values of SlotResult.Result, Event.Result and the
+// state file; do not assign to them.
+var (
+	ResultReplaced   = agentpb.SlotResult_SLOT_RESULT_REPLACED.Name()
+	ResultSkipped    = agentpb.SlotResult_SLOT_RESULT_SKIPPED.Name()     // already on the image
+	ResultRolledBack = agentpb.SlotResult_SLOT_RESULT_ROLLED_BACK.Name() // failed; the old container serves again
+	ResultFailed     = agentpb.SlotResult_SLOT_RESULT_FAILED.Name()      // failed, and the rollback did not fully succeed
+	ResultNotRun     = agentpb.SlotResult_SLOT_RESULT_NOT_RUN.Name()     // not asked: an earlier slot or batch failed
 )
+
+// ResultError: the agent did not report (refused, lost, timed out or
+// cancelled); the error says which. A slot that was started is finished or
+// rolled back by the agent on its own: `haroll status` shows it. It is the
+// coordinator's alone, and no agentpb.SlotResult.
+const ResultError = "error"
 
 // Host results.
 const (

@@ -24,6 +24,42 @@ type fakeServer struct {
 	refuse   error // returned by Redeploy before anything is sent
 	noReport bool  // end the stream after the phase events
 	fail     bool  // report the slot rolled back
+	// wire says which of a phase's and a result's fields are set, as the
+	// agent of a haroll version does: the zero value sends the text fields
+	// only (before the enums), wireBoth both (an agent of today), wireCodes
+	// the enums only.
+	wire wireFields
+}
+
+// wireFields: which fields an agent fills, text or enum or both.
+type wireFields int
+
+const (
+	wireText wireFields = iota
+	wireBoth
+	wireCodes
+)
+
+// phaseEvent is the event of phase as an agent with fields w sends it.
+func (w wireFields) phaseEvent(e *agentpb.PhaseEvent, phase string) *agentpb.PhaseEvent {
+	if w != wireCodes {
+		e.Phase = phase
+	}
+	if w != wireText {
+		e.PhaseCode = agentpb.PhaseFromName(phase)
+	}
+	return e
+}
+
+// setResult sets r's result as an agent with fields w does.
+func (w wireFields) setResult(r *agentpb.SlotReport, result string) {
+	r.Result, r.ResultCode = "", agentpb.SlotResult_SLOT_RESULT_UNSPECIFIED
+	if w != wireCodes {
+		r.Result = result
+	}
+	if w != wireText {
+		r.ResultCode = agentpb.SlotResultFromName(result)
+	}
 }
 
 func (s *fakeServer) Status(context.Context, *agentpb.StatusRequest) (*agentpb.StatusResponse, error) {
@@ -48,13 +84,15 @@ func (s *fakeServer) Redeploy(req *agentpb.RedeployRequest, stream agentpb.Agent
 			return stream.Context().Err()
 		}
 		d := durationpb.New(time.Since(t0))
-		if err := stream.Send(&agentpb.RedeployEvent{Kind: &agentpb.RedeployEvent_Phase{Phase: &agentpb.PhaseEvent{
-			Slot: slot, Phase: "drain", Start: timestamppb.New(t0), Duration: d, Detail: "scur 0, qcur 0"}}}); err != nil {
+		if err := stream.Send(&agentpb.RedeployEvent{Kind: &agentpb.RedeployEvent_Phase{Phase: s.wire.phaseEvent(&agentpb.PhaseEvent{
+			Slot: slot, Start: timestamppb.New(t0), Duration: d, Detail: "scur 0, qcur 0"}, "drain")}}); err != nil {
 			return err
 		}
-		sr := &agentpb.SlotReport{Slot: slot, Result: ResultReplaced, Phases: map[string]*durationpb.Duration{"drain": d}, Total: d}
+		sr := &agentpb.SlotReport{Slot: slot, Phases: map[string]*durationpb.Duration{"drain": d}, Total: d}
+		s.wire.setResult(sr, ResultReplaced)
 		if s.fail {
-			sr.Result, sr.Error = ResultRolledBack, "health gate: timed out"
+			s.wire.setResult(sr, ResultRolledBack)
+			sr.Error = "health gate: timed out"
 			rep.Error = slot + ": health gate: timed out"
 		}
 		rep.Slots = append(rep.Slots, sr)

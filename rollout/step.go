@@ -72,7 +72,7 @@ func (r *run) redeploy(ctx, sctx context.Context, pos Event, h string, canary bo
 		if s.GetSlot() != pos.Slot {
 			continue
 		}
-		sr.Result, sr.Error, sr.OldImage = s.GetResult(), s.GetError(), s.GetOldImage()
+		sr.Result, sr.Error, sr.OldImage = s.ResultName(), s.GetError(), s.GetOldImage()
 		if canary && sr.Result == ResultReplaced {
 			_ = r.w.noteOldImage(h, pos.Slot, sr.OldImage, r.e.Image) // the agent's word; persisted with the pair
 		}
@@ -108,7 +108,7 @@ func (r *run) redeploy(ctx, sctx context.Context, pos Event, h string, canary bo
 func (r *run) phases(pos Event, h string) func(*agentpb.PhaseEvent) {
 	return func(p *agentpb.PhaseEvent) {
 		ev := pos
-		ev.Kind, ev.Host, ev.Phase, ev.Duration, ev.Detail, ev.Err = EventPhase, h, p.GetPhase(),
+		ev.Kind, ev.Host, ev.Phase, ev.Duration, ev.Detail, ev.Err = EventPhase, h, p.PhaseName(),
 			p.GetDuration().AsDuration(), p.GetDetail(), p.GetError()
 		if p.GetSlot() != "" {
 			ev.Slot = p.GetSlot()

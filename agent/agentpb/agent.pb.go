@@ -26,6 +26,191 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Phase is one step of a slot's replacement, in the order a replacement
+// runs them (rollback, skip and recover instead of some). Each value's text
+// form, in PhaseEvent.phase, SlotPending.phase and SlotReport.phases, is its
+// name without PHASE_, in lower case.
+type Phase int32
+
+const (
+	// PHASE_UNSPECIFIED: not set (an agent of an earlier haroll version: read
+	// the phase text), or a phase this version does not know.
+	Phase_PHASE_UNSPECIFIED Phase = 0
+	// PHASE_PREFLIGHT: the slot's checks before anything is touched.
+	Phase_PHASE_PREFLIGHT Phase = 1
+	// PHASE_DRAIN: the HAProxy server drained of its sessions.
+	Phase_PHASE_DRAIN Phase = 2
+	// PHASE_STOP: the old container stopped.
+	Phase_PHASE_STOP Phase = 3
+	// PHASE_CREATE: the new container created, while the old one drains.
+	Phase_PHASE_CREATE Phase = 4
+	// PHASE_START: the new container given the slot's name, and started.
+	Phase_PHASE_START Phase = 5
+	// PHASE_BOOT: from start to healthy: Docker's health and the agent's probe.
+	Phase_PHASE_BOOT Phase = 6
+	// PHASE_ADDRESS: HAProxy pointed at the new container.
+	Phase_PHASE_ADDRESS Phase = 7
+	// PHASE_GATE: a fresh HAProxy health check passed after `health down`.
+	Phase_PHASE_GATE Phase = 8
+	// PHASE_RESTORE: the server's original weight and state given back.
+	Phase_PHASE_RESTORE Phase = 9
+	// PHASE_CLEANUP: the old container removed.
+	Phase_PHASE_CLEANUP Phase = 10
+	// PHASE_ROLLBACK: a failed replacement undone; the old container serves.
+	Phase_PHASE_ROLLBACK Phase = 11
+	// PHASE_SKIP: the slot already runs the image; nothing was done.
+	Phase_PHASE_SKIP Phase = 12
+	// PHASE_RECOVER: a replacement cut off by a crash, finished or undone.
+	Phase_PHASE_RECOVER Phase = 13
+	// PHASE_PULL: the image pulled, once for every slot (slot "(image)"),
+	// before anything is changed; absent when the host has the image.
+	Phase_PHASE_PULL Phase = 14
+	// PHASE_PRE_DRAIN: the slot's hooks.pre_drain, before anything of the
+	// slot is touched.
+	Phase_PHASE_PRE_DRAIN Phase = 15
+	// PHASE_POST_REPLACE: the slot's hooks.post_replace, once the new
+	// container is booted and addressed, before the health gate.
+	Phase_PHASE_POST_REPLACE Phase = 16
+)
+
+// Enum value maps for Phase.
+var (
+	Phase_name = map[int32]string{
+		0:  "PHASE_UNSPECIFIED",
+		1:  "PHASE_PREFLIGHT",
+		2:  "PHASE_DRAIN",
+		3:  "PHASE_STOP",
+		4:  "PHASE_CREATE",
+		5:  "PHASE_START",
+		6:  "PHASE_BOOT",
+		7:  "PHASE_ADDRESS",
+		8:  "PHASE_GATE",
+		9:  "PHASE_RESTORE",
+		10: "PHASE_CLEANUP",
+		11: "PHASE_ROLLBACK",
+		12: "PHASE_SKIP",
+		13: "PHASE_RECOVER",
+		14: "PHASE_PULL",
+		15: "PHASE_PRE_DRAIN",
+		16: "PHASE_POST_REPLACE",
+	}
+	Phase_value = map[string]int32{
+		"PHASE_UNSPECIFIED":  0,
+		"PHASE_PREFLIGHT":    1,
+		"PHASE_DRAIN":        2,
+		"PHASE_STOP":         3,
+		"PHASE_CREATE":       4,
+		"PHASE_START":        5,
+		"PHASE_BOOT":         6,
+		"PHASE_ADDRESS":      7,
+		"PHASE_GATE":         8,
+		"PHASE_RESTORE":      9,
+		"PHASE_CLEANUP":      10,
+		"PHASE_ROLLBACK":     11,
+		"PHASE_SKIP":         12,
+		"PHASE_RECOVER":      13,
+		"PHASE_PULL":         14,
+		"PHASE_PRE_DRAIN":    15,
+		"PHASE_POST_REPLACE": 16,
+	}
+)
+
+func (x Phase) Enum() *Phase {
+	p := new(Phase)
+	*p = x
+	return p
+}
+
+func (x Phase) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Phase) Descriptor() protoreflect.EnumDescriptor {
+	return file_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (Phase) Type() protoreflect.EnumType {
+	return &file_agent_proto_enumTypes[0]
+}
+
+func (x Phase) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Phase.Descriptor instead.
+func (Phase) EnumDescriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{0}
+}
+
+// SlotResult is how a slot's replacement ended. Each value's text form, in
+// SlotReport.result, is its name without SLOT_RESULT_, in lower case.
+type SlotResult int32
+
+const (
+	// SLOT_RESULT_UNSPECIFIED: not set (an agent of an earlier haroll
+	// version: read the result text), or a result this version does not know.
+	SlotResult_SLOT_RESULT_UNSPECIFIED SlotResult = 0
+	// SLOT_RESULT_REPLACED: the slot runs the new image and has its weight.
+	SlotResult_SLOT_RESULT_REPLACED SlotResult = 1
+	// SLOT_RESULT_SKIPPED: the slot already ran the image (and no force).
+	SlotResult_SLOT_RESULT_SKIPPED SlotResult = 2
+	// SLOT_RESULT_ROLLED_BACK: the replacement failed; the old container
+	// serves again.
+	SlotResult_SLOT_RESULT_ROLLED_BACK SlotResult = 3
+	// SLOT_RESULT_FAILED: the replacement failed, and the rollback did not
+	// fully succeed (see the slot's error and `haroll status`).
+	SlotResult_SLOT_RESULT_FAILED SlotResult = 4
+	// SLOT_RESULT_NOT_RUN: not tried, because an earlier slot failed.
+	SlotResult_SLOT_RESULT_NOT_RUN SlotResult = 5
+)
+
+// Enum value maps for SlotResult.
+var (
+	SlotResult_name = map[int32]string{
+		0: "SLOT_RESULT_UNSPECIFIED",
+		1: "SLOT_RESULT_REPLACED",
+		2: "SLOT_RESULT_SKIPPED",
+		3: "SLOT_RESULT_ROLLED_BACK",
+		4: "SLOT_RESULT_FAILED",
+		5: "SLOT_RESULT_NOT_RUN",
+	}
+	SlotResult_value = map[string]int32{
+		"SLOT_RESULT_UNSPECIFIED": 0,
+		"SLOT_RESULT_REPLACED":    1,
+		"SLOT_RESULT_SKIPPED":     2,
+		"SLOT_RESULT_ROLLED_BACK": 3,
+		"SLOT_RESULT_FAILED":      4,
+		"SLOT_RESULT_NOT_RUN":     5,
+	}
+)
+
+func (x SlotResult) Enum() *SlotResult {
+	p := new(SlotResult)
+	*p = x
+	return p
+}
+
+func (x SlotResult) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SlotResult) Descriptor() protoreflect.EnumDescriptor {
+	return file_agent_proto_enumTypes[1].Descriptor()
+}
+
+func (SlotResult) Type() protoreflect.EnumType {
+	return &file_agent_proto_enumTypes[1]
+}
+
+func (x SlotResult) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SlotResult.Descriptor instead.
+func (SlotResult) EnumDescriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{1}
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -301,17 +486,24 @@ func (x *SlotStatus) GetPending() *SlotPending {
 
 // SlotPending is a slot's entry in the agent's journal.
 type SlotPending struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	Image   string                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Image string                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	// phase: the journal's phase, as text (the Phase value's name without
+	// PHASE_, in lower case: "drain"); the same value as phase_code, kept for
+	// haroll versions before phase_code.
 	Phase   string                 `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
 	Started *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=started,proto3" json:"started,omitempty"`
 	Proven  bool                   `protobuf:"varint,4,opt,name=proven,proto3" json:"proven,omitempty"`
 	// wedged: finishing or undoing it failed (error, at failed_at); it stays
 	// so until a recovery succeeds, a redeploy of the slot takes it over, or
 	// `haroll recover --abandon`.
-	Wedged        bool                   `protobuf:"varint,5,opt,name=wedged,proto3" json:"wedged,omitempty"`
-	Error         string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
-	FailedAt      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=failed_at,json=failedAt,proto3" json:"failed_at,omitempty"`
+	Wedged   bool                   `protobuf:"varint,5,opt,name=wedged,proto3" json:"wedged,omitempty"`
+	Error    string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	FailedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=failed_at,json=failedAt,proto3" json:"failed_at,omitempty"`
+	// phase_code is phase as an enum; PHASE_UNSPECIFIED from an agent of a
+	// haroll version before it (read phase then) or for a phase it does not
+	// know.
+	PhaseCode     Phase `protobuf:"varint,8,opt,name=phase_code,json=phaseCode,proto3,enum=haroll.agent.v1.Phase" json:"phase_code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -393,6 +585,13 @@ func (x *SlotPending) GetFailedAt() *timestamppb.Timestamp {
 		return x.FailedAt
 	}
 	return nil
+}
+
+func (x *SlotPending) GetPhaseCode() Phase {
+	if x != nil {
+		return x.PhaseCode
+	}
+	return Phase_PHASE_UNSPECIFIED
 }
 
 type RedeployRequest struct {
@@ -935,13 +1134,19 @@ func (*RedeployEvent_Phase) isRedeployEvent_Kind() {}
 func (*RedeployEvent_Report) isRedeployEvent_Kind() {}
 
 type PhaseEvent struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Slot          string                 `protobuf:"bytes,1,opt,name=slot,proto3" json:"slot,omitempty"`
-	Phase         string                 `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
-	Start         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=start,proto3" json:"start,omitempty"`
-	Duration      *durationpb.Duration   `protobuf:"bytes,4,opt,name=duration,proto3" json:"duration,omitempty"`
-	Detail        string                 `protobuf:"bytes,5,opt,name=detail,proto3" json:"detail,omitempty"`
-	Error         string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Slot  string                 `protobuf:"bytes,1,opt,name=slot,proto3" json:"slot,omitempty"`
+	// phase is phase_code as text (the Phase value's name without PHASE_, in
+	// lower case: "drain", "post_replace"), for coordinators and agents of
+	// haroll versions before phase_code. An agent sets both.
+	Phase    string                 `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
+	Start    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=start,proto3" json:"start,omitempty"`
+	Duration *durationpb.Duration   `protobuf:"bytes,4,opt,name=duration,proto3" json:"duration,omitempty"`
+	Detail   string                 `protobuf:"bytes,5,opt,name=detail,proto3" json:"detail,omitempty"`
+	Error    string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	// phase_code: which phase ended. PHASE_UNSPECIFIED from an agent of a
+	// haroll version before it: read phase then.
+	PhaseCode     Phase `protobuf:"varint,7,opt,name=phase_code,json=phaseCode,proto3,enum=haroll.agent.v1.Phase" json:"phase_code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1018,6 +1223,13 @@ func (x *PhaseEvent) GetError() string {
 	return ""
 }
 
+func (x *PhaseEvent) GetPhaseCode() Phase {
+	if x != nil {
+		return x.PhaseCode
+	}
+	return Phase_PHASE_UNSPECIFIED
+}
+
 type Report struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Image string                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
@@ -1088,16 +1300,25 @@ func (x *Report) GetError() string {
 }
 
 type SlotReport struct {
-	state         protoimpl.MessageState          `protogen:"open.v1"`
-	Slot          string                          `protobuf:"bytes,1,opt,name=slot,proto3" json:"slot,omitempty"`
-	Result        string                          `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
-	OldContainer  string                          `protobuf:"bytes,3,opt,name=old_container,json=oldContainer,proto3" json:"old_container,omitempty"`
-	NewContainer  string                          `protobuf:"bytes,4,opt,name=new_container,json=newContainer,proto3" json:"new_container,omitempty"`
-	OldImage      string                          `protobuf:"bytes,5,opt,name=old_image,json=oldImage,proto3" json:"old_image,omitempty"`
-	Weight        int32                           `protobuf:"varint,6,opt,name=weight,proto3" json:"weight,omitempty"`
-	Phases        map[string]*durationpb.Duration `protobuf:"bytes,7,rep,name=phases,proto3" json:"phases,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Total         *durationpb.Duration            `protobuf:"bytes,8,opt,name=total,proto3" json:"total,omitempty"`
-	Error         string                          `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Slot  string                 `protobuf:"bytes,1,opt,name=slot,proto3" json:"slot,omitempty"`
+	// result is result_code as text (the SlotResult value's name without
+	// SLOT_RESULT_, in lower case: "replaced", "rolled_back"), for
+	// coordinators and agents of haroll versions before result_code. An agent
+	// sets both.
+	Result       string `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	OldContainer string `protobuf:"bytes,3,opt,name=old_container,json=oldContainer,proto3" json:"old_container,omitempty"`
+	NewContainer string `protobuf:"bytes,4,opt,name=new_container,json=newContainer,proto3" json:"new_container,omitempty"`
+	OldImage     string `protobuf:"bytes,5,opt,name=old_image,json=oldImage,proto3" json:"old_image,omitempty"`
+	Weight       int32  `protobuf:"varint,6,opt,name=weight,proto3" json:"weight,omitempty"`
+	// phases: how long each phase took, keyed by the phase as text (as in
+	// PhaseEvent.phase: enums cannot be map keys).
+	Phases map[string]*durationpb.Duration `protobuf:"bytes,7,rep,name=phases,proto3" json:"phases,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Total  *durationpb.Duration            `protobuf:"bytes,8,opt,name=total,proto3" json:"total,omitempty"`
+	Error  string                          `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	// result_code: how the slot's replacement ended. SLOT_RESULT_UNSPECIFIED
+	// from an agent of a haroll version before it: read result then.
+	ResultCode    SlotResult `protobuf:"varint,10,opt,name=result_code,json=resultCode,proto3,enum=haroll.agent.v1.SlotResult" json:"result_code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1195,6 +1416,13 @@ func (x *SlotReport) GetError() string {
 	return ""
 }
 
+func (x *SlotReport) GetResultCode() SlotResult {
+	if x != nil {
+		return x.ResultCode
+	}
+	return SlotResult_SLOT_RESULT_UNSPECIFIED
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -1225,7 +1453,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x06canary\x18\x0e \x01(\bR\x06canary\x12\x1f\n" +
 	"\vfull_weight\x18\x0f \x01(\x05R\n" +
 	"fullWeight\x126\n" +
-	"\apending\x18\x10 \x01(\v2\x1c.haroll.agent.v1.SlotPendingR\apending\"\xee\x01\n" +
+	"\apending\x18\x10 \x01(\v2\x1c.haroll.agent.v1.SlotPendingR\apending\"\xa5\x02\n" +
 	"\vSlotPending\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x14\n" +
 	"\x05phase\x18\x02 \x01(\tR\x05phase\x124\n" +
@@ -1233,7 +1461,9 @@ const file_agent_proto_rawDesc = "" +
 	"\x06proven\x18\x04 \x01(\bR\x06proven\x12\x16\n" +
 	"\x06wedged\x18\x05 \x01(\bR\x06wedged\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x127\n" +
-	"\tfailed_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bfailedAt\"\x9f\x01\n" +
+	"\tfailed_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bfailedAt\x125\n" +
+	"\n" +
+	"phase_code\x18\b \x01(\x0e2\x16.haroll.agent.v1.PhaseR\tphaseCode\"\x9f\x01\n" +
 	"\x0fRedeployRequest\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x14\n" +
 	"\x05slots\x18\x02 \x03(\tR\x05slots\x12\x14\n" +
@@ -1270,7 +1500,7 @@ const file_agent_proto_rawDesc = "" +
 	"\rRedeployEvent\x123\n" +
 	"\x05phase\x18\x01 \x01(\v2\x1b.haroll.agent.v1.PhaseEventH\x00R\x05phase\x121\n" +
 	"\x06report\x18\x02 \x01(\v2\x17.haroll.agent.v1.ReportH\x00R\x06reportB\x06\n" +
-	"\x04kind\"\xcd\x01\n" +
+	"\x04kind\"\x84\x02\n" +
 	"\n" +
 	"PhaseEvent\x12\x12\n" +
 	"\x04slot\x18\x01 \x01(\tR\x04slot\x12\x14\n" +
@@ -1278,12 +1508,14 @@ const file_agent_proto_rawDesc = "" +
 	"\x05start\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x125\n" +
 	"\bduration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x16\n" +
 	"\x06detail\x18\x05 \x01(\tR\x06detail\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error\"\x98\x01\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x125\n" +
+	"\n" +
+	"phase_code\x18\a \x01(\x0e2\x16.haroll.agent.v1.PhaseR\tphaseCode\"\x98\x01\n" +
 	"\x06Report\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x121\n" +
 	"\x05slots\x18\x02 \x03(\v2\x1b.haroll.agent.v1.SlotReportR\x05slots\x12/\n" +
 	"\x05total\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05total\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\x95\x03\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\xd3\x03\n" +
 	"\n" +
 	"SlotReport\x12\x12\n" +
 	"\x04slot\x18\x01 \x01(\tR\x04slot\x12\x16\n" +
@@ -1294,10 +1526,45 @@ const file_agent_proto_rawDesc = "" +
 	"\x06weight\x18\x06 \x01(\x05R\x06weight\x12?\n" +
 	"\x06phases\x18\a \x03(\v2'.haroll.agent.v1.SlotReport.PhasesEntryR\x06phases\x12/\n" +
 	"\x05total\x18\b \x01(\v2\x19.google.protobuf.DurationR\x05total\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\x1aT\n" +
+	"\x05error\x18\t \x01(\tR\x05error\x12<\n" +
+	"\vresult_code\x18\n" +
+	" \x01(\x0e2\x1b.haroll.agent.v1.SlotResultR\n" +
+	"resultCode\x1aT\n" +
 	"\vPhasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
-	"\x05value\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05value:\x028\x012\xc1\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05value:\x028\x01*\xc4\x02\n" +
+	"\x05Phase\x12\x15\n" +
+	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fPHASE_PREFLIGHT\x10\x01\x12\x0f\n" +
+	"\vPHASE_DRAIN\x10\x02\x12\x0e\n" +
+	"\n" +
+	"PHASE_STOP\x10\x03\x12\x10\n" +
+	"\fPHASE_CREATE\x10\x04\x12\x0f\n" +
+	"\vPHASE_START\x10\x05\x12\x0e\n" +
+	"\n" +
+	"PHASE_BOOT\x10\x06\x12\x11\n" +
+	"\rPHASE_ADDRESS\x10\a\x12\x0e\n" +
+	"\n" +
+	"PHASE_GATE\x10\b\x12\x11\n" +
+	"\rPHASE_RESTORE\x10\t\x12\x11\n" +
+	"\rPHASE_CLEANUP\x10\n" +
+	"\x12\x12\n" +
+	"\x0ePHASE_ROLLBACK\x10\v\x12\x0e\n" +
+	"\n" +
+	"PHASE_SKIP\x10\f\x12\x11\n" +
+	"\rPHASE_RECOVER\x10\r\x12\x0e\n" +
+	"\n" +
+	"PHASE_PULL\x10\x0e\x12\x13\n" +
+	"\x0fPHASE_PRE_DRAIN\x10\x0f\x12\x16\n" +
+	"\x12PHASE_POST_REPLACE\x10\x10*\xaa\x01\n" +
+	"\n" +
+	"SlotResult\x12\x1b\n" +
+	"\x17SLOT_RESULT_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14SLOT_RESULT_REPLACED\x10\x01\x12\x17\n" +
+	"\x13SLOT_RESULT_SKIPPED\x10\x02\x12\x1b\n" +
+	"\x17SLOT_RESULT_ROLLED_BACK\x10\x03\x12\x16\n" +
+	"\x12SLOT_RESULT_FAILED\x10\x04\x12\x17\n" +
+	"\x13SLOT_RESULT_NOT_RUN\x10\x052\xc1\x02\n" +
 	"\x05Agent\x12I\n" +
 	"\x06Status\x12\x1e.haroll.agent.v1.StatusRequest\x1a\x1f.haroll.agent.v1.StatusResponse\x12N\n" +
 	"\bRedeploy\x12 .haroll.agent.v1.RedeployRequest\x1a\x1e.haroll.agent.v1.RedeployEvent0\x01\x12L\n" +
@@ -1316,59 +1583,65 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
+var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_agent_proto_goTypes = []any{
-	(*StatusRequest)(nil),         // 0: haroll.agent.v1.StatusRequest
-	(*StatusResponse)(nil),        // 1: haroll.agent.v1.StatusResponse
-	(*SlotStatus)(nil),            // 2: haroll.agent.v1.SlotStatus
-	(*SlotPending)(nil),           // 3: haroll.agent.v1.SlotPending
-	(*RedeployRequest)(nil),       // 4: haroll.agent.v1.RedeployRequest
-	(*PromoteRequest)(nil),        // 5: haroll.agent.v1.PromoteRequest
-	(*PromoteResponse)(nil),       // 6: haroll.agent.v1.PromoteResponse
-	(*SlotWeight)(nil),            // 7: haroll.agent.v1.SlotWeight
-	(*CountersRequest)(nil),       // 8: haroll.agent.v1.CountersRequest
-	(*CountersSample)(nil),        // 9: haroll.agent.v1.CountersSample
-	(*SlotCounters)(nil),          // 10: haroll.agent.v1.SlotCounters
-	(*RedeployEvent)(nil),         // 11: haroll.agent.v1.RedeployEvent
-	(*PhaseEvent)(nil),            // 12: haroll.agent.v1.PhaseEvent
-	(*Report)(nil),                // 13: haroll.agent.v1.Report
-	(*SlotReport)(nil),            // 14: haroll.agent.v1.SlotReport
-	nil,                           // 15: haroll.agent.v1.SlotReport.PhasesEntry
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
+	(Phase)(0),                    // 0: haroll.agent.v1.Phase
+	(SlotResult)(0),               // 1: haroll.agent.v1.SlotResult
+	(*StatusRequest)(nil),         // 2: haroll.agent.v1.StatusRequest
+	(*StatusResponse)(nil),        // 3: haroll.agent.v1.StatusResponse
+	(*SlotStatus)(nil),            // 4: haroll.agent.v1.SlotStatus
+	(*SlotPending)(nil),           // 5: haroll.agent.v1.SlotPending
+	(*RedeployRequest)(nil),       // 6: haroll.agent.v1.RedeployRequest
+	(*PromoteRequest)(nil),        // 7: haroll.agent.v1.PromoteRequest
+	(*PromoteResponse)(nil),       // 8: haroll.agent.v1.PromoteResponse
+	(*SlotWeight)(nil),            // 9: haroll.agent.v1.SlotWeight
+	(*CountersRequest)(nil),       // 10: haroll.agent.v1.CountersRequest
+	(*CountersSample)(nil),        // 11: haroll.agent.v1.CountersSample
+	(*SlotCounters)(nil),          // 12: haroll.agent.v1.SlotCounters
+	(*RedeployEvent)(nil),         // 13: haroll.agent.v1.RedeployEvent
+	(*PhaseEvent)(nil),            // 14: haroll.agent.v1.PhaseEvent
+	(*Report)(nil),                // 15: haroll.agent.v1.Report
+	(*SlotReport)(nil),            // 16: haroll.agent.v1.SlotReport
+	nil,                           // 17: haroll.agent.v1.SlotReport.PhasesEntry
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
 }
 var file_agent_proto_depIdxs = []int32{
-	2,  // 0: haroll.agent.v1.StatusResponse.slots:type_name -> haroll.agent.v1.SlotStatus
-	3,  // 1: haroll.agent.v1.SlotStatus.pending:type_name -> haroll.agent.v1.SlotPending
-	16, // 2: haroll.agent.v1.SlotPending.started:type_name -> google.protobuf.Timestamp
-	16, // 3: haroll.agent.v1.SlotPending.failed_at:type_name -> google.protobuf.Timestamp
-	7,  // 4: haroll.agent.v1.PromoteResponse.slots:type_name -> haroll.agent.v1.SlotWeight
-	17, // 5: haroll.agent.v1.CountersRequest.interval:type_name -> google.protobuf.Duration
-	17, // 6: haroll.agent.v1.CountersRequest.window:type_name -> google.protobuf.Duration
-	16, // 7: haroll.agent.v1.CountersSample.time:type_name -> google.protobuf.Timestamp
-	10, // 8: haroll.agent.v1.CountersSample.slots:type_name -> haroll.agent.v1.SlotCounters
-	12, // 9: haroll.agent.v1.RedeployEvent.phase:type_name -> haroll.agent.v1.PhaseEvent
-	13, // 10: haroll.agent.v1.RedeployEvent.report:type_name -> haroll.agent.v1.Report
-	16, // 11: haroll.agent.v1.PhaseEvent.start:type_name -> google.protobuf.Timestamp
-	17, // 12: haroll.agent.v1.PhaseEvent.duration:type_name -> google.protobuf.Duration
-	14, // 13: haroll.agent.v1.Report.slots:type_name -> haroll.agent.v1.SlotReport
-	17, // 14: haroll.agent.v1.Report.total:type_name -> google.protobuf.Duration
-	15, // 15: haroll.agent.v1.SlotReport.phases:type_name -> haroll.agent.v1.SlotReport.PhasesEntry
-	17, // 16: haroll.agent.v1.SlotReport.total:type_name -> google.protobuf.Duration
-	17, // 17: haroll.agent.v1.SlotReport.PhasesEntry.value:type_name -> google.protobuf.Duration
-	0,  // 18: haroll.agent.v1.Agent.Status:input_type -> haroll.agent.v1.StatusRequest
-	4,  // 19: haroll.agent.v1.Agent.Redeploy:input_type -> haroll.agent.v1.RedeployRequest
-	5,  // 20: haroll.agent.v1.Agent.Promote:input_type -> haroll.agent.v1.PromoteRequest
-	8,  // 21: haroll.agent.v1.Agent.Counters:input_type -> haroll.agent.v1.CountersRequest
-	1,  // 22: haroll.agent.v1.Agent.Status:output_type -> haroll.agent.v1.StatusResponse
-	11, // 23: haroll.agent.v1.Agent.Redeploy:output_type -> haroll.agent.v1.RedeployEvent
-	6,  // 24: haroll.agent.v1.Agent.Promote:output_type -> haroll.agent.v1.PromoteResponse
-	9,  // 25: haroll.agent.v1.Agent.Counters:output_type -> haroll.agent.v1.CountersSample
-	22, // [22:26] is the sub-list for method output_type
-	18, // [18:22] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	4,  // 0: haroll.agent.v1.StatusResponse.slots:type_name -> haroll.agent.v1.SlotStatus
+	5,  // 1: haroll.agent.v1.SlotStatus.pending:type_name -> haroll.agent.v1.SlotPending
+	18, // 2: haroll.agent.v1.SlotPending.started:type_name -> google.protobuf.Timestamp
+	18, // 3: haroll.agent.v1.SlotPending.failed_at:type_name -> google.protobuf.Timestamp
+	0,  // 4: haroll.agent.v1.SlotPending.phase_code:type_name -> haroll.agent.v1.Phase
+	9,  // 5: haroll.agent.v1.PromoteResponse.slots:type_name -> haroll.agent.v1.SlotWeight
+	19, // 6: haroll.agent.v1.CountersRequest.interval:type_name -> google.protobuf.Duration
+	19, // 7: haroll.agent.v1.CountersRequest.window:type_name -> google.protobuf.Duration
+	18, // 8: haroll.agent.v1.CountersSample.time:type_name -> google.protobuf.Timestamp
+	12, // 9: haroll.agent.v1.CountersSample.slots:type_name -> haroll.agent.v1.SlotCounters
+	14, // 10: haroll.agent.v1.RedeployEvent.phase:type_name -> haroll.agent.v1.PhaseEvent
+	15, // 11: haroll.agent.v1.RedeployEvent.report:type_name -> haroll.agent.v1.Report
+	18, // 12: haroll.agent.v1.PhaseEvent.start:type_name -> google.protobuf.Timestamp
+	19, // 13: haroll.agent.v1.PhaseEvent.duration:type_name -> google.protobuf.Duration
+	0,  // 14: haroll.agent.v1.PhaseEvent.phase_code:type_name -> haroll.agent.v1.Phase
+	16, // 15: haroll.agent.v1.Report.slots:type_name -> haroll.agent.v1.SlotReport
+	19, // 16: haroll.agent.v1.Report.total:type_name -> google.protobuf.Duration
+	17, // 17: haroll.agent.v1.SlotReport.phases:type_name -> haroll.agent.v1.SlotReport.PhasesEntry
+	19, // 18: haroll.agent.v1.SlotReport.total:type_name -> google.protobuf.Duration
+	1,  // 19: haroll.agent.v1.SlotReport.result_code:type_name -> haroll.agent.v1.SlotResult
+	19, // 20: haroll.agent.v1.SlotReport.PhasesEntry.value:type_name -> google.protobuf.Duration
+	2,  // 21: haroll.agent.v1.Agent.Status:input_type -> haroll.agent.v1.StatusRequest
+	6,  // 22: haroll.agent.v1.Agent.Redeploy:input_type -> haroll.agent.v1.RedeployRequest
+	7,  // 23: haroll.agent.v1.Agent.Promote:input_type -> haroll.agent.v1.PromoteRequest
+	10, // 24: haroll.agent.v1.Agent.Counters:input_type -> haroll.agent.v1.CountersRequest
+	3,  // 25: haroll.agent.v1.Agent.Status:output_type -> haroll.agent.v1.StatusResponse
+	13, // 26: haroll.agent.v1.Agent.Redeploy:output_type -> haroll.agent.v1.RedeployEvent
+	8,  // 27: haroll.agent.v1.Agent.Promote:output_type -> haroll.agent.v1.PromoteResponse
+	11, // 28: haroll.agent.v1.Agent.Counters:output_type -> haroll.agent.v1.CountersSample
+	25, // [25:29] is the sub-list for method output_type
+	21, // [21:25] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1385,13 +1658,14 @@ func file_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      2,
 			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_agent_proto_goTypes,
 		DependencyIndexes: file_agent_proto_depIdxs,
+		EnumInfos:         file_agent_proto_enumTypes,
 		MessageInfos:      file_agent_proto_msgTypes,
 	}.Build()
 	File_agent_proto = out.File

@@ -4,16 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/haroll/haroll/agent"
 	"github.com/haroll/haroll/agent/agentpb"
+	"github.com/haroll/haroll/agent/daemon"
+	"github.com/haroll/haroll/rollout"
 )
 
 // slots is what redeploy and status need of a host: an in-process
@@ -23,38 +20,26 @@ type slots interface {
 	Status(ctx context.Context) ([]agent.SlotStatus, error)
 }
 
-// remote drives the agent daemon of this host over its unix socket.
+// remote drives the agent daemon of this host over its unix socket, through
+// the coordinator's client (one reader of the Redeploy stream); it maps that
+// client's errors to the words this CLI has always shown.
 type remote struct {
-	client agentpb.AgentClient
-	conn   *grpc.ClientConn
+	client *rollout.Client
 }
 
-// dialLocalAgent returns the running agent when its socket answers Status
-// within a second, and false when no agent runs (no socket, or nobody
-// listening), so the caller can work in-process.
+// dialLocalAgent returns the running agent when its socket answers (see
+// daemon.DialLocal), and false when no agent runs, so the caller can work
+// in-process.
 func dialLocalAgent(ctx context.Context, socket string) (*remote, bool) {
-	if socket == "" {
+	conn, ok := daemon.DialLocal(ctx, socket)
+	if !ok {
 		return nil, false
 	}
-	if _, err := os.Stat(socket); err != nil {
-		return nil, false
-	}
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, false
-	}
-	r := &remote{client: agentpb.NewAgentClient(conn), conn: conn}
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	if _, err := r.client.Status(ctx, &agentpb.StatusRequest{}); err != nil {
-		conn.Close()
-		return nil, false
-	}
-	return r, true
+	return &remote{client: rollout.NewClient(agentpb.NewAgentClient(conn), conn)}, true
 }
 
 func (r *remote) Status(ctx context.Context) ([]agent.SlotStatus, error) {
-	resp, err := r.client.Status(ctx, &agentpb.StatusRequest{})
+	resp, err := r.client.Status(ctx)
 	if err != nil {
 		return nil, rpcError(err)
 	}
@@ -66,37 +51,30 @@ func (r *remote) Status(ctx context.Context) ([]agent.SlotStatus, error) {
 // a slot is touched; during the image pull, which has changed nothing yet,
 // it stops the pull and the request.
 func (r *remote) Redeploy(ctx context.Context, req agent.Request, events func(agent.Event)) (agent.Report, error) {
-	stream, err := r.client.Redeploy(ctx, &agentpb.RedeployRequest{Image: req.Image, Slots: req.Slots, Force: req.Force, Origin: req.Origin})
-	if err != nil {
+	rep, err := r.client.Redeploy(ctx, &agentpb.RedeployRequest{Image: req.Image, Slots: req.Slots, Force: req.Force, Origin: req.Origin},
+		func(p *agentpb.PhaseEvent) { events(agent.EventFromPB(p)) })
+	switch {
+	case rep != nil:
+		// A report, with its error when a slot failed: the agent's own words.
+		out, msg := agent.ReportFromPB(rep)
+		if msg != "" {
+			return out, errors.New(msg)
+		}
+		return out, nil
+	case errors.Is(err, rollout.ErrNoReport):
+		return agent.Report{}, errors.New("the agent closed the stream without a report: see its log (journalctl -u haroll-agent)")
+	default:
 		return agent.Report{}, rpcError(err)
-	}
-	for {
-		ev, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return agent.Report{}, errors.New("the agent closed the stream without a report: see its log (journalctl -u haroll-agent)")
-		}
-		if err != nil {
-			return agent.Report{}, rpcError(err)
-		}
-		if p := ev.GetPhase(); p != nil {
-			events(agent.EventFromPB(p))
-		}
-		if rep := ev.GetReport(); rep != nil {
-			out, msg := agent.ReportFromPB(rep)
-			if msg != "" {
-				return out, errors.New(msg)
-			}
-			return out, nil
-		}
 	}
 }
 
-func (r *remote) close() { r.conn.Close() }
+func (r *remote) close() { r.client.Close() }
 
 // rpcError keeps the agent's message and drops the gRPC wrapping.
 func rpcError(err error) error {
-	if s, ok := status.FromError(err); ok {
-		return fmt.Errorf("agent: %s", s.Message())
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		return fmt.Errorf("agent: %s", se.GRPCStatus().Message())
 	}
 	return err
 }

@@ -29,14 +29,19 @@ var rolloutFlagKeys = map[string]string{
 	"step-timeout": "step_timeout", "state-file": "state_file", "metrics-listen": "metrics_listen",
 }
 
+// rolloutCmd is `haroll rollout`: its flags, and a new rollout (run) or a
+// resumed one (resume), which differ in where the image and plan come from
+// and share one executor builder.
+type rolloutCmd struct {
+	image           string
+	force, dryRun   bool
+	skipUnreachable bool
+	resume          bool
+	output          string
+}
+
 func newRollout() *cobra.Command {
-	var (
-		image           string
-		force, dryRun   bool
-		skipUnreachable bool
-		resume          bool
-		output          string
-	)
+	c := &rolloutCmd{}
 	cmd := &cobra.Command{
 		Use:   "rollout --config coordinator.yaml (--image IMAGE | --resume)",
 		Short: "Roll IMAGE over a fleet of agents, batch by batch",
@@ -62,92 +67,14 @@ finished pairs again; a host still busy with the slot that was in flight is
 waited for (up to step_timeout), then asked for that slot again, which the
 agent skips if it is already on the image.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "text" && output != "json" {
-				return usageError("--output %q: want text or json", output)
-			}
-			if resume && dryRun {
-				return usageError("--resume and --dry-run do not go together: the plan of a resumed rollout is in its state file")
-			}
-			if resume {
-				for _, name := range []string{"batch", "canary", "canary-weight", "canary-window", "pause", "slot", "force"} {
-					if cmd.Flags().Changed(name) {
-						return usageError("--%s cannot change a resumed rollout: its image and plan come from its state file", name)
-					}
-				}
-			} else if image == "" {
-				return usageError("--image is required (or --resume to finish an interrupted rollout)")
-			}
-			cfg, err := loadCoordinatorConfig(cmd)
-			if err != nil {
-				return err
-			}
-			if resume {
-				return resumeRollout(cmd, cfg, image, skipUnreachable, output)
-			}
-			hosts, err := cfg.ReadHosts()
-			if err != nil {
-				return fmt.Errorf("config: %w", err)
-			}
-			strategy, maxFailures, err := cfg.Strategy()
-			if err != nil {
-				return err
-			}
-			canary, err := cfg.CanaryPolicy()
-			if err != nil {
-				return err
-			}
-			if dryRun && len(cfg.Slots) > 0 {
-				plan, err := rollout.NewPlan(hosts, cfg.Slots, strategy)
-				if err != nil {
-					return err
-				}
-				rollout.WritePlan(cmd.OutOrStdout(), plan, strategy)
-				return nil
-			}
-			dial, err := dialer(cfg, hosts)
-			if err != nil {
-				return err
-			}
-			progress := cmd.ErrOrStderr()
-			if output == "text" {
-				progress = cmd.OutOrStdout()
-			}
-			e := &rollout.Executor{
-				Dial: dial, Image: image, Force: force, Origin: "rollout by " + whoami(),
-				MaxFailures: maxFailures, SkipUnreachable: skipUnreachable,
-				ConnectTimeout: cfg.ConnectTimeout, StepTimeout: cfg.StepTimeout,
-				StateFile: cfg.StateFile, Canary: canary, Hooks: cfg.Hooks,
-				Events: rollout.NewProgress(progress, hosts, cfg.Slots).Event,
-				Log:    slog.Default().With("image", image),
-			}
-			if dryRun {
-				e.StateFile = ""
-				return dryRunWithStatus(cmd, e, hosts, strategy)
-			}
-			rm, err := serveRolloutMetrics(cfg.MetricsListen, hosts)
-			if err != nil {
-				return err
-			}
-			defer rm.close()
-			e.Events = rm.events(e.Events)
-			if old, err := rollout.ReadState(cfg.StateFile); err == nil && !old.Complete {
-				fmt.Fprintf(progress, "note: %s records an unfinished rollout of %s (%d of %d pairs done); this rollout replaces it\n",
-					cfg.StateFile, old.Image, len(old.Done), old.Pairs())
-			} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
-				slog.Warn("an unreadable state file is replaced", "state_file", cfg.StateFile, "error", err)
-			}
-			res, err := e.Run(cmd.Context(), hosts, cfg.Slots, strategy)
-			rm.finish(res)
-			return writeResult(cmd.OutOrStdout(), output, res, err)
-		},
+		RunE: c.runE,
 	}
 	cmd.AddCommand(
 		newDecide(rollout.DecisionPromote, "Promote the paused canary of a running rollout (--pause): its hosts get their whole weight and the rollout goes on"),
 		newDecide(rollout.DecisionAbort, "Abort the canary of a running rollout: its hosts go back to the old image and the rollout stops"))
 	f := cmd.Flags()
 	f.String("config", defaultCoordinatorConfig, "coordinator configuration file (YAML)")
-	f.StringVar(&image, "image", "", "image to roll out (required)")
+	f.StringVar(&c.image, "image", "", "image to roll out (required)")
 	f.String("batch", "", `hosts per batch: "35%" of the fleet or a count (overrides batch)`)
 	f.String("canary", "", `a first batch of its own size, run as a canary: a count or "P%" (overrides canary.hosts)`)
 	f.String("canary-weight", "", `the share of their weight the canaries get, e.g. "10%" (overrides canary.weight)`)
@@ -155,21 +82,136 @@ agent skips if it is already on the image.`,
 	f.Bool("pause", false, "after a canary that passed, wait for 'haroll rollout promote' or 'haroll rollout abort' (overrides canary.pause)")
 	f.String("max-failures", "", `failed hosts tolerated before no further batch starts: "N" or "P%" (overrides max_failures)`)
 	f.StringArray("slot", nil, "replace only this slot, in this order (repeatable; overrides slots); default: every slot")
-	f.BoolVar(&force, "force", false, "replace slots that already run the image")
-	f.BoolVar(&dryRun, "dry-run", false, "print the plan and touch nothing (asks the agents' status only when no slot is given)")
-	f.BoolVar(&skipUnreachable, "skip-unreachable", false, "leave hosts that do not answer out of the rollout instead of refusing it")
-	f.BoolVar(&resume, "resume", false, "finish the interrupted rollout recorded in the state file (its image and plan); --image, if given, must match")
+	f.BoolVar(&c.force, "force", false, "replace slots that already run the image")
+	f.BoolVar(&c.dryRun, "dry-run", false, "print the plan and touch nothing (asks the agents' status only when no slot is given)")
+	f.BoolVar(&c.skipUnreachable, "skip-unreachable", false, "leave hosts that do not answer out of the rollout instead of refusing it")
+	f.BoolVar(&c.resume, "resume", false, "finish the interrupted rollout recorded in the state file (its image and plan); --image, if given, must match")
 	f.String("state-file", "", "where the rollout's progress is recorded, for --resume (overrides state_file; default "+rollout.DefaultStateFile+")")
 	f.Duration("step-timeout", 0, "how long every host of a step has to report on its slot, its image pull included (overrides step_timeout)")
 	f.String("metrics-listen", "", "serve the rollout's progress as Prometheus metrics on host:port while it runs (overrides metrics_listen)")
 	f.Bool("insecure", false, "dial the agents in plaintext; refused unless every host is a loopback address")
-	f.StringVarP(&output, "output", "o", "text", "text or json (the result on stdout, progress on stderr)")
+	f.StringVarP(&c.output, "output", "o", "text", "text or json (the result on stdout, progress on stderr)")
 	return cmd
 }
 
+// runE checks the flags that go together, loads the configuration and runs
+// or resumes.
+func (c *rolloutCmd) runE(cmd *cobra.Command, _ []string) error {
+	if c.output != "text" && c.output != "json" {
+		return usageError("--output %q: want text or json", c.output)
+	}
+	if c.resume && c.dryRun {
+		return usageError("--resume and --dry-run do not go together: the plan of a resumed rollout is in its state file")
+	}
+	if c.resume {
+		for _, name := range []string{"batch", "canary", "canary-weight", "canary-window", "pause", "slot", "force"} {
+			if cmd.Flags().Changed(name) {
+				return usageError("--%s cannot change a resumed rollout: its image and plan come from its state file", name)
+			}
+		}
+	} else if c.image == "" {
+		return usageError("--image is required (or --resume to finish an interrupted rollout)")
+	}
+	cfg, err := loadCoordinatorConfig(cmd)
+	if err != nil {
+		return err
+	}
+	if c.resume {
+		return c.resumeRollout(cmd, cfg)
+	}
+	return c.run(cmd, cfg)
+}
+
+// rolloutSpec is what the executor rolls: from the configuration and flags
+// for a new rollout, from the state file for a resumed one.
+type rolloutSpec struct {
+	image       string
+	force       bool
+	origin      string
+	hosts       []string
+	slots       []string
+	maxFailures rollout.Threshold
+	canary      *rollout.CanaryPolicy
+}
+
+// executor builds the Executor of spec over dial, with its progress written
+// to progress and fed to rm first (rm may be nil: no metrics).
+func (c *rolloutCmd) executor(cfg rollout.Config, spec rolloutSpec, dial rollout.Dial, progress io.Writer, rm *rolloutMetrics) *rollout.Executor {
+	events := rollout.NewProgress(progress, spec.hosts, spec.slots).Event
+	return &rollout.Executor{
+		Dial: dial, Image: spec.image, Force: spec.force, Origin: spec.origin,
+		MaxFailures: spec.maxFailures, SkipUnreachable: c.skipUnreachable,
+		ConnectTimeout: cfg.ConnectTimeout, StepTimeout: cfg.StepTimeout,
+		StateFile: cfg.StateFile, Canary: spec.canary, Hooks: cfg.Hooks,
+		Events: rm.events(events),
+		Log:    slog.Default().With("image", spec.image),
+	}
+}
+
+// progress is where the live progress goes: stdout with text output, else
+// stderr (stdout is the JSON result's).
+func (c *rolloutCmd) progress(cmd *cobra.Command) io.Writer {
+	if c.output == "text" {
+		return cmd.OutOrStdout()
+	}
+	return cmd.ErrOrStderr()
+}
+
+// run starts a new rollout of c.image over the configured hosts, or with
+// --dry-run prints its plan.
+func (c *rolloutCmd) run(cmd *cobra.Command, cfg rollout.Config) error {
+	hosts, err := cfg.ReadHosts()
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	strategy, maxFailures, err := cfg.Strategy()
+	if err != nil {
+		return err
+	}
+	canary, err := cfg.CanaryPolicy()
+	if err != nil {
+		return err
+	}
+	if c.dryRun && len(cfg.Slots) > 0 {
+		plan, err := rollout.NewPlan(hosts, cfg.Slots, strategy)
+		if err != nil {
+			return err
+		}
+		rollout.WritePlan(cmd.OutOrStdout(), plan, strategy)
+		return nil
+	}
+	dial, err := dialer(cfg, hosts)
+	if err != nil {
+		return err
+	}
+	spec := rolloutSpec{image: c.image, force: c.force, origin: "rollout by " + whoami(),
+		hosts: hosts, slots: cfg.Slots, maxFailures: maxFailures, canary: canary}
+	progress := c.progress(cmd)
+	if c.dryRun {
+		e := c.executor(cfg, spec, dial, progress, nil)
+		e.StateFile = ""
+		return dryRunWithStatus(cmd, e, hosts, strategy)
+	}
+	rm, err := serveRolloutMetrics(cfg.MetricsListen, hosts)
+	if err != nil {
+		return err
+	}
+	defer rm.close()
+	e := c.executor(cfg, spec, dial, progress, rm)
+	if old, err := rollout.ReadState(cfg.StateFile); err == nil && !old.Complete {
+		fmt.Fprintf(progress, "note: %s records an unfinished rollout of %s (%d of %d pairs done); this rollout replaces it\n",
+			cfg.StateFile, old.Image, len(old.Done), old.Pairs())
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		slog.Warn("an unreadable state file is replaced", "state_file", cfg.StateFile, "error", err)
+	}
+	res, err := e.Run(cmd.Context(), hosts, cfg.Slots, strategy)
+	rm.finish(res)
+	return writeResult(cmd.OutOrStdout(), c.output, res, err)
+}
+
 // resumeRollout goes on with the unfinished rollout in cfg.StateFile.
-func resumeRollout(cmd *cobra.Command, cfg rollout.Config, image string, skipUnreachable bool, output string) error {
-	st, err := rollout.LoadResumable(cfg.StateFile, image)
+func (c *rolloutCmd) resumeRollout(cmd *cobra.Command, cfg rollout.Config) error {
+	st, err := rollout.LoadResumable(cfg.StateFile, c.image)
 	if err != nil {
 		return err
 	}
@@ -190,10 +232,7 @@ func resumeRollout(cmd *cobra.Command, cfg rollout.Config, image string, skipUnr
 	if err != nil {
 		return err
 	}
-	progress := cmd.ErrOrStderr()
-	if output == "text" {
-		progress = cmd.OutOrStdout()
-	}
+	progress := c.progress(cmd)
 	fmt.Fprintf(progress, "resuming the rollout of %s recorded in %s (started %s): %d of %d (host, slot) pair(s) finished, %d to go\n",
 		st.Image, cfg.StateFile, st.Started.Format(time.RFC3339), len(st.Done), st.Pairs(), st.Pairs()-len(st.Done))
 	rm, err := serveRolloutMetrics(cfg.MetricsListen, st.Hosts)
@@ -201,18 +240,11 @@ func resumeRollout(cmd *cobra.Command, cfg rollout.Config, image string, skipUnr
 		return err
 	}
 	defer rm.close()
-	e := &rollout.Executor{
-		Dial: dial, Image: st.Image, Force: st.Force, Origin: "rollout (resumed) by " + whoami(),
-		MaxFailures: maxFailures, SkipUnreachable: skipUnreachable,
-		ConnectTimeout: cfg.ConnectTimeout, StepTimeout: cfg.StepTimeout, StateFile: cfg.StateFile,
-		Canary: st.CanaryPolicy,
-		Hooks:  cfg.Hooks,
-		Events: rm.events(rollout.NewProgress(progress, st.Hosts, st.Slots).Event),
-		Log:    slog.Default().With("image", st.Image),
-	}
-	res, err := e.Resume(cmd.Context(), st)
+	spec := rolloutSpec{image: st.Image, force: st.Force, origin: "rollout (resumed) by " + whoami(),
+		hosts: st.Hosts, slots: st.Slots, maxFailures: maxFailures, canary: st.CanaryPolicy}
+	res, err := c.executor(cfg, spec, dial, progress, rm).Resume(cmd.Context(), st)
 	rm.finish(res)
-	return writeResult(cmd.OutOrStdout(), output, res, err)
+	return writeResult(cmd.OutOrStdout(), c.output, res, err)
 }
 
 // writeResult writes the final result as a table or JSON and returns err,

@@ -290,3 +290,73 @@ func TestAnAllowedDNSNameMatchesEvenWhenTheCommonNameDoesNot(t *testing.T) {
 		t.Fatalf("server: %v, client: %v", serr, cerr)
 	}
 }
+
+func TestASecondConnectionToAServerResumesItsSessionStillMutuallyAuthenticated(t *testing.T) {
+	p := newPKI(t, "ca-a")
+	server, client := p.server(t, "coordinator"), p.client(t, "coordinator")
+	l, err := tls.Listen("tcp", "127.0.0.1:0", server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	// The server answers each connection with "ok" once its handshake is done and reports what it
+	// saw of the client.
+	type seen struct {
+		resumed bool
+		peer    string
+		err     error
+	}
+	seenc := make(chan seen, 2)
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				tc := conn.(*tls.Conn)
+				tc.SetDeadline(time.Now().Add(10 * time.Second))
+				if err := tc.Handshake(); err != nil {
+					seenc <- seen{err: err}
+					return
+				}
+				st := tc.ConnectionState()
+				var peer string
+				if len(st.PeerCertificates) > 0 {
+					peer = st.PeerCertificates[0].Subject.CommonName
+				}
+				_, err := tc.Write([]byte("ok"))
+				seenc <- seen{resumed: st.DidResume, peer: peer, err: err}
+			}()
+		}
+	}()
+	dial := func() (clientResumed bool) {
+		t.Helper()
+		c, err := tls.Dial("tcp", l.Addr().String(), client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		// The read takes in the server's session ticket, which follows the handshake in TLS 1.3.
+		buf := make([]byte, 2)
+		if _, err := c.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		return c.ConnectionState().DidResume
+	}
+
+	if dial() {
+		t.Fatal("the first connection resumed a session")
+	}
+	if s := <-seenc; s.err != nil || s.resumed || s.peer != "coordinator" {
+		t.Fatalf("first connection, server side: %+v", s)
+	}
+	if !dial() {
+		t.Fatal("the second connection did not resume the session")
+	}
+	if s := <-seenc; s.err != nil || !s.resumed || s.peer != "coordinator" {
+		t.Fatalf("second connection, server side: %+v, want resumed with the client's certificate", s)
+	}
+}

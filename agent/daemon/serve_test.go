@@ -1,4 +1,4 @@
-package cli
+package daemon
 
 import (
 	"context"
@@ -112,13 +112,16 @@ func TestTheAgentTellsSystemdItIsReadyAndPingsTheWatchdogOnlyWhileHealthy(t *tes
 	ctx, cancel := context.WithCancel(context.Background())
 	var serveErr error
 	done := make(chan struct{})
-	go func() { defer close(done); serveErr = serveAgent(ctx, cfg, a, insecure.NewCredentials()) }()
+	go func() {
+		defer close(done)
+		serveErr = Serve(ctx, cfg, a, Options{Creds: insecure.NewCredentials(), Version: "test", Log: quietLog()})
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
-			t.Error("serveAgent did not return")
+			t.Error("Serve did not return")
 		}
 	})
 
@@ -148,9 +151,9 @@ func TestTheAgentTellsSystemdItIsReadyAndPingsTheWatchdogOnlyWhileHealthy(t *tes
 	select {
 	case <-done:
 		if serveErr != nil {
-			t.Fatalf("serveAgent: %v", serveErr)
+			t.Fatalf("Serve: %v", serveErr)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("serveAgent did not return after its context ended")
+		t.Fatal("Serve did not return after its context ended")
 	}
 }
