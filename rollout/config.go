@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/haroll/haroll/agent/agentpb"
 	"github.com/haroll/haroll/internal/hook"
 )
 
@@ -34,6 +35,13 @@ type Config struct {
 	// starts: a count or a percentage; "0" tolerates none.
 	MaxFailures    string        `mapstructure:"max_failures"`
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
+	// AgentKeepalive is how long a call to an agent may stay silent
+	// before the coordinator pings it (then gives up after
+	// agentpb.ClientKeepaliveTimeout): what finds an agent behind a NAT
+	// or firewall that dropped the flow. 0 sends no pings: for agents of
+	// an earlier haroll, whose gRPC servers refuse pings closer than 5
+	// minutes apart (GOAWAY too_many_pings); better, upgrade them first.
+	AgentKeepalive time.Duration `mapstructure:"agent_keepalive"`
 	// StepTimeout bounds one step on every host of a batch. It includes
 	// the agent's pull of an image it does not have (bounded there by
 	// docker.pull_timeout, which the coordinator cannot see): set it above
@@ -87,6 +95,7 @@ func DefaultConfig() Config {
 		Batch:          "35%",
 		MaxFailures:    "0",
 		ConnectTimeout: 5 * time.Second,
+		AgentKeepalive: agentpb.ClientKeepaliveTime,
 		StepTimeout:    10 * time.Minute,
 		StateFile:      DefaultStateFile,
 		Canary: CanaryConfig{Slots: 1, Weight: "10%", Window: 2 * time.Minute, Interval: 5 * time.Second,
@@ -132,6 +141,10 @@ func (c Config) Validate() error {
 	}
 	if c.StepTimeout <= 0 {
 		bad("step_timeout: %s: must be positive", c.StepTimeout)
+	}
+	if k := c.AgentKeepalive; k != 0 && k < agentpb.ServerKeepaliveMinTime {
+		bad("agent_keepalive: %s: the agents accept pings at least %s apart (closer ones end the connection): use %s or more, or 0 for none",
+			k, agentpb.ServerKeepaliveMinTime, agentpb.ServerKeepaliveMinTime)
 	}
 	if !c.Insecure {
 		for _, kv := range [][2]string{{"tls.cert", c.TLS.Cert}, {"tls.key", c.TLS.Key}, {"tls.ca", c.TLS.CA}} {

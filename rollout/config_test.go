@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/haroll/haroll/agent/agentpb"
 )
 
 func validConfig() Config {
@@ -111,6 +113,23 @@ func TestMetricsListenMustBeHostPort(t *testing.T) {
 		}
 		if !ok && (err == nil || !strings.Contains(err.Error(), `metrics_listen: "`+addr+`"`)) {
 			t.Errorf("%q: got %v, want an error naming metrics_listen", addr, err)
+		}
+	}
+}
+
+func TestAgentKeepaliveIsZeroOrAtLeastWhatTheAgentsAccept(t *testing.T) {
+	for _, tc := range []struct {
+		keepalive time.Duration
+		ok        bool
+	}{{0, true}, {agentpb.ServerKeepaliveMinTime, true}, {time.Minute, true}, {5 * time.Second, false}} {
+		c := validConfig()
+		c.AgentKeepalive = tc.keepalive
+		err := c.Validate()
+		if (err == nil) != tc.ok {
+			t.Errorf("agent_keepalive %s: %v", tc.keepalive, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "agent_keepalive: 5s") {
+			t.Errorf("the error does not name the key and value: %v", err)
 		}
 	}
 }

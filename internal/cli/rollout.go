@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/haroll/haroll/agent/agentpb"
 	"github.com/haroll/haroll/internal/tlsconf"
 	"github.com/haroll/haroll/rollout"
 )
@@ -289,13 +291,24 @@ func dialer(cfg rollout.Config, hosts []string) (rollout.Dial, error) {
 		if len(remote) > 0 {
 			return nil, usageError("--insecure is only for loopback agents, and these are not: %s", strings.Join(remote, ", "))
 		}
-		return rollout.DialGRPC(grpc.WithTransportCredentials(insecure.NewCredentials())), nil
+		return rollout.DialGRPC(grpc.WithTransportCredentials(insecure.NewCredentials()), keepaliveOption(cfg)), nil
 	}
 	tc, err := tlsconf.Client(cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.CA)
 	if err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
-	return rollout.DialGRPC(grpc.WithTransportCredentials(credentials.NewTLS(tc))), nil
+	return rollout.DialGRPC(grpc.WithTransportCredentials(credentials.NewTLS(tc)), keepaliveOption(cfg)), nil
+}
+
+// keepaliveOption is the pings of agent_keepalive; 0 sends none (gRPC's
+// infinite keepalive time).
+func keepaliveOption(cfg rollout.Config) grpc.DialOption {
+	k := agentpb.DefaultKeepalive()
+	k.ClientTime = cfg.AgentKeepalive
+	if k.ClientTime == 0 {
+		k.ClientTime = time.Duration(math.MaxInt64)
+	}
+	return k.DialOption()
 }
 
 // loadCoordinatorConfig reads the coordinator configuration from the
