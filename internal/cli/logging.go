@@ -47,15 +47,16 @@ func parseLogLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-// setupLogging makes slog's default logger write to stderr as the flags say.
-// It is called once, before any subcommand runs.
+// setupLogging makes slog's default logger write to stderr (through
+// logOutput, which a live progress view may take over for a while) as the
+// flags say. It is called once, before any subcommand runs.
 func setupLogging(level, format string) error {
 	l, err := parseLogLevel(level)
 	if err != nil {
 		return err
 	}
 	fd := os.Stderr.Fd()
-	h, err := newLogHandler(os.Stderr, isatty.IsTerminal(fd) || isatty.IsCygwinTerminal(fd), format, l)
+	h, err := newLogHandler(logOutput, isatty.IsTerminal(fd) || isatty.IsCygwinTerminal(fd), format, l)
 	if err != nil {
 		return err
 	}

@@ -40,6 +40,7 @@ type rolloutCmd struct {
 	skipUnreachable bool
 	resume          bool
 	output          string
+	progressMode    string // --progress: auto, live or plain
 }
 
 func newRollout() *cobra.Command {
@@ -93,6 +94,7 @@ agent skips if it is already on the image.`,
 	f.String("metrics-listen", "", "serve the rollout's progress as Prometheus metrics on host:port while it runs (overrides metrics_listen)")
 	f.Bool("insecure", false, "dial the agents in plaintext; refused unless every host is a loopback address")
 	f.StringVarP(&c.output, "output", "o", "text", "text or json (the result on stdout, progress on stderr)")
+	f.StringVar(&c.progressMode, "progress", progressAuto, "auto (a live view redrawn in place on a terminal with --output text, else plain), live, or plain (one line per event)")
 	return cmd
 }
 
@@ -101,6 +103,9 @@ agent skips if it is already on the image.`,
 func (c *rolloutCmd) runE(cmd *cobra.Command, _ []string) error {
 	if c.output != "text" && c.output != "json" {
 		return usageError("--output %q: want text or json", c.output)
+	}
+	if m := c.progressMode; m != progressAuto && m != progressLive && m != progressPlain {
+		return usageError("--progress %q: want auto, live or plain", m)
 	}
 	if c.resume && c.dryRun {
 		return usageError("--resume and --dry-run do not go together: the plan of a resumed rollout is in its state file")
@@ -136,10 +141,9 @@ type rolloutSpec struct {
 	canary      *rollout.CanaryPolicy
 }
 
-// executor builds the Executor of spec over dial, with its progress written
-// to progress and fed to rm first (rm may be nil: no metrics).
-func (c *rolloutCmd) executor(cfg rollout.Config, spec rolloutSpec, dial rollout.Dial, progress io.Writer, rm *rolloutMetrics) *rollout.Executor {
-	events := rollout.NewProgress(progress, spec.hosts, spec.slots).Event
+// executor builds the Executor of spec over dial, with its events fed to
+// rm first (rm may be nil: no metrics), then to events.
+func (c *rolloutCmd) executor(cfg rollout.Config, spec rolloutSpec, dial rollout.Dial, events func(rollout.Event), rm *rolloutMetrics) *rollout.Executor {
 	return &rollout.Executor{
 		Dial: dial, Image: spec.image, Force: spec.force, Origin: spec.origin,
 		MaxFailures: spec.maxFailures, SkipUnreachable: c.skipUnreachable,
@@ -188,18 +192,23 @@ func (c *rolloutCmd) run(cmd *cobra.Command, cfg rollout.Config) error {
 	}
 	spec := rolloutSpec{image: c.image, force: c.force, origin: "rollout by " + whoami(),
 		hosts: hosts, slots: cfg.Slots, maxFailures: maxFailures, canary: canary}
-	progress := c.progress(cmd)
 	if c.dryRun {
-		e := c.executor(cfg, spec, dial, progress, nil)
+		e := c.executor(cfg, spec, dial, rollout.NewProgress(c.progress(cmd), hosts, cfg.Slots).Event, nil)
 		e.StateFile = ""
 		return dryRunWithStatus(cmd, e, hosts, strategy)
 	}
+	sink, err := c.progressSink(cmd, spec)
+	if err != nil {
+		return err
+	}
+	defer sink.Close() //nolint:errcheck // closed below on the way to the result
+	progress := sink.Writer()
 	rm, err := serveRolloutMetrics(cfg.MetricsListen, hosts)
 	if err != nil {
 		return err
 	}
 	defer rm.close()
-	e := c.executor(cfg, spec, dial, progress, rm)
+	e := c.executor(cfg, spec, dial, sink.Event, rm)
 	if old, err := rollout.ReadState(cfg.StateFile); err == nil && !old.Complete {
 		fmt.Fprintf(progress, "note: %s records an unfinished rollout of %s (%d of %d pairs done); this rollout replaces it\n",
 			cfg.StateFile, old.Image, len(old.Done), old.Pairs())
@@ -207,6 +216,7 @@ func (c *rolloutCmd) run(cmd *cobra.Command, cfg rollout.Config) error {
 		slog.Warn("an unreadable state file is replaced", "state_file", cfg.StateFile, "error", err)
 	}
 	res, err := e.Run(cmd.Context(), hosts, cfg.Slots, strategy)
+	closeProgress(sink)
 	rm.finish(res)
 	return writeResult(cmd.OutOrStdout(), c.output, res, err)
 }
@@ -234,17 +244,22 @@ func (c *rolloutCmd) resumeRollout(cmd *cobra.Command, cfg rollout.Config) error
 	if err != nil {
 		return err
 	}
-	progress := c.progress(cmd)
-	fmt.Fprintf(progress, "resuming the rollout of %s recorded in %s (started %s): %d of %d (host, slot) pair(s) finished, %d to go\n",
+	spec := rolloutSpec{image: st.Image, force: st.Force, origin: "rollout (resumed) by " + whoami(),
+		hosts: st.Hosts, slots: st.Slots, maxFailures: maxFailures, canary: st.CanaryPolicy}
+	sink, err := c.progressSink(cmd, spec)
+	if err != nil {
+		return err
+	}
+	defer sink.Close() //nolint:errcheck // closed below on the way to the result
+	fmt.Fprintf(sink.Writer(), "resuming the rollout of %s recorded in %s (started %s): %d of %d (host, slot) pair(s) finished, %d to go\n",
 		st.Image, cfg.StateFile, st.Started.Format(time.RFC3339), len(st.Done), st.Pairs(), st.Pairs()-len(st.Done))
 	rm, err := serveRolloutMetrics(cfg.MetricsListen, st.Hosts)
 	if err != nil {
 		return err
 	}
 	defer rm.close()
-	spec := rolloutSpec{image: st.Image, force: st.Force, origin: "rollout (resumed) by " + whoami(),
-		hosts: st.Hosts, slots: st.Slots, maxFailures: maxFailures, canary: st.CanaryPolicy}
-	res, err := c.executor(cfg, spec, dial, progress, rm).Resume(cmd.Context(), st)
+	res, err := c.executor(cfg, spec, dial, sink.Event, rm).Resume(cmd.Context(), st)
+	closeProgress(sink)
 	rm.finish(res)
 	return writeResult(cmd.OutOrStdout(), c.output, res, err)
 }
