@@ -101,8 +101,8 @@ type Snapshot struct {
 	FailuresTotal int
 
 	CanaryStatus string // the canary's last status ("analysis: ...", "paused: ..."), "" if none
-	Hook    string // the last hook's line, "" if none
-	Waiting string // the last host waited for in this batch, "" if none
+	Hook         string // the last hook's line, "" if none
+	Waiting      string // the last host waited for in this batch, "" if none
 
 	stepStart time.Time
 }

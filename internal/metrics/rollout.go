@@ -27,8 +27,10 @@ type Rollout struct {
 	steps     prometheus.Histogram
 	finished  prometheus.Gauge
 
-	mu    sync.Mutex
-	state map[string]string // host -> one of hostStates
+	mu     sync.Mutex
+	state  map[string]string           // host -> one of hostStates
+	counts map[string]int              // state -> hosts in it
+	gauges map[string]prometheus.Gauge // state -> its haroll_rollout_hosts gauge
 }
 
 // NewRollout registers the rollout metrics on reg, for a rollout over hosts
@@ -60,26 +62,32 @@ func NewRollout(reg prometheus.Registerer, hosts []string) *Rollout {
 			Name: "haroll_rollout_finished",
 			Help: "1 once the rollout ended (whatever its result), else 0.",
 		}),
-		state: make(map[string]string, len(hosts)),
+		state:  make(map[string]string, len(hosts)),
+		counts: make(map[string]int, len(hostStates)),
+		gauges: make(map[string]prometheus.Gauge, len(hostStates)),
 	}
 	reg.MustRegister(r.hosts, r.batch, r.batches, r.slotsDone, r.steps, r.finished)
+	for _, s := range hostStates {
+		r.gauges[s] = r.hosts.WithLabelValues(s)
+		r.gauges[s].Set(0)
+	}
 	for _, h := range hosts {
-		r.state[h] = hostPending
+		r.set(h, hostPending)
 	}
 	for _, res := range []string{rollout.ResultReplaced, rollout.ResultSkipped, rollout.ResultRolledBack, rollout.ResultFailed, rollout.ResultError} {
 		r.slotsDone.WithLabelValues(res)
 	}
-	r.updateHosts()
 	return r
 }
 
-// Event follows one rollout event. Safe for concurrent use.
+// Event follows one rollout event, in constant time whatever the size of
+// the fleet. Safe for concurrent use.
 func (r *Rollout) Event(e rollout.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch e.Kind {
 	case rollout.EventSkipped:
-		r.state[e.Host] = rollout.HostSkipped
+		r.set(e.Host, rollout.HostSkipped)
 	case rollout.EventBatchStart:
 		r.batch.Set(float64(e.Batch))
 		r.batches.Set(float64(e.Batches))
@@ -89,17 +97,14 @@ func (r *Rollout) Event(e rollout.Event) {
 		r.slotsDone.WithLabelValues(e.Result).Inc()
 		switch {
 		case e.Result != rollout.ResultReplaced && e.Result != rollout.ResultSkipped:
-			r.state[e.Host] = rollout.HostFailed
+			r.set(e.Host, rollout.HostFailed)
 		case r.state[e.Host] == rollout.HostFailed:
 		case e.Step == e.Steps:
-			r.state[e.Host] = rollout.HostDone
+			r.set(e.Host, rollout.HostDone)
 		default:
-			r.state[e.Host] = hostRunning
+			r.set(e.Host, hostRunning)
 		}
-	default:
-		return
 	}
-	r.updateHosts()
 }
 
 // Finish sets every host's state from the rollout's result, which also
@@ -109,19 +114,28 @@ func (r *Rollout) Finish(res rollout.Result) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, h := range res.Hosts {
-		r.state[h.Host] = h.Result
+		r.set(h.Host, h.Result)
 	}
-	r.updateHosts()
 	r.finished.Set(1)
 }
 
-// updateHosts sets haroll_rollout_hosts from state; r.mu is held.
-func (r *Rollout) updateHosts() {
-	counts := make(map[string]int, len(hostStates))
-	for _, s := range r.state {
-		counts[s]++
+// set moves host to state s and updates the two haroll_rollout_hosts
+// gauges that change; r.mu is held. A state outside hostStates is counted
+// but has no gauge, as before.
+func (r *Rollout) set(host, s string) {
+	old, known := r.state[host]
+	if known && old == s {
+		return
 	}
-	for _, s := range hostStates {
-		r.hosts.WithLabelValues(s).Set(float64(counts[s]))
+	if known {
+		r.counts[old]--
+		if g, ok := r.gauges[old]; ok {
+			g.Set(float64(r.counts[old]))
+		}
+	}
+	r.state[host] = s
+	r.counts[s]++
+	if g, ok := r.gauges[s]; ok {
+		g.Set(float64(r.counts[s]))
 	}
 }
