@@ -39,7 +39,12 @@ type Live struct {
 // out until Close. Nothing else should write to out meanwhile: Writer
 // returns where other lines go, printed above the view.
 func Start(out *os.File, image string, hosts, slots []string) *Live {
-	return start(out, NewTracker(image, hosts, slots), newStyles(lipgloss.NewRenderer(out)), redrawEvery)
+	r := lipgloss.NewRenderer(out)
+	// Said, so that lipgloss never asks the terminal (an OSC 11 query whose
+	// answer it waits up to 5 s for, on the input the view leaves alone);
+	// the view uses no colour that depends on it.
+	r.SetHasDarkBackground(true)
+	return start(out, NewTracker(image, hosts, slots), newStyles(r), redrawEvery)
 }
 
 func start(out io.Writer, t *Tracker, st styles, every time.Duration) *Live {

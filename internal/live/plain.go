@@ -12,6 +12,10 @@ import (
 // flushEvery bounds how long a line waits in memory before it is written.
 const flushEvery = 100 * time.Millisecond
 
+// chunkSize is the events per chunk of the queue: the queue grows a chunk
+// at a time, so an Event never copies what is already queued.
+const chunkSize = 1024
+
 // Plain writes a rollout's progress as rollout.Progress's lines, byte for
 // byte, without ever making the rollout wait for w: Event only appends the
 // event to an in-memory queue, which grows as long as w is slow and drops
@@ -19,7 +23,8 @@ const flushEvery = 100 * time.Millisecond
 // flushes it at least every 100 ms. Close writes what is left.
 type Plain struct {
 	mu     sync.Mutex
-	queue  []item
+	queue  [][]item // chunks of chunkSize, the last one being filled
+	free   [][]item // chunks written, for reuse
 	closed bool
 
 	stop chan struct{}
@@ -47,9 +52,25 @@ func NewPlain(w io.Writer, hosts, slots []string) *Plain {
 func (p *Plain) Event(e rollout.Event) {
 	p.mu.Lock()
 	if !p.closed {
-		p.queue = append(p.queue, item{e: e})
+		p.push(item{e: e})
 	}
 	p.mu.Unlock()
+}
+
+// push appends it to the queue; p.mu is held.
+func (p *Plain) push(it item) {
+	n := len(p.queue)
+	if n == 0 || len(p.queue[n-1]) == chunkSize {
+		var c []item
+		if f := len(p.free); f > 0 {
+			c, p.free = p.free[f-1], p.free[:f-1]
+		} else {
+			c = make([]item, 0, chunkSize)
+		}
+		p.queue = append(p.queue, c)
+		n++
+	}
+	p.queue[n-1] = append(p.queue[n-1], it)
 }
 
 // Writer returns a writer whose bytes are written to w in order with the
@@ -62,7 +83,7 @@ func (pw plainWriter) Write(b []byte) (int, error) {
 	pw.p.mu.Lock()
 	defer pw.p.mu.Unlock()
 	if !pw.p.closed {
-		pw.p.queue = append(pw.p.queue, item{text: append([]byte(nil), b...)})
+		pw.p.push(item{text: append([]byte(nil), b...)})
 	}
 	return len(b), nil
 }
@@ -86,7 +107,7 @@ func (p *Plain) drain(bw *bufio.Writer, progress *rollout.Progress) {
 	defer close(p.done)
 	tick := time.NewTicker(flushEvery)
 	defer tick.Stop()
-	var spare []item
+	var spare [][]item
 	for {
 		var last bool
 		select {
@@ -95,21 +116,31 @@ func (p *Plain) drain(bw *bufio.Writer, progress *rollout.Progress) {
 			last = true
 		}
 		p.mu.Lock()
-		batch := p.queue
+		chunks := p.queue
 		p.queue = spare[:0]
 		p.mu.Unlock()
-		for _, it := range batch {
-			if it.text != nil {
-				bw.Write(it.text) //nolint:errcheck // the writer keeps its first error for Flush
-				continue
+		for _, c := range chunks {
+			for _, it := range c {
+				if it.text != nil {
+					bw.Write(it.text) //nolint:errcheck // the writer keeps its first error for Flush
+					continue
+				}
+				progress.Event(it.e)
 			}
-			progress.Event(it.e)
 		}
 		if err := bw.Flush(); err != nil && p.err == nil {
 			p.err = err
 		}
-		clear(batch) // let the strings go
-		spare = batch
+		p.mu.Lock()
+		for _, c := range chunks {
+			clear(c) // let the strings go
+			if len(p.free) < 64 {
+				p.free = append(p.free, c[:0])
+			}
+		}
+		p.mu.Unlock()
+		clear(chunks)
+		spare = chunks
 		if last {
 			return
 		}

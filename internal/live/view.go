@@ -63,7 +63,7 @@ func render(s Snapshot, st styles) string {
 	}
 
 	if s.Step > 0 {
-		step := []string{"step " + strconv.Itoa(s.Step) + "/" + strconv.Itoa(s.Steps) + " " + s.Slot, count(s.StepHosts) + " hosts"}
+		step := []string{strconv.Itoa(s.Step) + "/" + strconv.Itoa(s.Steps) + " " + s.Slot, count(s.StepHosts) + " hosts"}
 		if s.StepRunning {
 			step = append(step, clock(s.StepElapsed))
 		} else {
@@ -157,7 +157,7 @@ func count(n int) string {
 	return s
 }
 
-// clock writes d for a person: 850ms, 12.3s, 4m12s, 1h02m.
+// clock writes d for a person: 850ms, 12.3s, 4m05s, 1h02m.
 func clock(d time.Duration) string {
 	switch {
 	case d < time.Second:
@@ -165,7 +165,9 @@ func clock(d time.Duration) string {
 	case d < time.Minute:
 		return d.Round(100 * time.Millisecond).String()
 	case d < time.Hour:
-		return d.Round(time.Second).String()
+		d = d.Round(time.Second)
+		m := d / time.Minute
+		return strconv.Itoa(int(m)) + "m" + twoDigits(int((d-m*time.Minute)/time.Second)) + "s"
 	}
 	d = d.Round(time.Minute)
 	h := d / time.Hour
