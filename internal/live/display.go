@@ -8,10 +8,18 @@ import (
 	"sync"
 	"time"
 
-	tea "github.com/charmbracelet/bubbletea"
-	"github.com/charmbracelet/lipgloss"
+	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
+	"github.com/mattn/go-isatty"
 
 	"github.com/haroll/haroll/rollout"
+)
+
+// The view's size when it is drawn on something other than a terminal
+// (--progress live to a file), which has no size to ask.
+const (
+	fileWidth  = 120
+	fileHeight = 60
 )
 
 // redrawEvery is how often the view is drawn again from a fresh snapshot:
@@ -28,6 +36,8 @@ const redrawEvery = 100 * time.Millisecond
 // reason.
 type Live struct {
 	t     *Tracker
+	st    styles
+	out   io.Writer
 	lines *lineQueue
 	p     *tea.Program
 	done  chan struct{}
@@ -39,24 +49,22 @@ type Live struct {
 // out until Close. Nothing else should write to out meanwhile: Writer
 // returns where other lines go, printed above the view.
 func Start(out *os.File, image string, hosts, slots []string) *Live {
-	r := lipgloss.NewRenderer(out)
-	// Said, so that lipgloss never asks the terminal (an OSC 11 query whose
-	// answer it waits up to 5 s for, on the input the view leaves alone);
-	// the view uses no colour that depends on it.
-	r.SetHasDarkBackground(true)
-	return start(out, NewTracker(image, hosts, slots), newStyles(r), redrawEvery)
+	return start(out, NewTracker(image, hosts, slots), newStyles(), redrawEvery)
 }
 
 func start(out io.Writer, t *Tracker, st styles, every time.Duration) *Live {
-	l := &Live{t: t, lines: &lineQueue{}, done: make(chan struct{})}
+	l := &Live{t: t, st: st, out: out, lines: &lineQueue{}, done: make(chan struct{})}
 	m := model{t: t, st: st, lines: l.lines, every: every}
 	m.view = render(t.Snapshot(), st)
-	l.p = tea.NewProgram(m,
+	opts := []tea.ProgramOption{
 		tea.WithOutput(out),
-		tea.WithInput(nil), // no raw mode: Ctrl-C stays a signal
+		tea.WithInput(nil), // no raw mode and no terminal queries: Ctrl-C stays a signal
 		tea.WithoutSignalHandler(),
-		tea.WithoutBracketedPaste(),
-	)
+	}
+	if f, ok := out.(*os.File); !ok || !isatty.IsTerminal(f.Fd()) {
+		opts = append(opts, tea.WithWindowSize(fileWidth, fileHeight))
+	}
+	l.p = tea.NewProgram(m, opts...)
 	go func() {
 		defer close(l.done)
 		_, l.err = l.p.Run()
@@ -72,14 +80,25 @@ func (l *Live) Event(e rollout.Event) { l.t.Event(e) }
 // order written, at its next redraw; writes never wait for the terminal.
 func (l *Live) Writer() io.Writer { return l.lines }
 
-// Close draws the final view, leaves it printed and returns once the
-// terminal has it, with the error that stopped the drawing, if any. It may
-// be called more than once.
+// Close stops the redraws, prints the final view below the lines written
+// through Writer, and returns once it is written, with the error that
+// stopped the drawing or the writing, if any. It may be called more than
+// once.
+//
+// The final view is printed as plain lines once Bubble Tea has let go of
+// the terminal, starting from a carriage return, rather than drawn as a
+// last frame: a Ctrl-C the terminal echoed as "^C" has moved the cursor
+// behind the renderer's back, and a frame drawn with relative moves would
+// come out shifted.
 func (l *Live) Close() error {
 	l.once.Do(func() {
 		l.t.Finish()
 		l.p.Send(finishMsg{})
 		<-l.done
+		final := render(l.t.Snapshot(), l.st)
+		if _, err := lipgloss.Fprint(l.out, "\r"+final); err != nil && l.err == nil {
+			l.err = err
+		}
 	})
 	return l.err
 }
@@ -109,15 +128,28 @@ func (m model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	switch msg.(type) {
 	case tickMsg:
 		m.view = render(m.t.Snapshot(), m.st)
-		return m, tea.Batch(m.print(false), m.tick())
+		return m, tea.Sequence(home, m.print(false), m.tick())
 	case finishMsg:
-		m.view = render(m.t.Snapshot(), m.st)
+		m.view = "" // cleared: Close prints the final view itself
 		return m, tea.Sequence(m.print(true), tea.Quit)
 	}
 	return m, nil
 }
 
-func (m model) View() string { return m.view }
+// home puts the cursor back at the start of its line below the view
+// before a redraw: the terminal, in its normal mode, echoes a Ctrl-C (or
+// any key) there as "^C" and moves the cursor, which the redraw's
+// relative moves would otherwise be off by.
+var home = tea.Raw("\r")
+
+// View shows the cursor on the empty line below the view, where a shell
+// would have it: what the terminal echoes itself (^C) lands there, not
+// inside the view.
+func (m model) View() tea.View {
+	v := tea.NewView(m.view)
+	v.Cursor = tea.NewCursor(0, strings.Count(m.view, "\n"))
+	return v
+}
 
 // print prints the lines written since the last redraw above the view.
 func (m model) print(final bool) tea.Cmd {

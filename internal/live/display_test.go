@@ -1,18 +1,36 @@
 package live
 
 import (
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/charmbracelet/x/vt"
+
 	"github.com/haroll/haroll/rollout"
 )
 
-// ansiSeq matches the escape sequences a terminal interprets.
-var ansiSeq = regexp.MustCompile(`\x1b\[[0-9;?]*[a-zA-Z]|\x1b\][^\x07]*\x07`)
-
-func stripANSI(s string) string { return ansiSeq.ReplaceAllString(s, "") }
+// screen plays out, as written to a terminal of width × height, on a
+// terminal emulator and returns what the screen then shows, trailing
+// blanks trimmed: escape sequences, redraws in place and all. With onlcr,
+// a newline also returns the carriage, as a terminal's driver does in its
+// normal mode (a pty does it itself).
+func screen(t *testing.T, out string, width, height int, onlcr bool) string {
+	t.Helper()
+	term := vt.NewEmulator(width, height)
+	defer term.Close()
+	if onlcr {
+		out = strings.ReplaceAll(out, "\n", "\r\n")
+	}
+	if _, err := term.WriteString(out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(term.String(), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimRight(l, " ")
+	}
+	return strings.TrimRight(strings.Join(lines, "\n"), "\n")
+}
 
 func TestLiveEventsReturnWhileTheTerminalIsBlocked(t *testing.T) {
 	w := newBlockingWriter()
@@ -38,8 +56,8 @@ func TestLiveEventsReturnWhileTheTerminalIsBlocked(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if out := stripANSI(w.String()); !strings.Contains(out, "hosts    2,068 done · 15 failed · 7,917 to go") {
-		t.Errorf("the final view is not the last state:\n%s", out)
+	if got := screen(t, w.String(), fileWidth, fileHeight, true); !strings.Contains(got, "hosts    2,068 done · 15 failed · 7,917 to go") {
+		t.Errorf("the final view is not the last state:\n%s", got)
 	}
 }
 
@@ -62,19 +80,16 @@ func TestLiveLeavesItsFinalViewPrintedWithTheLinesWrittenAboveIt(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatalf("a second Close: %v", err)
 	}
-	got := stripANSI(out.String())
-	note := strings.Index(got, "note: a line before the view")
-	warn := strings.Index(got, `msg="slot failed"`)
-	final := strings.LastIndex(got, "rollout of app:v2 · 2 hosts · finished in 6s")
-	if note < 0 || warn < 0 || final < 0 || note > final || warn > final {
-		t.Fatalf("want the note and the log line, then the final view; got:\n%s", got)
-	}
-	for _, want := range []string{"hosts    1 done · 1 failed · 0 to go", "failures b:7441: web: boot: health check failed"} {
-		if !strings.Contains(got[final:], want) {
-			t.Errorf("the final view lacks %q:\n%s", want, got[final:])
-		}
-	}
-	if !strings.HasSuffix(out.String(), "\n") && !strings.HasSuffix(strings.TrimRight(got, " \r"), "\n") {
-		t.Errorf("the output does not end on a line of its own: %q", got[max(0, len(got)-80):])
+	got := screen(t, out.String(), fileWidth, fileHeight, true)
+	want := `note: a line before the view
+time=... level=WARN msg="slot failed"
+rollout of app:v2 · 2 hosts · finished in 6s
+batches  1/1 done · batch 1/1 · 2 hosts
+step     1/1 web · 2 hosts · ended
+phases   done 1 · failed 1
+hosts    1 done · 1 failed · 0 to go
+failures b:7441: web: boot: health check failed: connection refused`
+	if got != want {
+		t.Errorf("the screen shows:\n%s\nwant:\n%s", got, want)
 	}
 }

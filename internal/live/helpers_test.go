@@ -2,12 +2,9 @@ package live
 
 import (
 	"fmt"
-	"io"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/charmbracelet/lipgloss"
 
 	"github.com/haroll/haroll/rollout"
 )
@@ -34,8 +31,8 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// plainStyles draw without colour, as on a pipe.
-func plainStyles() styles { return newStyles(lipgloss.NewRenderer(io.Discard)) }
+// plainStyles draw without colour, so views compare as text.
+func plainStyles() styles { return noStyles() }
 
 // fleet names n hosts.
 func fleet(n int) []string {

@@ -78,7 +78,8 @@ func TestCtrlCOnTheTerminalStillInterruptsTheProcess(t *testing.T) {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestLiveChildOnATerminal$", "-test.count=1")
 	cmd.Env = append(os.Environ(), childEnv+"=1", "TERM=xterm-256color")
-	tty, err := pty.Start(cmd) // the child leads a session whose controlling terminal is the pty
+	// The child leads a session whose controlling terminal is the pty.
+	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Cols: 100, Rows: 30})
 	if err != nil {
 		t.Skipf("no pseudo-terminal here: %v", err)
 	}
@@ -100,7 +101,7 @@ func TestCtrlCOnTheTerminalStillInterruptsTheProcess(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(out.String(), "child: waiting for Ctrl-C") {
 		if time.Now().After(deadline) {
-			t.Fatalf("the child never drew its view:\n%q", out.String())
+			t.Fatalf("the child never drew its view:\n%s", screen(t, out.String(), 100, 30, false))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -113,7 +114,7 @@ func TestCtrlCOnTheTerminalStillInterruptsTheProcess(t *testing.T) {
 	if tio.Lflag&unix.ISIG == 0 || tio.Lflag&unix.ICANON == 0 {
 		t.Errorf("the live view put the terminal in raw mode (lflag %#x)", tio.Lflag)
 	}
-	t.Logf("ready at %s", time.Since(deadline.Add(-30*time.Second)))
+	t.Logf("the view was up %s after the child started", time.Since(deadline.Add(-30*time.Second)))
 	if _, err := tty.Write([]byte{0x03}); err != nil { // Ctrl-C, as typed
 		t.Fatal(err)
 	}
@@ -123,16 +124,23 @@ func TestCtrlCOnTheTerminalStillInterruptsTheProcess(t *testing.T) {
 			t.Errorf("the child: %v", err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatalf("Ctrl-C did not interrupt the child:\n%s", stripANSI(out.String()))
+		t.Fatalf("Ctrl-C did not interrupt the child:\n%s", screen(t, out.String(), 100, 30, false))
 	}
 	select {
 	case <-copied:
 	case <-time.After(5 * time.Second):
 	}
-	got := stripANSI(out.String())
-	for _, want := range []string{"rollout of app:v2 · 2 hosts · finished in", "child: interrupted, view closed"} {
-		if !strings.Contains(got, want) {
-			t.Errorf("the terminal lacks %q:\n%s", want, got)
+	got := screen(t, out.String(), 100, 30, false)
+	// The terminal echoes the Ctrl-C as ^C where its cursor is, as it does
+	// under any program: the view is drawn over it.
+	t.Logf("the terminal shows:\n%s", got)
+	at := 0
+	for _, want := range []string{"child: waiting for Ctrl-C\n", "rollout of app:v2 · 2 hosts · finished in",
+		"batches  0/1 done · batch 1/1 · 2 hosts\n", "hosts    0 done · 0 failed · 2 to go\n", "child: interrupted, view closed"} {
+		i := strings.Index(got[at:], want)
+		if i < 0 {
+			t.Fatalf("the terminal shows:\n%s\nwant, in this order, the line printed above the view, the final view, then the child's last line; %q is missing", got, want)
 		}
+		at += i + len(want)
 	}
 }

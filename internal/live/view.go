@@ -5,22 +5,27 @@ import (
 	"strings"
 	"time"
 
-	"github.com/charmbracelet/lipgloss"
+	"charm.land/lipgloss/v2"
 )
 
-// styles colour the view; with a renderer whose output is not a terminal
-// (as in tests) they add nothing, so the text is the same either way.
+// styles colour the view; Bubble Tea takes the colours down to what the
+// terminal has (none on a file or a pipe). noStyles draws plain text.
 type styles struct {
 	title, label, bad, dim lipgloss.Style
 }
 
-func newStyles(r *lipgloss.Renderer) styles {
+func newStyles() styles {
 	return styles{
-		title: r.NewStyle().Bold(true),
-		label: r.NewStyle().Bold(true),
-		bad:   r.NewStyle().Foreground(lipgloss.Color("1")),
-		dim:   r.NewStyle().Faint(true),
+		title: lipgloss.NewStyle().Bold(true),
+		label: lipgloss.NewStyle().Bold(true),
+		bad:   lipgloss.NewStyle().Foreground(lipgloss.Red),
+		dim:   lipgloss.NewStyle().Faint(true),
 	}
+}
+
+func noStyles() styles {
+	plain := lipgloss.NewStyle()
+	return styles{title: plain, label: plain, bad: plain, dim: plain}
 }
 
 // labelWidth aligns the values after each line's label.
