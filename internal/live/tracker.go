@@ -51,10 +51,10 @@ type Tracker struct {
 	index map[string]int32 // host -> position in the inventory; built once
 
 	// Per host: the step (generation) its state is from, the state in it,
-	// and whether any of its slots failed in the whole rollout.
-	hostGen   []uint32
-	hostState []uint8
-	hostFail  []bool
+	// and its outcome in the whole rollout so far (hostDone, hostFailed).
+	hostGen     []uint32
+	hostState   []uint8
+	hostOutcome []uint8
 
 	phaseID    map[string]uint8
 	phaseNames []string // id -> name; only ever appended to
@@ -100,9 +100,10 @@ type Snapshot struct {
 	FailuresShown int
 	FailuresTotal int
 
-	CanaryStatus string // the canary's last status ("analysis: ...", "paused: ..."), "" if none
-	Hook         string // the last hook's line, "" if none
-	Waiting      string // the last host waited for in this batch, "" if none
+	CanaryStatus     string // the canary's last status ("analysis: ...", "paused: ..."), "" if none
+	CanaryRolledBack int    // canary (host, slot) pairs put back on the old image
+	Hook             string // the last hook's line, "" if none
+	Waiting          string // the last host waited for in this batch, "" if none
 
 	stepStart time.Time
 }
@@ -116,11 +117,11 @@ func NewTracker(image string, hosts, slots []string) *Tracker {
 func newTracker(image string, hosts, slots []string, now func() time.Time) *Tracker {
 	t := &Tracker{
 		now: now, image: image, hosts: len(hosts), slots: len(slots), start: now(),
-		index:     make(map[string]int32, len(hosts)),
-		hostGen:   make([]uint32, len(hosts)),
-		hostState: make([]uint8, len(hosts)),
-		hostFail:  make([]bool, len(hosts)),
-		phaseID:   make(map[string]uint8, maxPhases),
+		index:       make(map[string]int32, len(hosts)),
+		hostGen:     make([]uint32, len(hosts)),
+		hostState:   make([]uint8, len(hosts)),
+		hostOutcome: make([]uint8, len(hosts)),
+		phaseID:     make(map[string]uint8, maxPhases),
 	}
 	for i, h := range hosts {
 		t.index[h] = int32(i)
@@ -137,7 +138,7 @@ func (t *Tracker) phase(name string) uint8 {
 	if id, ok := t.phaseID[name]; ok {
 		return id
 	}
-	if len(t.phaseNames) == maxPhases-1 {
+	if len(t.phaseNames) >= maxPhases-1 {
 		if id, ok := t.phaseID["other"]; ok {
 			return id
 		}
@@ -214,10 +215,10 @@ func (t *Tracker) Event(e rollout.Event) {
 			}
 		}
 		switch {
-		case !ok && !t.hostFail[i]:
-			t.hostFail[i] = true
-			s.HostsFailed++
-		case ok && !t.hostFail[i] && e.Step == e.Steps:
+		case !ok:
+			t.hostFailed(i)
+		case t.hostOutcome[i] == hostRunning && e.Step == e.Steps:
+			t.hostOutcome[i] = hostDone
 			s.HostsDone++
 		}
 	case rollout.EventStepEnd:
@@ -231,7 +232,10 @@ func (t *Tracker) Event(e rollout.Event) {
 		rollout.EventCanaryPaused, rollout.EventCanaryPromoted:
 		s.CanaryStatus = canaryWord(e.Kind) + ": " + e.Detail
 	case rollout.EventCanaryRollback:
-		s.CanaryStatus = "rollback: " + e.Host + " " + e.Slot + " " + e.Result
+		s.CanaryRolledBack++
+		if i, ok := t.index[e.Host]; ok { // back on the old image: the rollout failed it
+			t.hostFailed(i)
+		}
 		if e.Err != "" {
 			t.fail(e.Host, e.Slot, "canary rollback: "+e.Err, e.Result)
 		}
@@ -244,6 +248,26 @@ func (t *Tracker) Event(e rollout.Event) {
 			s.Hook += " ok"
 		}
 	}
+}
+
+// Host outcomes in the whole rollout so far.
+const (
+	hostRunning = iota // none of its slots failed, its last not done yet
+	hostDone
+	hostFailed
+)
+
+// hostFailed marks host i failed, once; a host counted done (a canary
+// rolled back after its last step) is taken off the done.
+func (t *Tracker) hostFailed(i int32) {
+	switch t.hostOutcome[i] {
+	case hostFailed:
+		return
+	case hostDone:
+		t.s.HostsDone--
+	}
+	t.hostOutcome[i] = hostFailed
+	t.s.HostsFailed++
 }
 
 // gen is the current step's generation: one per step start, so starting a

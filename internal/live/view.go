@@ -44,7 +44,7 @@ func render(s Snapshot, st styles) string {
 		b.WriteByte('\n')
 	}
 
-	head := "rollout of " + s.Image + " · " + count(s.Hosts) + " hosts · "
+	head := "rollout of " + s.Image + " · " + hostCount(s.Hosts) + " · "
 	if s.Finished {
 		head += "finished in " + clock(s.Elapsed)
 	} else {
@@ -64,11 +64,11 @@ func render(s Snapshot, st styles) string {
 		if s.Canary {
 			cur += " (canary)"
 		}
-		line("batches", strconv.Itoa(s.BatchesDone)+"/"+strconv.Itoa(s.Batches)+" done", cur, count(s.BatchHosts)+" hosts")
+		line("batches", strconv.Itoa(s.BatchesDone)+"/"+strconv.Itoa(s.Batches)+" done", cur, hostCount(s.BatchHosts))
 	}
 
 	if s.Step > 0 {
-		step := []string{strconv.Itoa(s.Step) + "/" + strconv.Itoa(s.Steps) + " " + s.Slot, count(s.StepHosts) + " hosts"}
+		step := []string{strconv.Itoa(s.Step) + "/" + strconv.Itoa(s.Steps) + " " + s.Slot, hostCount(s.StepHosts)}
 		if s.StepRunning {
 			step = append(step, clock(s.StepElapsed))
 		} else {
@@ -103,8 +103,12 @@ func render(s Snapshot, st styles) string {
 	if more := s.FailuresTotal - s.FailuresShown; more > 0 {
 		line("", st.dim.Render("+"+count(more)+" more"))
 	}
-	if s.CanaryStatus != "" {
-		line("canary", oneLine(s.CanaryStatus))
+	if s.CanaryStatus != "" || s.CanaryRolledBack > 0 {
+		canary := []string{oneLine(s.CanaryStatus)}
+		if s.CanaryRolledBack > 0 {
+			canary = append(canary, count(s.CanaryRolledBack)+" slot(s) rolled back")
+		}
+		line("canary", canary...)
 	}
 	if s.Hook != "" {
 		line("hook", oneLine(s.Hook))
@@ -148,6 +152,14 @@ func pad(label string) string {
 // oneLine keeps a multi-line error on the view's one line.
 func oneLine(s string) string {
 	return strings.ReplaceAll(strings.TrimSpace(s), "\n", " ")
+}
+
+// hostCount writes "1 host", "4 hosts", "10,000 hosts".
+func hostCount(n int) string {
+	if n == 1 {
+		return "1 host"
+	}
+	return count(n) + " hosts"
 }
 
 // count writes n with thousands separators: 10,000.

@@ -1,6 +1,7 @@
 package live
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -166,5 +167,66 @@ canary   promoted: 100 host(s) at their whole weight
 `
 	if got != want {
 		t.Errorf("view:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestDurationsAndCountsReadAsAPersonWritesThem(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		850 * time.Millisecond: "850ms", 12340 * time.Millisecond: "12.3s", 245 * time.Second: "4m05s",
+		62*time.Minute + 20*time.Second: "1h02m", 26 * time.Hour: "26h00m",
+	} {
+		if got := clock(d); got != want {
+			t.Errorf("clock(%s) = %q, want %q", d, got, want)
+		}
+	}
+	for n, want := range map[int]string{0: "0", 999: "999", 1000: "1,000", 10000: "10,000", 1234567: "1,234,567"} {
+		if got := count(n); got != want {
+			t.Errorf("count(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestPhasesBeyondTheCountedOnesAreCountedAsOther(t *testing.T) {
+	clock := newFakeClock()
+	hosts := fleet(40)
+	tr := newTracker("app:v2", hosts, []string{"web"}, clock.Now)
+	f := &feeder{t: t, send: tr.Event, clock: clock, batches: 1, slots: []string{"web"}}
+	step := f.stepStart(f.batch(1, false, 40), 1, 40)
+	for i, h := range hosts {
+		f.phase(step, h, fmt.Sprintf("custom_%02d", i))
+	}
+	s := tr.Snapshot()
+	total := 0
+	for _, n := range s.PhaseCounts {
+		total += n
+	}
+	if total != 40 || len(s.PhaseNames) != maxPhases {
+		t.Fatalf("%d hosts counted over %d phase names, want 40 over %d", total, len(s.PhaseNames), maxPhases)
+	}
+	if got := render(s, plainStyles()); !strings.Contains(got, "custom_13 1 · other 26 · done 0") {
+		t.Errorf("view:\n%s", got)
+	}
+}
+
+func TestCanaryHostsRolledBackCountAsFailedNotDone(t *testing.T) {
+	clock := newFakeClock()
+	hosts := fleet(4)
+	tr := newTracker("app:v2", hosts, []string{"web"}, clock.Now)
+	f := &feeder{t: t, send: tr.Event, clock: clock, batches: 2, slots: []string{"web"}}
+	pos := f.batch(1, true, 2)
+	f.fullStep(pos, 1, hosts[:2], nil, time.Second)
+	if s := tr.Snapshot(); s.HostsDone != 2 {
+		t.Fatalf("%d hosts done after the canary's last step, want 2", s.HostsDone)
+	}
+	tr.Event(rollout.Event{Kind: rollout.EventCanaryFailed, Batch: 1, Batches: 2, Canary: true, Hosts: 2, Detail: "5xx 4.0% > 1.0%"})
+	for _, h := range hosts[:2] {
+		tr.Event(rollout.Event{Kind: rollout.EventCanaryRollback, Batch: 1, Batches: 2, Canary: true, Host: h, Slot: "web",
+			Result: rollout.ResultRolledBack, Detail: "back to app:v1"})
+	}
+	got := render(tr.Snapshot(), plainStyles())
+	for _, want := range []string{"hosts    0 done · 2 failed · 2 to go\n", "canary   failed: 5xx 4.0% > 1.0% · 2 slot(s) rolled back\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("view lacks %q:\n%s", want, got)
+		}
 	}
 }
