@@ -95,8 +95,14 @@ func (l *Live) Close() error {
 		l.t.Finish()
 		l.p.Send(finishMsg{})
 		<-l.done
-		final := render(l.t.Snapshot(), l.st)
-		if _, err := lipgloss.Fprint(l.out, "\r"+final); err != nil && l.err == nil {
+		// Lines the program did not print (it stopped early, or they came
+		// during its last moments) go first.
+		final := "\r"
+		for _, line := range l.lines.take(true) {
+			final += line + "\n"
+		}
+		final += render(l.t.Snapshot(), l.st)
+		if _, err := lipgloss.Fprint(l.out, final); err != nil && l.err == nil {
 			l.err = err
 		}
 	})

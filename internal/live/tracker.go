@@ -163,6 +163,9 @@ func (t *Tracker) Event(e rollout.Event) {
 		s.Waiting = e.Host + ": busy: " + e.Detail
 	case rollout.EventBatchStart:
 		s.Batch, s.Batches, s.BatchHosts, s.Canary = e.Batch, e.Batches, e.Hosts, e.Canary
+		// Batches run one after the other; those a resumed rollout finished
+		// before it started send no events.
+		s.BatchesDone = e.Batch - 1
 		s.Step, s.Steps, s.Slot, s.StepHosts, s.StepRunning = 0, e.Steps, "", 0, false
 		s.Waiting = ""
 		t.resetStep()
@@ -226,7 +229,7 @@ func (t *Tracker) Event(e rollout.Event) {
 		s.StepsEnded++
 		s.StepDuration += e.Duration
 	case rollout.EventBatchEnd:
-		s.BatchesDone++
+		s.BatchesDone = e.Batch
 		s.StepRunning = false
 	case rollout.EventCanaryAnalysis, rollout.EventCanaryPassed, rollout.EventCanaryFailed,
 		rollout.EventCanaryPaused, rollout.EventCanaryPromoted:
