@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/creack/pty"
-	"github.com/spf13/cobra"
 
 	"github.com/haroll/haroll/internal/live"
 	"github.com/haroll/haroll/rollout"
@@ -24,23 +23,27 @@ func TestAnUnknownProgressModeIsAUsageError(t *testing.T) {
 	}
 }
 
-// rolloutCmd is `haroll rollout` with args parsed and stdout on out.
-func rolloutCmd(t *testing.T, out io.Writer, args ...string) *cobra.Command {
+// sinkFor returns the progress sink `haroll rollout` picks with args, its
+// stdout on out, for a rollout of app:v2 over hosts with slots.
+func sinkFor(t *testing.T, out io.Writer, hosts, slots []string, args ...string) (progressSink, error) {
 	t.Helper()
+	c := &rolloutCmd{}
 	cmd := newRollout()
 	cmd.SetOut(out)
 	cmd.SetErr(io.Discard)
 	if err := cmd.ParseFlags(args); err != nil {
 		t.Fatal(err)
 	}
-	return cmd
+	c.output, _ = cmd.Flags().GetString("output")
+	c.progressMode, _ = cmd.Flags().GetString("progress")
+	return c.progressSink(cmd, rolloutSpec{image: "app:v2", hosts: hosts, slots: slots})
 }
 
 func TestProgressIsPlainOffATerminalUnlessLiveIsAskedOnAFile(t *testing.T) {
 	hosts, slots := []string{"a:7441"}, []string{"web"}
 	var buf bytes.Buffer
 	for _, mode := range []string{"auto", "plain"} {
-		p, err := newProgressSink(rolloutCmd(t, &buf, "--progress", mode), "text", "app:v2", hosts, slots)
+		p, err := sinkFor(t, &buf, hosts, slots, "--progress", mode)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +52,7 @@ func TestProgressIsPlainOffATerminalUnlessLiveIsAskedOnAFile(t *testing.T) {
 		}
 		p.Close()
 	}
-	if _, err := newProgressSink(rolloutCmd(t, &buf, "--progress", "live"), "text", "app:v2", hosts, slots); err == nil {
+	if _, err := sinkFor(t, &buf, hosts, slots, "--progress", "live"); err == nil {
 		t.Error("--progress live to a buffer was accepted")
 	}
 	f, err := os.Create(t.TempDir() + "/progress")
@@ -57,7 +60,7 @@ func TestProgressIsPlainOffATerminalUnlessLiveIsAskedOnAFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	p, err := newProgressSink(rolloutCmd(t, f, "--progress", "live"), "text", "app:v2", hosts, slots)
+	p, err := sinkFor(t, f, hosts, slots, "--progress", "live")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +111,7 @@ func TestLogLinesGoAboveTheLiveViewWhenStderrIsTheSameTerminal(t *testing.T) {
 	before := logOutput.w
 	log := slog.New(slog.NewTextHandler(logOutput, nil))
 
-	p, err := newProgressSink(rolloutCmd(t, tty, "--progress", "auto"), "text", "app:v2", []string{"a:7441"}, []string{"web"})
+	p, err := sinkFor(t, tty, []string{"a:7441"}, []string{"web"}, "--progress", "auto")
 	if err != nil {
 		t.Fatal(err)
 	}
