@@ -146,3 +146,19 @@ func TestPlainCloseReturnsTheErrorWritingTheProgress(t *testing.T) {
 		t.Error("a second Close forgot the error")
 	}
 }
+
+func TestPlainEventAllocatesNothingPerEvent(t *testing.T) {
+	events := recorded(t)
+	w := newBlockingWriter() // the drain, stuck in Write, allocates nothing meanwhile
+	p := NewPlain(w, fleet(10000), []string{"web", "api", "worker"})
+	defer func() {
+		close(w.release)
+		p.Close()
+	}()
+	p.Event(events[0])
+	<-w.entered
+	i := 0
+	if n := testing.AllocsPerRun(5000, func() { p.Event(events[i%len(events)]); i++ }); n != 0 {
+		t.Errorf("%v allocations per event, want 0 (one chunk per %d events)", n, chunkSize)
+	}
+}

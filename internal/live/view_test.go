@@ -230,3 +230,13 @@ func TestCanaryHostsRolledBackCountAsFailedNotDone(t *testing.T) {
 		}
 	}
 }
+
+func TestTrackerEventAllocatesNothingPerEvent(t *testing.T) {
+	var events []rollout.Event
+	tenThousand(t, func(e rollout.Event) { events = append(events, e) }, newFakeClock())
+	tr := NewTracker("app:v2", fleet(10000), []string{"web", "api", "worker"})
+	i := 0
+	if n := testing.AllocsPerRun(len(events), func() { tr.Event(events[i%len(events)]); i++ }); n != 0 {
+		t.Errorf("%v allocations per event, want 0", n)
+	}
+}
