@@ -22,7 +22,11 @@ func (r *run) execute(ctx context.Context, hosts []string, plan Plan, res Result
 			res.Batches = append(res.Batches, br)
 			continue
 		}
-		failed, stop, err := r.batch(ctx, bi, len(plan.Batches), b, &br)
+		var next []string
+		if bi+1 < len(plan.Batches) {
+			next = r.pending(plan.Batches[bi+1])
+		}
+		failed, stop, err := r.batch(ctx, bi, len(plan.Batches), b, next, &br)
 		errs = multierror.Append(errs, err)
 		res.Batches = append(res.Batches, br)
 		failedHosts += failed
@@ -73,7 +77,13 @@ func (r *run) execute(ctx context.Context, hosts []string, plan Plan, res Result
 // batch runs b step by step and returns how many of its hosts failed, and
 // why the rollout must stop if a canary says so. A host that failed a step
 // is not asked for its later slots.
-func (r *run) batch(ctx context.Context, bi, nb int, b Batch, res *BatchResult) (int, string, error) {
+//
+// Connections: b's hosts are dialled as it starts (those the preflight kept
+// are open already), next's (the following batch's hosts) while b's last
+// step runs, so that batch's first step does not wait for TLS handshakes. A
+// host's connection is closed after its last step in b, or its failure; in
+// a canary batch, the hosts the canary judges keep theirs until b ends.
+func (r *run) batch(ctx context.Context, bi, nb int, b Batch, next []string, res *BatchResult) (int, string, error) {
 	br := &batchRun{run: r, index: bi, of: nb, b: b, failed: map[string]bool{}}
 	log := r.log.With("batch", bi+1)
 	// Pairs an earlier run finished are not asked again; a host that failed
@@ -95,6 +105,18 @@ func (r *run) batch(ctx context.Context, bi, nb int, b Batch, res *BatchResult) 
 		res.Failed = len(br.failed)
 		return len(br.failed), "", br.errs.ErrorOrNil()
 	}
+	defer func() {
+		for _, h := range b.Hosts {
+			r.conns.release(h)
+		}
+	}()
+	r.conns.prepare(ctx, r.pending(b), preflightConcurrency)
+	lastStep, lastAsk := -1, map[string]int{}
+	for si := range b.Steps {
+		for _, h := range br.ask(si) {
+			lastStep, lastAsk[h] = si, si
+		}
+	}
 	res.Start = time.Now()
 	log.Info("batch start", "hosts", len(b.Hosts), "canary", b.Canary)
 	r.emit(Event{Kind: EventBatchStart, Batch: bi + 1, Batches: nb, Canary: b.Canary, Hosts: len(b.Hosts), Steps: len(b.Steps)})
@@ -112,12 +134,20 @@ func (r *run) batch(ctx context.Context, bi, nb int, b Batch, res *BatchResult) 
 		if len(hosts) == 0 {
 			continue
 		}
+		if si == lastStep {
+			r.conns.prepare(ctx, next, preflightConcurrency)
+		}
+		done := func(h string, err error) {
+			if err != nil || si == lastAsk[h] && si >= canarySteps {
+				r.conns.release(h)
+			}
+		}
 		pos := Event{Batch: bi + 1, Batches: nb, Canary: b.Canary, Step: si + 1, Steps: len(b.Steps), Slot: st.Slot}
 		start := pos
 		start.Kind, start.Hosts = EventStepStart, len(hosts)
 		r.emit(start)
 		t0 := time.Now()
-		stepErrs := r.step(ctx, log, pos, si, hosts, si < canarySteps)
+		stepErrs := r.step(ctx, log, pos, si, hosts, si < canarySteps, done)
 		for h, err := range stepErrs {
 			br.fail(h, err)
 		}
@@ -149,6 +179,30 @@ type batchRun struct {
 func (br *batchRun) fail(h string, err error) {
 	br.failed[h] = true
 	br.errs = multierror.Append(br.errs, err)
+}
+
+// pending are the hosts of b this run asks for a slot: not skipped, with a
+// pair left, and no pair recorded as failed before a resume.
+func (r *run) pending(b Batch) []string {
+	var out []string
+	for _, h := range b.Hosts {
+		if _, skipped := r.skipped[h]; skipped {
+			continue
+		}
+		left := false
+		for si := range b.Steps {
+			p, done := r.prior[pair{h, si}]
+			if done && !slotOK(p.Result) {
+				left = false
+				break
+			}
+			left = left || !done
+		}
+		if left {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // ask is the hosts to ask for step si: not failed, not finished before a

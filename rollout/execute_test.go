@@ -55,9 +55,15 @@ func TestARolloutReplacesEverySlotBatchByBatchOneSlotPerHostAtATime(t *testing.T
 	if len(res.Batches) != 3 || !res.Batches[2].Run || res.Batches[2].Hosts != 2 {
 		t.Errorf("batches %+v", res.Batches)
 	}
-	for _, h := range hostNames(10) {
-		if f.dials[h] != 1 || f.closed[h] != 1 {
-			t.Errorf("host %s dialled %d times and closed %d times, want one connection for the whole rollout", h, f.dials[h], f.closed[h])
+	// The first batch keeps the connection of its preflight; the others
+	// are dialled again for their batch. Every connection is closed.
+	for i, h := range hostNames(10) {
+		want := 2
+		if i < 4 {
+			want = 1
+		}
+		if f.dials[h] != want || f.closed[h] != want {
+			t.Errorf("host %s dialled %d times and closed %d times, want %d", h, f.dials[h], f.closed[h], want)
 		}
 	}
 	if n := len(rec.kinds(EventSlotDone)); n != 30 {

@@ -26,8 +26,10 @@ type Agent interface {
 // it returns is an io.Closer, the executor closes it at the end of the run.
 type Dial func(ctx context.Context, host string) (Agent, error)
 
-// preflightConcurrency bounds the hosts dialled and asked for their status
-// at once, so a fleet of thousands does not open every connection at once.
+// preflightConcurrency is the number of workers that dial hosts and ask
+// their status at the preflight, and that dial a batch's hosts ahead of it:
+// a fleet of thousands neither opens every connection nor starts a goroutine
+// per host at once.
 const preflightConcurrency = 256
 
 // maxListedErrors bounds the errors spelled out in Run's error; Result has
@@ -97,7 +99,7 @@ func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Stra
 		_ = os.Remove(DecisionFile(e.StateFile))
 	}
 
-	ready, slots, err := r.preflight(ctx, hosts, slots)
+	ready, slots, err := r.preflight(ctx, hosts, slots, inFirstBatch(hosts, strategy))
 	res.Slots, r.slots = slots, slots
 	if err != nil {
 		return r.refused(res, hosts, Plan{}, start, err)
@@ -142,7 +144,7 @@ func (e *Executor) Check(ctx context.Context, hosts, slots []string) (ready, slo
 	}
 	r := newRun(e, "")
 	defer r.close()
-	return r.preflight(ctx, hosts, slots)
+	return r.preflight(ctx, hosts, slots, nil)
 }
 
 func (e *Executor) log() *slog.Logger {

@@ -13,34 +13,27 @@ import (
 	"github.com/hashicorp/go-multierror"
 )
 
-// preflight dials every host and asks its status, in parallel, and returns
-// the hosts to roll (inventory order) and the slots to replace.
-func (r *run) preflight(ctx context.Context, hosts, slots []string) ([]string, []string, error) {
+// preflight dials every host and asks its status, with preflightConcurrency
+// workers, and returns the hosts to roll (inventory order) and the slots to
+// replace. A host's connection is closed once it answered, unless keep says
+// its batch comes first: that batch then starts on open connections.
+func (r *run) preflight(ctx context.Context, hosts, slots []string, keep func(host string) bool) ([]string, []string, error) {
 	statuses := make([]*agentpb.StatusResponse, len(hosts))
 	errs := make([]error, len(hosts))
-	r.agents = make(map[string]Agent, len(hosts))
 	r.statuses = make(map[string]*agentpb.StatusResponse, len(hosts))
-	sem := make(chan struct{}, preflightConcurrency)
+	next := make(chan int)
 	var wg sync.WaitGroup
-	for i, h := range hosts {
+	for range min(preflightConcurrency, len(hosts)) {
 		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			a, st, err := r.status(ctx, h)
-			if err == nil && r.waitBusy && st.GetBusy() != "" {
-				st, err = r.waitIdle(ctx, a, h, st)
+			for i := range next {
+				statuses[i], errs[i] = r.ask(ctx, hosts[i], keep)
 			}
-			statuses[i], errs[i] = st, err
-			r.mu.Lock()
-			if a != nil {
-				r.agents[h] = a
-			}
-			if st != nil {
-				r.statuses[h] = st
-			}
-			r.mu.Unlock()
 		})
 	}
+	for i := range hosts {
+		next <- i
+	}
+	close(next)
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return nil, slots, fmt.Errorf("%w: %w", ErrPreflight, context.Cause(ctx))
@@ -101,11 +94,34 @@ func (r *run) preflight(ctx context.Context, hosts, slots []string) ([]string, [
 	return ready, slots, nil
 }
 
+// ask dials h, asks its status (waiting for a busy host on a resume), and
+// keeps the connection for the run when keep(h) and h answered; otherwise
+// closes it.
+func (r *run) ask(ctx context.Context, h string, keep func(string) bool) (*agentpb.StatusResponse, error) {
+	a, st, err := r.status(ctx, h)
+	if err == nil && r.waitBusy && st.GetBusy() != "" {
+		st, err = r.waitIdle(ctx, a, h, st)
+	}
+	if st != nil {
+		r.mu.Lock()
+		r.statuses[h] = st
+		r.mu.Unlock()
+	}
+	switch {
+	case a == nil:
+	case err == nil && keep != nil && keep(h):
+		r.conns.put(h, a)
+	default:
+		r.conns.closeAgent(a)
+	}
+	return st, err
+}
+
 // status dials h and asks its status within ConnectTimeout.
 func (r *run) status(ctx context.Context, h string) (Agent, *agentpb.StatusResponse, error) {
 	ctx, cancel := within(ctx, r.e.ConnectTimeout)
 	defer cancel()
-	a, err := r.e.Dial(ctx, h)
+	a, err := r.conns.dialNow(ctx, h)
 	if err != nil {
 		return nil, nil, fmt.Errorf("host %s: %w", h, asUnreachable(err))
 	}
@@ -152,6 +168,25 @@ func (r *run) waitIdle(ctx context.Context, a Agent, h string, st *agentpb.Statu
 			return st, nil
 		}
 	}
+}
+
+// inFirstBatch says whether a host is in the first batch strategy makes of
+// hosts, should they all answer the preflight.
+func inFirstBatch(hosts []string, strategy Strategy) func(string) bool {
+	n := strategy.Canary.Of(len(hosts))
+	if n == 0 {
+		n = strategy.Batch.Of(len(hosts))
+	}
+	return inSet(hosts[:min(n, len(hosts))])
+}
+
+// inSet says whether a host is one of hosts.
+func inSet(hosts []string) func(string) bool {
+	set := make(map[string]bool, len(hosts))
+	for _, h := range hosts {
+		set[h] = true
+	}
+	return func(h string) bool { return set[h] }
 }
 
 // asUnreachable makes a dial or Status failure read as ErrUnreachable.

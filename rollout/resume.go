@@ -55,27 +55,19 @@ func (e *Executor) Resume(ctx context.Context, st *State) (Result, error) {
 	st.PID = os.Getpid()
 
 	// The hosts left to ask: those with a pair not recorded, unless a
-	// recorded failure in their batch ends them.
-	var unfinished []string
+	// recorded failure in their batch ends them. The preflight keeps the
+	// connections of the first batch with any.
+	var unfinished, first []string
 	for _, b := range st.Plan.Batches {
-		for _, h := range b.Hosts {
-			left := false
-			for si := range b.Steps {
-				p, ok := r.prior[pair{h, si}]
-				if ok && !slotOK(p.Result) {
-					left = false
-					break
-				}
-				left = left || !ok
-			}
-			if left {
-				unfinished = append(unfinished, h)
-			}
+		left := r.pending(b)
+		if first == nil {
+			first = left
 		}
+		unfinished = append(unfinished, left...)
 	}
 	r.skipped = map[string]string{}
 	if len(unfinished) > 0 {
-		_, _, err := r.preflight(ctx, unfinished, st.Slots)
+		_, _, err := r.preflight(ctx, unfinished, st.Slots, inSet(first))
 		if err != nil {
 			return r.refused(res, st.Hosts, st.Plan, start, err)
 		}

@@ -3,7 +3,6 @@ package rollout
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -16,8 +15,9 @@ type run struct {
 	e   *Executor
 	log *slog.Logger
 
-	mu      sync.Mutex
-	agents  map[string]Agent
+	mu sync.Mutex
+	// conns are the agent connections open (see conns).
+	conns   *conns
 	skipped map[string]string // host -> why
 	results map[string][]SlotResult
 
@@ -43,7 +43,7 @@ type run struct {
 // in memory only).
 func newRun(e *Executor, stateFile string) *run {
 	log := e.log()
-	return &run{e: e, log: log, w: newStateWriter(stateFile, log)}
+	return &run{e: e, log: log, w: newStateWriter(stateFile, log), conns: newConns(e.Dial, e.ConnectTimeout, log)}
 }
 
 // pair is a host and the index of a slot.
@@ -64,39 +64,21 @@ func (r *run) emit(ev Event) {
 	r.e.Events(ev)
 }
 
+// close closes every connection still open, then the state writer.
 func (r *run) close() {
-	for _, a := range r.agents {
-		if c, ok := a.(io.Closer); ok {
-			_ = c.Close()
-		}
-	}
+	r.conns.closeAll()
+	r.log.Debug("agent connections closed", "peak_open", r.conns.peakOpen())
 	r.w.close()
 }
 
-func (r *run) agent(h string) Agent {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.agents[h]
-}
-
-// connect returns h's agent, dialling it if this run has not yet (a resume
-// dials only the hosts with a pair left).
+// connect returns h's connection, dialling it if none is open (canary
+// analysis, promotion and rollback may need a host after its last step).
+// The error names h and wraps ErrUnreachable, or is ctx's.
 func (r *run) connect(ctx context.Context, h string) (Agent, error) {
-	if a := r.agent(h); a != nil {
-		return a, nil
-	}
-	dctx, cancel := within(ctx, r.e.ConnectTimeout)
-	defer cancel()
-	a, err := r.e.Dial(dctx, h)
+	a, err := r.conns.get(ctx, h)
 	if err != nil {
-		return nil, fmt.Errorf("host %s: %w", h, asUnreachable(err))
+		return nil, fmt.Errorf("host %s: %w", h, err)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.agents == nil {
-		r.agents = map[string]Agent{}
-	}
-	r.agents[h] = a
 	return a, nil
 }
 

@@ -13,8 +13,9 @@ import (
 
 // step replaces one slot on every host in parallel, under StepTimeout, and
 // returns the hosts that failed with their errors. canary steps give the
-// new containers CanaryPolicy.WeightPercent of their weight.
-func (r *run) step(ctx context.Context, log *slog.Logger, pos Event, si int, hosts []string, canary bool) map[string]error {
+// new containers CanaryPolicy.WeightPercent of their weight. done is called
+// with each host's outcome (nil: replaced or skipped) as soon as it is known.
+func (r *run) step(ctx context.Context, log *slog.Logger, pos Event, si int, hosts []string, canary bool, done func(h string, err error)) map[string]error {
 	sctx, cancel := within(ctx, r.e.StepTimeout)
 	defer cancel()
 	var mu sync.Mutex
@@ -23,6 +24,7 @@ func (r *run) step(ctx context.Context, log *slog.Logger, pos Event, si int, hos
 	for _, h := range hosts {
 		wg.Go(func() {
 			sr, err := r.redeploy(ctx, sctx, pos, h, canary)
+			done(h, err)
 			r.mu.Lock()
 			r.results[h][si] = sr
 			r.mu.Unlock()
@@ -51,7 +53,11 @@ func (r *run) step(ctx context.Context, log *slog.Logger, pos Event, si int, hos
 // SlotResult and, when the slot was not replaced or skipped, an error.
 func (r *run) redeploy(ctx, sctx context.Context, pos Event, h string, canary bool) (SlotResult, error) {
 	sr := SlotResult{Slot: pos.Slot, Result: ResultError}
-	a := r.agent(h)
+	a, err := r.conns.get(sctx, h)
+	if err != nil {
+		sr.Error = err.Error()
+		return sr, fmt.Errorf("host %s slot %s: %w", h, pos.Slot, err)
+	}
 	req := &agentpb.RedeployRequest{Image: r.e.Image, Slots: []string{pos.Slot}, Force: r.e.Force, Origin: r.e.Origin}
 	if canary && r.e.Canary.WeightPercent < 100 {
 		req.CanaryWeightPercent = int32(r.e.Canary.WeightPercent)

@@ -1,0 +1,210 @@
+package rollout
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// connector is an Agent whose transport can be established ahead of its
+// first call (Client: gRPC's NewClient connects lazily). Connect returns
+// once the connection is ready, or with an error wrapping ErrUnreachable
+// when it failed, or when ctx ended first.
+type connector interface {
+	Connect(ctx context.Context) error
+}
+
+// conns are the agent connections a run holds open: a host's connection is
+// dialled when its batch is about to need it and closed after its last slot,
+// so at most about two batches' worth are open at once (the batch running
+// and the next one, dialled during the current batch's last step).
+//
+// A dial that failed is remembered until the host is released: the call
+// that needs the connection gets its error (the host is then failed as
+// unreachable), and a later connect after the release dials again.
+type conns struct {
+	dial    Dial
+	timeout time.Duration // ConnectTimeout: dial and handshake, per host
+	log     *slog.Logger
+
+	mu   sync.Mutex
+	m    map[string]*conn
+	open int // connections dialled and not closed
+	peak int
+}
+
+// conn is one host's connection, being dialled until ready is closed.
+type conn struct {
+	ready chan struct{}
+	a     Agent
+	err   error
+}
+
+func newConns(dial Dial, timeout time.Duration, log *slog.Logger) *conns {
+	return &conns{dial: dial, timeout: timeout, log: log, m: map[string]*conn{}}
+}
+
+// get returns h's connection, dialling it if nobody has, and waiting for a
+// dial under way. The error wraps ErrUnreachable, or is ctx's.
+func (c *conns) get(ctx context.Context, h string) (Agent, error) {
+	e, dial := c.entry(h)
+	if dial {
+		c.establish(ctx, h, e)
+	}
+	select {
+	case <-e.ready:
+		return e.a, e.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: waiting for the connection: %w", ErrUnreachable, context.Cause(ctx))
+	}
+}
+
+// entry returns h's entry, and whether the caller must dial it (it is new).
+func (c *conns) entry(h string) (*conn, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[h]; ok {
+		return e, false
+	}
+	e := &conn{ready: make(chan struct{})}
+	c.m[h] = e
+	return e, true
+}
+
+// establish dials h within the connect timeout and, when the agent can,
+// establishes its transport (TLS handshake included) before returning.
+func (c *conns) establish(ctx context.Context, h string, e *conn) {
+	defer close(e.ready)
+	dctx, cancel := within(ctx, c.timeout)
+	defer cancel()
+	a, err := c.dialNow(dctx, h)
+	if err != nil {
+		e.err = asUnreachable(err)
+		return
+	}
+	if cn, ok := a.(connector); ok {
+		if err := cn.Connect(dctx); err != nil {
+			c.closeAgent(a)
+			e.err = asUnreachable(err)
+			return
+		}
+	}
+	e.a = a
+}
+
+// dialNow dials h within ctx and counts the connection open; the caller
+// hands it to put or closes it with closeAgent.
+func (c *conns) dialNow(ctx context.Context, h string) (Agent, error) {
+	a, err := c.dial(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	c.opened()
+	return a, nil
+}
+
+// put makes a, which dialNow returned for h, h's connection.
+func (c *conns) put(h string, a Agent) {
+	e := &conn{ready: make(chan struct{}), a: a}
+	close(e.ready)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m[h] = e
+}
+
+// prepare dials every host of hosts not yet dialled, in the background, with
+// at most workers dials at once, and returns at once. The calls that need a
+// connection wait for theirs (get); a failure is theirs to report.
+func (c *conns) prepare(ctx context.Context, hosts []string, workers int) {
+	var todo []string
+	var entries []*conn
+	for _, h := range hosts {
+		if e, dial := c.entry(h); dial {
+			todo, entries = append(todo, h), append(entries, e)
+		}
+	}
+	if len(todo) == 0 {
+		return
+	}
+	next := make(chan int)
+	go func() {
+		defer close(next)
+		for i := range todo {
+			next <- i
+		}
+	}()
+	for range min(workers, len(todo)) {
+		go func() {
+			for i := range next {
+				c.establish(ctx, todo[i], entries[i])
+			}
+		}()
+	}
+}
+
+// release closes h's connection (once its dial is over) and forgets it: the
+// host has had its last slot of the run, or failed. A later get dials again.
+func (c *conns) release(h string) {
+	c.mu.Lock()
+	e, ok := c.m[h]
+	delete(c.m, h)
+	c.mu.Unlock()
+	if !ok {
+		return
+	}
+	select {
+	case <-e.ready:
+		if e.a != nil {
+			c.closeAgent(e.a)
+		}
+	default: // still dialling: close it when the dial ends
+		go func() {
+			<-e.ready
+			if e.a != nil {
+				c.closeAgent(e.a)
+			}
+		}()
+	}
+}
+
+// closeAll releases every connection: the end of the run.
+func (c *conns) closeAll() {
+	c.mu.Lock()
+	hosts := make([]string, 0, len(c.m))
+	for h := range c.m {
+		hosts = append(hosts, h)
+	}
+	c.mu.Unlock()
+	for _, h := range hosts {
+		c.release(h)
+	}
+}
+
+// counted: an agent dial returned is open until closeAgent.
+func (c *conns) opened() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.open++
+	c.peak = max(c.peak, c.open)
+}
+
+func (c *conns) closeAgent(a Agent) {
+	if cl, ok := a.(io.Closer); ok {
+		if err := cl.Close(); err != nil {
+			c.log.Debug("closing an agent connection", "error", err)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.open--
+}
+
+// peakOpen is the most connections open at once so far.
+func (c *conns) peakOpen() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peak
+}
