@@ -91,9 +91,14 @@ func serveAgents(n string) int {
 		return 2
 	}
 	raiseFileLimit()
+	opts, err := agentServerOptions()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	w := bufio.NewWriter(os.Stdout)
 	for range count {
-		addr, _, err := listen(&fakeServer{slots: benchSlots, delay: benchSlotDelay})
+		addr, _, err := listen(&fakeServer{slots: benchSlots, delay: benchSlotDelay}, opts...)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

@@ -30,8 +30,10 @@ func NewClient(api agentpb.AgentClient, conn io.Closer) *Client {
 }
 
 // DialGRPC returns a Dial that opens one gRPC connection per host with
-// opts (transport credentials at least). grpc.NewClient connects lazily:
-// the first call, under its context's deadline, makes the connection.
+// opts (transport credentials at least), after this package's defaults
+// (dialOptions: small buffers for thousands of connections). grpc.NewClient
+// connects lazily: the first call, under its context's deadline, or Connect
+// makes the connection.
 //
 // Every connection has the keepalive of agentpb.ClientKeepalive (opts may
 // override it): an agent that goes silent in the middle of a call, a
@@ -39,7 +41,7 @@ func NewClient(api agentpb.AgentClient, conn io.Closer) *Client {
 // ErrUnreachable within agentpb.ClientKeepaliveTime +
 // ClientKeepaliveTimeout, instead of at the step timeout.
 func DialGRPC(opts ...grpc.DialOption) Dial {
-	opts = append([]grpc.DialOption{agentpb.ClientKeepalive()}, opts...)
+	opts = append(append(dialOptions(), agentpb.ClientKeepalive()), opts...)
 	return func(_ context.Context, host string) (Agent, error) {
 		conn, err := grpc.NewClient(host, opts...)
 		if err != nil {

@@ -104,13 +104,14 @@ func (s *fakeServer) Redeploy(req *agentpb.RedeployRequest, stream agentpb.Agent
 	return stream.Send(&agentpb.RedeployEvent{Kind: &agentpb.RedeployEvent_Report{Report: rep}})
 }
 
-// listen serves srv on a fresh loopback port until stop is called.
-func listen(srv agentpb.AgentServer) (addr string, stop func(), err error) {
+// listen serves srv on a fresh loopback port, with opts, until stop is
+// called.
+func listen(srv agentpb.AgentServer, opts ...grpc.ServerOption) (addr string, stop func(), err error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(opts...)
 	agentpb.RegisterAgentServer(g, srv)
 	go func() { _ = g.Serve(l) }()
 	return l.Addr().String(), g.Stop, nil
