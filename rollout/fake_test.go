@@ -26,7 +26,15 @@ type fakeFleet struct {
 	overlaps      []string // hosts that were asked for two slots at once
 	dials         map[string]int
 	closed        map[string]int
-	onCall        func(call)
+	// open: connections dialled and not closed, per host and in all;
+	// maxOpen the most at once; connects: Connect calls per host;
+	// closedTwice: hosts a connection of which was closed twice.
+	open        map[string]int
+	openAll     int
+	maxOpen     int
+	connects    map[string]int
+	closedTwice []string
+	onCall      func(call)
 	// errorRate is the share of requests an image's servers fail, in the
 	// counters every agent reports; promotes counts Promote calls per host.
 	errorRate map[string]float64
@@ -41,12 +49,14 @@ type fakeAgent struct {
 	host        string
 	slots       []string
 	busy        string
-	unreachable bool            // Status fails at once
-	blackhole   bool            // Status waits for its deadline
-	fail        map[string]bool // slot -> rolled back
-	hang        map[string]bool // slot -> never reports
-	delay       time.Duration
-	active      int
+	unreachable bool // Status fails at once
+	blackhole   bool // Status waits for its deadline
+	// refuseConnect: Connect fails (the preflight's Status does not)
+	refuseConnect bool
+	fail          map[string]bool // slot -> rolled back
+	hang          map[string]bool // slot -> never reports
+	delay         time.Duration
+	active        int
 	// images: what each slot runs ("app:v1" until replaced); canary: the
 	// weight share a canary slot runs at; served: requests per slot.
 	images map[string]string
@@ -68,6 +78,7 @@ type fakeAgent struct {
 func newFleet(t *testing.T, n int, slots ...string) *fakeFleet {
 	t.Helper()
 	f := &fakeFleet{hosts: map[string]*fakeAgent{}, dials: map[string]int{}, closed: map[string]int{},
+		open: map[string]int{}, connects: map[string]int{},
 		errorRate: map[string]float64{}, promotes: map[string]int{}}
 	for _, h := range hostNames(n) {
 		f.hosts[h] = &fakeAgent{fleet: f, host: h, slots: slots, fail: map[string]bool{}, hang: map[string]bool{}, delay: 2 * time.Millisecond,
@@ -91,7 +102,24 @@ func (f *fakeFleet) dial(_ context.Context, h string) (Agent, error) {
 	if !ok {
 		return nil, fmt.Errorf("no such host %s", h)
 	}
-	return &fakeConn{a}, nil
+	f.open[h]++
+	f.openAll++
+	f.maxOpen = max(f.maxOpen, f.openAll)
+	return &fakeConn{fakeAgent: a}, nil
+}
+
+// openNow is how many connections are open, in all and to h.
+func (f *fakeFleet) openNow(h string) (all, host int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.openAll, f.open[h]
+}
+
+// dialsOf is how many times h was dialled, and its transport established.
+func (f *fakeFleet) dialsOf(h string) (dials, connects int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.dials[h], f.connects[h]
 }
 
 func (f *fakeFleet) callsTo(h string) []string {
@@ -112,14 +140,37 @@ func (f *fakeFleet) allCalls() []call {
 	return append([]call(nil), f.calls...)
 }
 
-// fakeConn is what dial returns: the agent plus a Close the fleet counts.
-type fakeConn struct{ *fakeAgent }
+// fakeConn is what dial returns: the agent plus a Close and a Connect the
+// fleet counts. A second Close of the same connection is an error.
+type fakeConn struct {
+	*fakeAgent
+	closed bool
+}
 
 func (c *fakeConn) Close() error {
 	c.fleet.mu.Lock()
 	defer c.fleet.mu.Unlock()
+	if c.closed {
+		c.fleet.closedTwice = append(c.fleet.closedTwice, c.host)
+		return fmt.Errorf("host %s: connection closed twice", c.host)
+	}
+	c.closed = true
 	c.fleet.closed[c.host]++
+	c.fleet.open[c.host]--
+	c.fleet.openAll--
 	return nil
+}
+
+// Connect fails when the agent's refuseConnect is set, as a handshake with
+// a host gone since the preflight does.
+func (c *fakeConn) Connect(ctx context.Context) error {
+	c.fleet.mu.Lock()
+	defer c.fleet.mu.Unlock()
+	c.fleet.connects[c.host]++
+	if c.refuseConnect {
+		return fmt.Errorf("%w: connection refused", ErrUnreachable)
+	}
+	return ctx.Err()
 }
 
 func (a *fakeAgent) Status(ctx context.Context) (*agentpb.StatusResponse, error) {

@@ -1,0 +1,169 @@
+package rollout
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// checkAllClosed fails t unless every connection f handed out was closed,
+// once.
+func checkAllClosed(t *testing.T, f *fakeFleet) {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for h, n := range f.dials {
+		if f.closed[h] != n || f.open[h] != 0 {
+			t.Errorf("host %s: %d connections, %d closed", h, n, f.closed[h])
+		}
+	}
+	if len(f.closedTwice) > 0 {
+		t.Errorf("connections closed twice: %v", f.closedTwice)
+	}
+}
+
+func TestNoMoreConnectionsAreOpenThanTwoBatchesAndEveryOneIsClosedAfterItsHostsLastSlot(t *testing.T) {
+	const n = 1000 // batches of 300: two of them outnumber the preflight's workers plus the first batch
+	f := newFleet(t, n, "a", "b")
+	for _, a := range f.hosts {
+		a.delay = time.Millisecond
+	}
+	plan, err := NewPlan(hostNames(n), []string{"a", "b"}, mustStrategy(t, "30%"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var problems []string
+	e := f.executor()
+	e.Events = func(ev Event) {
+		switch {
+		case ev.Kind == EventStepStart:
+			allowed := len(plan.Batches[ev.Batch-1].Hosts)
+			if ev.Batch < len(plan.Batches) {
+				allowed += len(plan.Batches[ev.Batch].Hosts)
+			}
+			if all, _ := f.openNow(""); all > allowed {
+				mu.Lock()
+				problems = append(problems, fmt.Sprintf("batch %d step %d starts with %d connections open, more than this batch and the next (%d)", ev.Batch, ev.Step, all, allowed))
+				mu.Unlock()
+			}
+		case ev.Kind == EventBatchEnd:
+			for _, h := range plan.Batches[ev.Batch-1].Hosts {
+				if _, open := f.openNow(h); open > 0 {
+					mu.Lock()
+					problems = append(problems, fmt.Sprintf("host %s is still connected at the end of its batch %d", h, ev.Batch))
+					mu.Unlock()
+				}
+			}
+		}
+	}
+	res, err := e.Run(t.Context(), hostNames(n), []string{"a", "b"}, mustStrategy(t, "30%"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Totals.Done != n {
+		t.Fatalf("totals %+v", res.Totals)
+	}
+	for _, p := range problems {
+		t.Error(p)
+	}
+	if f.maxOpen > 600 {
+		t.Errorf("%d connections open at once, more than two batches of 300", f.maxOpen)
+	}
+	checkAllClosed(t, f)
+	// The first batch runs on the connections of its preflight.
+	for _, h := range plan.Batches[0].Hosts {
+		if f.dials[h] != 1 {
+			t.Errorf("host %s of the first batch dialled %d times, want once", h, f.dials[h])
+		}
+	}
+}
+
+func TestAHostThatFailsIsDisconnectedAtOnceNotAtTheEnd(t *testing.T) {
+	f := newFleet(t, 4, "a", "b", "c")
+	f.host("h2").fail["a"] = true
+	var mu sync.Mutex
+	var atStepEnd []string
+	e := f.executor()
+	e.Events = func(ev Event) {
+		if ev.Kind == EventStepEnd && ev.Batch == 1 && ev.Step == 1 {
+			_, h1 := f.openNow("h1")
+			_, h2 := f.openNow("h2")
+			mu.Lock()
+			atStepEnd = append(atStepEnd, fmt.Sprintf("h1 %d h2 %d", h1, h2))
+			mu.Unlock()
+		}
+	}
+	_, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, mustStrategy(t, "2"))
+	if !errors.Is(err, ErrSlotFailed) {
+		t.Fatalf("got %v, want h2's slot a to fail", err)
+	}
+	// After the first step, h1 goes on to b and c; h2 is done with.
+	if len(atStepEnd) != 1 || atStepEnd[0] != "h1 1 h2 0" {
+		t.Errorf("connections open after batch 1 step 1: %v, want h1 1 h2 0", atStepEnd)
+	}
+	checkAllClosed(t, f)
+}
+
+func TestTheNextBatchIsDialledWhileTheLastStepOfTheCurrentOneRuns(t *testing.T) {
+	f := newFleet(t, 6, "a", "b")
+	for _, a := range f.hosts {
+		a.delay = 50 * time.Millisecond
+	}
+	type seen struct{ dials, connects int }
+	var mu sync.Mutex
+	at := map[string]seen{} // "batch.step kind" -> h3 then
+	e := f.executor()
+	e.Events = func(ev Event) {
+		if ev.Kind != EventStepStart && ev.Kind != EventStepEnd || ev.Batch != 1 {
+			return
+		}
+		d, c := f.dialsOf("h3")
+		mu.Lock()
+		at[fmt.Sprintf("%d.%d %s", ev.Batch, ev.Step, ev.Kind)] = seen{d, c}
+		mu.Unlock()
+	}
+	if _, err := e.Run(t.Context(), hostNames(6), []string{"a", "b"}, mustStrategy(t, "2")); err != nil {
+		t.Fatal(err)
+	}
+	// h3 (batch 2) was dialled once for the preflight, then not before batch
+	// 1's last step, and during it, its transport established.
+	if s := at["1.1 "+string(EventStepEnd)]; s.dials != 1 {
+		t.Errorf("h3 dialled %d times by the end of batch 1's first step, want once (the preflight)", s.dials)
+	}
+	if s := at["1.2 "+string(EventStepEnd)]; s.dials != 2 || s.connects != 1 {
+		t.Errorf("by the end of batch 1's last step, h3 dialled %d times and connected %d, want 2 and 1", s.dials, s.connects)
+	}
+	checkAllClosed(t, f)
+}
+
+func TestAHostWhosePreDialFailsFailsInItsOwnBatchAsUnreachableWhileTheCurrentBatchGoesOn(t *testing.T) {
+	f := newFleet(t, 6, "a", "b")
+	for _, a := range f.hosts {
+		a.delay = 20 * time.Millisecond
+	}
+	f.host("h4").refuseConnect = true // answers the preflight, then goes
+	res, err := f.executor().Run(t.Context(), hostNames(6), []string{"a", "b"}, mustStrategy(t, "2"))
+	if !errors.Is(err, ErrFailed) || !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "host h4 slot a") {
+		t.Fatalf("got %v, want ErrFailed with h4 unreachable at slot a", err)
+	}
+	if res.Batches[0].Failed != 0 || res.Batches[1].Failed != 1 || res.Batches[2].Run {
+		t.Errorf("batches %+v: want batch 1 whole, h4 failed in batch 2, batch 3 not run", res.Batches)
+	}
+	for _, h := range []string{"h1", "h2", "h3"} {
+		if got := f.callsTo(h); len(got) != 2 {
+			t.Errorf("host %s was asked %v, want a and b", h, got)
+		}
+	}
+	if got := f.callsTo("h4"); len(got) > 0 {
+		t.Errorf("h4 was asked %v through a connection that failed", got)
+	}
+	hr := hostResult(t, res, "h4")
+	if hr.Result != HostFailed || hr.Batch != 2 || !strings.Contains(hr.Slots[0].Error, ErrUnreachable.Error()) {
+		t.Errorf("h4: %+v, want failed in batch 2 as unreachable", hr)
+	}
+	checkAllClosed(t, f)
+}
