@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -164,6 +165,40 @@ func TestAHostWhosePreDialFailsFailsInItsOwnBatchAsUnreachableWhileTheCurrentBat
 	hr := hostResult(t, res, "h4")
 	if hr.Result != HostFailed || hr.Batch != 2 || !strings.Contains(hr.Slots[0].Error, ErrUnreachable.Error()) {
 		t.Errorf("h4: %+v, want failed in batch 2 as unreachable", hr)
+	}
+	checkAllClosed(t, f)
+}
+
+func TestAResumeDialsOnlyTheHostsLeftKeepingTheFirstBatchLeftFromItsPreflight(t *testing.T) {
+	f := newFleet(t, 6, "a", "b")
+	path := statePath(t)
+	e := f.executor()
+	e.StateFile = path
+	ctx, events := cancelAfterBatch(t, 1)
+	e.Events = events
+	if _, err := e.Run(ctx, hostNames(6), []string{"a", "b"}, mustStrategy(t, "2")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	checkAllClosed(t, f)
+	before := map[string]int{}
+	for _, h := range hostNames(6) {
+		before[h], _ = f.dialsOf(h)
+	}
+	st, err := LoadResumable(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e = f.executor()
+	e.StateFile = path
+	if _, err := e.Resume(t.Context(), st); err != nil {
+		t.Fatal(err)
+	}
+	// h1, h2: finished; h3, h4: batch 2, the first left, keep their
+	// preflight connection; h5, h6: dialled again for batch 3.
+	for h, want := range map[string]int{"h1": 0, "h2": 0, "h3": 1, "h4": 1, "h5": 2, "h6": 2} {
+		if d, _ := f.dialsOf(h); d-before[h] != want {
+			t.Errorf("the resume dialled %s %d times, want %d", h, d-before[h], want)
+		}
 	}
 	checkAllClosed(t, f)
 }
