@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -16,7 +18,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/haroll/haroll/internal/certs"
+	"github.com/haroll/haroll/internal/tlsconf"
 )
 
 // The rollout benchmark drives N real gRPC agent servers on loopback through
@@ -27,6 +33,9 @@ import (
 //
 //	go test -run '^$' -bench 'Rollout1000Agents' -benchtime 3x ./rollout/
 //	HAROLL_BENCH_AGENTS=10000 go test -run '^$' -bench 'RolloutAgents' -benchtime 1x -timeout 30m ./rollout/
+//
+// HAROLL_BENCH_TLS=1 serves and dials the child-process agents with mutual
+// TLS, with certificates made as `haroll certs` makes them.
 
 const (
 	// benchAgentsPerChild keeps each child under RLIMIT_NOFILE: a listener
@@ -203,6 +212,16 @@ func benchRollout(b *testing.B, n int, child bool) {
 		b.Skipf("RLIMIT_NOFILE %d is too low for %d agents in-process", limit, n)
 	}
 	var addrs []string
+	creds := grpc.WithTransportCredentials(insecure.NewCredentials())
+	if child && os.Getenv("HAROLL_BENCH_TLS") != "" {
+		dir := benchPKI(b)
+		tc, err := tlsconf.Client(filepath.Join(dir, "coordinator.crt"), filepath.Join(dir, "coordinator.key"), filepath.Join(dir, certs.CACertFile))
+		if err != nil {
+			b.Fatal(err)
+		}
+		creds = grpc.WithTransportCredentials(credentials.NewTLS(tc))
+		b.Setenv(tlsDirEnv, dir)
+	}
 	if child {
 		addrs = childAgents(b, n)
 	} else {
@@ -226,7 +245,7 @@ func benchRollout(b *testing.B, n int, child bool) {
 		var events atomic.Int64
 		progress := NewProgress(io.Discard, addrs, benchSlots)
 		e := &Executor{
-			Dial:           DialGRPC(grpc.WithTransportCredentials(insecure.NewCredentials())),
+			Dial:           DialGRPC(creds),
 			Image:          "app:v2",
 			ConnectTimeout: 10 * time.Second,
 			StepTimeout:    time.Minute,
@@ -321,4 +340,40 @@ func startMemSampler(b *testing.B) func() (heap, sys uint64) {
 		wg.Wait()
 		return heap, sys
 	}
+}
+
+// tlsDirEnv tells a child serving agents to serve them with mutual TLS,
+// with the files in that directory.
+const tlsDirEnv = "HAROLL_BENCH_TLS_DIR"
+
+// benchPKI writes a CA, an agent certificate for 127.0.0.1 and a
+// coordinator certificate, as `haroll certs` does, into a fresh directory.
+func benchPKI(b *testing.B) string {
+	b.Helper()
+	dir := b.TempDir()
+	const validity = 24 * time.Hour
+	if err := certs.NewCA(dir, "haroll-bench-ca", validity); err != nil {
+		b.Fatal(err)
+	}
+	if err := certs.Issue(dir, dir, "agent", []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, certs.Server, validity); err != nil {
+		b.Fatal(err)
+	}
+	if err := certs.Issue(dir, dir, "coordinator", nil, nil, certs.Client, validity); err != nil {
+		b.Fatal(err)
+	}
+	return dir
+}
+
+// agentServerOptions are the options a child serves its agents with: mutual
+// TLS when tlsDirEnv is set.
+func agentServerOptions() ([]grpc.ServerOption, error) {
+	dir := os.Getenv(tlsDirEnv)
+	if dir == "" {
+		return nil, nil
+	}
+	tc, err := tlsconf.Server(filepath.Join(dir, "agent.crt"), filepath.Join(dir, "agent.key"), filepath.Join(dir, certs.CACertFile), nil)
+	if err != nil {
+		return nil, err
+	}
+	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(tc))}, nil
 }

@@ -3,7 +3,6 @@ package rollout
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -30,42 +29,6 @@ import (
 //
 //	go test -run '^$' -bench ConnectionMemory -benchtime 1x ./rollout/
 //	HAROLL_BENCH_CONNS=3500 go test -run '^$' -bench ConnectionMemory -benchtime 1x ./rollout/
-
-// tlsDirEnv tells a child serving agents to serve them with mutual TLS,
-// with the files in that directory.
-const tlsDirEnv = "HAROLL_BENCH_TLS_DIR"
-
-// benchPKI writes a CA, an agent certificate for 127.0.0.1 and a
-// coordinator certificate, as `haroll certs` does, into a fresh directory.
-func benchPKI(b *testing.B) string {
-	b.Helper()
-	dir := b.TempDir()
-	const validity = 24 * time.Hour
-	if err := certs.NewCA(dir, "haroll-bench-ca", validity); err != nil {
-		b.Fatal(err)
-	}
-	if err := certs.Issue(dir, dir, "agent", []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, certs.Server, validity); err != nil {
-		b.Fatal(err)
-	}
-	if err := certs.Issue(dir, dir, "coordinator", nil, nil, certs.Client, validity); err != nil {
-		b.Fatal(err)
-	}
-	return dir
-}
-
-// agentServerOptions are the options a child serves its agents with: mutual
-// TLS when tlsDirEnv is set.
-func agentServerOptions() ([]grpc.ServerOption, error) {
-	dir := os.Getenv(tlsDirEnv)
-	if dir == "" {
-		return nil, nil
-	}
-	tc, err := tlsconf.Server(filepath.Join(dir, "agent.crt"), filepath.Join(dir, "agent.key"), filepath.Join(dir, certs.CACertFile), nil)
-	if err != nil {
-		return nil, err
-	}
-	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(tc))}, nil
-}
 
 func BenchmarkConnectionMemory(b *testing.B) {
 	n := 2000
