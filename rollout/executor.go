@@ -22,8 +22,13 @@ type Agent interface {
 	Counters(ctx context.Context, interval, window time.Duration, onSample func(*agentpb.CountersSample)) error
 }
 
-// Dial opens the agent at host (an agent address, host:port). If the Agent
-// it returns is an io.Closer, the executor closes it at the end of the run.
+// Dial opens the agent at host (an agent address, host:port). The executor
+// dials a host for the preflight, and again when its batch is about to run
+// (unless its batch is the first); if the Agent is an io.Closer, it is
+// closed once the run is done with it: after the preflight, or after the
+// host's last slot or its failure. If it has a Connect(ctx) error method
+// (Client does), the executor calls it to establish the connection ahead of
+// the host's first call, while the batch before runs its last step.
 type Dial func(ctx context.Context, host string) (Agent, error)
 
 // preflightConcurrency is the number of workers that dial hosts and ask
