@@ -1,6 +1,12 @@
 package agent
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -8,11 +14,12 @@ import (
 )
 
 // allPhases and allResults are every Phase and Result the agent has; a new
-// one must be added here, and to agent.proto.
+// one must be added here, and to agent.proto
+// (TestEveryPhaseConstantOfThePackageIsListed finds one left out).
 var (
 	allPhases = []Phase{PhasePreflight, PhaseDrain, PhaseStop, PhaseCreate, PhaseStart, PhaseBoot, PhaseAddress,
 		PhaseGate, PhaseRestore, PhaseCleanup, PhaseRollback, PhaseSkip, PhaseRecover, PhasePull,
-		PhasePreDrain, PhasePostReplace}
+		PhasePreDrain, PhasePostReplace, PhaseTakeover}
 	allResults = []Result{ResultReplaced, ResultSkipped, ResultRolledBack, ResultFailed, ResultNotRun}
 )
 
@@ -76,5 +83,50 @@ func TestWhatAnAgentBeforeTheEnumsSendsReadsTheSame(t *testing.T) {
 	st = StatusFromPB([]*agentpb.SlotStatus{{Slot: "web-1", Pending: &agentpb.SlotPending{PhaseCode: agentpb.Phase_PHASE_BOOT}}})
 	if ev.Phase != PhaseDrain || rep.Slots[0].Result != ResultSkipped || st[0].Pending.Phase != PhaseBoot {
 		t.Errorf("enums only: phase %q, result %q, pending %q", ev.Phase, rep.Slots[0].Result, st[0].Pending.Phase)
+	}
+}
+
+// TestEveryPhaseConstantOfThePackageIsListed reads the package's source for
+// constants of type Phase, so that a new phase cannot miss its enum value.
+func TestEveryPhaseConstantOfThePackageIsListed(t *testing.T) {
+	fset := token.NewFileSet()
+	listed := map[string]bool{}
+	for _, p := range allPhases {
+		listed[string(p)] = true
+	}
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			spec, ok := n.(*ast.ValueSpec)
+			if !ok || spec.Type == nil {
+				return true
+			}
+			if id, ok := spec.Type.(*ast.Ident); !ok || id.Name != "Phase" {
+				return true
+			}
+			for _, v := range spec.Values {
+				if lit, ok := v.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+					found++
+					if value, _ := strconv.Unquote(lit.Value); !listed[value] {
+						t.Errorf("%s: phase %s is not in allPhases (nor, probably, in agent.proto's enum Phase)", name, lit.Value)
+					}
+				}
+			}
+			return true
+		})
+	}
+	if found < len(allPhases) {
+		t.Errorf("found %d Phase constants in the source, fewer than the %d listed", found, len(allPhases))
 	}
 }

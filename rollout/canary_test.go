@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -668,5 +669,39 @@ func TestAPromotionThatFailsIsFinishedByResumeNotRolledBack(t *testing.T) {
 	}
 	if f.promotes[canary] != 1 || res.Totals != (Totals{Hosts: 4, Done: 4}) {
 		t.Fatalf("promotes %v, totals %+v: want the canary promoted and the rollout done", f.promotes, res.Totals)
+	}
+}
+
+type refusingConn struct{ *fakeConn }
+
+func (c refusingConn) Connect(context.Context) error {
+	return fmt.Errorf("%w: connection refused", ErrUnreachable)
+}
+
+// A canary host whose dial failed once during the analysis (a blip) is never
+// dialled again by the rollback in the same batch: the failed dial is cached.
+func TestACanaryRollbackRedialsAHostWhoseAnalysisDialFailed(t *testing.T) {
+	f := newFleet(t, 4, "a")
+	e, st := killWhilePaused(t, f, []string{"a"})
+	canaryHost := hostNames(4)[0]
+	resumed := f.executor()
+	resumed.StateFile, resumed.Canary = e.StateFile, st.CanaryPolicy
+	var mu sync.Mutex
+	blipped := false
+	resumed.Dial = func(ctx context.Context, h string) (Agent, error) {
+		a, err := f.dial(ctx, h)
+		mu.Lock()
+		defer mu.Unlock()
+		if err == nil && h == canaryHost && !blipped {
+			blipped = true
+			return refusingConn{a.(*fakeConn)}, nil
+		}
+		return a, err
+	}
+	_, err := resumed.Resume(t.Context(), st)
+	t.Logf("resume: %v", err)
+	d, _ := f.dialsOf(canaryHost)
+	if im := f.host(canaryHost).imageOf("a"); im != "app:v1" {
+		t.Errorf("the canary slot runs %s after the rollback, want app:v1 (dials of the canary host: %d)", im, d)
 	}
 }

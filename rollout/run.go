@@ -77,6 +77,10 @@ func (r *run) close() {
 func (r *run) connect(ctx context.Context, h string) (Agent, error) {
 	a, err := r.conns.get(ctx, h)
 	if err != nil {
+		// Forgotten, so the next call (the canary rollback after an
+		// analysis whose dial failed) dials again rather than failing on
+		// this error.
+		r.conns.release(h)
 		return nil, fmt.Errorf("host %s: %w", h, err)
 	}
 	return a, nil

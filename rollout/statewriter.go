@@ -289,9 +289,16 @@ func (w *stateWriter) flush() {
 	w.queue, w.queued, w.group = nil, 0, &commitGroup{}
 	files := w.files
 	var err error
-	if files == nil { // a resume's first change: the whole state, queue included
+	switch {
+	case w.err != nil:
+		// Nothing is written after a failed write: the log may end torn
+		// (a record after it would make it unreadable), or a compaction
+		// that failed late left the files behind the snapshot. The queued
+		// records were applied in memory only, and are not acknowledged.
+		err = w.err
+	case files == nil: // a resume's first change: the whole state, queue included
 		err = w.generationLocked()
-	} else {
+	default:
 		w.mu.Unlock()
 		t0 := time.Now()
 		err = files.append(lines, n)

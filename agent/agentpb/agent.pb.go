@@ -71,6 +71,9 @@ const (
 	// PHASE_POST_REPLACE: the slot's hooks.post_replace, once the new
 	// container is booted and addressed, before the health gate.
 	Phase_PHASE_POST_REPLACE Phase = 16
+	// PHASE_TAKEOVER: a redeploy took over a slot whose earlier replacement
+	// was left pending (finished or undone it first).
+	Phase_PHASE_TAKEOVER Phase = 17
 )
 
 // Enum value maps for Phase.
@@ -93,6 +96,7 @@ var (
 		14: "PHASE_PULL",
 		15: "PHASE_PRE_DRAIN",
 		16: "PHASE_POST_REPLACE",
+		17: "PHASE_TAKEOVER",
 	}
 	Phase_value = map[string]int32{
 		"PHASE_UNSPECIFIED":  0,
@@ -112,6 +116,7 @@ var (
 		"PHASE_PULL":         14,
 		"PHASE_PRE_DRAIN":    15,
 		"PHASE_POST_REPLACE": 16,
+		"PHASE_TAKEOVER":     17,
 	}
 )
 
@@ -1532,7 +1537,7 @@ const file_agent_proto_rawDesc = "" +
 	"resultCode\x1aT\n" +
 	"\vPhasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
-	"\x05value\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05value:\x028\x01*\xc4\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05value:\x028\x01*\xd8\x02\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fPHASE_PREFLIGHT\x10\x01\x12\x0f\n" +
@@ -1556,7 +1561,8 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"PHASE_PULL\x10\x0e\x12\x13\n" +
 	"\x0fPHASE_PRE_DRAIN\x10\x0f\x12\x16\n" +
-	"\x12PHASE_POST_REPLACE\x10\x10*\xaa\x01\n" +
+	"\x12PHASE_POST_REPLACE\x10\x10\x12\x12\n" +
+	"\x0ePHASE_TAKEOVER\x10\x11*\xaa\x01\n" +
 	"\n" +
 	"SlotResult\x12\x1b\n" +
 	"\x17SLOT_RESULT_UNSPECIFIED\x10\x00\x12\x18\n" +
