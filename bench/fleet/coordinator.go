@@ -38,13 +38,7 @@ type coordinatorRun struct {
 // StateWrites is nil for a build that does not report it.
 type result struct {
 	Plan struct {
-		Batches []struct {
-			Hosts []string `json:"hosts"`
-			Steps []struct {
-				Slot  string   `json:"slot"`
-				Hosts []string `json:"hosts"`
-			} `json:"steps"`
-		} `json:"batches"`
+		Batches []planBatch `json:"batches"`
 	} `json:"plan"`
 	Totals struct {
 		Hosts  int `json:"hosts"`
@@ -53,6 +47,17 @@ type result struct {
 	} `json:"totals"`
 	Error       string       `json:"error"`
 	StateWrites *stateWrites `json:"state_writes"`
+}
+
+// planBatch and planStep are a batch and a step of the result's plan.
+type planBatch struct {
+	Hosts []string   `json:"hosts"`
+	Steps []planStep `json:"steps"`
+}
+
+type planStep struct {
+	Slot  string   `json:"slot"`
+	Hosts []string `json:"hosts"`
 }
 
 // stateWrites is the coordinator's own account of its state file writes.
