@@ -21,6 +21,10 @@ import (
 // image is what the rollout rolls out.
 const image = "app:v2"
 
+// progressPoll is how often the progress file is read for step starts:
+// the resolution of the dispatch skew.
+const progressPoll = 5 * time.Millisecond
+
 // coordinatorRun is what one `haroll rollout` process did, seen from
 // outside: its wall time, its resources, its JSON result and the scrapes of
 // its metrics.
@@ -32,6 +36,8 @@ type coordinatorRun struct {
 	stateBytes  int64 // the state file's size at the end
 	progress    string
 	scrapes     scrapes
+	// stepStarts are when each step's start line appeared in the progress.
+	stepStarts map[stepKey]time.Time
 }
 
 // result is the part of `haroll rollout --output json` the figures need.
@@ -133,9 +139,11 @@ metrics_listen: %q
 		return run, fmt.Errorf("start %s: %w", bin, err)
 	}
 	stopScrape := scrapeMetrics("http://"+metricsAddr+"/metrics", set.scrape)
+	stopWatch := watchStepStarts(run.progress, progressPoll)
 	waitErr := cmd.Wait()
 	run.exit = time.Now()
 	run.scrapes = stopScrape()
+	run.stepStarts = stopWatch()
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		run.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 		run.maxRSS = ru.Maxrss * 1024

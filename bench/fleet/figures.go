@@ -12,26 +12,35 @@ type stepTimes struct {
 	batch, step int // 1-based
 	slot        string
 	hosts       int
-	// firstOpen and lastOpen are the first and the last Redeploy stream
-	// opened on an agent; lastReport is the last report sent.
-	firstOpen, lastOpen, lastReport time.Time
+	// started is when the coordinator's progress said the step started
+	// (zero when it did not say); firstOpen and lastOpen are the first and
+	// the last Redeploy stream opened on an agent; lastReport is the last
+	// report sent.
+	started, firstOpen, lastOpen, lastReport time.Time
 	// slowest is the longest slot time an agent of the step reported.
 	slowest time.Duration
 }
 
-// skew is how long the coordinator took to open the step's streams: from
-// the first to the last. (The coordinator's own "step start" is not visible
-// from outside; the first stream open is the first thing an agent sees of
-// the step.)
-func (s stepTimes) skew() time.Duration { return s.lastOpen.Sub(s.firstOpen) }
+// skew is the dispatch skew: from the step's start (its progress line) to
+// its last stream open; ok is false when the start is unknown.
+func (s stepTimes) skew() (d time.Duration, ok bool) {
+	if s.started.IsZero() {
+		return 0, false
+	}
+	return s.lastOpen.Sub(s.started), true
+}
+
+// spread is the time from the step's first stream open to its last.
+func (s stepTimes) spread() time.Duration { return s.lastOpen.Sub(s.firstOpen) }
 
 // excess is the step's time beyond its slowest slot: late opens and late
 // report handling.
 func (s stepTimes) excess() time.Duration { return s.lastReport.Sub(s.firstOpen) - s.slowest }
 
-// steps puts every call under its step of the plan, in plan order. Every
-// (host, slot) of the plan must have exactly one call.
-func steps(plan result, addrs []string, cs []call) ([]stepTimes, error) {
+// steps puts every call under its step of the plan, in plan order, with
+// the step's start from starts when there. Every (host, slot) of the plan
+// must have exactly one call.
+func steps(plan result, addrs []string, cs []call, starts map[stepKey]time.Time) ([]stepTimes, error) {
 	type key struct {
 		host string
 		slot string
@@ -50,7 +59,7 @@ func steps(plan result, addrs []string, cs []call) ([]stepTimes, error) {
 	var out []stepTimes
 	for bi, b := range plan.Plan.Batches {
 		for si, st := range b.Steps {
-			t := stepTimes{batch: bi + 1, step: si + 1, slot: st.Slot, hosts: len(st.Hosts)}
+			t := stepTimes{batch: bi + 1, step: si + 1, slot: st.Slot, hosts: len(st.Hosts), started: starts[stepKey{bi + 1, si + 1}]}
 			for _, h := range st.Hosts {
 				c, ok := byPair[key{h, st.Slot}]
 				if !ok {
@@ -108,7 +117,7 @@ type figures struct {
 // measure computes a build's figures from its coordinator run and its
 // agents' calls.
 func measure(label string, run coordinatorRun, addrs []string, cs []call, agentsCPU time.Duration) (figures, error) {
-	st, err := steps(run.result, addrs, cs)
+	st, err := steps(run.result, addrs, cs, run.stepStarts)
 	if err != nil {
 		return figures{}, fmt.Errorf("%s: %w", label, err)
 	}
@@ -139,10 +148,21 @@ func (f figures) cpuPerHost() float64 {
 	return float64(f.cpu.Microseconds()) / 1000 / float64(f.agents)
 }
 
+// skews are the dispatch skews of the steps whose start is known.
 func (f figures) skews() []time.Duration {
+	var out []time.Duration
+	for _, s := range f.steps {
+		if d, ok := s.skew(); ok {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func (f figures) spreads() []time.Duration {
 	out := make([]time.Duration, len(f.steps))
 	for i, s := range f.steps {
-		out[i] = s.skew()
+		out[i] = s.spread()
 	}
 	return out
 }

@@ -27,7 +27,8 @@ func TestTheFiguresSplitTheTotalIntoPreflightStepsTailsAndTeardown(t *testing.T)
 		// batch 2: opened 60 ms after batch 1's last report.
 		{Index: 2, Slot: "app-1", Arrived: at(3200), Report: at(7200), SlotDur: 4 * time.Second},
 	}
-	run := coordinatorRun{start: t0, exit: at(7250), cpu: 300 * time.Millisecond, maxRSS: 50 << 20, result: twoBatchPlan()}
+	run := coordinatorRun{start: t0, exit: at(7250), cpu: 300 * time.Millisecond, maxRSS: 50 << 20, result: twoBatchPlan(),
+		stepStarts: map[stepKey]time.Time{{1, 1}: at(90)}} // batch 2's start line was not seen
 	f, err := measure("tree", run, addrs, cs, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -37,13 +38,16 @@ func TestTheFiguresSplitTheTotalIntoPreflightStepsTailsAndTeardown(t *testing.T)
 		"ideal":     {f.ideal, 7 * time.Second},
 		"preflight": {f.preflight, 100 * time.Millisecond},
 		"teardown":  {f.teardown, 50 * time.Millisecond},
-		"skew 1":    {f.steps[0].skew(), 30 * time.Millisecond},
+		"spread 1":  {f.steps[0].spread(), 30 * time.Millisecond},
 		"excess 1":  {f.steps[0].excess(), 40 * time.Millisecond},
 	}
 	for name, w := range want {
 		if w[0] != w[1] {
 			t.Errorf("%s = %s, want %s", name, w[0], w[1])
 		}
+	}
+	if sk := f.skews(); len(sk) != 1 || sk[0] != 40*time.Millisecond {
+		t.Errorf("skews = %v, want [40ms] (start line at 90 ms, last open at 130 ms; batch 2's start unknown)", sk)
 	}
 	if len(f.tails) != 1 || f.tails[0] != 60*time.Millisecond {
 		t.Errorf("tails = %v, want [60ms]", f.tails)
@@ -80,7 +84,7 @@ func TestACallMissingOrAskedTwiceIsAnErrorNotAFigure(t *testing.T) {
 		"stranger":  {append(full, call{Index: 7, Slot: "app-1"}), "not in the fleet"},
 	}
 	for name, c := range cases {
-		_, err := steps(twoBatchPlan(), addrs, c.calls)
+		_, err := steps(twoBatchPlan(), addrs, c.calls, nil)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want one saying %q", name, err, c.want)
 		}

@@ -29,8 +29,20 @@ func writeTable(w io.Writer, fs []figures) {
 	row("ideal: Σ steps' slowest slot time", func(f figures) string { return secs(f.ideal) })
 	row("overhead: total / ideal − 1", func(f figures) string { return fmt.Sprintf("%.1f%%", f.overheadPct()) })
 	row("preflight: start to first stream open", func(f figures) string { return secs(f.preflight) })
-	row("dispatch skew per step (first to last stream open): max / median", func(f figures) string {
-		mx, med, _ := stats(f.skews())
+	row("dispatch skew per step (step start line to last stream open): max / median", func(f figures) string {
+		sk := f.skews()
+		if len(sk) == 0 {
+			return "n/a"
+		}
+		mx, med, _ := stats(sk)
+		s := millis(mx) + " / " + millis(med)
+		if len(sk) < len(f.steps) {
+			s += fmt.Sprintf(" (%d of %d steps)", len(sk), len(f.steps))
+		}
+		return s
+	})
+	row("stream opens per step (first to last): max / median", func(f figures) string {
+		mx, med, _ := stats(f.spreads())
 		return millis(mx) + " / " + millis(med)
 	})
 	row("tail per step (slowest report to next step's first open): max / median", func(f figures) string {
