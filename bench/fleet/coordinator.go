@@ -21,10 +21,6 @@ import (
 // image is what the rollout rolls out.
 const image = "app:v2"
 
-// progressPoll is how often the progress file is read for step starts:
-// the resolution of the dispatch skew.
-const progressPoll = 5 * time.Millisecond
-
 // coordinatorRun is what one `haroll rollout` process did, seen from
 // outside: its wall time, its resources, its JSON result and the scrapes of
 // its metrics.
@@ -134,16 +130,23 @@ metrics_listen: %q
 	if set.gctrace {
 		cmd.Env = append(cmd.Env, "GODEBUG=gctrace=1")
 	}
+	stopWatch, err := watchStepStarts(run.progress)
+	if err != nil {
+		return run, err
+	}
 	run.start = time.Now()
 	if err := cmd.Start(); err != nil {
+		_, _ = stopWatch()
 		return run, fmt.Errorf("start %s: %w", bin, err)
 	}
 	stopScrape := scrapeMetrics("http://"+metricsAddr+"/metrics", set.scrape)
-	stopWatch := watchStepStarts(run.progress, progressPoll)
 	waitErr := cmd.Wait()
 	run.exit = time.Now()
 	run.scrapes = stopScrape()
-	run.stepStarts = stopWatch()
+	run.stepStarts, err = stopWatch()
+	if err != nil {
+		return run, err
+	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		run.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 		run.maxRSS = ru.Maxrss * 1024

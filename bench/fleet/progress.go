@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -17,54 +21,72 @@ type stepKey struct{ batch, step int }
 var stepStartLine = regexp.MustCompile(`^batch (\d+)/\d+ step (\d+)/\d+ .*  start on \d+ host`)
 
 // watchStepStarts follows the progress file at path as the coordinator
-// writes it (as `tail -f` would: it never holds the writer up) and notes when
-// each step's start line appears, every poll. The returned function stops
-// it and returns the times seen; a build whose progress has no such line
-// leaves them out.
-func watchStepStarts(path string, poll time.Duration) (stop func() map[stepKey]time.Time) {
+// writes it (as `tail -f` would: it never holds the writer up), woken by
+// inotify at each write, and notes when each step's start line appears.
+// The returned function stops it and returns the times seen; a build whose
+// progress has no such line leaves them out.
+func watchStepStarts(path string) (stop func() (map[stepKey]time.Time, error), err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := syscall.InotifyInit1(syscall.IN_NONBLOCK | syscall.IN_CLOEXEC)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("inotify: %w", err)
+	}
+	// A non-blocking descriptor: reads wait in Go's poller, and Close
+	// wakes them.
+	notify := os.NewFile(uintptr(fd), "inotify")
+	if _, err := syscall.InotifyAddWatch(fd, path, syscall.IN_MODIFY); err != nil {
+		f.Close()
+		notify.Close()
+		return nil, fmt.Errorf("inotify %s: %w", path, err)
+	}
 	seen := map[stepKey]time.Time{}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		var f *os.File
-		defer func() {
-			if f != nil {
-				f.Close()
-			}
-		}()
-		var pending []byte
-		buf := make([]byte, 64<<10)
-		t := time.NewTicker(poll)
-		defer t.Stop()
-		for last := false; !last; {
-			select {
-			case <-done:
-				last = true // one more read: the end of the file
-			case <-t.C:
-			}
-			if f == nil {
-				var err error
-				if f, err = os.Open(path); err != nil {
-					continue
-				}
-			}
-			now := time.Now()
-			for {
-				n, err := f.Read(buf)
-				pending = readLines(pending, buf[:n], func(line []byte) {
-					if k, ok := parseStepStart(line); ok {
-						if _, dup := seen[k]; !dup {
-							seen[k] = now
-						}
+	var pending []byte
+	buf := make([]byte, 64<<10)
+	readNew := func(now time.Time) error {
+		for {
+			n, err := f.Read(buf)
+			pending = readLines(pending, buf[:n], func(line []byte) {
+				if k, ok := parseStepStart(line); ok {
+					if _, dup := seen[k]; !dup {
+						seen[k] = now
 					}
-				})
-				if n == 0 || err != nil {
-					break
 				}
+			})
+			if errors.Is(err, io.EOF) || n == 0 {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	var readErr error
+	wg.Go(func() {
+		events := make([]byte, 4096)
+		for {
+			if _, err := notify.Read(events); err != nil {
+				return // closed by stop
+			}
+			if err := readNew(time.Now()); err != nil {
+				readErr = err
+				return
 			}
 		}
 	})
-	return func() map[stepKey]time.Time { close(done); wg.Wait(); return seen }
+	return func() (map[stepKey]time.Time, error) {
+		notify.Close()
+		wg.Wait()
+		defer f.Close()
+		if readErr != nil {
+			return seen, fmt.Errorf("following %s: %w", path, readErr)
+		}
+		return seen, readNew(time.Now()) // what the last event did not cover
+	}, nil
 }
 
 // readLines calls fn with every complete line in pending+b and returns

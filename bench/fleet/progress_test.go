@@ -7,14 +7,17 @@ import (
 	"time"
 )
 
-func TestStepStartsAreReadFromTheProgressAsItIsWrittenEvenAcrossPartialLines(t *testing.T) {
+func TestStepStartsAreSeenInTheProgressAsItIsWrittenEvenAcrossPartialLines(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "progress.log")
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	stop := watchStepStarts(path, time.Millisecond)
+	stop, err := watchStepStarts(path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	write := func(s string) {
 		t.Helper()
 		if _, err := f.WriteString(s); err != nil {
@@ -30,7 +33,10 @@ func TestStepStartsAreReadFromTheProgressAsItIsWrittenEvenAcrossPartialLines(t *
 	write("rt on 4 host(s)\n{\"level\":\"WARN\",\"msg\":\"start on nothing\"}\n")
 	time.Sleep(50 * time.Millisecond)
 	write("batch 2/3 step 1/3 app-1  start on 4 host(s)\n") // seen by the last read, after stop
-	seen := stop()
+	seen, err := stop()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(seen) != 3 {
 		t.Fatalf("step starts %v, want batch 1 steps 1 and 2, batch 2 step 1", seen)
 	}
