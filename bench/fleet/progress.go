@@ -22,7 +22,8 @@ var stepStartLine = regexp.MustCompile(`^batch (\d+)/\d+ step (\d+)/\d+ .*  star
 
 // watchStepStarts follows the progress file at path as the coordinator
 // writes it (as `tail -f` would: it never holds the writer up), woken by
-// inotify at each write, and notes when each step's start line appears.
+// inotify at each write, and notes when each step's start line appears
+// (within a millisecond).
 // The returned function stops it and returns the times seen; a build whose
 // progress has no such line leaves them out.
 func watchStepStarts(path string) (stop func() (map[stepKey]time.Time, error), err error) {
@@ -76,6 +77,10 @@ func watchStepStarts(path string) (stop func() (map[stepKey]time.Time, error), e
 				readErr = err
 				return
 			}
+			// At most one wake-up per millisecond, however fast the
+			// coordinator writes (the writes meanwhile coalesce into one
+			// event): a line's time is late by a millisecond at most.
+			time.Sleep(time.Millisecond)
 		}
 	})
 	return func() (map[stepKey]time.Time, error) {
