@@ -118,6 +118,9 @@ func (a *fakeAgent) Redeploy(req *agentpb.RedeployRequest, stream agentpb.Agent_
 	if req.GetImage() == "" {
 		return status.Error(codes.InvalidArgument, "image is required")
 	}
+	if req.GetCanaryWeightPercent() != 0 {
+		return status.Error(codes.InvalidArgument, "canary_weight_percent: the bench's agents run no canary")
+	}
 	var todo []int
 	for _, name := range req.GetSlots() {
 		i := slices.Index(slots, name)
@@ -127,7 +130,9 @@ func (a *fakeAgent) Redeploy(req *agentpb.RedeployRequest, stream agentpb.Agent_
 		todo = append(todo, i)
 	}
 	if len(todo) == 0 {
-		todo = []int{0, 1, 2}
+		for i := range slots {
+			todo = append(todo, i)
+		}
 	}
 	a.mu.Lock()
 	if a.busy != "" {
@@ -189,4 +194,43 @@ func (a *fakeAgent) replace(stream agentpb.Agent_RedeployServer, s int, image st
 	rep.NewContainer = a.containerID(s, 2)
 	rep.Total = time.Since(begin)
 	return rep
+}
+
+// Promote fails as a real agent does when no slot runs a canary: the bench's
+// agents never run one.
+func (a *fakeAgent) Promote(context.Context, *agentpb.PromoteRequest) (*agentpb.PromoteResponse, error) {
+	return nil, status.Error(codes.FailedPrecondition, "no slot runs a canary")
+}
+
+// Counters streams every slot's counters (all zero: no traffic is
+// simulated) at once, then every interval, and a last sample when the
+// window has passed, within the bounds a real agent enforces.
+func (a *fakeAgent) Counters(req *agentpb.CountersRequest, stream agentpb.Agent_CountersServer) error {
+	every, window := req.GetInterval().AsDuration(), req.GetWindow().AsDuration()
+	if every < 100*time.Millisecond || window <= 0 || window > 2*time.Hour {
+		return status.Errorf(codes.InvalidArgument, "counters: interval %s, window %s: want an interval of at least 100ms and a window in (0, 2h]", every, window)
+	}
+	end := time.NewTimer(window)
+	defer end.Stop()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for last := false; ; {
+		sample := make([]agent.SlotCounters, len(slots))
+		for i, s := range slots {
+			sample[i] = agent.SlotCounters{Slot: s, Backend: "app", Weight: 1}
+		}
+		if err := stream.Send(agent.CountersToPB(time.Now(), sample)); err != nil {
+			return err
+		}
+		if last {
+			return nil
+		}
+		select {
+		case <-stream.Context().Done():
+			return status.FromContextError(stream.Context().Err()).Err()
+		case <-end.C:
+			last = true
+		case <-tick.C:
+		}
+	}
 }

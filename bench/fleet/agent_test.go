@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net"
 	"slices"
 	"testing"
@@ -149,5 +150,32 @@ func TestStatusReportsThreeServingSlotsOfWeightOne(t *testing.T) {
 		if s.GetWeight() != 1 || s.GetBackend() == "" || !s.GetRunning() {
 			t.Errorf("slot %+v: want weight 1, a backend, running", s)
 		}
+	}
+}
+
+func TestCountersStreamEverySlotUntilTheWindowAndPromoteFindsNoCanary(t *testing.T) {
+	c := serveFake(t, newFakeAgent(0, []time.Duration{time.Second, time.Second, time.Second}, &calls{}))
+	var samples int
+	err := c.Counters(t.Context(), 100*time.Millisecond, 250*time.Millisecond, func(s *agentpb.CountersSample) {
+		samples++
+		if n := len(s.GetSlots()); n != 3 {
+			t.Errorf("sample of %d slots, want 3", n)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if samples < 3 || samples > 5 {
+		t.Errorf("%d samples in a 250ms window at 100ms, want 3 to 5 (at once, every interval, at the end)", samples)
+	}
+	if err := c.Counters(t.Context(), time.Millisecond, time.Second, func(*agentpb.CountersSample) {}); !errors.Is(err, rollout.ErrRefused) {
+		t.Errorf("an interval of 1ms: %v, want a refusal", err)
+	}
+	if err := c.Promote(t.Context(), "test"); !errors.Is(err, rollout.ErrRefused) {
+		t.Errorf("promote: %v, want a refusal (no canary)", err)
+	}
+	_, err = c.Redeploy(t.Context(), &agentpb.RedeployRequest{Image: image, CanaryWeightPercent: 10}, nil)
+	if !errors.Is(err, rollout.ErrRefused) {
+		t.Errorf("a canary redeploy: %v, want a refusal", err)
 	}
 }
