@@ -69,8 +69,8 @@ func serveAgents(spec childSpec, stop io.Reader, out io.Writer) error {
 	if err := raiseFileLimit(); err != nil {
 		return err
 	}
-	// As the agent daemon does (internal/cli listenCredentials): one TLS
-	// configuration, mutual TLS with an allowlist of client names.
+	// As the agent daemon does: one TLS configuration, mutual TLS with an
+	// allowlist of client names.
 	tc, err := tlsconf.Server(spec.TLS.Cert, spec.TLS.Key, spec.TLS.ClientCA, spec.TLS.AllowedClients)
 	if err != nil {
 		return err
@@ -90,7 +90,8 @@ func serveAgents(spec childSpec, stop io.Reader, out io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("agent %d: listen: %w (RLIMIT_NOFILE too low? lower -per-child)", i, err)
 		}
-		s := grpc.NewServer(grpc.Creds(creds))
+		// The keepalive a real agent's listener enforces (agent/daemon).
+		s := grpc.NewServer(append(agentpb.ServerKeepalive(), grpc.Creds(creds))...)
 		agentpb.RegisterAgentServer(s, newFakeAgent(i, slotTimes(spec.Seed, i, spec.SlotMin, spec.SlotMax), recorded))
 		healthpb.RegisterHealthServer(s, hs)
 		servers = append(servers, s)

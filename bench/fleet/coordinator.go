@@ -62,11 +62,14 @@ type planStep struct {
 	Hosts []string `json:"hosts"`
 }
 
-// stateWrites is the coordinator's own account of its state file writes.
+// stateWrites is the coordinator's own account of its state file writes
+// (fsync'd), and of what they were: log records and whole snapshots.
 type stateWrites struct {
-	Count   int64 `json:"count"`
-	TotalNS int64 `json:"total_ns"`
-	MaxNS   int64 `json:"max_ns"`
+	Count     int64 `json:"count"`
+	TotalNS   int64 `json:"total_ns"`
+	MaxNS     int64 `json:"max_ns"`
+	Records   int64 `json:"records"`
+	Snapshots int64 `json:"snapshots"`
 }
 
 // coordinatorSetup is the production configuration every build runs with.

@@ -117,7 +117,7 @@ func TestTheTableSaysNAForAStateWriteCountTheBuildDoesNotReport(t *testing.T) {
 	fs := []figures{
 		{label: "baseline@abc", agents: 1, steps: []stepTimes{st}, total: time.Second, ideal: time.Second},
 		{label: "tree", agents: 1, steps: []stepTimes{st}, total: time.Second, ideal: time.Second,
-			stateWrites: &stateWrites{Count: 3, TotalNS: int64(30 * time.Millisecond), MaxNS: int64(12 * time.Millisecond)}},
+			stateWrites: &stateWrites{Count: 3, TotalNS: int64(30 * time.Millisecond), MaxNS: int64(12 * time.Millisecond), Records: 40, Snapshots: 1}},
 	}
 	var b strings.Builder
 	writeTable(&b, fs)
@@ -127,7 +127,7 @@ func TestTheTableSaysNAForAStateWriteCountTheBuildDoesNotReport(t *testing.T) {
 			row = l
 		}
 	}
-	if !strings.Contains(row, "| n/a | 3, 0.03 s, 12.0 ms |") {
-		t.Errorf("state writes row %q: want n/a for the baseline and 3, 0.03 s, 12.0 ms for the tree", row)
+	if !strings.Contains(row, "| n/a | 3, 0.03 s, 12.0 ms (40 records, 1 snapshots) |") {
+		t.Errorf("state writes row %q: want n/a for the baseline and the tree's count, total, max, records and snapshots", row)
 	}
 }

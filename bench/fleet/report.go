@@ -55,12 +55,16 @@ func writeTable(w io.Writer, fs []figures) {
 		return secs(sum)
 	})
 	row("teardown: last report to exit", func(f figures) string { return secs(f.teardown) })
-	row("state writes: count, total, max (coordinator's own)", func(f figures) string {
+	row("state writes (fsync'd): count, total, max (coordinator's own)", func(f figures) string {
 		if f.stateWrites == nil {
 			return "n/a"
 		}
 		sw := f.stateWrites
-		return fmt.Sprintf("%d, %s, %s", sw.Count, secs(time.Duration(sw.TotalNS)), millis(time.Duration(sw.MaxNS)))
+		s := fmt.Sprintf("%d, %s, %s", sw.Count, secs(time.Duration(sw.TotalNS)), millis(time.Duration(sw.MaxNS)))
+		if sw.Records > 0 || sw.Snapshots > 0 {
+			s += fmt.Sprintf(" (%d records, %d snapshots)", sw.Records, sw.Snapshots)
+		}
+		return s
 	})
 	row("state file at the end", func(f figures) string { return fmt.Sprintf("%.2f MB", float64(f.stateBytes)/(1<<20)) })
 	row("coordinator CPU (user+sys)", func(f figures) string { return secs(f.cpu) })
