@@ -32,8 +32,6 @@ type coordinatorRun struct {
 	stateBytes  int64 // the state file's size at the end
 	progress    string
 	scrapes     scrapes
-	// stepStarts are when each step's start line appeared in the progress.
-	stepStarts map[stepKey]time.Time
 }
 
 // result is the part of `haroll rollout --output json` the figures need.
@@ -42,13 +40,20 @@ type result struct {
 	Plan struct {
 		Batches []planBatch `json:"batches"`
 	} `json:"plan"`
-	Totals struct {
+	// Batches say when the coordinator started each batch.
+	Batches []batchTiming `json:"batches"`
+	Totals  struct {
 		Hosts  int `json:"hosts"`
 		Done   int `json:"done"`
 		Failed int `json:"failed"`
 	} `json:"totals"`
 	Error       string       `json:"error"`
 	StateWrites *stateWrites `json:"state_writes"`
+}
+
+// batchTiming is a batch of the result: when it started.
+type batchTiming struct {
+	Start time.Time `json:"start"`
 }
 
 // planBatch and planStep are a batch and a step of the result's plan.
@@ -133,23 +138,14 @@ metrics_listen: %q
 	if set.gctrace {
 		cmd.Env = append(cmd.Env, "GODEBUG=gctrace=1")
 	}
-	stopWatch, err := watchStepStarts(run.progress)
-	if err != nil {
-		return run, err
-	}
 	run.start = time.Now()
 	if err := cmd.Start(); err != nil {
-		_, _ = stopWatch()
 		return run, fmt.Errorf("start %s: %w", bin, err)
 	}
 	stopScrape := scrapeMetrics("http://"+metricsAddr+"/metrics", set.scrape)
 	waitErr := cmd.Wait()
 	run.exit = time.Now()
 	run.scrapes = stopScrape()
-	run.stepStarts, err = stopWatch()
-	if err != nil {
-		return run, err
-	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		run.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 		run.maxRSS = ru.Maxrss * 1024

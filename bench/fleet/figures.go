@@ -12,35 +12,39 @@ type stepTimes struct {
 	batch, step int // 1-based
 	slot        string
 	hosts       int
-	// started is when the coordinator's progress said the step started
-	// (zero when it did not say); firstOpen and lastOpen are the first and
-	// the last Redeploy stream opened on an agent; lastReport is the last
-	// report sent.
-	started, firstOpen, lastOpen, lastReport time.Time
+	// batchStart, on the first step of a batch, is when the coordinator
+	// started the batch (its result says); zero on the other steps.
+	// firstOpen and lastOpen are the first and the last Redeploy stream
+	// opened on an agent; lastReport is the last report sent.
+	batchStart, firstOpen, lastOpen, lastReport time.Time
 	// slowest is the longest slot time an agent of the step reported.
 	slowest time.Duration
 }
 
-// skew is the dispatch skew: from the step's start (its progress line) to
-// its last stream open; ok is false when the start is unknown.
-func (s stepTimes) skew() (d time.Duration, ok bool) {
-	if s.started.IsZero() {
+// skew is the dispatch skew: from the step's first stream open to its
+// last. (The coordinator says when a step starts only in its progress,
+// which is written asynchronously, in batches: the first stream open is the
+// first thing an agent sees of a step. The time before it is in the tail.)
+func (s stepTimes) skew() time.Duration { return s.lastOpen.Sub(s.firstOpen) }
+
+// dispatchDelay is, on the first step of a batch, from the batch's start to
+// its first stream open (the batch's dials, unless made ahead); ok is false
+// on the other steps.
+func (s stepTimes) dispatchDelay() (d time.Duration, ok bool) {
+	if s.batchStart.IsZero() {
 		return 0, false
 	}
-	return s.lastOpen.Sub(s.started), true
+	return s.firstOpen.Sub(s.batchStart), true
 }
-
-// spread is the time from the step's first stream open to its last.
-func (s stepTimes) spread() time.Duration { return s.lastOpen.Sub(s.firstOpen) }
 
 // excess is the step's time beyond its slowest slot: late opens and late
 // report handling.
 func (s stepTimes) excess() time.Duration { return s.lastReport.Sub(s.firstOpen) - s.slowest }
 
 // steps puts every call under its step of the plan, in plan order, with
-// the step's start from starts when there. Every (host, slot) of the plan
-// must have exactly one call.
-func steps(plan result, addrs []string, cs []call, starts map[stepKey]time.Time) ([]stepTimes, error) {
+// the batch's start on its first step. Every (host, slot) of the plan must
+// have exactly one call.
+func steps(res result, addrs []string, cs []call) ([]stepTimes, error) {
 	type key struct {
 		host string
 		slot string
@@ -57,9 +61,12 @@ func steps(plan result, addrs []string, cs []call, starts map[stepKey]time.Time)
 		byPair[k] = c
 	}
 	var out []stepTimes
-	for bi, b := range plan.Plan.Batches {
+	for bi, b := range res.Plan.Batches {
 		for si, st := range b.Steps {
-			t := stepTimes{batch: bi + 1, step: si + 1, slot: st.Slot, hosts: len(st.Hosts), started: starts[stepKey{bi + 1, si + 1}]}
+			t := stepTimes{batch: bi + 1, step: si + 1, slot: st.Slot, hosts: len(st.Hosts)}
+			if si == 0 && bi < len(res.Batches) {
+				t.batchStart = res.Batches[bi].Start
+			}
 			for _, h := range st.Hosts {
 				c, ok := byPair[key{h, st.Slot}]
 				if !ok {
@@ -117,7 +124,7 @@ type figures struct {
 // measure computes a build's figures from its coordinator run and its
 // agents' calls.
 func measure(label string, run coordinatorRun, addrs []string, cs []call, agentsCPU time.Duration) (figures, error) {
-	st, err := steps(run.result, addrs, cs, run.stepStarts)
+	st, err := steps(run.result, addrs, cs)
 	if err != nil {
 		return figures{}, fmt.Errorf("%s: %w", label, err)
 	}
@@ -148,21 +155,22 @@ func (f figures) cpuPerHost() float64 {
 	return float64(f.cpu.Microseconds()) / 1000 / float64(f.agents)
 }
 
-// skews are the dispatch skews of the steps whose start is known.
 func (f figures) skews() []time.Duration {
-	var out []time.Duration
-	for _, s := range f.steps {
-		if d, ok := s.skew(); ok {
-			out = append(out, d)
-		}
+	out := make([]time.Duration, len(f.steps))
+	for i, s := range f.steps {
+		out[i] = s.skew()
 	}
 	return out
 }
 
-func (f figures) spreads() []time.Duration {
-	out := make([]time.Duration, len(f.steps))
-	for i, s := range f.steps {
-		out[i] = s.spread()
+// dispatchDelays are the batches' starts to their first stream opens, for
+// the batches whose start the coordinator reported.
+func (f figures) dispatchDelays() []time.Duration {
+	var out []time.Duration
+	for _, s := range f.steps {
+		if d, ok := s.dispatchDelay(); ok {
+			out = append(out, d)
+		}
 	}
 	return out
 }

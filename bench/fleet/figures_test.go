@@ -9,6 +9,7 @@ import (
 // twoBatchPlan is a plan of two batches (hosts a, b then c), one slot.
 func twoBatchPlan() result {
 	var r result
+	r.Batches = make([]batchTiming, 2)
 	r.Plan.Batches = []planBatch{
 		{Hosts: []string{"a", "b"}, Steps: []planStep{{Slot: "app-1", Hosts: []string{"a", "b"}}}},
 		{Hosts: []string{"c"}, Steps: []planStep{{Slot: "app-1", Hosts: []string{"c"}}}},
@@ -27,8 +28,8 @@ func TestTheFiguresSplitTheTotalIntoPreflightStepsTailsAndTeardown(t *testing.T)
 		// batch 2: opened 60 ms after batch 1's last report.
 		{Index: 2, Slot: "app-1", Arrived: at(3200), Report: at(7200), SlotDur: 4 * time.Second},
 	}
-	run := coordinatorRun{start: t0, exit: at(7250), cpu: 300 * time.Millisecond, maxRSS: 50 << 20, result: twoBatchPlan(),
-		stepStarts: map[stepKey]time.Time{{1, 1}: at(90)}} // batch 2's start line was not seen
+	run := coordinatorRun{start: t0, exit: at(7250), cpu: 300 * time.Millisecond, maxRSS: 50 << 20, result: twoBatchPlan()}
+	run.result.Batches[0].Start = at(90) // batch 2's start is not reported
 	f, err := measure("tree", run, addrs, cs, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +39,7 @@ func TestTheFiguresSplitTheTotalIntoPreflightStepsTailsAndTeardown(t *testing.T)
 		"ideal":     {f.ideal, 7 * time.Second},
 		"preflight": {f.preflight, 100 * time.Millisecond},
 		"teardown":  {f.teardown, 50 * time.Millisecond},
-		"spread 1":  {f.steps[0].spread(), 30 * time.Millisecond},
+		"skew 1":    {f.steps[0].skew(), 30 * time.Millisecond},
 		"excess 1":  {f.steps[0].excess(), 40 * time.Millisecond},
 	}
 	for name, w := range want {
@@ -46,8 +47,8 @@ func TestTheFiguresSplitTheTotalIntoPreflightStepsTailsAndTeardown(t *testing.T)
 			t.Errorf("%s = %s, want %s", name, w[0], w[1])
 		}
 	}
-	if sk := f.skews(); len(sk) != 1 || sk[0] != 40*time.Millisecond {
-		t.Errorf("skews = %v, want [40ms] (start line at 90 ms, last open at 130 ms; batch 2's start unknown)", sk)
+	if d := f.dispatchDelays(); len(d) != 1 || d[0] != 10*time.Millisecond {
+		t.Errorf("dispatch delays = %v, want [10ms] (batch 1 started at 90 ms, first open at 100 ms; batch 2's start unknown)", d)
 	}
 	if len(f.tails) != 1 || f.tails[0] != 60*time.Millisecond {
 		t.Errorf("tails = %v, want [60ms]", f.tails)
@@ -84,7 +85,7 @@ func TestACallMissingOrAskedTwiceIsAnErrorNotAFigure(t *testing.T) {
 		"stranger":  {append(full, call{Index: 7, Slot: "app-1"}), "not in the fleet"},
 	}
 	for name, c := range cases {
-		_, err := steps(twoBatchPlan(), addrs, c.calls, nil)
+		_, err := steps(twoBatchPlan(), addrs, c.calls)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want one saying %q", name, err, c.want)
 		}

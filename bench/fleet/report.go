@@ -29,20 +29,16 @@ func writeTable(w io.Writer, fs []figures) {
 	row("ideal: Σ steps' slowest slot time", func(f figures) string { return secs(f.ideal) })
 	row("overhead: total / ideal − 1", func(f figures) string { return fmt.Sprintf("%.1f%%", f.overheadPct()) })
 	row("preflight: start to first stream open", func(f figures) string { return secs(f.preflight) })
-	row("dispatch skew per step (step start line to last stream open): max / median", func(f figures) string {
-		sk := f.skews()
-		if len(sk) == 0 {
+	row("dispatch skew per step (first to last stream open): max / median", func(f figures) string {
+		mx, med, _ := stats(f.skews())
+		return millis(mx) + " / " + millis(med)
+	})
+	row("batch start (coordinator's result) to first stream open: max / median", func(f figures) string {
+		d := f.dispatchDelays()
+		if len(d) == 0 {
 			return "n/a"
 		}
-		mx, med, _ := stats(sk)
-		s := millis(mx) + " / " + millis(med)
-		if len(sk) < len(f.steps) {
-			s += fmt.Sprintf(" (%d of %d steps)", len(sk), len(f.steps))
-		}
-		return s
-	})
-	row("stream opens per step (first to last): max / median", func(f figures) string {
-		mx, med, _ := stats(f.spreads())
+		mx, med, _ := stats(d)
 		return millis(mx) + " / " + millis(med)
 	})
 	row("tail per step (slowest report to next step's first open): max / median", func(f figures) string {
