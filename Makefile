@@ -5,7 +5,7 @@ GO ?= go
 # Go from the official tarball lives here on a fresh machine; appended, so a go on PATH wins.
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: build test test-unit fuzz demo bench clean proto dist
+.PHONY: build test test-unit fuzz demo bench bench-fleet bench-fleet-inprocess clean proto dist
 
 build:
 	$(GO) build -o bin/haroll ./cmd/haroll
@@ -70,17 +70,34 @@ fuzz:
 
 # One run of everything BENCHMARKS.md reports: the deploy comparison (2016 method, docker stop/rm/run,
 # haroll per strategy) as one table, haroll per slot against the limit, the runtime micro-benchmarks
-# against a raw socket, and the coordinator with 1,000 simulated agents.
-# BASELINE=<git rev> adds haroll built at that revision to the first table (old and new in one run);
-# BENCH_AGENTS=10000 adds the coordinator at 10,000 agents.
+# against a raw socket, and the coordinator (the haroll binary) driving 1,000 simulated agents with
+# production settings (bench-fleet).
+# BASELINE=<git rev> adds haroll built at that revision to the first table and to the fleet's (old and
+# new in one run); BENCH_AGENTS=10000 adds the fleet at 10,000 agents.
 BASELINE ?=
 BENCH_AGENTS ?=
 bench:
 	.ci/deps
 	$(GO) run ./integration/bench $(if $(BASELINE),-baseline $(BASELINE))
 	$(GO) test -run '^$$' -bench . -benchmem ./runtime/
-	$(GO) test -run '^$$' -bench 'Rollout1000Agents/agents=child' -benchtime 3x ./rollout/
-	$(if $(BENCH_AGENTS),HAROLL_BENCH_AGENTS=$(BENCH_AGENTS) $(GO) test -run '^$$' -bench 'RolloutAgents' -benchtime 1x -timeout 30m ./rollout/)
+	$(MAKE) bench-fleet AGENTS=1000
+	$(if $(BENCH_AGENTS),$(MAKE) bench-fleet AGENTS=$(BENCH_AGENTS))
+
+# The coordinator, `haroll rollout` built from the tree, in a process of its own, driving AGENTS
+# simulated agents (child processes; mutual TLS with `haroll certs` keys, a state file on disk, the
+# progress to a file, metrics on, 2-5 s slots): a table of where the time goes, then one line
+# `fleet agents=N total_s=... ideal_s=... overhead_pct=... coordinator_rss_mb=... cpu_ms_per_host=...`
+# per build. BASELINE=<git rev> runs haroll built at that revision first, in the same run.
+# 10,000 agents take a few minutes per build.
+AGENTS ?= 1000
+bench-fleet:
+	$(GO) run ./bench/fleet -agents $(AGENTS) $(if $(BASELINE),-baseline $(BASELINE))
+
+# The coordinator's executor in-process against an in-memory fleet (no network, no TLS) with a state
+# file: a cost that grows faster than the fleet shows as ns/host rising with FLEET_SIZES.
+FLEET_SIZES ?= 10000,100000
+bench-fleet-inprocess:
+	HAROLL_BENCH_FLEET_SIZES=$(FLEET_SIZES) $(GO) test -run '^$$' -bench 'FleetInProcess' -benchtime 1x -timeout 60m ./rollout/
 
 # The Debian package, dist/haroll_<version>_amd64.deb: haroll built static (CGO_ENABLED=0) with
 # VERSION stamped into `haroll version`, the agent's systemd unit, /etc/haroll/agent.yaml (a conffile)
