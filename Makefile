@@ -80,7 +80,8 @@ bench:
 	.ci/deps
 	$(GO) run ./integration/bench $(if $(BASELINE),-baseline $(BASELINE))
 	$(GO) test -run '^$$' -bench . -benchmem ./runtime/
-	$(MAKE) bench-fleet AGENTS=1000
+	$(GO) test -run '^$$' -bench 'EventsAt10000Hosts|RolloutMetricsEventAt10000Hosts' -benchmem ./internal/live/ ./internal/metrics/
+	$(MAKE) bench-fleet AGENTS=1000 $(if $(BASELINE),BASELINE=$(BASELINE))
 	$(if $(BENCH_AGENTS),$(MAKE) bench-fleet AGENTS=$(BENCH_AGENTS))
 
 # The coordinator, `haroll rollout` built from the tree, in a process of its own, driving AGENTS
