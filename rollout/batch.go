@@ -79,10 +79,13 @@ func (r *run) execute(ctx context.Context, hosts []string, plan Plan, res Result
 // is not asked for its later slots.
 //
 // Connections: b's hosts are dialled as it starts (those the preflight kept
-// are open already), next's (the following batch's hosts) while b's last
-// step runs, so that batch's first step does not wait for TLS handshakes. A
-// host's connection is closed after its last step in b, or its failure; in
-// a canary batch, the hosts the canary judges keep theirs until b ends.
+// or b's pre-dial reached are open already). When b's last step starts,
+// next's (the following batch's hosts) are pre-dialled: predialHeadStart of
+// them at once, then one each time a connection of b is closed, so that
+// next's first step mostly does not wait for TLS handshakes while the
+// connections open stay about one batch plus the head start. A host's
+// connection is closed after its last step in b, or its failure; in a
+// canary batch, the hosts the canary judges keep theirs until b ends.
 func (r *run) batch(ctx context.Context, bi, nb int, b Batch, next []string, res *BatchResult) (int, string, error) {
 	br := &batchRun{run: r, index: bi, of: nb, b: b, failed: map[string]bool{}}
 	log := r.log.With("batch", bi+1)
@@ -135,7 +138,7 @@ func (r *run) batch(ctx context.Context, bi, nb int, b Batch, next []string, res
 			continue
 		}
 		if si == lastStep {
-			r.conns.prepare(ctx, next, preflightConcurrency)
+			r.conns.predial(ctx, next, preflightConcurrency, predialHeadStart)
 		}
 		done := func(h string, err error) {
 			if err != nil || si == lastAsk[h] && si >= canarySteps {

@@ -18,9 +18,11 @@ type connector interface {
 }
 
 // conns are the agent connections a run holds open: a host's connection is
-// dialled when its batch is about to need it and closed after its last slot,
-// so at most about two batches' worth are open at once (the batch running
-// and the next one, dialled during the current batch's last step).
+// dialled when its batch is about to need it and closed after its last slot.
+// The next batch's hosts are dialled during the current batch's last step
+// at the pace the current batch's connections are closed (predial), so at
+// most about one batch's worth plus predialHeadStart are open at once, not
+// two batches'.
 //
 // A dial that failed is remembered until the host is released: the call
 // that needs the connection gets its error (the host is then failed as
@@ -35,10 +37,11 @@ type conns struct {
 	// CPU each, 3,500 at the end of a batch), only by closeAll.
 	closing sync.WaitGroup
 
-	mu   sync.Mutex
-	m    map[string]*conn
-	open int // connections dialled and not closed
-	peak int
+	mu    sync.Mutex
+	m     map[string]*conn
+	open  int // connections dialled and not closed
+	peak  int
+	pacer *pacer // the pre-dial under way, if any
 }
 
 // conn is one host's connection, being dialled until ready is closed.
@@ -122,8 +125,11 @@ func (c *conns) put(h string, a Agent) {
 
 // prepare dials every host of hosts not yet dialled, in the background, with
 // at most workers dials at once, and returns at once. The calls that need a
-// connection wait for theirs (get); a failure is theirs to report.
+// connection wait for theirs (get); a failure is theirs to report. It ends
+// the pre-dial under way (a batch starts: the hosts its pre-dial had not
+// reached are dialled now).
 func (c *conns) prepare(ctx context.Context, hosts []string, workers int) {
+	c.endPredial()
 	var todo []string
 	var entries []*conn
 	for _, h := range hosts {
@@ -152,7 +158,8 @@ func (c *conns) prepare(ctx context.Context, hosts []string, workers int) {
 
 // release closes h's connection (once its dial is over), in the
 // background, and forgets it: the host has had its last slot of the run, or
-// failed. A later get dials again.
+// failed. A later get dials again. Once closed, the connection makes room
+// for one more dial of the pre-dial under way (predial).
 func (c *conns) release(h string) {
 	c.mu.Lock()
 	e, ok := c.m[h]
@@ -165,6 +172,7 @@ func (c *conns) release(h string) {
 		<-e.ready // a dial under way ends within the connect timeout
 		if e.a != nil {
 			c.closeAgent(e.a)
+			c.closedOne()
 		}
 	})
 }
@@ -172,6 +180,7 @@ func (c *conns) release(h string) {
 // closeAll releases every connection and waits until all are closed: the
 // end of the run.
 func (c *conns) closeAll() {
+	c.endPredial()
 	c.mu.Lock()
 	hosts := make([]string, 0, len(c.m))
 	for h := range c.m {

@@ -39,8 +39,8 @@ func closedSoon(f *fakeFleet, h string) bool {
 	}
 }
 
-func TestNoMoreConnectionsAreOpenThanTwoBatchesAndEveryOneIsClosedAfterItsHostsLastSlot(t *testing.T) {
-	const n = 1000 // batches of 300: two of them outnumber the preflight's workers plus the first batch
+func TestNoMoreConnectionsAreOpenThanOneBatchPlusTheHeadStartAndEveryOneIsClosedAfterItsHostsLastSlot(t *testing.T) {
+	const n = 1000 // batches of 300: two of them outnumber one plus the head start
 	f := newFleet(t, n, "a", "b")
 	for _, a := range f.hosts {
 		a.delay = time.Millisecond
@@ -55,13 +55,10 @@ func TestNoMoreConnectionsAreOpenThanTwoBatchesAndEveryOneIsClosedAfterItsHostsL
 	e.Events = func(ev Event) {
 		switch {
 		case ev.Kind == EventStepStart:
-			allowed := len(plan.Batches[ev.Batch-1].Hosts)
-			if ev.Batch < len(plan.Batches) {
-				allowed += len(plan.Batches[ev.Batch].Hosts)
-			}
+			allowed := len(plan.Batches[ev.Batch-1].Hosts) + predialHeadStart
 			if all, _ := f.openNow(""); all > allowed {
 				mu.Lock()
-				problems = append(problems, fmt.Sprintf("batch %d step %d starts with %d connections open, more than this batch and the next (%d)", ev.Batch, ev.Step, all, allowed))
+				problems = append(problems, fmt.Sprintf("batch %d step %d starts with %d connections open, more than this batch plus the head start (%d)", ev.Batch, ev.Step, all, allowed))
 				mu.Unlock()
 			}
 		case ev.Kind == EventBatchEnd:
@@ -85,8 +82,8 @@ func TestNoMoreConnectionsAreOpenThanTwoBatchesAndEveryOneIsClosedAfterItsHostsL
 	for _, p := range problems {
 		t.Error(p)
 	}
-	if f.maxOpen > 600 {
-		t.Errorf("%d connections open at once, more than two batches of 300", f.maxOpen)
+	if f.maxOpen > 300+predialHeadStart {
+		t.Errorf("%d connections open at once, more than a batch of 300 plus the head start", f.maxOpen)
 	}
 	checkAllClosed(t, f)
 	// The first batch runs on the connections of its preflight.
@@ -95,6 +92,55 @@ func TestNoMoreConnectionsAreOpenThanTwoBatchesAndEveryOneIsClosedAfterItsHostsL
 			t.Errorf("host %s of the first batch dialled %d times, want once", h, f.dials[h])
 		}
 	}
+}
+
+func TestTheNextBatchIsDialledAsTheLastStepsHostsFinishSoNoMoreThanOneBatchPlusTheHeadStartIsOpen(t *testing.T) {
+	const n, size = 2000, 600 // batches of 600, 600, 600, 200
+	f := newFleet(t, n, "a", "b")
+	for i, h := range hostNames(n) {
+		// The hosts of a step finish over 30 ms, one every 50 µs or so.
+		f.host(h).delay = time.Millisecond + time.Duration(i%size)*50*time.Microsecond
+	}
+	plan, err := NewPlan(hostNames(n), []string{"a", "b"}, mustStrategy(t, "30%"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	nextDialled := map[int]int{} // batch -> hosts of the next batch dialled by the end of its last step
+	e := f.executor()
+	e.Events = func(ev Event) {
+		if ev.Kind != EventStepEnd || ev.Step != 2 || ev.Batch == len(plan.Batches) {
+			return
+		}
+		dialled := 0
+		for _, h := range plan.Batches[ev.Batch].Hosts {
+			if _, connects := f.dialsOf(h); connects > 0 {
+				dialled++
+			}
+		}
+		mu.Lock()
+		nextDialled[ev.Batch] = dialled
+		mu.Unlock()
+	}
+	res, err := e.Run(t.Context(), hostNames(n), []string{"a", "b"}, mustStrategy(t, "30%"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Totals.Done != n {
+		t.Fatalf("totals %+v", res.Totals)
+	}
+	if bound := size + predialHeadStart; f.maxOpen > bound {
+		t.Errorf("%d connections open at once, more than a batch of %d plus the head start (%d)", f.maxOpen, size, bound)
+	}
+	// The pre-dial went on past its head start as the last step's hosts
+	// finished, rather than waiting for the next batch to start: all but
+	// the few whose close was still under way at the step's end.
+	for bi := 1; bi < len(plan.Batches); bi++ {
+		if got, want := nextDialled[bi], min(len(plan.Batches[bi].Hosts), size*9/10); got < want {
+			t.Errorf("by the end of batch %d, %d hosts of batch %d dialled, want at least %d (head start %d)", bi, got, bi+1, want, predialHeadStart)
+		}
+	}
+	checkAllClosed(t, f)
 }
 
 func TestAHostThatFailsIsDisconnectedAtOnceNotAtTheEnd(t *testing.T) {

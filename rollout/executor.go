@@ -28,7 +28,8 @@ type Agent interface {
 // closed once the run is done with it: after the preflight, or after the
 // host's last slot or its failure. If it has a Connect(ctx) error method
 // (Client does), the executor calls it to establish the connection ahead of
-// the host's first call, while the batch before runs its last step.
+// the host's first call, while the batch before runs its last step (as
+// that batch's hosts finish it), or as the host's batch starts.
 type Dial func(ctx context.Context, host string) (Agent, error)
 
 // preflightConcurrency is the number of workers that dial hosts and ask
