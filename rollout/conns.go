@@ -36,6 +36,11 @@ type conns struct {
 	// step that released the connection (gRPC's takes a while: ~0.1 ms of
 	// CPU each, 3,500 at the end of a batch), only by closeAll.
 	closing sync.WaitGroup
+	// ended is cancelled by closeAll: the dials still under way (a pre-dial
+	// of a batch that will not run) stop, rather than holding the end of
+	// the run for up to the connect timeout.
+	ended    context.Context
+	endDials context.CancelFunc
 
 	mu    sync.Mutex
 	m     map[string]*conn
@@ -52,7 +57,8 @@ type conn struct {
 }
 
 func newConns(dial Dial, timeout time.Duration, log *slog.Logger) *conns {
-	return &conns{dial: dial, timeout: timeout, log: log, m: map[string]*conn{}}
+	ended, end := context.WithCancel(context.Background())
+	return &conns{dial: dial, timeout: timeout, log: log, m: map[string]*conn{}, ended: ended, endDials: end}
 }
 
 // get returns h's connection, dialling it if nobody has, and waiting for a
@@ -82,12 +88,33 @@ func (c *conns) entry(h string) (*conn, bool) {
 	return e, true
 }
 
+// entryOrRetry is entry, except that an entry whose dial failed is
+// replaced by a new one to dial.
+func (c *conns) entryOrRetry(h string) (*conn, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[h]; ok {
+		select {
+		case <-e.ready:
+			if e.err == nil {
+				return e, false
+			}
+		default:
+			return e, false // being dialled
+		}
+	}
+	e := &conn{ready: make(chan struct{})}
+	c.m[h] = e
+	return e, true
+}
+
 // establish dials h within the connect timeout and, when the agent can,
 // establishes its transport (TLS handshake included) before returning.
 func (c *conns) establish(ctx context.Context, h string, e *conn) {
 	defer close(e.ready)
 	dctx, cancel := within(ctx, c.timeout)
 	defer cancel()
+	defer context.AfterFunc(c.ended, cancel)()
 	a, err := c.dialNow(dctx, h)
 	if err != nil {
 		e.err = asUnreachable(err)
@@ -127,13 +154,14 @@ func (c *conns) put(h string, a Agent) {
 // at most workers dials at once, and returns at once. The calls that need a
 // connection wait for theirs (get); a failure is theirs to report. It ends
 // the pre-dial under way (a batch starts: the hosts its pre-dial had not
-// reached are dialled now).
+// reached are dialled now), and dials again a host whose pre-dial failed:
+// that was up to a step earlier, and a blip then is no reason to fail it.
 func (c *conns) prepare(ctx context.Context, hosts []string, workers int) {
 	c.endPredial()
 	var todo []string
 	var entries []*conn
 	for _, h := range hosts {
-		if e, dial := c.entry(h); dial {
+		if e, dial := c.entryOrRetry(h); dial {
 			todo, entries = append(todo, h), append(entries, e)
 		}
 	}
@@ -181,6 +209,7 @@ func (c *conns) release(h string) {
 // end of the run.
 func (c *conns) closeAll() {
 	c.endPredial()
+	c.endDials()
 	c.mu.Lock()
 	hosts := make([]string, 0, len(c.m))
 	for h := range c.m {

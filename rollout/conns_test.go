@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -262,6 +263,64 @@ func TestAResumeDialsOnlyTheHostsLeftKeepingTheFirstBatchLeftFromItsPreflight(t 
 		if d, _ := f.dialsOf(h); d-before[h] != want {
 			t.Errorf("the resume dialled %s %d times, want %d", h, d-before[h], want)
 		}
+	}
+	checkAllClosed(t, f)
+}
+
+type blackholeConn struct{ *fakeConn }
+
+func (c blackholeConn) Connect(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+
+// A rollout stopped by max_failures after batch 1 returns without waiting for
+// the pre-dial of batch 2 (which never runs) to time out on every host.
+func TestARunStoppedAfterBatch1DoesNotWaitForThePreDialOfBatch2(t *testing.T) {
+	f := newFleet(t, 4, "a")
+	f.host("h1").fail["a"] = true
+	e := f.executor()
+	e.ConnectTimeout = 2 * time.Second
+	var preflightDone atomic.Bool
+	e.Dial = func(ctx context.Context, h string) (Agent, error) {
+		a, err := f.dial(ctx, h)
+		if err != nil || !preflightDone.Load() || (h != "h3" && h != "h4") {
+			return a, err
+		}
+		return blackholeConn{a.(*fakeConn)}, nil
+	}
+	e.Events = func(ev Event) {
+		if ev.Kind == EventBatchStart {
+			preflightDone.Store(true)
+		}
+	}
+	t0 := time.Now()
+	res, _ := e.Run(t.Context(), hostNames(4), []string{"a"}, mustStrategy(t, "2"))
+	took := time.Since(t0)
+	t.Logf("stopped: %q; Run took %v", res.Stopped, took)
+	if res.Stopped == "" || res.Batches[1].Run {
+		t.Fatalf("want a stop after batch 1: %+v", res.Batches)
+	}
+	if took > time.Second {
+		t.Errorf("Run took %v after the rollout stopped: it waited for the pre-dial of a batch that never runs", took)
+	}
+}
+
+func TestAHostWhosePreDialFailedOnceIsDialledAgainWhenItsBatchStarts(t *testing.T) {
+	f := newFleet(t, 6, "a", "b")
+	for _, a := range f.hosts {
+		a.delay = 20 * time.Millisecond
+	}
+	f.host("h4").refuseConnects = 1 // the pre-dial, during batch 1's last step
+	res, err := f.executor().Run(t.Context(), hostNames(6), []string{"a", "b"}, mustStrategy(t, "2"))
+	if err != nil {
+		t.Fatalf("a blip during the pre-dial failed the rollout: %v", err)
+	}
+	if hr := hostResult(t, res, "h4"); hr.Result != HostDone {
+		t.Errorf("h4: %+v, want done", hr)
+	}
+	f.mu.Lock()
+	connects := f.connects["h4"]
+	f.mu.Unlock()
+	if connects != 2 {
+		t.Errorf("h4 was connected %d times, want 2 (the failed pre-dial, then its batch's)", connects)
 	}
 	checkAllClosed(t, f)
 }

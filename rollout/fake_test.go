@@ -53,6 +53,8 @@ type fakeAgent struct {
 	blackhole   bool // Status waits for its deadline
 	// refuseConnect: Connect fails (the preflight's Status does not)
 	refuseConnect bool
+	// refuseConnects: the next this many Connects fail (a blip).
+	refuseConnects int
 	fail          map[string]bool // slot -> rolled back
 	hang          map[string]bool // slot -> never reports
 	delay         time.Duration
@@ -169,6 +171,10 @@ func (c *fakeConn) Connect(ctx context.Context) error {
 	c.fleet.connects[c.host]++
 	if c.refuseConnect {
 		return fmt.Errorf("%w: connection refused", ErrUnreachable)
+	}
+	if c.refuseConnects > 0 {
+		c.refuseConnects--
+		return fmt.Errorf("%w: connection refused (a blip)", ErrUnreachable)
 	}
 	return ctx.Err()
 }
