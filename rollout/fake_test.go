@@ -55,10 +55,10 @@ type fakeAgent struct {
 	refuseConnect bool
 	// refuseConnects: the next this many Connects fail (a blip).
 	refuseConnects int
-	fail          map[string]bool // slot -> rolled back
-	hang          map[string]bool // slot -> never reports
-	delay         time.Duration
-	active        int
+	fail           map[string]bool // slot -> rolled back
+	hang           map[string]bool // slot -> never reports
+	delay          time.Duration
+	active         int
 	// images: what each slot runs ("app:v1" until replaced); canary: the
 	// weight share a canary slot runs at; served: requests per slot.
 	images map[string]string
