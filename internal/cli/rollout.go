@@ -62,8 +62,9 @@ batch: if it fails, no host is touched. hooks.post runs once the rollout has
 ended, told how it ended; if it fails the exit status is 1, but nothing is
 undone.
 
-The progress is recorded in the state file (state_file, --state-file) after
-every finished (host, slot) pair. If the coordinator dies (or is
+The progress is recorded in the state file (state_file, --state-file) and
+the log beside it (<state_file>.log): every finished (host, slot) pair is on
+disk before it is reported. If the coordinator dies (or is
 interrupted), --resume with the same --config goes on from the first
 unfinished pair, with the image and plan recorded there, and does not ask
 finished pairs again; a host still busy with the slot that was in flight is
