@@ -85,7 +85,9 @@ func (r *run) execute(ctx context.Context, hosts []string, plan Plan, res Result
 // next's first step mostly does not wait for TLS handshakes while the
 // connections open stay about one batch plus the head start. A host's
 // connection is closed after its last step in b, or its failure; in a
-// canary batch, the hosts the canary judges keep theirs until b ends.
+// canary batch, the hosts the canary judges keep theirs until b ends, and
+// when b's last step is a canary step nothing is pre-dialled before the
+// canary is judged.
 func (r *run) batch(ctx context.Context, bi, nb int, b Batch, next []string, res *BatchResult) (int, string, error) {
 	br := &batchRun{run: r, index: bi, of: nb, b: b, failed: map[string]bool{}}
 	log := r.log.With("batch", bi+1)
@@ -137,7 +139,10 @@ func (r *run) batch(ctx context.Context, bi, nb int, b Batch, next []string, res
 		if len(hosts) == 0 {
 			continue
 		}
-		if si == lastStep {
+		// Not during a canary step: the canary is judged after it (a
+		// --pause may last hours, a failed canary stops the rollout), and
+		// the next batch is dialled when it starts.
+		if si == lastStep && si >= canarySteps {
 			r.conns.predial(ctx, next, preflightConcurrency, predialHeadStart)
 		}
 		done := func(h string, err error) {

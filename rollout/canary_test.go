@@ -705,3 +705,32 @@ func TestACanaryRollbackRedialsAHostWhoseAnalysisDialFailed(t *testing.T) {
 		t.Errorf("the canary slot runs %s after the rollback, want app:v1 (dials of the canary host: %d)", im, d)
 	}
 }
+
+// With one slot per host, the canary step is the batch's last: the next
+// batch is not dialled before the canary is judged (a --pause may last
+// hours, and a failed canary stops the rollout).
+func TestTheNextBatchIsNotDialledWhileTheCanaryIsJudged(t *testing.T) {
+	f := newFleet(t, 4, "a")
+	e, s, rec := canaryExecutor(t, f, quickCanary)
+	var openDuringAnalysis int
+	e.Events = func(ev Event) {
+		rec.add(ev)
+		if ev.Kind == EventCanaryAnalysis {
+			f.mu.Lock()
+			for _, h := range hostNames(4)[1:] {
+				openDuringAnalysis += f.open[h]
+			}
+			f.mu.Unlock()
+		}
+	}
+	if _, err := e.Run(t.Context(), hostNames(4), []string{"a"}, s); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.kinds(EventCanaryAnalysis)) != 1 {
+		t.Fatalf("no canary analysis: %v", rec.kinds(EventCanaryAnalysis))
+	}
+	if openDuringAnalysis != 0 {
+		t.Errorf("%d connection(s) of later batches open while the canary was judged, want 0", openDuringAnalysis)
+	}
+	checkAllClosed(t, f)
+}
