@@ -64,7 +64,7 @@ func newConns(dial Dial, timeout time.Duration, log *slog.Logger) *conns {
 // get returns h's connection, dialling it if nobody has, and waiting for a
 // dial under way. The error wraps ErrUnreachable, or is ctx's.
 func (c *conns) get(ctx context.Context, h string) (Agent, error) {
-	e, dial := c.entry(h)
+	e, dial := c.entry(h, false)
 	if dial {
 		c.establish(ctx, h, e)
 	}
@@ -77,26 +77,14 @@ func (c *conns) get(ctx context.Context, h string) (Agent, error) {
 }
 
 // entry returns h's entry, and whether the caller must dial it (it is new).
-func (c *conns) entry(h string) (*conn, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.m[h]; ok {
-		return e, false
-	}
-	e := &conn{ready: make(chan struct{})}
-	c.m[h] = e
-	return e, true
-}
-
-// entryOrRetry is entry, except that an entry whose dial failed is
-// replaced by a new one to dial.
-func (c *conns) entryOrRetry(h string) (*conn, bool) {
+// With retryFailed, an entry whose dial failed is replaced by a new one.
+func (c *conns) entry(h string, retryFailed bool) (*conn, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.m[h]; ok {
 		select {
 		case <-e.ready:
-			if e.err == nil {
+			if e.err == nil || !retryFailed {
 				return e, false
 			}
 		default:
@@ -158,27 +146,27 @@ func (c *conns) put(h string, a Agent) {
 // that was up to a step earlier, and a blip then is no reason to fail it.
 func (c *conns) prepare(ctx context.Context, hosts []string, workers int) {
 	c.endPredial()
-	var todo []string
+	var toDial []string
 	var entries []*conn
 	for _, h := range hosts {
-		if e, dial := c.entryOrRetry(h); dial {
-			todo, entries = append(todo, h), append(entries, e)
+		if e, dial := c.entry(h, true); dial {
+			toDial, entries = append(toDial, h), append(entries, e)
 		}
 	}
-	if len(todo) == 0 {
+	if len(toDial) == 0 {
 		return
 	}
 	next := make(chan int)
 	go func() {
 		defer close(next)
-		for i := range todo {
+		for i := range toDial {
 			next <- i
 		}
 	}()
-	for range min(workers, len(todo)) {
+	for range min(workers, len(toDial)) {
 		go func() {
 			for i := range next {
-				c.establish(ctx, todo[i], entries[i])
+				c.establish(ctx, toDial[i], entries[i])
 			}
 		}()
 	}

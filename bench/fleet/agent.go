@@ -121,17 +121,17 @@ func (a *fakeAgent) Redeploy(req *agentpb.RedeployRequest, stream agentpb.Agent_
 	if req.GetCanaryWeightPercent() != 0 {
 		return status.Error(codes.InvalidArgument, "canary_weight_percent: the bench's agents run no canary")
 	}
-	var todo []int
+	var asked []int
 	for _, name := range req.GetSlots() {
 		i := slices.Index(slots, name)
 		if i < 0 {
 			return status.Errorf(codes.InvalidArgument, "unknown slot %q: configured slots are %v", name, slots)
 		}
-		todo = append(todo, i)
+		asked = append(asked, i)
 	}
-	if len(todo) == 0 {
+	if len(asked) == 0 {
 		for i := range slots {
-			todo = append(todo, i)
+			asked = append(asked, i)
 		}
 	}
 	a.mu.Lock()
@@ -145,7 +145,7 @@ func (a *fakeAgent) Redeploy(req *agentpb.RedeployRequest, stream agentpb.Agent_
 
 	rep := agent.Report{Image: req.GetImage()}
 	var slotDur time.Duration
-	for _, s := range todo {
+	for _, s := range asked {
 		sr := a.replace(stream, s, req.GetImage(), req.GetForce())
 		rep.Slots = append(rep.Slots, sr)
 		slotDur += sr.Total
@@ -153,7 +153,7 @@ func (a *fakeAgent) Redeploy(req *agentpb.RedeployRequest, stream agentpb.Agent_
 	rep.Total = time.Since(arrived)
 	sent := time.Now()
 	err := stream.Send(&agentpb.RedeployEvent{Kind: &agentpb.RedeployEvent_Report{Report: agent.ReportToPB(rep, nil)}})
-	a.calls.add(call{Index: a.index, Slot: slots[todo[0]], Arrived: arrived, Report: sent, SlotDur: slotDur})
+	a.calls.add(call{Index: a.index, Slot: slots[asked[0]], Arrived: arrived, Report: sent, SlotDur: slotDur})
 	return err
 }
 
