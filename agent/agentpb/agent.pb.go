@@ -216,6 +216,110 @@ func (SlotResult) EnumDescriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{1}
 }
 
+// Fence is carried by every request of a fleet rollout: which rollout asks,
+// under which lock. token rises with every acquisition of the fleet lock
+// (a nanosecond clock reading, at least one above the last token the store
+// gave out): an agent remembers the highest token it has seen (on disk,
+// before it acts) and refuses with ABORTED any request whose token is lower,
+// so a coordinator that lost its lock can change nothing on a host that has
+// seen its successor. Requests without a fence (token 0) are a person's.
+type Fence struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Token     uint64                 `protobuf:"varint,1,opt,name=token,proto3" json:"token,omitempty"`
+	RolloutId string                 `protobuf:"bytes,2,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	// holder: who holds the lock ("user@machine"), message: why (--message).
+	Holder  string                 `protobuf:"bytes,3,opt,name=holder,proto3" json:"holder,omitempty"`
+	Message string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	Since   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=since,proto3" json:"since,omitempty"`
+	// claim_ttl: how long the host stays claimed after this request (0: the
+	// agent's default, one hour).
+	ClaimTtl *durationpb.Duration `protobuf:"bytes,6,opt,name=claim_ttl,json=claimTtl,proto3" json:"claim_ttl,omitempty"`
+	// kind: "rollout" or "rollback" (a `haroll rollout rollback`, or the
+	// rollback of earlier batches by on_failure: rollback).
+	Kind          string `protobuf:"bytes,7,opt,name=kind,proto3" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Fence) Reset() {
+	*x = Fence{}
+	mi := &file_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Fence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Fence) ProtoMessage() {}
+
+func (x *Fence) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Fence.ProtoReflect.Descriptor instead.
+func (*Fence) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Fence) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
+func (x *Fence) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
+	}
+	return ""
+}
+
+func (x *Fence) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *Fence) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Fence) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *Fence) GetClaimTtl() *durationpb.Duration {
+	if x != nil {
+		return x.ClaimTtl
+	}
+	return nil
+}
+
+func (x *Fence) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -224,7 +328,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_agent_proto_msgTypes[0]
+	mi := &file_agent_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -236,7 +340,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[0]
+	mi := &file_agent_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -249,7 +353,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{0}
+	return file_agent_proto_rawDescGZIP(), []int{1}
 }
 
 type StatusResponse struct {
@@ -257,15 +361,21 @@ type StatusResponse struct {
 	AgentVersion string                 `protobuf:"bytes,1,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	Hostname     string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	// busy is non-empty while a replacement runs: who asked, and for what.
-	Busy          string        `protobuf:"bytes,3,opt,name=busy,proto3" json:"busy,omitempty"`
-	Slots         []*SlotStatus `protobuf:"bytes,4,rep,name=slots,proto3" json:"slots,omitempty"`
+	Busy  string        `protobuf:"bytes,3,opt,name=busy,proto3" json:"busy,omitempty"`
+	Slots []*SlotStatus `protobuf:"bytes,4,rep,name=slots,proto3" json:"slots,omitempty"`
+	// claim: the fleet rollout the host belongs to; unset when none (or it
+	// expired or was released).
+	Claim        *Fence                 `protobuf:"bytes,5,opt,name=claim,proto3" json:"claim,omitempty"`
+	ClaimExpires *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=claim_expires,json=claimExpires,proto3" json:"claim_expires,omitempty"`
+	// fence_token: the highest fence token the host has seen.
+	FenceToken    uint64 `protobuf:"varint,7,opt,name=fence_token,json=fenceToken,proto3" json:"fence_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_agent_proto_msgTypes[1]
+	mi := &file_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -277,7 +387,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[1]
+	mi := &file_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -290,7 +400,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{1}
+	return file_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *StatusResponse) GetAgentVersion() string {
@@ -321,6 +431,27 @@ func (x *StatusResponse) GetSlots() []*SlotStatus {
 	return nil
 }
 
+func (x *StatusResponse) GetClaim() *Fence {
+	if x != nil {
+		return x.Claim
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetClaimExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ClaimExpires
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetFenceToken() uint64 {
+	if x != nil {
+		return x.FenceToken
+	}
+	return 0
+}
+
 type SlotStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Slot          string                 `protobuf:"bytes,1,opt,name=slot,proto3" json:"slot,omitempty"`
@@ -349,7 +480,7 @@ type SlotStatus struct {
 
 func (x *SlotStatus) Reset() {
 	*x = SlotStatus{}
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +492,7 @@ func (x *SlotStatus) String() string {
 func (*SlotStatus) ProtoMessage() {}
 
 func (x *SlotStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,7 +505,7 @@ func (x *SlotStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotStatus.ProtoReflect.Descriptor instead.
 func (*SlotStatus) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{2}
+	return file_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SlotStatus) GetSlot() string {
@@ -515,7 +646,7 @@ type SlotPending struct {
 
 func (x *SlotPending) Reset() {
 	*x = SlotPending{}
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +658,7 @@ func (x *SlotPending) String() string {
 func (*SlotPending) ProtoMessage() {}
 
 func (x *SlotPending) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +671,7 @@ func (x *SlotPending) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotPending.ProtoReflect.Descriptor instead.
 func (*SlotPending) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SlotPending) GetImage() string {
@@ -611,13 +742,22 @@ type RedeployRequest struct {
 	// its original weight (at least 1) instead of all of it, until Promote or
 	// a later redeploy of the slot. 0: the whole weight.
 	CanaryWeightPercent int32 `protobuf:"varint,5,opt,name=canary_weight_percent,json=canaryWeightPercent,proto3" json:"canary_weight_percent,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// fence: set by a fleet rollout (see Fence); unset for a person's redeploy.
+	Fence *Fence `protobuf:"bytes,6,opt,name=fence,proto3" json:"fence,omitempty"`
+	// prefer_start_first: replace with start-first every slot whose
+	// configuration allows it (no fixed published port or static address),
+	// whatever its configured strategy (a rollback's fast track).
+	PreferStartFirst bool `protobuf:"varint,7,opt,name=prefer_start_first,json=preferStartFirst,proto3" json:"prefer_start_first,omitempty"`
+	// break_claim: a person's redeploy of a host claimed by a fleet rollout
+	// (`haroll redeploy --break-claim`); ignored with a fence.
+	BreakClaim    bool `protobuf:"varint,8,opt,name=break_claim,json=breakClaim,proto3" json:"break_claim,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RedeployRequest) Reset() {
 	*x = RedeployRequest{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -629,7 +769,7 @@ func (x *RedeployRequest) String() string {
 func (*RedeployRequest) ProtoMessage() {}
 
 func (x *RedeployRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -642,7 +782,7 @@ func (x *RedeployRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedeployRequest.ProtoReflect.Descriptor instead.
 func (*RedeployRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RedeployRequest) GetImage() string {
@@ -680,18 +820,40 @@ func (x *RedeployRequest) GetCanaryWeightPercent() int32 {
 	return 0
 }
 
+func (x *RedeployRequest) GetFence() *Fence {
+	if x != nil {
+		return x.Fence
+	}
+	return nil
+}
+
+func (x *RedeployRequest) GetPreferStartFirst() bool {
+	if x != nil {
+		return x.PreferStartFirst
+	}
+	return false
+}
+
+func (x *RedeployRequest) GetBreakClaim() bool {
+	if x != nil {
+		return x.BreakClaim
+	}
+	return false
+}
+
 type PromoteRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// slots to promote; empty: every slot that runs a canary.
 	Slots         []string `protobuf:"bytes,1,rep,name=slots,proto3" json:"slots,omitempty"`
 	Origin        string   `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
+	Fence         *Fence   `protobuf:"bytes,3,opt,name=fence,proto3" json:"fence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PromoteRequest) Reset() {
 	*x = PromoteRequest{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -703,7 +865,7 @@ func (x *PromoteRequest) String() string {
 func (*PromoteRequest) ProtoMessage() {}
 
 func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -716,7 +878,7 @@ func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PromoteRequest) GetSlots() []string {
@@ -733,6 +895,13 @@ func (x *PromoteRequest) GetOrigin() string {
 	return ""
 }
 
+func (x *PromoteRequest) GetFence() *Fence {
+	if x != nil {
+		return x.Fence
+	}
+	return nil
+}
+
 type PromoteResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Slots         []*SlotWeight          `protobuf:"bytes,1,rep,name=slots,proto3" json:"slots,omitempty"`
@@ -742,7 +911,7 @@ type PromoteResponse struct {
 
 func (x *PromoteResponse) Reset() {
 	*x = PromoteResponse{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +923,7 @@ func (x *PromoteResponse) String() string {
 func (*PromoteResponse) ProtoMessage() {}
 
 func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +936,7 @@ func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteResponse.ProtoReflect.Descriptor instead.
 func (*PromoteResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PromoteResponse) GetSlots() []*SlotWeight {
@@ -787,7 +956,7 @@ type SlotWeight struct {
 
 func (x *SlotWeight) Reset() {
 	*x = SlotWeight{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -799,7 +968,7 @@ func (x *SlotWeight) String() string {
 func (*SlotWeight) ProtoMessage() {}
 
 func (x *SlotWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -812,7 +981,7 @@ func (x *SlotWeight) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotWeight.ProtoReflect.Descriptor instead.
 func (*SlotWeight) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SlotWeight) GetSlot() string {
@@ -842,7 +1011,7 @@ type CountersRequest struct {
 
 func (x *CountersRequest) Reset() {
 	*x = CountersRequest{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +1023,7 @@ func (x *CountersRequest) String() string {
 func (*CountersRequest) ProtoMessage() {}
 
 func (x *CountersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +1036,7 @@ func (x *CountersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountersRequest.ProtoReflect.Descriptor instead.
 func (*CountersRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CountersRequest) GetInterval() *durationpb.Duration {
@@ -894,7 +1063,7 @@ type CountersSample struct {
 
 func (x *CountersSample) Reset() {
 	*x = CountersSample{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -906,7 +1075,7 @@ func (x *CountersSample) String() string {
 func (*CountersSample) ProtoMessage() {}
 
 func (x *CountersSample) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -919,7 +1088,7 @@ func (x *CountersSample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountersSample.ProtoReflect.Descriptor instead.
 func (*CountersSample) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CountersSample) GetTime() *timestamppb.Timestamp {
@@ -958,7 +1127,7 @@ type SlotCounters struct {
 
 func (x *SlotCounters) Reset() {
 	*x = SlotCounters{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1139,7 @@ func (x *SlotCounters) String() string {
 func (*SlotCounters) ProtoMessage() {}
 
 func (x *SlotCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1152,7 @@ func (x *SlotCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotCounters.ProtoReflect.Descriptor instead.
 func (*SlotCounters) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SlotCounters) GetSlot() string {
@@ -1069,7 +1238,7 @@ type RedeployEvent struct {
 
 func (x *RedeployEvent) Reset() {
 	*x = RedeployEvent{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1250,7 @@ func (x *RedeployEvent) String() string {
 func (*RedeployEvent) ProtoMessage() {}
 
 func (x *RedeployEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1263,7 @@ func (x *RedeployEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedeployEvent.ProtoReflect.Descriptor instead.
 func (*RedeployEvent) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RedeployEvent) GetKind() isRedeployEvent_Kind {
@@ -1158,7 +1327,7 @@ type PhaseEvent struct {
 
 func (x *PhaseEvent) Reset() {
 	*x = PhaseEvent{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1339,7 @@ func (x *PhaseEvent) String() string {
 func (*PhaseEvent) ProtoMessage() {}
 
 func (x *PhaseEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1352,7 @@ func (x *PhaseEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PhaseEvent.ProtoReflect.Descriptor instead.
 func (*PhaseEvent) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PhaseEvent) GetSlot() string {
@@ -1248,7 +1417,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1429,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1442,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Report) GetImage() string {
@@ -1330,7 +1499,7 @@ type SlotReport struct {
 
 func (x *SlotReport) Reset() {
 	*x = SlotReport{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +1511,7 @@ func (x *SlotReport) String() string {
 func (*SlotReport) ProtoMessage() {}
 
 func (x *SlotReport) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +1524,7 @@ func (x *SlotReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotReport.ProtoReflect.Descriptor instead.
 func (*SlotReport) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SlotReport) GetSlot() string {
@@ -1428,17 +1597,608 @@ func (x *SlotReport) GetResultCode() SlotResult {
 	return SlotResult_SLOT_RESULT_UNSPECIFIED
 }
 
+type HistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// slot, if set, limits the answer to that slot's entries.
+	Slot string `protobuf:"bytes,1,opt,name=slot,proto3" json:"slot,omitempty"`
+	// limit: at most this many entries (newest first); 0: all kept.
+	Limit int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// rollout_id, if set, limits the answer to that rollout's entries.
+	RolloutId     string `protobuf:"bytes,3,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryRequest) Reset() {
+	*x = HistoryRequest{}
+	mi := &file_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryRequest) ProtoMessage() {}
+
+func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
+func (*HistoryRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *HistoryRequest) GetSlot() string {
+	if x != nil {
+		return x.Slot
+	}
+	return ""
+}
+
+func (x *HistoryRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *HistoryRequest) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
+	}
+	return ""
+}
+
+type HistoryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hostname      string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Entries       []*HistoryEntry        `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryResponse) Reset() {
+	*x = HistoryResponse{}
+	mi := &file_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryResponse) ProtoMessage() {}
+
+func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
+func (*HistoryResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *HistoryResponse) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *HistoryResponse) GetEntries() []*HistoryEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// HistoryEntry is one replacement of one slot, as the agent recorded it
+// when it ended (a skipped slot is recorded too).
+type HistoryEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// seq rises with every entry the host records.
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Slot  string                 `protobuf:"bytes,2,opt,name=slot,proto3" json:"slot,omitempty"`
+	Start *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=start,proto3" json:"start,omitempty"`
+	End   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=end,proto3" json:"end,omitempty"`
+	// What the slot ran before and runs after (after = before when the
+	// replacement was rolled back); digests as Docker reports the images'
+	// IDs (sha256:...), empty when unknown.
+	ImageBefore  string `protobuf:"bytes,5,opt,name=image_before,json=imageBefore,proto3" json:"image_before,omitempty"`
+	DigestBefore string `protobuf:"bytes,6,opt,name=digest_before,json=digestBefore,proto3" json:"digest_before,omitempty"`
+	ImageAfter   string `protobuf:"bytes,7,opt,name=image_after,json=imageAfter,proto3" json:"image_after,omitempty"`
+	DigestAfter  string `protobuf:"bytes,8,opt,name=digest_after,json=digestAfter,proto3" json:"digest_after,omitempty"`
+	// origin: who asked (the request's origin, and the caller's certificate
+	// name or "local").
+	Origin string `protobuf:"bytes,9,opt,name=origin,proto3" json:"origin,omitempty"`
+	// rollout_id, fence_token, kind: from the request's fence; empty for a
+	// person's redeploy.
+	RolloutId  string     `protobuf:"bytes,10,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	FenceToken uint64     `protobuf:"varint,11,opt,name=fence_token,json=fenceToken,proto3" json:"fence_token,omitempty"`
+	Kind       string     `protobuf:"bytes,12,opt,name=kind,proto3" json:"kind,omitempty"`
+	ResultCode SlotResult `protobuf:"varint,13,opt,name=result_code,json=resultCode,proto3,enum=haroll.agent.v1.SlotResult" json:"result_code,omitempty"`
+	Result     string     `protobuf:"bytes,14,opt,name=result,proto3" json:"result,omitempty"`
+	Error      string     `protobuf:"bytes,15,opt,name=error,proto3" json:"error,omitempty"`
+	// phases: how long each phase took, keyed as SlotReport.phases.
+	Phases map[string]*durationpb.Duration `protobuf:"bytes,16,rep,name=phases,proto3" json:"phases,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Total  *durationpb.Duration            `protobuf:"bytes,17,opt,name=total,proto3" json:"total,omitempty"`
+	// requested_image: the image the request asked for.
+	RequestedImage string `protobuf:"bytes,18,opt,name=requested_image,json=requestedImage,proto3" json:"requested_image,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *HistoryEntry) Reset() {
+	*x = HistoryEntry{}
+	mi := &file_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryEntry) ProtoMessage() {}
+
+func (x *HistoryEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryEntry.ProtoReflect.Descriptor instead.
+func (*HistoryEntry) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *HistoryEntry) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *HistoryEntry) GetSlot() string {
+	if x != nil {
+		return x.Slot
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *HistoryEntry) GetEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *HistoryEntry) GetImageBefore() string {
+	if x != nil {
+		return x.ImageBefore
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetDigestBefore() string {
+	if x != nil {
+		return x.DigestBefore
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetImageAfter() string {
+	if x != nil {
+		return x.ImageAfter
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetDigestAfter() string {
+	if x != nil {
+		return x.DigestAfter
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetFenceToken() uint64 {
+	if x != nil {
+		return x.FenceToken
+	}
+	return 0
+}
+
+func (x *HistoryEntry) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetResultCode() SlotResult {
+	if x != nil {
+		return x.ResultCode
+	}
+	return SlotResult_SLOT_RESULT_UNSPECIFIED
+}
+
+func (x *HistoryEntry) GetResult() string {
+	if x != nil {
+		return x.Result
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetPhases() map[string]*durationpb.Duration {
+	if x != nil {
+		return x.Phases
+	}
+	return nil
+}
+
+func (x *HistoryEntry) GetTotal() *durationpb.Duration {
+	if x != nil {
+		return x.Total
+	}
+	return nil
+}
+
+func (x *HistoryEntry) GetRequestedImage() string {
+	if x != nil {
+		return x.RequestedImage
+	}
+	return ""
+}
+
+type PullRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Image         string                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	Fence         *Fence                 `protobuf:"bytes,2,opt,name=fence,proto3" json:"fence,omitempty"`
+	Origin        string                 `protobuf:"bytes,3,opt,name=origin,proto3" json:"origin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullRequest) Reset() {
+	*x = PullRequest{}
+	mi := &file_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullRequest) ProtoMessage() {}
+
+func (x *PullRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
+func (*PullRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PullRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *PullRequest) GetFence() *Fence {
+	if x != nil {
+		return x.Fence
+	}
+	return nil
+}
+
+func (x *PullRequest) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+type PullProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// status: Docker's last progress line ("Downloading", "Pull complete"),
+	// current/total: bytes of the layers so far, when Docker says.
+	Status  string `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	Current int64  `protobuf:"varint,2,opt,name=current,proto3" json:"current,omitempty"`
+	Total   int64  `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
+	// done: the image is on the host (digest: its ID); the last message.
+	Done   bool   `protobuf:"varint,4,opt,name=done,proto3" json:"done,omitempty"`
+	Digest string `protobuf:"bytes,5,opt,name=digest,proto3" json:"digest,omitempty"`
+	// already: the host had the image; nothing was pulled.
+	Already       bool `protobuf:"varint,6,opt,name=already,proto3" json:"already,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullProgress) Reset() {
+	*x = PullProgress{}
+	mi := &file_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullProgress) ProtoMessage() {}
+
+func (x *PullProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullProgress.ProtoReflect.Descriptor instead.
+func (*PullProgress) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *PullProgress) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *PullProgress) GetCurrent() int64 {
+	if x != nil {
+		return x.Current
+	}
+	return 0
+}
+
+func (x *PullProgress) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *PullProgress) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *PullProgress) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *PullProgress) GetAlready() bool {
+	if x != nil {
+		return x.Already
+	}
+	return false
+}
+
+type ClaimRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Fence *Fence                 `protobuf:"bytes,1,opt,name=fence,proto3" json:"fence,omitempty"`
+	// release ends the claim of fence's rollout (or of any rollout with
+	// force_release, for `haroll rollout lock release`).
+	Release       bool `protobuf:"varint,2,opt,name=release,proto3" json:"release,omitempty"`
+	ForceRelease  bool `protobuf:"varint,3,opt,name=force_release,json=forceRelease,proto3" json:"force_release,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimRequest) Reset() {
+	*x = ClaimRequest{}
+	mi := &file_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimRequest) ProtoMessage() {}
+
+func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimRequest.ProtoReflect.Descriptor instead.
+func (*ClaimRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ClaimRequest) GetFence() *Fence {
+	if x != nil {
+		return x.Fence
+	}
+	return nil
+}
+
+func (x *ClaimRequest) GetRelease() bool {
+	if x != nil {
+		return x.Release
+	}
+	return false
+}
+
+func (x *ClaimRequest) GetForceRelease() bool {
+	if x != nil {
+		return x.ForceRelease
+	}
+	return false
+}
+
+type ClaimResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// claim: the host's claim after the request; unset when none.
+	Claim         *Fence                 `protobuf:"bytes,1,opt,name=claim,proto3" json:"claim,omitempty"`
+	ClaimExpires  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=claim_expires,json=claimExpires,proto3" json:"claim_expires,omitempty"`
+	FenceToken    uint64                 `protobuf:"varint,3,opt,name=fence_token,json=fenceToken,proto3" json:"fence_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimResponse) Reset() {
+	*x = ClaimResponse{}
+	mi := &file_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimResponse) ProtoMessage() {}
+
+func (x *ClaimResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimResponse.ProtoReflect.Descriptor instead.
+func (*ClaimResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ClaimResponse) GetClaim() *Fence {
+	if x != nil {
+		return x.Claim
+	}
+	return nil
+}
+
+func (x *ClaimResponse) GetClaimExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ClaimExpires
+	}
+	return nil
+}
+
+func (x *ClaimResponse) GetFenceToken() uint64 {
+	if x != nil {
+		return x.FenceToken
+	}
+	return 0
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
 	"\n" +
-	"\vagent.proto\x12\x0fharoll.agent.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0f\n" +
-	"\rStatusRequest\"\x98\x01\n" +
+	"\vagent.proto\x12\x0fharoll.agent.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\x01\n" +
+	"\x05Fence\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\x04R\x05token\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\x02 \x01(\tR\trolloutId\x12\x16\n" +
+	"\x06holder\x18\x03 \x01(\tR\x06holder\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x120\n" +
+	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x126\n" +
+	"\tclaim_ttl\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\bclaimTtl\x12\x12\n" +
+	"\x04kind\x18\a \x01(\tR\x04kind\"\x0f\n" +
+	"\rStatusRequest\"\xa8\x02\n" +
 	"\x0eStatusResponse\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x12\n" +
 	"\x04busy\x18\x03 \x01(\tR\x04busy\x121\n" +
-	"\x05slots\x18\x04 \x03(\v2\x1b.haroll.agent.v1.SlotStatusR\x05slots\"\xd6\x03\n" +
+	"\x05slots\x18\x04 \x03(\v2\x1b.haroll.agent.v1.SlotStatusR\x05slots\x12,\n" +
+	"\x05claim\x18\x05 \x01(\v2\x16.haroll.agent.v1.FenceR\x05claim\x12?\n" +
+	"\rclaim_expires\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\fclaimExpires\x12\x1f\n" +
+	"\vfence_token\x18\a \x01(\x04R\n" +
+	"fenceToken\"\xd6\x03\n" +
 	"\n" +
 	"SlotStatus\x12\x12\n" +
 	"\x04slot\x18\x01 \x01(\tR\x04slot\x12\x18\n" +
@@ -1468,16 +2228,21 @@ const file_agent_proto_rawDesc = "" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x127\n" +
 	"\tfailed_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bfailedAt\x125\n" +
 	"\n" +
-	"phase_code\x18\b \x01(\x0e2\x16.haroll.agent.v1.PhaseR\tphaseCode\"\x9f\x01\n" +
+	"phase_code\x18\b \x01(\x0e2\x16.haroll.agent.v1.PhaseR\tphaseCode\"\x9c\x02\n" +
 	"\x0fRedeployRequest\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x14\n" +
 	"\x05slots\x18\x02 \x03(\tR\x05slots\x12\x14\n" +
 	"\x05force\x18\x03 \x01(\bR\x05force\x12\x16\n" +
 	"\x06origin\x18\x04 \x01(\tR\x06origin\x122\n" +
-	"\x15canary_weight_percent\x18\x05 \x01(\x05R\x13canaryWeightPercent\">\n" +
+	"\x15canary_weight_percent\x18\x05 \x01(\x05R\x13canaryWeightPercent\x12,\n" +
+	"\x05fence\x18\x06 \x01(\v2\x16.haroll.agent.v1.FenceR\x05fence\x12,\n" +
+	"\x12prefer_start_first\x18\a \x01(\bR\x10preferStartFirst\x12\x1f\n" +
+	"\vbreak_claim\x18\b \x01(\bR\n" +
+	"breakClaim\"l\n" +
 	"\x0ePromoteRequest\x12\x14\n" +
 	"\x05slots\x18\x01 \x03(\tR\x05slots\x12\x16\n" +
-	"\x06origin\x18\x02 \x01(\tR\x06origin\"D\n" +
+	"\x06origin\x18\x02 \x01(\tR\x06origin\x12,\n" +
+	"\x05fence\x18\x03 \x01(\v2\x16.haroll.agent.v1.FenceR\x05fence\"D\n" +
 	"\x0fPromoteResponse\x121\n" +
 	"\x05slots\x18\x01 \x03(\v2\x1b.haroll.agent.v1.SlotWeightR\x05slots\"8\n" +
 	"\n" +
@@ -1537,7 +2302,62 @@ const file_agent_proto_rawDesc = "" +
 	"resultCode\x1aT\n" +
 	"\vPhasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
-	"\x05value\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05value:\x028\x01*\xd8\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05value:\x028\x01\"Y\n" +
+	"\x0eHistoryRequest\x12\x12\n" +
+	"\x04slot\x18\x01 \x01(\tR\x04slot\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\x03 \x01(\tR\trolloutId\"f\n" +
+	"\x0fHistoryResponse\x12\x1a\n" +
+	"\bhostname\x18\x01 \x01(\tR\bhostname\x127\n" +
+	"\aentries\x18\x02 \x03(\v2\x1d.haroll.agent.v1.HistoryEntryR\aentries\"\xeb\x05\n" +
+	"\fHistoryEntry\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04slot\x18\x02 \x01(\tR\x04slot\x120\n" +
+	"\x05start\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12,\n" +
+	"\x03end\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\x12!\n" +
+	"\fimage_before\x18\x05 \x01(\tR\vimageBefore\x12#\n" +
+	"\rdigest_before\x18\x06 \x01(\tR\fdigestBefore\x12\x1f\n" +
+	"\vimage_after\x18\a \x01(\tR\n" +
+	"imageAfter\x12!\n" +
+	"\fdigest_after\x18\b \x01(\tR\vdigestAfter\x12\x16\n" +
+	"\x06origin\x18\t \x01(\tR\x06origin\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\n" +
+	" \x01(\tR\trolloutId\x12\x1f\n" +
+	"\vfence_token\x18\v \x01(\x04R\n" +
+	"fenceToken\x12\x12\n" +
+	"\x04kind\x18\f \x01(\tR\x04kind\x12<\n" +
+	"\vresult_code\x18\r \x01(\x0e2\x1b.haroll.agent.v1.SlotResultR\n" +
+	"resultCode\x12\x16\n" +
+	"\x06result\x18\x0e \x01(\tR\x06result\x12\x14\n" +
+	"\x05error\x18\x0f \x01(\tR\x05error\x12A\n" +
+	"\x06phases\x18\x10 \x03(\v2).haroll.agent.v1.HistoryEntry.PhasesEntryR\x06phases\x12/\n" +
+	"\x05total\x18\x11 \x01(\v2\x19.google.protobuf.DurationR\x05total\x12'\n" +
+	"\x0frequested_image\x18\x12 \x01(\tR\x0erequestedImage\x1aT\n" +
+	"\vPhasesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05value:\x028\x01\"i\n" +
+	"\vPullRequest\x12\x14\n" +
+	"\x05image\x18\x01 \x01(\tR\x05image\x12,\n" +
+	"\x05fence\x18\x02 \x01(\v2\x16.haroll.agent.v1.FenceR\x05fence\x12\x16\n" +
+	"\x06origin\x18\x03 \x01(\tR\x06origin\"\x9c\x01\n" +
+	"\fPullProgress\x12\x16\n" +
+	"\x06status\x18\x01 \x01(\tR\x06status\x12\x18\n" +
+	"\acurrent\x18\x02 \x01(\x03R\acurrent\x12\x14\n" +
+	"\x05total\x18\x03 \x01(\x03R\x05total\x12\x12\n" +
+	"\x04done\x18\x04 \x01(\bR\x04done\x12\x16\n" +
+	"\x06digest\x18\x05 \x01(\tR\x06digest\x12\x18\n" +
+	"\aalready\x18\x06 \x01(\bR\aalready\"{\n" +
+	"\fClaimRequest\x12,\n" +
+	"\x05fence\x18\x01 \x01(\v2\x16.haroll.agent.v1.FenceR\x05fence\x12\x18\n" +
+	"\arelease\x18\x02 \x01(\bR\arelease\x12#\n" +
+	"\rforce_release\x18\x03 \x01(\bR\fforceRelease\"\x9f\x01\n" +
+	"\rClaimResponse\x12,\n" +
+	"\x05claim\x18\x01 \x01(\v2\x16.haroll.agent.v1.FenceR\x05claim\x12?\n" +
+	"\rclaim_expires\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\fclaimExpires\x12\x1f\n" +
+	"\vfence_token\x18\x03 \x01(\x04R\n" +
+	"fenceToken*\xd8\x02\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fPHASE_PREFLIGHT\x10\x01\x12\x0f\n" +
@@ -1570,12 +2390,15 @@ const file_agent_proto_rawDesc = "" +
 	"\x13SLOT_RESULT_SKIPPED\x10\x02\x12\x1b\n" +
 	"\x17SLOT_RESULT_ROLLED_BACK\x10\x03\x12\x16\n" +
 	"\x12SLOT_RESULT_FAILED\x10\x04\x12\x17\n" +
-	"\x13SLOT_RESULT_NOT_RUN\x10\x052\xc1\x02\n" +
+	"\x13SLOT_RESULT_NOT_RUN\x10\x052\x9e\x04\n" +
 	"\x05Agent\x12I\n" +
 	"\x06Status\x12\x1e.haroll.agent.v1.StatusRequest\x1a\x1f.haroll.agent.v1.StatusResponse\x12N\n" +
 	"\bRedeploy\x12 .haroll.agent.v1.RedeployRequest\x1a\x1e.haroll.agent.v1.RedeployEvent0\x01\x12L\n" +
 	"\aPromote\x12\x1f.haroll.agent.v1.PromoteRequest\x1a .haroll.agent.v1.PromoteResponse\x12O\n" +
-	"\bCounters\x12 .haroll.agent.v1.CountersRequest\x1a\x1f.haroll.agent.v1.CountersSample0\x01B(Z&github.com/haroll/haroll/agent/agentpbb\x06proto3"
+	"\bCounters\x12 .haroll.agent.v1.CountersRequest\x1a\x1f.haroll.agent.v1.CountersSample0\x01\x12L\n" +
+	"\aHistory\x12\x1f.haroll.agent.v1.HistoryRequest\x1a .haroll.agent.v1.HistoryResponse\x12E\n" +
+	"\x04Pull\x12\x1c.haroll.agent.v1.PullRequest\x1a\x1d.haroll.agent.v1.PullProgress0\x01\x12F\n" +
+	"\x05Claim\x12\x1d.haroll.agent.v1.ClaimRequest\x1a\x1e.haroll.agent.v1.ClaimResponseB(Z&github.com/haroll/haroll/agent/agentpbb\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -1590,64 +2413,96 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_agent_proto_goTypes = []any{
 	(Phase)(0),                    // 0: haroll.agent.v1.Phase
 	(SlotResult)(0),               // 1: haroll.agent.v1.SlotResult
-	(*StatusRequest)(nil),         // 2: haroll.agent.v1.StatusRequest
-	(*StatusResponse)(nil),        // 3: haroll.agent.v1.StatusResponse
-	(*SlotStatus)(nil),            // 4: haroll.agent.v1.SlotStatus
-	(*SlotPending)(nil),           // 5: haroll.agent.v1.SlotPending
-	(*RedeployRequest)(nil),       // 6: haroll.agent.v1.RedeployRequest
-	(*PromoteRequest)(nil),        // 7: haroll.agent.v1.PromoteRequest
-	(*PromoteResponse)(nil),       // 8: haroll.agent.v1.PromoteResponse
-	(*SlotWeight)(nil),            // 9: haroll.agent.v1.SlotWeight
-	(*CountersRequest)(nil),       // 10: haroll.agent.v1.CountersRequest
-	(*CountersSample)(nil),        // 11: haroll.agent.v1.CountersSample
-	(*SlotCounters)(nil),          // 12: haroll.agent.v1.SlotCounters
-	(*RedeployEvent)(nil),         // 13: haroll.agent.v1.RedeployEvent
-	(*PhaseEvent)(nil),            // 14: haroll.agent.v1.PhaseEvent
-	(*Report)(nil),                // 15: haroll.agent.v1.Report
-	(*SlotReport)(nil),            // 16: haroll.agent.v1.SlotReport
-	nil,                           // 17: haroll.agent.v1.SlotReport.PhasesEntry
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
+	(*Fence)(nil),                 // 2: haroll.agent.v1.Fence
+	(*StatusRequest)(nil),         // 3: haroll.agent.v1.StatusRequest
+	(*StatusResponse)(nil),        // 4: haroll.agent.v1.StatusResponse
+	(*SlotStatus)(nil),            // 5: haroll.agent.v1.SlotStatus
+	(*SlotPending)(nil),           // 6: haroll.agent.v1.SlotPending
+	(*RedeployRequest)(nil),       // 7: haroll.agent.v1.RedeployRequest
+	(*PromoteRequest)(nil),        // 8: haroll.agent.v1.PromoteRequest
+	(*PromoteResponse)(nil),       // 9: haroll.agent.v1.PromoteResponse
+	(*SlotWeight)(nil),            // 10: haroll.agent.v1.SlotWeight
+	(*CountersRequest)(nil),       // 11: haroll.agent.v1.CountersRequest
+	(*CountersSample)(nil),        // 12: haroll.agent.v1.CountersSample
+	(*SlotCounters)(nil),          // 13: haroll.agent.v1.SlotCounters
+	(*RedeployEvent)(nil),         // 14: haroll.agent.v1.RedeployEvent
+	(*PhaseEvent)(nil),            // 15: haroll.agent.v1.PhaseEvent
+	(*Report)(nil),                // 16: haroll.agent.v1.Report
+	(*SlotReport)(nil),            // 17: haroll.agent.v1.SlotReport
+	(*HistoryRequest)(nil),        // 18: haroll.agent.v1.HistoryRequest
+	(*HistoryResponse)(nil),       // 19: haroll.agent.v1.HistoryResponse
+	(*HistoryEntry)(nil),          // 20: haroll.agent.v1.HistoryEntry
+	(*PullRequest)(nil),           // 21: haroll.agent.v1.PullRequest
+	(*PullProgress)(nil),          // 22: haroll.agent.v1.PullProgress
+	(*ClaimRequest)(nil),          // 23: haroll.agent.v1.ClaimRequest
+	(*ClaimResponse)(nil),         // 24: haroll.agent.v1.ClaimResponse
+	nil,                           // 25: haroll.agent.v1.SlotReport.PhasesEntry
+	nil,                           // 26: haroll.agent.v1.HistoryEntry.PhasesEntry
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 28: google.protobuf.Duration
 }
 var file_agent_proto_depIdxs = []int32{
-	4,  // 0: haroll.agent.v1.StatusResponse.slots:type_name -> haroll.agent.v1.SlotStatus
-	5,  // 1: haroll.agent.v1.SlotStatus.pending:type_name -> haroll.agent.v1.SlotPending
-	18, // 2: haroll.agent.v1.SlotPending.started:type_name -> google.protobuf.Timestamp
-	18, // 3: haroll.agent.v1.SlotPending.failed_at:type_name -> google.protobuf.Timestamp
-	0,  // 4: haroll.agent.v1.SlotPending.phase_code:type_name -> haroll.agent.v1.Phase
-	9,  // 5: haroll.agent.v1.PromoteResponse.slots:type_name -> haroll.agent.v1.SlotWeight
-	19, // 6: haroll.agent.v1.CountersRequest.interval:type_name -> google.protobuf.Duration
-	19, // 7: haroll.agent.v1.CountersRequest.window:type_name -> google.protobuf.Duration
-	18, // 8: haroll.agent.v1.CountersSample.time:type_name -> google.protobuf.Timestamp
-	12, // 9: haroll.agent.v1.CountersSample.slots:type_name -> haroll.agent.v1.SlotCounters
-	14, // 10: haroll.agent.v1.RedeployEvent.phase:type_name -> haroll.agent.v1.PhaseEvent
-	15, // 11: haroll.agent.v1.RedeployEvent.report:type_name -> haroll.agent.v1.Report
-	18, // 12: haroll.agent.v1.PhaseEvent.start:type_name -> google.protobuf.Timestamp
-	19, // 13: haroll.agent.v1.PhaseEvent.duration:type_name -> google.protobuf.Duration
-	0,  // 14: haroll.agent.v1.PhaseEvent.phase_code:type_name -> haroll.agent.v1.Phase
-	16, // 15: haroll.agent.v1.Report.slots:type_name -> haroll.agent.v1.SlotReport
-	19, // 16: haroll.agent.v1.Report.total:type_name -> google.protobuf.Duration
-	17, // 17: haroll.agent.v1.SlotReport.phases:type_name -> haroll.agent.v1.SlotReport.PhasesEntry
-	19, // 18: haroll.agent.v1.SlotReport.total:type_name -> google.protobuf.Duration
-	1,  // 19: haroll.agent.v1.SlotReport.result_code:type_name -> haroll.agent.v1.SlotResult
-	19, // 20: haroll.agent.v1.SlotReport.PhasesEntry.value:type_name -> google.protobuf.Duration
-	2,  // 21: haroll.agent.v1.Agent.Status:input_type -> haroll.agent.v1.StatusRequest
-	6,  // 22: haroll.agent.v1.Agent.Redeploy:input_type -> haroll.agent.v1.RedeployRequest
-	7,  // 23: haroll.agent.v1.Agent.Promote:input_type -> haroll.agent.v1.PromoteRequest
-	10, // 24: haroll.agent.v1.Agent.Counters:input_type -> haroll.agent.v1.CountersRequest
-	3,  // 25: haroll.agent.v1.Agent.Status:output_type -> haroll.agent.v1.StatusResponse
-	13, // 26: haroll.agent.v1.Agent.Redeploy:output_type -> haroll.agent.v1.RedeployEvent
-	8,  // 27: haroll.agent.v1.Agent.Promote:output_type -> haroll.agent.v1.PromoteResponse
-	11, // 28: haroll.agent.v1.Agent.Counters:output_type -> haroll.agent.v1.CountersSample
-	25, // [25:29] is the sub-list for method output_type
-	21, // [21:25] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	27, // 0: haroll.agent.v1.Fence.since:type_name -> google.protobuf.Timestamp
+	28, // 1: haroll.agent.v1.Fence.claim_ttl:type_name -> google.protobuf.Duration
+	5,  // 2: haroll.agent.v1.StatusResponse.slots:type_name -> haroll.agent.v1.SlotStatus
+	2,  // 3: haroll.agent.v1.StatusResponse.claim:type_name -> haroll.agent.v1.Fence
+	27, // 4: haroll.agent.v1.StatusResponse.claim_expires:type_name -> google.protobuf.Timestamp
+	6,  // 5: haroll.agent.v1.SlotStatus.pending:type_name -> haroll.agent.v1.SlotPending
+	27, // 6: haroll.agent.v1.SlotPending.started:type_name -> google.protobuf.Timestamp
+	27, // 7: haroll.agent.v1.SlotPending.failed_at:type_name -> google.protobuf.Timestamp
+	0,  // 8: haroll.agent.v1.SlotPending.phase_code:type_name -> haroll.agent.v1.Phase
+	2,  // 9: haroll.agent.v1.RedeployRequest.fence:type_name -> haroll.agent.v1.Fence
+	2,  // 10: haroll.agent.v1.PromoteRequest.fence:type_name -> haroll.agent.v1.Fence
+	10, // 11: haroll.agent.v1.PromoteResponse.slots:type_name -> haroll.agent.v1.SlotWeight
+	28, // 12: haroll.agent.v1.CountersRequest.interval:type_name -> google.protobuf.Duration
+	28, // 13: haroll.agent.v1.CountersRequest.window:type_name -> google.protobuf.Duration
+	27, // 14: haroll.agent.v1.CountersSample.time:type_name -> google.protobuf.Timestamp
+	13, // 15: haroll.agent.v1.CountersSample.slots:type_name -> haroll.agent.v1.SlotCounters
+	15, // 16: haroll.agent.v1.RedeployEvent.phase:type_name -> haroll.agent.v1.PhaseEvent
+	16, // 17: haroll.agent.v1.RedeployEvent.report:type_name -> haroll.agent.v1.Report
+	27, // 18: haroll.agent.v1.PhaseEvent.start:type_name -> google.protobuf.Timestamp
+	28, // 19: haroll.agent.v1.PhaseEvent.duration:type_name -> google.protobuf.Duration
+	0,  // 20: haroll.agent.v1.PhaseEvent.phase_code:type_name -> haroll.agent.v1.Phase
+	17, // 21: haroll.agent.v1.Report.slots:type_name -> haroll.agent.v1.SlotReport
+	28, // 22: haroll.agent.v1.Report.total:type_name -> google.protobuf.Duration
+	25, // 23: haroll.agent.v1.SlotReport.phases:type_name -> haroll.agent.v1.SlotReport.PhasesEntry
+	28, // 24: haroll.agent.v1.SlotReport.total:type_name -> google.protobuf.Duration
+	1,  // 25: haroll.agent.v1.SlotReport.result_code:type_name -> haroll.agent.v1.SlotResult
+	20, // 26: haroll.agent.v1.HistoryResponse.entries:type_name -> haroll.agent.v1.HistoryEntry
+	27, // 27: haroll.agent.v1.HistoryEntry.start:type_name -> google.protobuf.Timestamp
+	27, // 28: haroll.agent.v1.HistoryEntry.end:type_name -> google.protobuf.Timestamp
+	1,  // 29: haroll.agent.v1.HistoryEntry.result_code:type_name -> haroll.agent.v1.SlotResult
+	26, // 30: haroll.agent.v1.HistoryEntry.phases:type_name -> haroll.agent.v1.HistoryEntry.PhasesEntry
+	28, // 31: haroll.agent.v1.HistoryEntry.total:type_name -> google.protobuf.Duration
+	2,  // 32: haroll.agent.v1.PullRequest.fence:type_name -> haroll.agent.v1.Fence
+	2,  // 33: haroll.agent.v1.ClaimRequest.fence:type_name -> haroll.agent.v1.Fence
+	2,  // 34: haroll.agent.v1.ClaimResponse.claim:type_name -> haroll.agent.v1.Fence
+	27, // 35: haroll.agent.v1.ClaimResponse.claim_expires:type_name -> google.protobuf.Timestamp
+	28, // 36: haroll.agent.v1.SlotReport.PhasesEntry.value:type_name -> google.protobuf.Duration
+	28, // 37: haroll.agent.v1.HistoryEntry.PhasesEntry.value:type_name -> google.protobuf.Duration
+	3,  // 38: haroll.agent.v1.Agent.Status:input_type -> haroll.agent.v1.StatusRequest
+	7,  // 39: haroll.agent.v1.Agent.Redeploy:input_type -> haroll.agent.v1.RedeployRequest
+	8,  // 40: haroll.agent.v1.Agent.Promote:input_type -> haroll.agent.v1.PromoteRequest
+	11, // 41: haroll.agent.v1.Agent.Counters:input_type -> haroll.agent.v1.CountersRequest
+	18, // 42: haroll.agent.v1.Agent.History:input_type -> haroll.agent.v1.HistoryRequest
+	21, // 43: haroll.agent.v1.Agent.Pull:input_type -> haroll.agent.v1.PullRequest
+	23, // 44: haroll.agent.v1.Agent.Claim:input_type -> haroll.agent.v1.ClaimRequest
+	4,  // 45: haroll.agent.v1.Agent.Status:output_type -> haroll.agent.v1.StatusResponse
+	14, // 46: haroll.agent.v1.Agent.Redeploy:output_type -> haroll.agent.v1.RedeployEvent
+	9,  // 47: haroll.agent.v1.Agent.Promote:output_type -> haroll.agent.v1.PromoteResponse
+	12, // 48: haroll.agent.v1.Agent.Counters:output_type -> haroll.agent.v1.CountersSample
+	19, // 49: haroll.agent.v1.Agent.History:output_type -> haroll.agent.v1.HistoryResponse
+	22, // 50: haroll.agent.v1.Agent.Pull:output_type -> haroll.agent.v1.PullProgress
+	24, // 51: haroll.agent.v1.Agent.Claim:output_type -> haroll.agent.v1.ClaimResponse
+	45, // [45:52] is the sub-list for method output_type
+	38, // [38:45] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1655,7 +2510,7 @@ func file_agent_proto_init() {
 	if File_agent_proto != nil {
 		return
 	}
-	file_agent_proto_msgTypes[11].OneofWrappers = []any{
+	file_agent_proto_msgTypes[12].OneofWrappers = []any{
 		(*RedeployEvent_Phase)(nil),
 		(*RedeployEvent_Report)(nil),
 	}
@@ -1665,7 +2520,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   16,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

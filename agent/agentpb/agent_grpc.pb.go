@@ -26,6 +26,9 @@ const (
 	Agent_Redeploy_FullMethodName = "/haroll.agent.v1.Agent/Redeploy"
 	Agent_Promote_FullMethodName  = "/haroll.agent.v1.Agent/Promote"
 	Agent_Counters_FullMethodName = "/haroll.agent.v1.Agent/Counters"
+	Agent_History_FullMethodName  = "/haroll.agent.v1.Agent/History"
+	Agent_Pull_FullMethodName     = "/haroll.agent.v1.Agent/Pull"
+	Agent_Claim_FullMethodName    = "/haroll.agent.v1.Agent/Claim"
 )
 
 // AgentClient is the client API for Agent service.
@@ -49,6 +52,22 @@ type AgentClient interface {
 	// Counters streams every slot's HAProxy traffic counters, read every
 	// interval, until window has passed or the caller goes away.
 	Counters(ctx context.Context, in *CountersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CountersSample], error)
+	// History returns the host's recorded replacements, newest first: every
+	// replacement of every slot, by any caller, kept across agent restarts
+	// (bounded: the newest entries per slot).
+	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
+	// Pull fetches image into the host's Docker engine, touching no slot (a
+	// fleet rollout's prepull before its first drain), streaming its progress;
+	// the last message has done set. NOT_FOUND when the engine cannot get the
+	// image, INVALID_ARGUMENT for a bad reference, PERMISSION_DENIED for an
+	// image the agent's allowlist refuses, ABORTED when fenced (see Fence).
+	Pull(ctx context.Context, in *PullRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PullProgress], error)
+	// Claim marks the host as belonging to a running fleet rollout (fence),
+	// until claim_ttl has passed since the last request carrying that fence,
+	// or until a Claim with release set. While claimed, a redeploy without a
+	// fence (a person's `haroll redeploy`) is refused with FAILED_PRECONDITION
+	// naming the rollout, unless it sets break_claim. ABORTED when fenced.
+	Claim(ctx context.Context, in *ClaimRequest, opts ...grpc.CallOption) (*ClaimResponse, error)
 }
 
 type agentClient struct {
@@ -117,6 +136,45 @@ func (c *agentClient) Counters(ctx context.Context, in *CountersRequest, opts ..
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_CountersClient = grpc.ServerStreamingClient[CountersSample]
 
+func (c *agentClient) History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HistoryResponse)
+	err := c.cc.Invoke(ctx, Agent_History_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) Pull(ctx context.Context, in *PullRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PullProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[2], Agent_Pull_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PullRequest, PullProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_PullClient = grpc.ServerStreamingClient[PullProgress]
+
+func (c *agentClient) Claim(ctx context.Context, in *ClaimRequest, opts ...grpc.CallOption) (*ClaimResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClaimResponse)
+	err := c.cc.Invoke(ctx, Agent_Claim_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -138,6 +196,22 @@ type AgentServer interface {
 	// Counters streams every slot's HAProxy traffic counters, read every
 	// interval, until window has passed or the caller goes away.
 	Counters(*CountersRequest, grpc.ServerStreamingServer[CountersSample]) error
+	// History returns the host's recorded replacements, newest first: every
+	// replacement of every slot, by any caller, kept across agent restarts
+	// (bounded: the newest entries per slot).
+	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
+	// Pull fetches image into the host's Docker engine, touching no slot (a
+	// fleet rollout's prepull before its first drain), streaming its progress;
+	// the last message has done set. NOT_FOUND when the engine cannot get the
+	// image, INVALID_ARGUMENT for a bad reference, PERMISSION_DENIED for an
+	// image the agent's allowlist refuses, ABORTED when fenced (see Fence).
+	Pull(*PullRequest, grpc.ServerStreamingServer[PullProgress]) error
+	// Claim marks the host as belonging to a running fleet rollout (fence),
+	// until claim_ttl has passed since the last request carrying that fence,
+	// or until a Claim with release set. While claimed, a redeploy without a
+	// fence (a person's `haroll redeploy`) is refused with FAILED_PRECONDITION
+	// naming the rollout, unless it sets break_claim. ABORTED when fenced.
+	Claim(context.Context, *ClaimRequest) (*ClaimResponse, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -159,6 +233,15 @@ func (UnimplementedAgentServer) Promote(context.Context, *PromoteRequest) (*Prom
 }
 func (UnimplementedAgentServer) Counters(*CountersRequest, grpc.ServerStreamingServer[CountersSample]) error {
 	return status.Errorf(codes.Unimplemented, "method Counters not implemented")
+}
+func (UnimplementedAgentServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method History not implemented")
+}
+func (UnimplementedAgentServer) Pull(*PullRequest, grpc.ServerStreamingServer[PullProgress]) error {
+	return status.Errorf(codes.Unimplemented, "method Pull not implemented")
+}
+func (UnimplementedAgentServer) Claim(context.Context, *ClaimRequest) (*ClaimResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Claim not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -239,6 +322,53 @@ func _Agent_Counters_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_CountersServer = grpc.ServerStreamingServer[CountersSample]
 
+func _Agent_History_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).History(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_History_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).History(ctx, req.(*HistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_Pull_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(PullRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServer).Pull(m, &grpc.GenericServerStream[PullRequest, PullProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_PullServer = grpc.ServerStreamingServer[PullProgress]
+
+func _Agent_Claim_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClaimRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).Claim(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_Claim_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).Claim(ctx, req.(*ClaimRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -254,6 +384,14 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Promote",
 			Handler:    _Agent_Promote_Handler,
 		},
+		{
+			MethodName: "History",
+			Handler:    _Agent_History_Handler,
+		},
+		{
+			MethodName: "Claim",
+			Handler:    _Agent_Claim_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -264,6 +402,11 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Counters",
 			Handler:       _Agent_Counters_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Pull",
+			Handler:       _Agent_Pull_Handler,
 			ServerStreams: true,
 		},
 	},
