@@ -72,6 +72,10 @@ type Executor struct {
 	// Hooks run after the preflight, before the first batch (Pre), and once
 	// the rollout ended (Post).
 	Hooks Hooks
+	// Lease, if set, is the fleet lock the rollout holds: checked before
+	// every step (a lost lock stops the rollout there, ErrLockLost), and
+	// carried to the agents as the fence of every request.
+	Lease Lease
 	// Events, if set, receives the live progress, one event at a time.
 	Events func(Event)
 	Log    *slog.Logger

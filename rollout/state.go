@@ -48,6 +48,21 @@ type State struct {
 	PID int `json:"pid,omitempty"`
 	// Generation pairs the snapshot with its log (version 2).
 	Generation uint64 `json:"generation,omitempty"`
+	// The fleet lock the rollout was started under (a resume takes a new
+	// one), and what kind of rollout it is (KindRollout or KindRollback).
+	RolloutID string `json:"rollout_id,omitempty"`
+	Token     uint64 `json:"token,omitempty"`
+	Kind      string `json:"kind,omitempty"`
+	Message   string `json:"message,omitempty"`
+	// Images, for a rollback, is the image each (host, slot) pair goes back
+	// to, keyed "host/slot"; Image is then empty.
+	Images map[string]string `json:"images,omitempty"`
+	// OnFailure is what the rollout does when its failures pass
+	// max_failures (OnFailureStop, OnFailureRollback, OnFailurePause).
+	OnFailure string `json:"on_failure,omitempty"`
+	// Prepulled is set once every host had the image (prepull): a resume
+	// does not pull again.
+	Prepulled bool `json:"prepulled,omitempty"`
 }
 
 // PairResult is one finished (host, slot) pair.
