@@ -23,7 +23,7 @@ HAPROXY30 ?= $(or $(HAROLL_HAPROXY30_DIR),/opt/haroll/haproxy-3.0)/haproxy
 DOCKER_ONLY := TestADockerDaemonRestartMidReplacement|TestAStalledImagePull|TestAnInterruptedRedeployStopsItsPull|TestACoordinatorThatGoesAwayDuringAPull|TestAContainerCreatedWithRm|TestStaticIPAndMACAddressesAreKept
 # The coordinator's tests (fleets of hosts driven over gRPC): what they ask of each host is the
 # replacement every other test runs against 3.0, so the 3.0 pass skips them too (CI's time).
-COORDINATOR := TestFleetRollout|TestCanaryRollout|TestResumeAfterTheCoordinatorIsKilled|TestNetworkCut|TestAgentMetricsCountARedeployThroughTheDaemon
+COORDINATOR := TestFleetRollout|TestFleetOps|TestCanaryRollout|TestResumeAfterTheCoordinatorIsKilled|TestNetworkCut|TestAgentMetricsCountARedeployThroughTheDaemon
 SKIP_30 := $(DOCKER_ONLY)|$(COORDINATOR)
 
 # Every step must pass: unformatted files, vet findings or a failing test fail make.

@@ -24,6 +24,9 @@ type FleetOptions struct {
 	Name  string // prefix of every host's containers
 	Hosts int
 	Host  HostOptions // template: Dir and Name are set per host
+	// HostFor, when set, adjusts host i's options (0-based) after the
+	// template is copied: a host on a Docker engine of its own, say.
+	HostFor func(i int, o *HostOptions)
 }
 
 // Fleet is a running set of simulated hosts and their agents.
@@ -69,6 +72,9 @@ func StartFleet(ctx context.Context, o FleetOptions) (f *Fleet, err error) {
 			ho := o.Host
 			ho.Dir = filepath.Join(o.Dir, fmt.Sprintf("h%d", i+1))
 			ho.Name = fmt.Sprintf("%sh%d", o.Name, i+1)
+			if o.HostFor != nil {
+				o.HostFor(i, &ho)
+			}
 			f.Hosts[i], errs[i] = StartHost(ctx, ho)
 		}()
 	}
@@ -135,7 +141,8 @@ func makePKI(dir string, hosts int) error {
 // TCP listener (addr; "" when it has none) accept connections.
 func StartAgent(ctx context.Context, bin string, h *Host, addr string) (*AgentProcess, error) {
 	logPath := filepath.Join(h.Opts.Dir, "agent.log")
-	logf, err := os.Create(logPath)
+	// Appended: a restarted agent's log follows its predecessor's.
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -220,4 +227,19 @@ func (f *Fleet) Close() {
 		go func() { defer wg.Done(); h.Close() }()
 	}
 	wg.Wait()
+}
+
+// RestartAgent stops agent i (0-based) with SIGTERM and starts it again on
+// the same configuration and address, as a host's service manager would.
+func (f *Fleet) RestartAgent(ctx context.Context, bin string, i int) error {
+	old := f.Agents[i]
+	if err := old.Stop(); err != nil {
+		return err
+	}
+	a, err := StartAgent(ctx, bin, f.Hosts[i], old.Addr)
+	if err != nil {
+		return err
+	}
+	f.Agents[i] = a
+	return nil
 }

@@ -1,0 +1,672 @@
+package integration
+
+// Fleet operations (issue 14) end to end: the fleet lock (file and etcd
+// stores), on_failure: rollback, `haroll rollout rollback`, the prepull, the
+// agents' history, and a coordinator that dies or loses etcd mid-rollout.
+// Each test starts one fleet of 4 hosts with 2 slots each and runs every
+// case of its own on it, under load, to keep CI's time down.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/haroll/haroll/agent/agentpb"
+	"github.com/haroll/haroll/integration/harness"
+	"github.com/haroll/haroll/integration/loadgen"
+	"github.com/haroll/haroll/internal/tlsconf"
+	"github.com/haroll/haroll/rollout"
+)
+
+// opsWeights: two slots per host, the fewest with which a host keeps
+// serving while one is replaced.
+var opsWeights = weights[:2]
+
+// startOpsFleet starts 4 hosts of 2 slots (host i adjusted by hostFor, when
+// set) with their agents, for one test.
+func startOpsFleet(t *testing.T, hostFor func(i int, o *harness.HostOptions)) *harness.Fleet {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	f, err := harness.StartFleet(ctx, harness.FleetOptions{
+		Dir: t.TempDir(), Bin: harollBin, Name: fmt.Sprintf("fop%d", time.Now().UnixNano()%1e8), Hosts: fleetHosts,
+		Host:    harness.HostOptions{Image: images.V1, Weights: opsWeights, Addressing: harness.FixedPorts, HealthTimeout: 8 * time.Second},
+		HostFor: hostFor,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for i, a := range f.Agents {
+				t.Logf("agent %d log:\n%s", i+1, a.Log())
+			}
+		}
+		f.Close()
+	})
+	logHAProxyTrouble(t, f)
+	return f
+}
+
+var v3 struct {
+	once sync.Once
+	ref  string
+	err  error
+}
+
+// imageV3 is a third good version of the test app (VERSION v3, with a
+// HEALTHCHECK like v2), built once for the tests that need it.
+func imageV3(t *testing.T) string {
+	t.Helper()
+	v3.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		v3.ref = "haroll-it-app:v3"
+		_, v3.err = harness.BuildTestApp(ctx, harness.ImageOptions{Tag: v3.ref, Healthcheck: true, Env: map[string]string{
+			"VERSION": "v3", "BOOT_DELAY": app.BootDelay.String(), "WARMUP": app.Warmup.String(), "LATENCY_MAX": app.LatencyMax.String()}})
+	})
+	if v3.err != nil {
+		t.Fatal(v3.err)
+	}
+	return v3.ref
+}
+
+// version is the VERSION an image of the test app reports ("v2" for
+// haroll-it-app:v2).
+func version(image string) string { return image[strings.LastIndex(image, ":")+1:] }
+
+// loadOps is loadFleet with shorter slow requests (1.5 s, one a second): a
+// drain waits for them, and these tests run many rollouts.
+func loadOps(f *harness.Fleet) func() []loadgen.Result {
+	var stops []func() loadgen.Result
+	for _, h := range f.Hosts {
+		stops = append(stops, loadgen.Start(context.Background(), loadgen.Options{
+			URL: h.URL("/"), Rate: 40, Workers: 32, SlowURL: h.URL("/slow?ms=1500"), SlowEvery: time.Second,
+		}))
+	}
+	time.Sleep(500 * time.Millisecond)
+	return func() []loadgen.Result {
+		time.Sleep(1500 * time.Millisecond) // the last second shows who serves now
+		var res []loadgen.Result
+		for _, stop := range stops {
+			res = append(res, stop())
+		}
+		return res
+	}
+}
+
+// opsConfig writes a coordinator config for f in a directory of its own (a
+// machine of its own): the fleet's hosts and certificates, a state file in
+// that directory, and the extra YAML keys.
+func opsConfig(t *testing.T, f *harness.Fleet, extra string) string {
+	t.Helper()
+	b, err := os.ReadFile(f.CoordinatorYAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	from := "state_file: " + f.StateFile
+	if !bytes.Contains(b, []byte(from)) {
+		t.Fatalf("%s does not say %q", f.CoordinatorYAML, from)
+	}
+	body := strings.Replace(string(b), from, "state_file: "+filepath.Join(dir, "rollout.json"), 1) + extra
+	p := filepath.Join(dir, "coordinator.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// holder is how the fleet lock names this test's coordinators: user@host.
+func holder(t *testing.T) string {
+	t.Helper()
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Username + "@" + host
+}
+
+// harollJSON runs haroll and decodes its stdout (the JSON result) into v;
+// it returns stderr (the progress) and the exit error.
+func harollJSON(t *testing.T, v any, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, harollBin, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	t.Logf("haroll %s (%v):\n%s\n%s", strings.Join(args, " "), err, stderr.String(), stdout.String())
+	if jerr := json.Unmarshal(stdout.Bytes(), v); jerr != nil {
+		t.Errorf("haroll %s: stdout is not the JSON result: %v", strings.Join(args, " "), jerr)
+	}
+	return stderr.String(), err
+}
+
+// exitCode is the exit status err says, 0 for nil, -1 when it is not one.
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if err == nil {
+		return 0
+	}
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	return -1
+}
+
+// pair is two rollouts started at once.
+type pair struct {
+	a, b *watched
+	// first is the one that exited first.
+	first, last *watched
+}
+
+// startPair starts `haroll rollout` with configA and imageA, and with
+// configB and imageB, at once (messages "pair-a" and "pair-b"), and waits
+// for both.
+func startPair(t *testing.T, configA, imageA, configB, imageB string, extra ...string) pair {
+	t.Helper()
+	args := func(config, image, msg string) []string {
+		return append([]string{"rollout", "--config", config, "--image", image, "--message", msg}, extra...)
+	}
+	p := pair{a: startHaroll(t, args(configA, imageA, "pair-a")...), b: startHaroll(t, args(configB, imageB, "pair-b")...)}
+	deadline := time.After(5 * time.Minute)
+	select {
+	case <-p.a.done:
+		p.first, p.last = p.a, p.b
+	case <-p.b.done:
+		p.first, p.last = p.b, p.a
+	case <-deadline:
+		t.Fatalf("neither rollout ended within 5m:\n%s\n%s", p.a.output(), p.b.output())
+	}
+	_ = p.last.wait(t, 5*time.Minute)
+	t.Logf("rollout pair-a (exit %v):\n%s", p.a.err, p.a.output())
+	t.Logf("rollout pair-b (exit %v):\n%s", p.b.err, p.b.output())
+	return p
+}
+
+// dialAgent connects to agent i of f as the coordinator does.
+func dialAgent(f *harness.Fleet, i int) (*grpc.ClientConn, error) {
+	cfg, err := tlsconf.Client(filepath.Join(f.PKI, "coordinator.crt"), filepath.Join(f.PKI, "coordinator.key"), filepath.Join(f.PKI, "ca.crt"))
+	if err != nil {
+		return nil, err
+	}
+	return grpc.NewClient(f.Agents[i].Addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+}
+
+// entry is one replacement in an agent's history, with its host (0-based).
+type entry struct {
+	host int
+	*agentpb.HistoryEntry
+}
+
+// fleetHistory asks every agent of f for its whole history.
+func fleetHistory(t *testing.T, f *harness.Fleet) []entry {
+	t.Helper()
+	var all []entry
+	for i := range f.Agents {
+		conn, err := dialAgent(f, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, err := agentpb.NewAgentClient(conn).History(ctx, &agentpb.HistoryRequest{})
+		cancel()
+		conn.Close()
+		if err != nil {
+			t.Fatalf("history of agent %d: %v", i+1, err)
+		}
+		for _, e := range resp.GetEntries() {
+			all = append(all, entry{host: i, HistoryEntry: e})
+		}
+	}
+	return all
+}
+
+// rolloutIDs returns the distinct rollout ids of the entries that match.
+func rolloutIDs(es []entry, match func(entry) bool) []string {
+	var ids []string
+	for _, e := range es {
+		if match(e) && !slices.Contains(ids, e.GetRolloutId()) {
+			ids = append(ids, e.GetRolloutId())
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// oneRolloutID is the one rollout id of the replacements by image, or fails.
+func oneRolloutID(t *testing.T, es []entry, image string) string {
+	t.Helper()
+	ids := rolloutIDs(es, func(e entry) bool { return e.GetRequestedImage() == image && e.GetResult() == rollout.ResultReplaced })
+	if len(ids) != 1 || ids[0] == "" {
+		t.Fatalf("the agents' history has rollout ids %q for the replacements by %s, want one", ids, image)
+	}
+	return ids[0]
+}
+
+// span is when the replacements of one rollout began and ended, fleet-wide.
+func span(es []entry, id string) (first, last time.Time) {
+	for _, e := range es {
+		if e.GetRolloutId() != id {
+			continue
+		}
+		if s := e.GetStart().AsTime(); first.IsZero() || s.Before(first) {
+			first = s
+		}
+		if e := e.GetEnd().AsTime(); e.After(last) {
+			last = e
+		}
+	}
+	return first, last
+}
+
+// assertRefused checks that out is a refusal of the fleet lock that names
+// the rollout that holds it: who, which rollout, why.
+func assertRefused(t *testing.T, w *watched, winnerID, winnerMsg string) {
+	t.Helper()
+	out := w.output()
+	if code := exitCode(w.err); code != 1 {
+		t.Errorf("the refused rollout exited %v, want exit status 1", w.err)
+	}
+	for _, want := range []string{"the fleet is locked by another rollout", holder(t), winnerID, winnerMsg} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the refusal does not say %q:\n%s", want, out)
+		}
+	}
+}
+
+// assertFleetOn checks every host serves image on every slot at its weight,
+// with no other container.
+func assertFleetOn(t *testing.T, f *harness.Fleet, image string) {
+	t.Helper()
+	for _, h := range f.Hosts {
+		assertServing(t, h, image)
+	}
+}
+
+// lockedPairs runs issue 14's first test on f through configA and configB
+// (one machine's config twice for the file store, two machines' for etcd):
+// two rollouts started at once, then two with --lock-wait. It returns the
+// images of the lock-wait pair in the order they ran.
+func lockedPairs(t *testing.T, f *harness.Fleet, configA, configB string) (firstImage, lastImage string) {
+	t.Helper()
+	v3 := imageV3(t)
+
+	t.Run("of two rollouts started together one runs, the other is refused naming the holder", func(t *testing.T) {
+		stopLoad := loadOps(f)
+		p := startPair(t, configA, images.V2, configB, v3, "--batch", "4")
+		results := stopLoad()
+		winner, loser, winnerImage, winnerMsg := p.a, p.b, images.V2, "pair-a"
+		if p.a.err != nil {
+			winner, loser, winnerImage, winnerMsg = p.b, p.a, v3, "pair-b"
+		}
+		if winner.err != nil {
+			t.Fatalf("both rollouts failed: %v, %v", p.a.err, p.b.err)
+		}
+		assertFleetLoad(t, results, version(winnerImage))
+		assertFleetOn(t, f, winnerImage)
+		assertRefused(t, loser, oneRolloutID(t, fleetHistory(t, f), winnerImage), winnerMsg)
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	t.Run("with --lock-wait the second waits and runs after the first", func(t *testing.T) {
+		// Both images differ from what the fleet runs, so that each
+		// rollout replaces every slot.
+		now, err := f.Hosts[0].Containers(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		imageA, imageB := images.V1, images.V2
+		if now[0].Image != v3 {
+			imageB = v3
+		}
+		stopLoad := loadOps(f)
+		p := startPair(t, configA, imageA, configB, imageB, "--batch", "4", "--lock-wait", "3m")
+		results := stopLoad()
+		if p.a.err != nil || p.b.err != nil {
+			t.Fatalf("a rollout with --lock-wait failed: pair-a %v, pair-b %v", p.a.err, p.b.err)
+		}
+		firstImage, lastImage = imageA, imageB
+		if p.first == p.b {
+			firstImage, lastImage = imageB, imageA
+		}
+		assertFleetLoad(t, results, version(lastImage))
+		assertFleetOn(t, f, lastImage)
+		es := fleetHistory(t, f)
+		firstID, lastID := oneRolloutID(t, es, firstImage), oneRolloutID(t, es, lastImage)
+		_, firstEnded := span(es, firstID)
+		lastBegan, _ := span(es, lastID)
+		t.Logf("rollout %s (%s) ended %s, rollout %s (%s) began %s", firstID, firstImage, firstEnded.Format(time.RFC3339Nano),
+			lastID, lastImage, lastBegan.Format(time.RFC3339Nano))
+		if !firstEnded.Before(lastBegan) {
+			t.Errorf("rollout %s began replacing at %s, before rollout %s ended at %s: they ran together", lastID, lastBegan, firstID, firstEnded)
+		}
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+	return firstImage, lastImage
+}
+
+// TestFleetOpsFileStore: the fleet lock of the file store (one machine),
+// `haroll rollout rollback`, and the agents' history across a restart.
+func TestFleetOpsFileStore(t *testing.T) {
+	requireDeps(t)
+	f := startOpsFleet(t, nil)
+	config := opsConfig(t, f, "")
+	before, _ := lockedPairs(t, f, config, config)
+
+	var back rollout.Result
+	t.Run("rollback puts every slot back on the image it ran before the last rollout", func(t *testing.T) {
+		stopLoad := loadOps(f)
+		_, err := harollJSON(t, &back, "rollout", "rollback", "--config", config, "--batch", "2", "-o", "json")
+		results := stopLoad()
+		if err != nil {
+			t.Fatalf("rollback failed: %v", err)
+		}
+		assertFleetLoad(t, results, version(before))
+		assertFleetOn(t, f, before)
+		if back.Totals.Done != fleetHosts {
+			t.Errorf("the rollback's result: %+v, want %d hosts done", back.Totals, fleetHosts)
+		}
+	})
+
+	t.Run("history survives an agent restart and shows each replacement with its rollout id", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := f.RestartAgent(ctx, harollBin, 0); err != nil {
+			t.Fatal(err)
+		}
+		es := fleetHistory(t, f)
+		// Four rollouts changed every slot: the winner of the first pair,
+		// the lock-wait pair, the rollback; the refused one none.
+		ids := rolloutIDs(es, func(e entry) bool { return e.host == 0 })
+		if len(ids) != 4 || slices.Contains(ids, "") {
+			t.Fatalf("host 1's history has rollout ids %q, want the 4 rollouts that ran", ids)
+		}
+		for _, id := range ids {
+			for _, slot := range []string{"app-1", "app-2"} {
+				n := 0
+				for _, e := range es {
+					if e.host == 0 && e.GetRolloutId() == id && e.GetSlot() == slot {
+						n++
+						if e.GetResult() != rollout.ResultReplaced || e.GetFenceToken() == 0 || e.GetImageBefore() == "" ||
+							e.GetImageAfter() == "" || e.GetImageBefore() == e.GetImageAfter() || e.GetDigestAfter() == "" {
+							t.Errorf("host 1 %s rollout %s: %v, want a replacement with its fence and images", slot, id, e.HistoryEntry)
+						}
+					}
+				}
+				if n != 1 {
+					t.Errorf("host 1 %s: %d entries of rollout %s, want 1", slot, n, id)
+				}
+			}
+		}
+		kinds := map[string]string{}
+		for _, e := range es {
+			kinds[e.GetRolloutId()] = e.GetKind()
+		}
+		rollbacks := 0
+		for _, k := range kinds {
+			if k == rollout.KindRollback {
+				rollbacks++
+			}
+		}
+		if rollbacks != 1 {
+			t.Errorf("rollout kinds in the history: %v, want one rollback", kinds)
+		}
+
+		out, err := haroll(t, "status", "--config", f.Hosts[0].AgentYAML, "--history", "-o", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fleet, err := haroll(t, "rollout", "history", "--config", config, "--host", f.Agents[0].Addr, "--slot", "app-2", "-o", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			if !strings.Contains(out, id) {
+				t.Errorf("haroll status --history on host 1 does not show rollout %s", id)
+			}
+			if !strings.Contains(fleet, id) {
+				t.Errorf("haroll rollout history --host %s --slot app-2 does not show rollout %s", f.Agents[0].Addr, id)
+			}
+		}
+	})
+}
+
+// TestFleetOpsPrepullAndOnFailure runs host 2 on a Docker engine of its own:
+// an image that engine cannot get stops the rollout before any drain, and a
+// tag that is broken there fails batch 2, which on_failure: rollback answers
+// by putting batch 1 back.
+func TestFleetOpsPrepullAndOnFailure(t *testing.T) {
+	requireDeps(t)
+	v3 := imageV3(t)
+	d := startDockerd(t, images.Broken)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// haroll-it-app:v3 is the good v3 on the machine's engine, the broken
+	// app on host 2's.
+	if _, err := d.Docker(ctx, "tag", images.Broken, v3); err != nil {
+		t.Fatal(err)
+	}
+	// An image that only the machine's engine has, from a registry that
+	// does not answer: host 2's pull is refused at once.
+	port, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unreachable := fmt.Sprintf("127.0.0.1:%d/haroll-it-app:v2", port)
+	if _, err := exec.CommandContext(ctx, "docker", "tag", images.V2, unreachable).CombinedOutput(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = harness.RemoveImage(context.Background(), unreachable) })
+	f := startOpsFleet(t, func(i int, o *harness.HostOptions) {
+		if i == 1 {
+			o.DockerHost, o.Addressing, o.HealthTimeout = d.Host, harness.DefaultBridge, 5*time.Second
+		}
+	})
+
+	t.Run("an image one host cannot get stops the rollout before any drain", func(t *testing.T) {
+		before := make([]snapshot, len(f.Hosts))
+		for i, h := range f.Hosts {
+			before[i] = takeSnapshot(t, h)
+		}
+		stopLoad := loadOps(f)
+		sampler := sampleOut(t, f)
+		out, err := haroll(t, "rollout", "--config", f.CoordinatorYAML, "--image", unreachable, "--batch", "1")
+		maxHosts, _ := sampler.finish()
+		results := stopLoad()
+		if code := exitCode(err); code != 1 {
+			t.Errorf("the rollout exited %v, want exit status 1", err)
+		}
+		assertFleetLoad(t, results, "v1")
+		if maxHosts != 0 {
+			t.Errorf("a server was taken out of service (%v): the rollout did not stop before its first drain", sampler.worst)
+		}
+		for i, h := range f.Hosts {
+			if after := takeSnapshot(t, h); !slices.Equal(after.servers, before[i].servers) || !slices.Equal(after.containers, before[i].containers) {
+				t.Errorf("host %d changed: %v -> %v", i+1, before[i], after)
+			}
+		}
+		if !strings.Contains(out, f.Agents[1].Addr) || !strings.Contains(out, unreachable) {
+			t.Errorf("the rollout does not say which host could not get which image")
+		}
+	})
+
+	t.Run("on_failure rollback puts batch 1 back when batch 2 fails", func(t *testing.T) {
+		config := opsConfig(t, f, "on_failure: rollback\n")
+		before := snapshotFleet(t, f)
+		stopLoad := loadOps(f)
+		var res rollout.Result
+		_, err := harollJSON(t, &res, "rollout", "--config", config, "--image", v3, "--batch", "1", "--max-failures", "0", "-o", "json")
+		results := stopLoad()
+		if code := exitCode(err); code != 1 {
+			t.Errorf("the rollout exited %v, want exit status 1", err)
+		}
+		assertFleetLoad(t, results, "v1")
+		assertFleetOn(t, f, images.V1)
+		after := snapshotFleet(t, f)
+		for i := 1; i < len(f.Hosts); i++ {
+			if !slices.Equal(after[i], before[i]) {
+				t.Errorf("host %d: containers %v -> %v, want the same: batch 2 failed and was rolled back, batches 3-4 never ran", i+1, before[i], after[i])
+			}
+		}
+		if slices.Equal(after[0], before[0]) {
+			t.Error("host 1's containers are the ones it had: batch 1 did not run")
+		}
+		if len(res.Hosts) != fleetHosts {
+			t.Fatalf("the result lists %d hosts, want %d", len(res.Hosts), fleetHosts)
+		}
+		if r := res.Hosts[1].Result; r != rollout.HostFailed {
+			t.Errorf("host 2: %s, want %s", r, rollout.HostFailed)
+		}
+		for _, i := range []int{2, 3} {
+			if r := res.Hosts[i].Result; r != rollout.HostNotRun {
+				t.Errorf("host %d: %s, want %s", i+1, r, rollout.HostNotRun)
+			}
+		}
+		if r := res.Hosts[0].Result; r == rollout.HostDone {
+			t.Errorf("host 1: %s, want it reported rolled back", r)
+		}
+	})
+}
+
+// etcdConfig is the coordinator config's store section for e.
+func etcdConfig(e *harness.Etcd) string {
+	return fmt.Sprintf("store: etcd\netcd:\n  endpoints: [%s]\n  prefix: /haroll/it\n  lock_ttl: 5s\n", e.Endpoint)
+}
+
+// startEtcd starts an etcd server for the test and stops it at its end.
+func startEtcd(t *testing.T) *harness.Etcd {
+	t.Helper()
+	if why := harness.EtcdMissing(); why != "" {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s, and CI is set", why)
+		}
+		t.Skip(why + " (CI unset: skipping)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e, err := harness.StartEtcd(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Stop() })
+	return e
+}
+
+// stepEnd matches the progress line of the end of batch 1's first step.
+var stepEnd = regexp.MustCompile(`^batch 1/\d+ step 1/\d+ \S+\s+end: `)
+
+// TestFleetOpsEtcd: two machines (two config directories) share the fleet
+// through etcd: the lock between them, a coordinator killed on one and
+// resumed on the other, and etcd going away mid-rollout.
+func TestFleetOpsEtcd(t *testing.T) {
+	requireDeps(t)
+	e := startEtcd(t)
+	f := startOpsFleet(t, nil)
+	machineA, machineB := opsConfig(t, f, etcdConfig(e)), opsConfig(t, f, etcdConfig(e))
+	lockedPairs(t, f, machineA, machineB)
+	v3 := imageV3(t)
+
+	t.Run("a coordinator killed on one machine is resumed from another", func(t *testing.T) {
+		now, err := f.Hosts[0].Containers(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		image := v3
+		if now[0].Image == v3 {
+			image = images.V2
+		}
+		stopLoad := loadOps(f)
+		first := startHaroll(t, "rollout", "--config", machineA, "--image", image, "--batch", "2")
+		first.waitLine(t, stepEnd, 2*time.Minute)
+		waitHostOut(t, f.Hosts[0])
+		if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = first.wait(t, 10*time.Second)
+		t.Logf("haroll rollout on machine A, killed:\n%s", first.output())
+		// The killed coordinator's lease lapses after lock_ttl.
+		out, err := haroll(t, "rollout", "--config", machineB, "--resume", "--lock-wait", "1m")
+		results := stopLoad()
+		if err != nil {
+			t.Fatalf("the resume on machine B failed: %v", err)
+		}
+		assertFleetLoad(t, results, version(image))
+		assertFleetOn(t, f, image)
+		finished := donePairs(first.output())
+		if len(finished) == 0 {
+			t.Fatal("machine A's rollout printed no finished pair before it was killed")
+		}
+		for _, p := range donePairs(out) {
+			if slices.Contains(finished, p) {
+				t.Errorf("the resume redid %s, finished before the kill", p)
+			}
+		}
+	})
+
+	t.Run("etcd stopped mid-rollout stops the coordinator before its next step, and --resume finishes", func(t *testing.T) {
+		before := snapshotFleet(t, f)
+		stopLoad := loadOps(f)
+		w := startHaroll(t, "rollout", "--config", machineA, "--image", images.V1, "--batch", "2")
+		w.waitLine(t, stepEnd, 2*time.Minute)
+		if err := e.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		stoppedAt := time.Now()
+		err := w.wait(t, 2*time.Minute)
+		t.Logf("haroll rollout (exit %v, %s after etcd stopped):\n%s", err, time.Since(stoppedAt).Round(time.Millisecond), w.output())
+		if err == nil {
+			t.Error("the rollout exited 0 without etcd")
+		}
+		for i := range f.Agents {
+			waitIdle(t, f, i, time.Minute)
+		}
+		after := snapshotFleet(t, f)
+		for i, h := range f.Hosts {
+			assertSafe(t, h)
+			if i >= 2 && !slices.Equal(after[i], before[i]) {
+				t.Errorf("host %d is in batch 2 but was touched after etcd stopped", i+1)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := e.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		_, err = haroll(t, "rollout", "--config", machineB, "--resume", "--lock-wait", "1m")
+		results := stopLoad()
+		if err != nil {
+			t.Fatalf("the resume once etcd is back failed: %v", err)
+		}
+		assertFleetLoad(t, results, "v1")
+		assertFleetOn(t, f, images.V1)
+	})
+}
