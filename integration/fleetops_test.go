@@ -104,10 +104,13 @@ func loadOps(f *harness.Fleet) func() []loadgen.Result {
 	time.Sleep(500 * time.Millisecond)
 	return func() []loadgen.Result {
 		time.Sleep(1500 * time.Millisecond) // the last second shows who serves now
-		var res []loadgen.Result
-		for _, stop := range stops {
-			res = append(res, stop())
+		res := make([]loadgen.Result, len(stops))
+		var wg sync.WaitGroup
+		for i, stop := range stops {
+			wg.Add(1)
+			go func() { defer wg.Done(); res[i] = stop() }()
 		}
+		wg.Wait()
 		return res
 	}
 }
@@ -461,9 +464,9 @@ func TestFleetOpsFileStore(t *testing.T) {
 }
 
 // TestFleetOpsPrepullAndOnFailure runs host 2 on a Docker engine of its own:
-// an image that engine cannot get stops the rollout before any drain, and a
-// tag that is broken there fails batch 2, which on_failure: rollback answers
-// by putting batch 1 back.
+// a tag that is broken there fails batch 2, which on_failure: rollback
+// answers by putting batch 1 back; an image that engine cannot get stops the
+// rollout before any drain.
 func TestFleetOpsPrepullAndOnFailure(t *testing.T) {
 	requireDeps(t)
 	v3 := imageV3(t)
@@ -489,33 +492,6 @@ func TestFleetOpsPrepullAndOnFailure(t *testing.T) {
 	f := startOpsFleet(t, func(i int, o *harness.HostOptions) {
 		if i == 1 {
 			o.DockerHost, o.Addressing, o.HealthTimeout = d.Host, harness.DefaultBridge, 5*time.Second
-		}
-	})
-
-	t.Run("an image one host cannot get stops the rollout before any drain", func(t *testing.T) {
-		before := make([]snapshot, len(f.Hosts))
-		for i, h := range f.Hosts {
-			before[i] = takeSnapshot(t, h)
-		}
-		stopLoad := loadOps(f)
-		sampler := sampleOut(t, f)
-		out, err := haroll(t, "rollout", "--config", f.CoordinatorYAML, "--image", unreachable, "--batch", "1")
-		maxHosts, _ := sampler.finish()
-		results := stopLoad()
-		if code := exitCode(err); code != 1 {
-			t.Errorf("the rollout exited %v, want exit status 1", err)
-		}
-		assertFleetLoad(t, results, "v1")
-		if maxHosts != 0 {
-			t.Errorf("a server was taken out of service (%v): the rollout did not stop before its first drain", sampler.worst)
-		}
-		for i, h := range f.Hosts {
-			if after := takeSnapshot(t, h); !slices.Equal(after.servers, before[i].servers) || !slices.Equal(after.containers, before[i].containers) {
-				t.Errorf("host %d changed: %v -> %v", i+1, before[i], after)
-			}
-		}
-		if !strings.Contains(out, f.Agents[1].Addr) || !strings.Contains(out, unreachable) {
-			t.Errorf("the rollout does not say which host could not get which image")
 		}
 	})
 
@@ -553,6 +529,33 @@ func TestFleetOpsPrepullAndOnFailure(t *testing.T) {
 		}
 		if r := res.Hosts[0].Result; r == rollout.HostDone {
 			t.Errorf("host 1: %s, want it reported rolled back", r)
+		}
+	})
+
+	t.Run("an image one host cannot get stops the rollout before any drain", func(t *testing.T) {
+		before := make([]snapshot, len(f.Hosts))
+		for i, h := range f.Hosts {
+			before[i] = takeSnapshot(t, h)
+		}
+		stopLoad := loadOps(f)
+		sampler := sampleOut(t, f)
+		out, err := haroll(t, "rollout", "--config", f.CoordinatorYAML, "--image", unreachable, "--batch", "1")
+		maxHosts, _ := sampler.finish()
+		results := stopLoad()
+		if code := exitCode(err); code != 1 {
+			t.Errorf("the rollout exited %v, want exit status 1", err)
+		}
+		assertFleetLoad(t, results, "") // whatever the test before left
+		if maxHosts != 0 {
+			t.Errorf("a server was taken out of service (%v): the rollout did not stop before its first drain", sampler.worst)
+		}
+		for i, h := range f.Hosts {
+			if after := takeSnapshot(t, h); !slices.Equal(after.servers, before[i].servers) || !slices.Equal(after.containers, before[i].containers) {
+				t.Errorf("host %d changed: %v -> %v", i+1, before[i], after)
+			}
+		}
+		if !strings.Contains(out, f.Agents[1].Addr) || !strings.Contains(out, unreachable) {
+			t.Errorf("the rollout does not say which host could not get which image")
 		}
 	})
 }
