@@ -31,6 +31,7 @@ func (r *run) execute(ctx context.Context, hosts []string, plan Plan, res Result
 		res.Batches = append(res.Batches, br)
 		failedHosts += failed
 		last := bi == len(plan.Batches)-1
+		exceeded := e.MaxFailures.Exceeded(failedHosts, plan.Hosts())
 		switch {
 		case stop != "":
 			res.Stopped = stop
@@ -38,7 +39,16 @@ func (r *run) execute(ctx context.Context, hosts []string, plan Plan, res Result
 			res.Stopped = "cancelled: " + context.Cause(ctx).Error()
 		case r.w.failed() != nil:
 			res.Stopped = r.w.failed().Error()
-		case !last && e.MaxFailures.Exceeded(failedHosts, plan.Hosts()):
+		case r.lockLost() != nil:
+			res.Stopped = r.lockLost().Error()
+			r.unfinished = true // resumable by whoever holds the lock next
+		case exceeded && e.OnFailure == OnFailureRollback:
+			res.Stopped = fmt.Sprintf("%d of %d hosts failed, more than max_failures %s", failedHosts, plan.Hosts(), e.MaxFailures)
+			res.RolledBack = r.rollbackEarlier(ctx, plan, bi)
+			res.Stopped += fmt.Sprintf("; on_failure rollback put %d host(s) back on their old image", res.RolledBack)
+		case exceeded && !last && e.OnFailure == OnFailurePause:
+			res.Stopped = r.pauseOnFailure(ctx, failedHosts, plan.Hosts())
+		case !last && exceeded:
 			res.Stopped = fmt.Sprintf("%d of %d hosts failed, more than max_failures %s", failedHosts, plan.Hosts(), e.MaxFailures)
 		}
 		if res.Stopped != "" && !last {
@@ -50,6 +60,9 @@ func (r *run) execute(ctx context.Context, hosts []string, plan Plan, res Result
 	res.Totals = totals(res.Hosts)
 	res.Total = time.Since(start)
 	if err := r.w.failed(); err != nil {
+		errs = multierror.Append(errs, err)
+	}
+	if err := r.lockLost(); err != nil {
 		errs = multierror.Append(errs, err)
 	}
 	if ctx.Err() == nil && r.w.failed() == nil && !r.unfinished {
@@ -127,7 +140,7 @@ func (r *run) batch(ctx context.Context, bi, nb int, b Batch, next []string, res
 	r.emit(Event{Kind: EventBatchStart, Batch: bi + 1, Batches: nb, Canary: b.Canary, Hosts: len(b.Hosts), Steps: len(b.Steps)})
 	stop := ""
 	for si, st := range b.Steps {
-		if ctx.Err() != nil || r.w.failed() != nil {
+		if ctx.Err() != nil || r.w.failed() != nil || r.checkLease(ctx) != nil {
 			break
 		}
 		if si == canarySteps {
@@ -163,7 +176,7 @@ func (r *run) batch(ctx context.Context, bi, nb int, b Batch, next []string, res
 		end.Kind, end.Hosts, end.Failed, end.Duration = EventStepEnd, len(hosts), len(stepErrs), time.Since(t0)
 		r.emit(end)
 	}
-	if canarySteps == len(b.Steps) && stop == "" && ctx.Err() == nil && r.w.failed() == nil {
+	if canarySteps == len(b.Steps) && stop == "" && ctx.Err() == nil && r.w.failed() == nil && r.lockLost() == nil {
 		stop = br.judgeCanary(ctx, canarySteps)
 	}
 	res.Failed, res.Duration = len(br.failed), time.Since(res.Start)

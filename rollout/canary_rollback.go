@@ -29,12 +29,13 @@ func (br *batchRun) rollbackCanary(ctx context.Context, pos Event, k int, why st
 			wg.Go(func() {
 				at := pos
 				at.Slot = st.Slot
-				err := r.putBack(ctx, at, h, old)
-				sr := SlotResult{Slot: st.Slot, Result: ResultRolledBack, Error: "canary: " + why}
+				err := r.putBack(ctx, at, h, &agentpb.RedeployRequest{Image: old, Slots: []string{st.Slot},
+					Origin: r.e.Origin + " (canary rollback)", Fence: r.fence})
+				sr := SlotResult{Slot: st.Slot, Result: ResultRolledBack, Error: "canary: " + why, Image: old}
 				r.mu.Lock()
 				if err != nil {
 					undone = false
-					sr.Result = ResultFailed
+					sr.Result, sr.Image = ResultFailed, ""
 					byHand := "put it back by hand"
 					if errors.Is(err, ErrBusy) {
 						byHand = "once the host is idle (`haroll status` on it says so), put it back by hand"
@@ -54,13 +55,12 @@ func (br *batchRun) rollbackCanary(ctx context.Context, pos Event, k int, why st
 	return undone
 }
 
-// putBack asks h to run old on slot at.Slot again. After a step timeout
+// putBack asks h to run req (an old image on slot at.Slot) again. After a step timeout
 // the agent may still be finishing the canary's own call and refuse with
 // ErrBusy: putBack then waits for the host to go idle, for at most
 // StepTimeout as Resume does, and asks once more. A host still busy then is
 // an error wrapping ErrBusy that says how long it waited and with what.
-func (r *run) putBack(ctx context.Context, at Event, h, old string) error {
-	req := &agentpb.RedeployRequest{Image: old, Slots: []string{at.Slot}, Origin: r.e.Origin + " (canary rollback)"}
+func (r *run) putBack(ctx context.Context, at Event, h string, req *agentpb.RedeployRequest) error {
 	ask := func() (Agent, error) {
 		sctx, cancel := within(ctx, r.e.StepTimeout)
 		defer cancel()

@@ -153,7 +153,11 @@ func (r *run) promote(ctx context.Context, hosts []string) error {
 			defer cancel()
 			a, err := r.connect(cctx, h)
 			if err == nil {
-				err = a.Promote(cctx, r.e.Origin)
+				if fp, ok := a.(fencedPromoter); ok && r.fence != nil {
+					err = fp.PromoteFenced(cctx, r.e.Origin, r.fence)
+				} else {
+					err = a.Promote(cctx, r.e.Origin)
+				}
 			}
 			if err != nil {
 				mu.Lock()

@@ -100,6 +100,7 @@ func Decide(stateFile, decision, by string) (*State, error) {
 	switch {
 	case st.Complete:
 		return st, fmt.Errorf("%w: the rollout of %s in %s is complete (%s)", ErrNoCanaryWaiting, st.Image, stateFile, st.Outcome)
+	case st.Paused != "": // on_failure: pause; promote goes on, abort stops
 	case phase == CanaryPaused:
 	case phase == CanaryAnalysis && decision == DecisionAbort:
 	case phase == CanaryAnalysis:

@@ -76,6 +76,30 @@ type Executor struct {
 	// every step (a lost lock stops the rollout there, ErrLockLost), and
 	// carried to the agents as the fence of every request.
 	Lease Lease
+	// Prepull has every host pull the image (PrepullConcurrency at once,
+	// default DefaultPrepullConcurrency) after the preflight and before the
+	// first drain: a host that cannot get it stops the rollout with nothing
+	// changed (ErrPrepull).
+	Prepull            bool
+	PrepullConcurrency int
+	// OnFailure is what happens when failures pass MaxFailures: no further
+	// batch (OnFailureStop, ""), and with OnFailureRollback the pairs this
+	// rollout replaced in earlier batches are put back on their old image,
+	// RollbackBatch hosts at a time (zero: all at once); with
+	// OnFailurePause the rollout waits for `haroll rollout promote` (go on)
+	// or `abort` (stop).
+	OnFailure     string
+	RollbackBatch Size
+	// Images, if set, gives each (host, slot) pair its own image, keyed by
+	// PairKey (a rollback to what each slot ran before); Image is then
+	// empty, and a pair without an entry is left as it is (skipped).
+	Images map[string]string
+	// PreferStartFirst asks the agents for start-first wherever a slot
+	// allows it (a rollback's fast track).
+	PreferStartFirst bool
+	// ClaimTTL is how long a host stays claimed by the rollout after its
+	// last request (0: the agent's default, an hour).
+	ClaimTTL time.Duration
 	// Events, if set, receives the live progress, one event at a time.
 	Events func(Event)
 	Log    *slog.Logger
@@ -97,8 +121,8 @@ type Executor struct {
 func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Strategy) (Result, error) {
 	start := time.Now()
 	res := Result{Image: e.Image}
-	if e.Image == "" || e.Dial == nil {
-		return res, errors.New("rollout: an image and a Dial are required")
+	if e.Image == "" && e.Images == nil || e.Dial == nil {
+		return res, errors.New("rollout: an image (or per-pair Images) and a Dial are required")
 	}
 	if err := checkNames("host", hosts); err != nil {
 		return res, err
@@ -109,7 +133,15 @@ func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Stra
 		_ = os.Remove(DecisionFile(e.StateFile))
 	}
 
-	ready, slots, err := r.preflight(ctx, hosts, slots, inFirstBatch(hosts, strategy))
+	// Hosts are claimed from the preflight on: whatever ends the rollout
+	// from here, their claims end with it, unless it may be resumed.
+	defer func() {
+		if r.endsClaims(ctx) {
+			r.releaseClaims(hosts)
+		}
+	}()
+	keep := inFirstBatch(hosts, strategy)
+	ready, slots, err := r.preflight(ctx, hosts, slots, keep)
 	res.Slots, r.slots = slots, slots
 	if err != nil {
 		return r.refused(res, hosts, Plan{}, start, err)
@@ -126,13 +158,22 @@ func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Stra
 	if err := r.checkWeights(plan); err != nil {
 		return r.refused(res, hosts, plan, start, err)
 	}
+	if e.Prepull {
+		if err := r.prepull(ctx, ready, keep); err != nil {
+			return r.refused(res, hosts, plan, start, err)
+		}
+	}
 	if err := r.preHook(ctx); err != nil {
 		return r.refused(res, hosts, plan, start, err)
 	}
 	if e.StateFile != "" {
 		st := &State{Version: stateVersion, Image: e.Image, Force: e.Force, MaxFailures: e.MaxFailures.String(),
 			Hosts: hosts, Skipped: r.skipped, Slots: slots, Plan: plan, Done: []PairResult{}, Started: start, PID: os.Getpid(),
-			CanaryPolicy: e.Canary}
+			CanaryPolicy: e.Canary, Images: e.Images, OnFailure: e.OnFailure, Prepulled: e.Prepull}
+		if e.Lease != nil {
+			li := e.Lease.Info()
+			st.RolloutID, st.Token, st.Kind, st.Message = li.RolloutID, li.Token, li.Kind, li.Message
+		}
 		if err := r.w.begin(st); err != nil {
 			return r.refused(res, hosts, plan, start, fmt.Errorf("%w: %w", ErrPreflight, err))
 		}

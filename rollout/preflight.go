@@ -102,6 +102,11 @@ func (r *run) ask(ctx context.Context, h string, keep func(string) bool) (*agent
 	if err == nil && r.waitBusy && st.GetBusy() != "" {
 		st, err = r.waitIdle(ctx, a, h, st)
 	}
+	if err == nil {
+		cctx, cancel := within(ctx, r.e.ConnectTimeout)
+		err = r.claim(cctx, h, a)
+		cancel()
+	}
 	if st != nil {
 		r.mu.Lock()
 		r.statuses[h] = st

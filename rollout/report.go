@@ -77,6 +77,18 @@ func (p *Progress) Event(e Event) {
 		if e.Err != "" {
 			line += "  FAILED: " + e.Err
 		}
+	case EventPrepull:
+		line = fmt.Sprintf("prepull %d/%d %-*s  %s", e.Hosts, e.Steps, p.hostW, e.Host, e.Detail)
+		if e.Err != "" {
+			line += "FAILED: " + e.Err
+		}
+	case EventPaused:
+		line = "on_failure pause: " + e.Detail
+	case EventRollback:
+		line = fmt.Sprintf("on_failure rollback  %-*s  %-*s  %s %s", p.hostW, e.Host, p.slotW, e.Slot, e.Result, e.Detail)
+		if e.Err != "" {
+			line += "  FAILED: " + e.Err
+		}
 	case EventStepEnd, EventBatchEnd:
 		line = fmt.Sprintf("%s  end: %d host(s), %d failed, in %s", where, e.Hosts, e.Failed, round(e.Duration))
 	default:
@@ -152,6 +164,45 @@ func WriteTable(w io.Writer, res Result) {
 	}
 	if res.Stopped != "" {
 		fmt.Fprintf(w, "stopped: %s\n", res.Stopped)
+	}
+	if res.Stopped != "" || res.RolledBack > 0 {
+		writeWhere(w, res)
+	}
+}
+
+// writeWhere says which image every host's slots run at the end, hosts
+// grouped by the same images: after a stop, the fleet may be mixed.
+func writeWhere(w io.Writer, res Result) {
+	type group struct {
+		images string
+		hosts  []string
+	}
+	var groups []*group
+	byImages := map[string]*group{}
+	for _, h := range res.Hosts {
+		if h.Result == HostSkipped {
+			continue
+		}
+		var parts []string
+		for _, s := range h.Slots {
+			img := s.Image
+			if img == "" {
+				img = "? (see `haroll status` on the host)"
+			}
+			parts = append(parts, s.Slot+"="+img)
+		}
+		key := strings.Join(parts, " ")
+		g := byImages[key]
+		if g == nil {
+			g = &group{images: key}
+			byImages[key] = g
+			groups = append(groups, g)
+		}
+		g.hosts = append(g.hosts, h.Host)
+	}
+	fmt.Fprintln(w, "where the hosts are now:")
+	for _, g := range groups {
+		fmt.Fprintf(w, "  %d host(s) on %s: %s\n", len(g.hosts), g.images, strings.Join(g.hosts, " "))
 	}
 }
 

@@ -92,6 +92,9 @@ type Result struct {
 	Total   time.Duration `json:"total_ns"`
 	// Stopped says why batches were left unrun, if they were.
 	Stopped string `json:"stopped,omitempty"`
+	// RolledBack is the hosts of earlier batches on_failure: rollback put
+	// wholly back on their old image.
+	RolledBack int `json:"rolled_back,omitempty"`
 	// Resumed is the number of (host, slot) pairs an earlier run finished,
 	// taken from the state file by Resume and not asked again.
 	Resumed int `json:"resumed,omitempty"`
@@ -118,6 +121,10 @@ type SlotResult struct {
 	Error    string                   `json:"error,omitempty"`
 	// OldImage is what the slot ran before, as the agent reported it.
 	OldImage string `json:"old_image,omitempty"`
+	// Image is what the slot runs at the end, as far as the coordinator
+	// knows ("" when it cannot tell: the slot failed and its rollback did
+	// not report; `haroll status` on the host says).
+	Image string `json:"image,omitempty"`
 }
 
 // BatchResult is one batch's timing and outcome.
@@ -168,6 +175,11 @@ func (r *run) hostResults(hosts []string, plan Plan) []HostResult {
 			continue
 		}
 		hr.Slots = r.results[h]
+		for i := range hr.Slots {
+			if s := &hr.Slots[i]; s.Image == "" && s.Result == ResultNotRun {
+				s.Image = r.statusImage(h, s.Slot)
+			}
+		}
 		ran := false
 		for _, s := range hr.Slots {
 			if s.Result == ResultNotRun {

@@ -49,7 +49,10 @@ func (e *Executor) Resume(ctx context.Context, st *State) (Result, error) {
 			return res, fmt.Errorf("state file: %s slot %s is recorded but not in the plan", p.Host, p.Slot)
 		}
 		r.prior[pair{p.Host, si}] = p
-		r.results[p.Host][si] = SlotResult{Slot: p.Slot, Result: p.Result, Duration: p.Duration, Error: p.Error}
+		r.results[p.Host][si] = SlotResult{Slot: p.Slot, Result: p.Result, Duration: p.Duration, Error: p.Error, OldImage: p.OldImage}
+		if slotOK(p.Result) {
+			r.results[p.Host][si].Image, _ = r.imageFor(p.Host, p.Slot)
+		}
 	}
 	res.Resumed = len(r.prior)
 	st.PID = os.Getpid()
@@ -66,10 +69,22 @@ func (e *Executor) Resume(ctx context.Context, st *State) (Result, error) {
 		unfinished = append(unfinished, left...)
 	}
 	r.skipped = map[string]string{}
+	defer func() {
+		if r.endsClaims(ctx) {
+			r.releaseClaims(unfinished)
+		}
+	}()
 	if len(unfinished) > 0 {
 		_, _, err := r.preflight(ctx, unfinished, st.Slots, inSet(first))
 		if err != nil {
 			return r.refused(res, st.Hosts, st.Plan, start, err)
+		}
+		// A rollout begun with its prepull done needs none; one begun
+		// without (prepull off, or an earlier haroll) gets one if asked.
+		if e.Prepull && !st.Prepulled {
+			if err := r.prepull(ctx, unfinished, inSet(first)); err != nil {
+				return r.refused(res, st.Hosts, st.Plan, start, err)
+			}
 		}
 	}
 	for h, why := range st.Skipped {

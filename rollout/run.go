@@ -34,6 +34,11 @@ type run struct {
 	slots []string // the slots replaced, in order
 	// statuses are what each host answered at the preflight.
 	statuses map[string]*agentpb.StatusResponse
+	// fence is the lease's, carried by every request (nil: no lease).
+	fence *agentpb.Fence
+	// lost: the fleet lock was found lost before a step.
+	lost     error
+	noClaims sync.Once
 	// unfinished: the run stopped with work only a resume may finish (a
 	// recorded promotion that failed): the state is not marked complete.
 	unfinished bool
@@ -43,7 +48,7 @@ type run struct {
 // in memory only).
 func newRun(e *Executor, stateFile string) *run {
 	log := e.log()
-	return &run{e: e, log: log, w: newStateWriter(stateFile, log), conns: newConns(e.Dial, e.ConnectTimeout, log)}
+	return &run{e: e, log: log, w: newStateWriter(stateFile, log), conns: newConns(e.Dial, e.ConnectTimeout, log), fence: newFence(e)}
 }
 
 // pair is a host and the index of a slot.

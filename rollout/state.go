@@ -60,6 +60,10 @@ type State struct {
 	// OnFailure is what the rollout does when its failures pass
 	// max_failures (OnFailureStop, OnFailureRollback, OnFailurePause).
 	OnFailure string `json:"on_failure,omitempty"`
+	// Paused says why the rollout waits for `haroll rollout promote` (go
+	// on) or `abort` (stop) after its failures passed max_failures
+	// (on_failure: pause); empty when it does not.
+	Paused string `json:"paused,omitempty"`
 	// Prepulled is set once every host had the image (prepull): a resume
 	// does not pull again.
 	Prepulled bool `json:"prepulled,omitempty"`
@@ -74,6 +78,9 @@ type PairResult struct {
 	Error    string        `json:"error,omitempty"`
 	Duration time.Duration `json:"duration_ns"`
 	Finished time.Time     `json:"finished"`
+	// OldImage is what the slot ran before (a replaced pair's, as its agent
+	// said): what on_failure rollback puts back.
+	OldImage string `json:"old_image,omitempty"`
 }
 
 // Pairs is the number of (host, slot) pairs in the plan.

@@ -77,7 +77,7 @@ func StateLog(path string) string { return path + logSuffix }
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // logRecord is one line of the log: a header (Log and Generation set) or
-// exactly one of Pair, Canary, Complete.
+// exactly one of Pair, Canary, Complete, Paused.
 type logRecord struct {
 	Log        int          `json:"log,omitempty"`
 	Generation uint64       `json:"generation,omitempty"`
@@ -85,6 +85,14 @@ type logRecord struct {
 	Pair       *PairResult  `json:"pair,omitempty"`
 	Canary     *CanaryState `json:"canary,omitempty"`
 	Complete   *completion  `json:"complete,omitempty"`
+	// Paused: the rollout waits for a decision after its failures passed
+	// max_failures (on_failure: pause), or no longer does (Why empty).
+	Paused *pausing `json:"paused,omitempty"`
+}
+
+// pausing is State.Paused.
+type pausing struct {
+	Why string `json:"why"`
 }
 
 // completion is how a rollout ended, as State.Outcome and State.Stopped.
@@ -255,6 +263,8 @@ func (d doneIndex) apply(s *State, rec logRecord) {
 		s.Canary = rec.Canary
 	case rec.Complete != nil:
 		s.Complete, s.Outcome, s.Stopped = true, rec.Complete.Outcome, rec.Complete.Stopped
+	case rec.Paused != nil:
+		s.Paused = rec.Paused.Why
 	}
 	if !rec.At.IsZero() {
 		s.Updated = rec.At

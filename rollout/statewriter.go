@@ -118,6 +118,12 @@ func (w *stateWriter) complete(outcome, stopped string) error {
 	return w.commit(logRecord{At: time.Now(), Complete: &completion{Outcome: outcome, Stopped: stopped}}, nil)
 }
 
+// pause records that the rollout waits for a decision, why (empty: no
+// longer), durable on return. The error wraps ErrState.
+func (w *stateWriter) pause(why string) error {
+	return w.commit(logRecord{At: time.Now(), Paused: &pausing{Why: why}}, nil)
+}
+
 // canaryState returns the canary's recorded progress, or a new one; its
 // phase, verdict and traffic are changed by the canary's judge alone,
 // between steps, and written with saveCanary; its old images only through

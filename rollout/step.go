@@ -32,7 +32,7 @@ func (r *run) step(ctx context.Context, log *slog.Logger, pos Event, si int, hos
 			// a resume asks it again.
 			if ctx.Err() == nil || sr.Result != ResultError {
 				r.w.record(PairResult{Batch: pos.Batch, Host: h, Slot: pos.Slot, Result: sr.Result, Error: sr.Error,
-					Duration: sr.Duration, Finished: time.Now()})
+					Duration: sr.Duration, Finished: time.Now(), OldImage: sr.OldImage})
 			}
 			ev := pos
 			ev.Kind, ev.Host, ev.Result, ev.Duration, ev.Err = EventSlotDone, h, sr.Result, sr.Duration, sr.Error
@@ -58,7 +58,13 @@ func (r *run) redeploy(ctx, sctx context.Context, pos Event, h string, canary bo
 		sr.Error = err.Error()
 		return sr, fmt.Errorf("host %s slot %s: %w", h, pos.Slot, err)
 	}
-	req := &agentpb.RedeployRequest{Image: r.e.Image, Slots: []string{pos.Slot}, Force: r.e.Force, Origin: r.e.Origin}
+	image, ok := r.imageFor(h, pos.Slot)
+	if !ok { // a rollback that has nothing to put back on this pair
+		sr.Result = ResultSkipped
+		return sr, nil
+	}
+	req := &agentpb.RedeployRequest{Image: image, Slots: []string{pos.Slot}, Force: r.e.Force, Origin: r.e.Origin,
+		Fence: r.fence, PreferStartFirst: r.e.PreferStartFirst}
 	if canary && r.e.Canary.WeightPercent < 100 {
 		req.CanaryWeightPercent = int32(r.e.Canary.WeightPercent)
 	}
@@ -100,6 +106,15 @@ func (r *run) redeploy(ctx, sctx context.Context, pos Event, h string, canary bo
 		err = fmt.Errorf("%w: no report within %s, the agent finishes or rolls back the slot on its own (or, still pulling the image, stops with nothing changed): %w", ErrStepTimeout, r.e.StepTimeout, err)
 	case err == nil && !slotOK(sr.Result):
 		err = fmt.Errorf("%w: result %q", ErrSlotFailed, sr.Result)
+	}
+	switch sr.Result {
+	case ResultReplaced, ResultSkipped:
+		sr.Image = image
+	case ResultRolledBack: // the old container serves again
+		sr.Image = sr.OldImage
+		if sr.Image == "" {
+			sr.Image = r.statusImage(h, pos.Slot)
+		}
 	}
 	if err == nil {
 		return sr, nil
