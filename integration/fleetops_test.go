@@ -288,7 +288,9 @@ func span(es []entry, id string) (first, last time.Time) {
 }
 
 // assertRefused checks that out is a refusal of the fleet lock that names
-// the rollout that holds it: who, which rollout, why.
+// the rollout that holds it: who, which rollout, why. Two rollouts started
+// together meet in the holder's first moments (the lock taken, its holder
+// not yet written): the refusal must name it then too.
 func assertRefused(t *testing.T, w *watched, winnerID, winnerMsg string) {
 	t.Helper()
 	out := w.output()
