@@ -76,7 +76,8 @@ agent skips if it is already on the image.`,
 	}
 	cmd.AddCommand(
 		newDecide(rollout.DecisionPromote, "Promote the paused canary of a running rollout (--pause): its hosts get their whole weight and the rollout goes on"),
-		newDecide(rollout.DecisionAbort, "Abort the canary of a running rollout: its hosts go back to the old image and the rollout stops"))
+		newDecide(rollout.DecisionAbort, "Abort the canary of a running rollout: its hosts go back to the old image and the rollout stops"),
+		newRolloutHistory())
 	f := cmd.Flags()
 	f.String("config", defaultCoordinatorConfig, "coordinator configuration file (YAML)")
 	f.StringVar(&c.image, "image", "", "image to roll out (required)")
