@@ -16,8 +16,8 @@ import (
 
 func newRedeploy() *cobra.Command {
 	var (
-		image  string
-		slots  []string
+		image      string
+		slots      []string
 		force      bool
 		breakClaim bool
 		output     string
