@@ -93,11 +93,15 @@ func (a *Agent) historyBound() int {
 
 // history appends entries to the host's history: numbered after the last
 // one recorded, written in one append and synced. The caller holds the host
-// lock, so no other process appends or compacts meanwhile.
+// lock for as long as it uses a history, so no other process appends or
+// compacts meanwhile: the file is read once, at the first record.
 type history struct {
 	a *Agent
-	// next is the next entry's seq, 0 until the file was read.
-	next uint64
+	// all is what the file holds, once read (loaded); torn: it ends in a
+	// torn line.
+	all    []HistoryEntry
+	torn   bool
+	loaded bool
 }
 
 // record appends e, numbered, and compacts the file when it holds more than
@@ -105,36 +109,38 @@ type history struct {
 // done either way.
 func (h *history) record(e HistoryEntry) error {
 	path := filepath.Join(h.a.cfg.StateDir, historyFile)
-	all, torn, err := h.a.readHistory()
-	if err != nil {
-		return err
-	}
-	if h.next == 0 {
-		h.next = 1
-		if len(all) > 0 {
-			h.next = all[len(all)-1].Seq + 1
+	if !h.loaded {
+		all, torn, err := h.a.readHistory()
+		if err != nil {
+			return err
 		}
+		h.all, h.torn, h.loaded = all, torn, true
 	}
-	e.Seq = h.next
+	e.Seq = 1
+	if n := len(h.all); n > 0 {
+		e.Seq = h.all[n-1].Seq + 1
+	}
 	line, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("history: %w", err)
 	}
-	if torn {
+	if h.torn {
 		// A crash cut the last line short: end it, so that this entry is a
 		// line of its own.
 		line = append([]byte("\n"), line...)
 	}
 	if err := appendSynced(path, append(line, '\n')); err != nil {
+		h.loaded = false // what reached the file is unknown: read it again
 		return fmt.Errorf("history %s: %w", path, err)
 	}
-	h.next++
-	all = append(all, e)
-	if len(all) > 2*h.a.historyBound()*max(1, countSlots(all)) {
-		keep := keepNewest(all, h.a.historyBound())
+	h.torn = false
+	h.all = append(h.all, e)
+	if len(h.all) > 2*h.a.historyBound()*max(1, countSlots(h.all)) {
+		keep := keepNewest(h.all, h.a.historyBound())
 		if err := writeHistory(path, keep); err != nil {
 			return fmt.Errorf("history %s: compacting: %w", path, err)
 		}
+		h.all = keep
 	}
 	return nil
 }
