@@ -47,14 +47,34 @@ func (s *Service) Pull(req *agentpb.PullRequest, stream agentpb.Agent_PullServer
 	got, err := s.agent.Pull(ctx, PullRequest{Image: req.GetImage(), Fence: FenceFromPB(req.GetFence()),
 		Origin: originOf(Request{Origin: req.GetOrigin(), Caller: caller(stream.Context())})}, func(p docker.PullProgress) {
 		if sendErr == nil {
-			sendErr = stream.Send(&agentpb.PullProgress{Status: p.String(), Current: p.Downloaded, Total: p.Size})
+			sendErr = stream.Send(&agentpb.PullProgress{Status: pullStatusLine(p), Current: p.Downloaded, Total: p.Size})
 		}
 	})
 	if err != nil {
 		return pullStatus(err)
 	}
-	return stream.Send(&agentpb.PullProgress{Status: got.Last.String(), Current: got.Last.Downloaded, Total: got.Last.Size,
-		Done: true, Digest: got.ImageID, Already: got.Already})
+	last := &agentpb.PullProgress{Status: pullStatusLine(got.Last), Current: got.Last.Downloaded, Total: got.Last.Size,
+		Done: true, Digest: got.ImageID, Already: got.Already}
+	if got.Already {
+		last.Status = "Image is up to date"
+	}
+	return stream.Send(last)
+}
+
+// pullStatusLine is a PullProgress's status: Docker's word for where the
+// pull is, then how far it got ("Downloading: 45.2 MB of 120 MB (3 layers
+// done of 7)").
+func pullStatusLine(p docker.PullProgress) string {
+	word := "Pulling fs layer"
+	switch {
+	case p.Layers > 0 && p.Done == p.Layers:
+		word = "Pull complete"
+	case p.Size > 0 && p.Downloaded >= p.Size:
+		word = "Extracting"
+	case p.Downloaded > 0:
+		word = "Downloading"
+	}
+	return word + ": " + p.String()
 }
 
 // pullStatus maps Pull's errors: an image the engine cannot get is

@@ -155,7 +155,7 @@ func TestPullOverGRPC(t *testing.T) {
 		t.Fatalf("pull: %v, %v: want progress, then done", msgs, err)
 	}
 	last := msgs[len(msgs)-1]
-	if !last.GetDone() || last.GetAlready() || last.GetDigest() != "sha256:app:v3" || last.GetTotal() != 10 || last.GetStatus() == "" {
+	if !last.GetDone() || last.GetAlready() || last.GetDigest() != "sha256:app:v3" || last.GetTotal() != 10 || last.GetStatus() != "Pull complete: 10 B of 10 B (1 layers done of 1)" {
 		t.Fatalf("last message %v", last)
 	}
 	for _, m := range msgs[:len(msgs)-1] {
