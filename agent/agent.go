@@ -45,11 +45,17 @@ type Agent struct {
 	// after a reload (workers.go).
 	master MasterCLI
 	procfs procFS
+	// now is the clock of claims (time.Now; tests move it).
+	now func() time.Time
+	// pullProgressEvery is how often Pull sends its caller the progress
+	// of the pull (pullProgressEvery).
+	pullProgressEvery time.Duration
 }
 
 // New returns an agent for a validated cfg.
 func New(cfg Config, haproxy HAProxy, docker Docker, log *slog.Logger, opts ...Option) *Agent {
-	a := &Agent{cfg: cfg, haproxy: haproxy, docker: docker, log: log, poll: 25 * time.Millisecond, grace: rollbackGrace, settle: createSettle, pullEvery: pullReportEvery, procfs: "/proc"}
+	a := &Agent{cfg: cfg, haproxy: haproxy, docker: docker, log: log, poll: 25 * time.Millisecond, grace: rollbackGrace, settle: createSettle, pullEvery: pullReportEvery, procfs: "/proc",
+		now: time.Now, pullProgressEvery: pullProgressEvery}
 	a.probe = a.probeApp
 	for _, o := range opts {
 		o(a)
@@ -78,6 +84,18 @@ type Request struct {
 	// ErrPullCancelled; once a slot is touched, the replacement goes on to
 	// its end under Redeploy's ctx, caller or not.
 	CallerGone <-chan struct{}
+	// Fence, set by a fleet rollout, is checked before anything else is
+	// (CheckFence); nil for a person's redeploy, which a claimed host
+	// refuses unless BreakClaim.
+	Fence      *Fence
+	BreakClaim bool
+	// PreferStartFirst replaces each slot start-first when its container
+	// can run beside its replacement, whatever its configured strategy.
+	PreferStartFirst bool
+	// Caller is who called, as the transport tells: the client
+	// certificate's name, or "local" (the unix socket, the CLI in-process).
+	// The history records it beside Origin.
+	Caller string
 }
 
 // Redeploy replaces the requested slots one at a time, in config order, and
@@ -92,6 +110,12 @@ type Request struct {
 // phase, and every few seconds the progress of the pull (Event.Progress).
 // The report covers every requested slot, also when an error is returned.
 // The agent's Observer, if any, sees every event and every slot's outcome.
+//
+// A request with a Fence whose token is lower than one the host has seen
+// wraps ErrFenced; one without a Fence, on a host a fleet rollout claims,
+// wraps ErrClaimed unless it sets BreakClaim. Either changes nothing. Every
+// slot result but not_run is recorded in the host's history (History)
+// before Redeploy returns.
 func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (Report, error) {
 	begin := time.Now()
 	rep := Report{Image: req.Image}
@@ -103,6 +127,14 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 	}
 	if req.CanaryPercent < 0 || req.CanaryPercent > 99 {
 		return rep, fmt.Errorf("%w: %d%%: want 1..99 (or 0 for no canary)", ErrInvalidCanary, req.CanaryPercent)
+	}
+	if req.Fence != nil {
+		err = a.CheckFence(*req.Fence)
+	} else {
+		err = a.checkClaim(req)
+	}
+	if err != nil {
+		return rep, err
 	}
 	lock, err := AcquireLock(a.cfg.StateDir, fmt.Sprintf("pid %d: %s of %s since %s",
 		os.Getpid(), req.Origin, req.Image, begin.Format(time.RFC3339)))
@@ -143,6 +175,7 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 	}
 	cleanup := a.startCleaner(events)
 	defer cleanup.close()
+	hist := &history{a: a}
 	var failed error
 	for _, p := range plans {
 		if failed == nil && ctx.Err() != nil {
@@ -152,9 +185,11 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 			rep.Slots = append(rep.Slots, SlotReport{Slot: p.slot.Name, Result: ResultNotRun})
 			continue
 		}
+		start := time.Now()
 		if p.skip {
-			events(Event{Slot: p.slot.Name, Phase: PhaseSkip, Start: time.Now(), Detail: "already runs " + req.Image})
+			events(Event{Slot: p.slot.Name, Phase: PhaseSkip, Start: start, Detail: "already runs " + req.Image})
 			rep.Slots = append(rep.Slots, SlotReport{Slot: p.slot.Name, Result: ResultSkipped, OldContainer: p.old.ID, Weight: p.weight})
+			a.recordHistory(hist, req, p, replaceResult{report: rep.Slots[len(rep.Slots)-1]}, start)
 			continue
 		}
 		replace := a.replace
@@ -163,6 +198,7 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 		}
 		r := replace(ctx, p, req.Image, events, cleanup)
 		rep.Slots = append(rep.Slots, r.report)
+		a.recordHistory(hist, req, p, r, start)
 		if r.err != nil {
 			failed = fmt.Errorf("slot %s: %w", p.slot.Name, r.err)
 		}

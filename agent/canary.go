@@ -137,10 +137,16 @@ type SlotWeight struct {
 // their canary; empty slots means every slot that runs one. It takes the
 // host lock (ErrBusy while a replacement runs). A requested slot that is not
 // configured is ErrUnknownSlot; one that runs no canary is ErrNoCanary, and
-// nothing is changed.
-func (a *Agent) Promote(ctx context.Context, slots []string, origin string) ([]SlotWeight, error) {
+// nothing is changed. fence, set by a fleet rollout, is checked first
+// (CheckFence: ErrFenced).
+func (a *Agent) Promote(ctx context.Context, slots []string, origin string, fence *Fence) ([]SlotWeight, error) {
 	if _, err := a.selectSlots(slots); err != nil {
 		return nil, err
+	}
+	if fence != nil {
+		if err := a.CheckFence(*fence); err != nil {
+			return nil, err
+		}
 	}
 	lock, err := AcquireLock(a.cfg.StateDir, fmt.Sprintf("pid %d: %s: promote since %s", os.Getpid(), origin, time.Now().Format(time.RFC3339)))
 	if err != nil {

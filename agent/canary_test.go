@@ -45,7 +45,7 @@ func TestACanaryRedeployGivesAShareOfTheWeightUntilPromoted(t *testing.T) {
 	if !counters[0].Canary || counters[0].Image != "app:v2" || counters[1].Canary {
 		t.Fatalf("counters: %+v", counters)
 	}
-	done, err := a.Promote(ctx, nil, "test")
+	done, err := a.Promote(ctx, nil, "test", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestACanaryRedeployGivesAShareOfTheWeightUntilPromoted(t *testing.T) {
 	if got := w.servers["app/srv-app-1"].stat.Weight; got != 7 {
 		t.Fatalf("after promote weight %d, want 7", got)
 	}
-	if _, err := a.Promote(ctx, []string{"app-1"}, "test"); !errors.Is(err, ErrNoCanary) {
+	if _, err := a.Promote(ctx, []string{"app-1"}, "test", nil); !errors.Is(err, ErrNoCanary) {
 		t.Fatalf("promoting again: %v, want ErrNoCanary", err)
 	}
 }
@@ -214,7 +214,7 @@ func TestADrainedServerReplacedAsACanaryGetsNoTraffic(t *testing.T) {
 		t.Errorf("canary records %+v, want none for a server at weight 0", c)
 	}
 	w.servers["app/srv-app-1"].stat.Weight = 5 // the operator gives it traffic again
-	if done, err := a.Promote(context.Background(), nil, "test"); err != nil || len(done) != 0 {
+	if done, err := a.Promote(context.Background(), nil, "test", nil); err != nil || len(done) != 0 {
 		t.Fatalf("promote: %+v, %v", done, err)
 	}
 	if got := w.servers["app/srv-app-1"].stat.Weight; got != 5 {

@@ -41,6 +41,13 @@ type Config struct {
 	// Hooks run for every slot that does not set its own (see HooksConfig).
 	Hooks   HooksConfig   `mapstructure:"hooks"`
 	Metrics MetricsConfig `mapstructure:"metrics"`
+	History HistoryConfig `mapstructure:"history"`
+}
+
+// HistoryConfig bounds the host's record of replacements (history.go).
+type HistoryConfig struct {
+	// MaxPerSlot is how many entries of each slot are kept, the newest.
+	MaxPerSlot int `mapstructure:"max_per_slot"`
 }
 
 // MetricsConfig says where `haroll agent` serves Prometheus metrics.
@@ -190,6 +197,7 @@ func DefaultConfig() Config {
 		Health:     HealthConfig{Timeout: 60 * time.Second, Path: "/", Docker: DockerHealthWait},
 		MinServing: 1,
 		Socket:     "/run/haroll/agent.sock",
+		History:    HistoryConfig{MaxPerSlot: DefaultHistoryPerSlot},
 		Hooks: HooksConfig{
 			PreDrain:    hook.Config{Timeout: hook.DefaultTimeout},
 			PostReplace: hook.Config{Timeout: hook.DefaultTimeout},
@@ -253,6 +261,9 @@ func (c Config) Validate() error {
 	}
 	if c.MinServing < 0 {
 		bad("min_serving", c.MinServing, "must be >= 0")
+	}
+	if c.History.MaxPerSlot < 1 {
+		bad("history.max_per_slot", c.History.MaxPerSlot, "must be at least 1: how many replacements of each slot the host keeps a record of")
 	}
 	for i, p := range c.AllowedImages {
 		if _, err := path.Match(p, ""); err != nil {

@@ -115,3 +115,91 @@ func CountersToPB(at time.Time, slots []SlotCounters) *agentpb.CountersSample {
 	}
 	return out
 }
+
+// FenceFromPB converts a request's fence; nil for none (unset, or token 0:
+// a person's request).
+func FenceFromPB(f *agentpb.Fence) *Fence {
+	if f.GetToken() == 0 {
+		return nil
+	}
+	out := &Fence{Token: f.GetToken(), RolloutID: f.GetRolloutId(), Holder: f.GetHolder(), Message: f.GetMessage(),
+		ClaimTTL: f.GetClaimTtl().AsDuration(), Kind: f.GetKind()}
+	if f.GetSince() != nil {
+		out.Since = f.GetSince().AsTime()
+	}
+	return out
+}
+
+// FenceToPB converts a fence for the wire.
+func FenceToPB(f Fence) *agentpb.Fence {
+	out := &agentpb.Fence{Token: f.Token, RolloutId: f.RolloutID, Holder: f.Holder, Message: f.Message, Kind: f.Kind}
+	if !f.Since.IsZero() {
+		out.Since = timestamppb.New(f.Since)
+	}
+	if f.ClaimTTL != 0 {
+		out.ClaimTtl = durationpb.New(f.ClaimTTL)
+	}
+	return out
+}
+
+// ClaimToPB converts a host's claim: the fence and when it expires, both
+// nil when there is none.
+func ClaimToPB(c *Claim) (*agentpb.Fence, *timestamppb.Timestamp) {
+	if c == nil {
+		return nil, nil
+	}
+	return FenceToPB(c.Fence), timestamppb.New(c.Expires)
+}
+
+// ClaimFromPB converts a claim back; nil when fence is.
+func ClaimFromPB(fence *agentpb.Fence, expires *timestamppb.Timestamp) *Claim {
+	if fence == nil {
+		return nil
+	}
+	f := FenceFromPB(fence)
+	if f == nil {
+		f = &Fence{RolloutID: fence.GetRolloutId(), Holder: fence.GetHolder(), Message: fence.GetMessage(), Kind: fence.GetKind()}
+	}
+	return &Claim{Fence: *f, Expires: expires.AsTime()}
+}
+
+// HistoryToPB converts history entries.
+func HistoryToPB(entries []HistoryEntry) []*agentpb.HistoryEntry {
+	out := make([]*agentpb.HistoryEntry, 0, len(entries))
+	for _, e := range entries {
+		phases := make(map[string]*durationpb.Duration, len(e.Phases))
+		for p, d := range e.Phases {
+			phases[string(p)] = durationpb.New(d)
+		}
+		out = append(out, &agentpb.HistoryEntry{Seq: e.Seq, Slot: e.Slot, Start: timestamppb.New(e.Start), End: timestamppb.New(e.End),
+			ImageBefore: e.ImageBefore, DigestBefore: e.DigestBefore, ImageAfter: e.ImageAfter, DigestAfter: e.DigestAfter,
+			Origin: e.Origin, RolloutId: e.RolloutID, FenceToken: e.FenceToken, Kind: e.Kind,
+			ResultCode: agentpb.SlotResultFromName(string(e.Result)), Result: string(e.Result), Error: e.Err,
+			Phases: phases, Total: durationpb.New(e.Total), RequestedImage: e.RequestedImage, Strategy: e.Strategy})
+	}
+	return out
+}
+
+// HistoryFromPB converts history entries back.
+func HistoryFromPB(entries []*agentpb.HistoryEntry) []HistoryEntry {
+	out := make([]HistoryEntry, 0, len(entries))
+	for _, e := range entries {
+		var phases map[Phase]time.Duration
+		if len(e.GetPhases()) > 0 {
+			phases = make(map[Phase]time.Duration, len(e.GetPhases()))
+			for p, d := range e.GetPhases() {
+				phases[Phase(p)] = d.AsDuration()
+			}
+		}
+		result := e.GetResultCode().Name()
+		if result == "" {
+			result = e.GetResult()
+		}
+		out = append(out, HistoryEntry{Seq: e.GetSeq(), Slot: e.GetSlot(), Start: e.GetStart().AsTime(), End: e.GetEnd().AsTime(),
+			ImageBefore: e.GetImageBefore(), DigestBefore: e.GetDigestBefore(), ImageAfter: e.GetImageAfter(), DigestAfter: e.GetDigestAfter(),
+			Origin: e.GetOrigin(), RolloutID: e.GetRolloutId(), FenceToken: e.GetFenceToken(), Kind: e.GetKind(),
+			Result: Result(result), Err: e.GetError(), Strategy: e.GetStrategy(), Phases: phases,
+			Total: e.GetTotal().AsDuration(), RequestedImage: e.GetRequestedImage()})
+	}
+	return out
+}

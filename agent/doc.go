@@ -18,6 +18,14 @@
 // veto a slot before it is touched and check the new container before it
 // gets traffic.
 //
+// Fleet rollouts fence their requests (fence.go): the host remembers, in
+// state_dir, the highest fence token it has seen and refuses older ones, so
+// a coordinator that lost the fleet lock changes nothing; a fenced request
+// claims the host, and a person's redeploy of a claimed host is refused
+// unless it breaks the claim. Every slot result is appended to the host's
+// history (history.go), and Pull brings an image onto the host without
+// touching a slot.
+//
 // It declares the few HAProxy and Docker calls it needs (HAProxy, Docker) and
 // is driven by plain methods (Redeploy, Status); the CLI and, later, the gRPC
 // service are thin adapters over them.

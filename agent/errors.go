@@ -44,3 +44,18 @@ var (
 	// ErrNoCanary: Promote was asked for a slot that runs no canary.
 	ErrNoCanary = errors.New("slot runs no canary")
 )
+
+// The refusals of fleet operations (fence.go).
+var (
+	// ErrFenced: a fleet rollout's request carries a fence token lower than
+	// one the host has seen: its coordinator lost the fleet lock to a later
+	// rollout, and may change nothing here. Nothing was changed.
+	ErrFenced = errors.New("fenced")
+	// ErrClaimed: a redeploy without a fence (a person's) on a host a fleet
+	// rollout claims; break_claim (--break-claim) lets it through. Its text
+	// starts "host belongs to rollout". Nothing was changed.
+	ErrClaimed = errors.New("host belongs to rollout")
+	// ErrInvalidFence: a Claim without a fence token (and without
+	// force_release).
+	ErrInvalidFence = errors.New("invalid fence")
+)

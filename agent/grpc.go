@@ -42,7 +42,14 @@ func (s *Service) Status(ctx context.Context, _ *agentpb.StatusRequest) (*agentp
 		return nil, toStatus(err)
 	}
 	host, _ := os.Hostname()
-	return &agentpb.StatusResponse{AgentVersion: s.version, Hostname: host, Busy: s.agent.Busy(), Slots: StatusToPB(slots)}, nil
+	out := &agentpb.StatusResponse{AgentVersion: s.version, Hostname: host, Busy: s.agent.Busy(), Slots: StatusToPB(slots)}
+	fs, err := s.agent.FenceState()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out.Claim, out.ClaimExpires = ClaimToPB(fs.Claim)
+	out.FenceToken = fs.Token
+	return out, nil
 }
 
 // Redeploy runs a replacement and streams its events, then its report. Errors
@@ -65,7 +72,8 @@ func (s *Service) Redeploy(req *agentpb.RedeployRequest, stream agentpb.Agent_Re
 		defer s.wg.Done()
 		rep, err := s.agent.Redeploy(s.life, Request{Image: req.GetImage(), Slots: req.GetSlots(),
 			Force: req.GetForce(), Origin: req.GetOrigin(), CanaryPercent: int(req.GetCanaryWeightPercent()),
-			CallerGone: stream.Context().Done()}, func(e Event) {
+			CallerGone: stream.Context().Done(), Fence: FenceFromPB(req.GetFence()), BreakClaim: req.GetBreakClaim(),
+			PreferStartFirst: req.GetPreferStartFirst(), Caller: caller(stream.Context())}, func(e Event) {
 			select {
 			case events <- EventToPB(e):
 			default: // a slow or gone caller never holds a slot up
@@ -92,7 +100,7 @@ func (s *Service) Redeploy(req *agentpb.RedeployRequest, stream agentpb.Agent_Re
 
 // Promote gives canary slots their whole weight back.
 func (s *Service) Promote(ctx context.Context, req *agentpb.PromoteRequest) (*agentpb.PromoteResponse, error) {
-	done, err := s.agent.Promote(ctx, req.GetSlots(), req.GetOrigin())
+	done, err := s.agent.Promote(ctx, req.GetSlots(), req.GetOrigin(), FenceFromPB(req.GetFence()))
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -155,13 +163,15 @@ func toStatus(err error) error {
 	switch {
 	case errors.Is(err, ErrPullCancelled): // a preflight failure, but cut short
 		code = codes.Canceled
+	case errors.Is(err, ErrFenced):
+		code = codes.Aborted
 	case errors.Is(err, ErrBusy):
 		code = codes.ResourceExhausted
-	case errors.Is(err, ErrUnknownSlot), errors.Is(err, ErrInvalidImage), errors.Is(err, ErrInvalidCanary):
+	case errors.Is(err, ErrUnknownSlot), errors.Is(err, ErrInvalidImage), errors.Is(err, ErrInvalidCanary), errors.Is(err, ErrInvalidFence):
 		code = codes.InvalidArgument
 	case errors.Is(err, ErrImageNotAllowed):
 		code = codes.PermissionDenied
-	case errors.Is(err, ErrPreflight), errors.Is(err, docker.ErrImageNotFound), errors.Is(err, ErrNoCanary), errors.Is(err, ErrWedged):
+	case errors.Is(err, ErrPreflight), errors.Is(err, docker.ErrImageNotFound), errors.Is(err, ErrNoCanary), errors.Is(err, ErrWedged), errors.Is(err, ErrClaimed):
 		code = codes.FailedPrecondition
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled

@@ -25,6 +25,8 @@ type plan struct {
 	skip        bool // already runs the image
 	// startFirst: the new container boots while the old one drains.
 	startFirst bool
+	// imageID is the requested image's ID on the host.
+	imageID string
 	// takeover: the slot is wedged, and old is the container its
 	// configuration is cloned from (takeOver).
 	takeover *takeover
@@ -50,7 +52,7 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 		if wedged != nil && wedged.Slot == s.Name {
 			p, err = a.checkTakeover(ctx, s, cfg, *wedged)
 		} else {
-			p, err = a.checkSlot(ctx, s, cfg)
+			p, err = a.checkSlot(ctx, s, cfg, req.PreferStartFirst)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("slot %s: %w", s.Name, err))
@@ -96,6 +98,7 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 	}
 	for i := range plans {
 		p := &plans[i]
+		p.imageID = imageID
 		p.skip = p.old.ImageID == imageID && !req.Force && p.takeover == nil
 		if p.skip {
 			continue
@@ -111,8 +114,11 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 }
 
 // checkSlot checks that the slot's server and container exist and that
-// HAProxy can prove a new container healthy (the server has checks).
-func (a *Agent) checkSlot(ctx context.Context, s SlotConfig, cfg haproxyConfig) (plan, error) {
+// HAProxy can prove a new container healthy (the server has checks), and
+// chooses the strategy: start-first whenever the container can run beside
+// its replacement when preferStartFirst (a rollback's fast track), else the
+// slot's own.
+func (a *Agent) checkSlot(ctx context.Context, s SlotConfig, cfg haproxyConfig, preferStartFirst bool) (plan, error) {
 	p := plan{slot: s}
 	srv, adm, err := a.checkServer(ctx, s, cfg)
 	if err != nil {
@@ -127,13 +133,15 @@ func (a *Agent) checkSlot(ctx context.Context, s SlotConfig, cfg haproxyConfig) 
 	}
 	p.old, p.weight, p.state, p.addr = old, srv.Weight, adm.State, srv.Addr
 	beside, why := old.CanRunBeside()
-	switch s.Strategy {
-	case StrategyStartFirst:
+	switch {
+	case preferStartFirst && beside:
+		p.startFirst = true
+	case s.Strategy == StrategyStartFirst:
 		if !beside {
 			return p, fmt.Errorf("strategy start-first: container %s cannot run beside its replacement: %s; use stop-first or auto", s.Container, why)
 		}
 		p.startFirst = true
-	case StrategyStopFirst:
+	case s.Strategy == StrategyStopFirst:
 		why = "strategy is stop-first"
 	default:
 		p.startFirst = beside

@@ -89,6 +89,9 @@ func (r *replacement) hold(fn func() error) error {
 type replaceResult struct {
 	report SlotReport
 	err    error
+	// proven: the new container passed the gate, and runs in the slot
+	// even when err is set (only its restore failed).
+	proven bool
 }
 
 // replace runs one slot through drain, stop, start, boot, address, gate,
@@ -127,7 +130,7 @@ func (a *Agent) replace(ctx context.Context, p plan, image string, events func(E
 		r.report.NewContainer = r.e.NewID
 	}
 	r.report.Total = time.Since(begin)
-	return replaceResult{report: r.report, err: err}
+	return replaceResult{report: r.report, err: err, proven: r.e.Proven}
 }
 
 // step runs one phase, times it, and reports it.

@@ -15,7 +15,9 @@ import (
 func (r *run) execute(ctx context.Context, hosts []string, plan Plan, res Result, start time.Time) (Result, error) {
 	e := r.e
 	var errs *multierror.Error
-	failedHosts := 0
+	// accepted: the failed hosts a person let the rollout go on with
+	// (on_failure: pause, then promote); only more pause it again.
+	failedHosts, accepted := 0, 0
 	for bi, b := range plan.Batches {
 		br := BatchResult{Batch: bi + 1, Canary: b.Canary, Hosts: len(b.Hosts)}
 		if res.Stopped != "" {
@@ -31,7 +33,7 @@ func (r *run) execute(ctx context.Context, hosts []string, plan Plan, res Result
 		res.Batches = append(res.Batches, br)
 		failedHosts += failed
 		last := bi == len(plan.Batches)-1
-		exceeded := e.MaxFailures.Exceeded(failedHosts, plan.Hosts())
+		exceeded := failedHosts > accepted && e.MaxFailures.Exceeded(failedHosts, plan.Hosts())
 		switch {
 		case stop != "":
 			res.Stopped = stop
@@ -47,7 +49,9 @@ func (r *run) execute(ctx context.Context, hosts []string, plan Plan, res Result
 			res.RolledBack = r.rollbackEarlier(ctx, plan, bi)
 			res.Stopped += fmt.Sprintf("; on_failure rollback put %d host(s) back on their old image", res.RolledBack)
 		case exceeded && !last && e.OnFailure == OnFailurePause:
-			res.Stopped = r.pauseOnFailure(ctx, failedHosts, plan.Hosts())
+			if res.Stopped = r.pauseOnFailure(ctx, failedHosts, plan.Hosts()); res.Stopped == "" {
+				accepted = failedHosts
+			}
 		case !last && exceeded:
 			res.Stopped = fmt.Sprintf("%d of %d hosts failed, more than max_failures %s", failedHosts, plan.Hosts(), e.MaxFailures)
 		}

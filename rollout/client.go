@@ -152,6 +152,9 @@ func fromStatus(err error) error {
 	case codes.Canceled:
 		kind = context.Canceled
 	}
+	if k := fleetKind(s); k != nil {
+		kind = k
+	}
 	return &agentError{kind: kind, status: s}
 }
 

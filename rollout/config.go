@@ -59,6 +59,21 @@ type Config struct {
 	// rollout's progress as Prometheus metrics (GET /metrics) while it
 	// runs; empty serves none. An empty host listens on every interface.
 	MetricsListen string `mapstructure:"metrics_listen"`
+	// OnFailure: what a rollout does once its failures pass max_failures:
+	// stop (no further batch), rollback (no further batch, and the hosts of
+	// earlier batches are put back on their old image), or pause (wait for
+	// `haroll rollout promote` to go on, or `abort` to stop).
+	OnFailure string `mapstructure:"on_failure"`
+	// Prepull: every host pulls the image before the first drain, and a
+	// host that cannot get it stops the rollout with nothing changed.
+	Prepull            bool `mapstructure:"prepull"`
+	PrepullConcurrency int  `mapstructure:"prepull_concurrency"`
+	// Rollback is how `haroll rollout rollback` and on_failure: rollback
+	// go: their own batch size.
+	Rollback RollbackConfig `mapstructure:"rollback"`
+	// ClaimTTL: how long a host stays claimed by a rollout after its last
+	// request, should the coordinator die without releasing it.
+	ClaimTTL time.Duration `mapstructure:"claim_ttl"`
 }
 
 // CanaryConfig is the canary stage of a rollout (see CanaryPolicy).
@@ -100,7 +115,9 @@ func DefaultConfig() Config {
 		StateFile:      DefaultStateFile,
 		Canary: CanaryConfig{Slots: 1, Weight: "10%", Window: 2 * time.Minute, Interval: 5 * time.Second,
 			MaxErrorRate: "1%", Margin: "0.5%", MinRequests: 20},
-		Hooks: Hooks{Pre: hook.Config{Timeout: hook.DefaultTimeout}, Post: hook.Config{Timeout: hook.DefaultTimeout}},
+		Hooks:     Hooks{Pre: hook.Config{Timeout: hook.DefaultTimeout}, Post: hook.Config{Timeout: hook.DefaultTimeout}},
+		OnFailure: OnFailureStop, Prepull: true, PrepullConcurrency: DefaultPrepullConcurrency,
+		Rollback: RollbackConfig{Batch: "50%"}, ClaimTTL: time.Hour,
 	}
 }
 
@@ -172,6 +189,7 @@ func (c Config) Validate() error {
 		seen[s] = true
 	}
 	errs = append(errs, c.Hooks.validate("hooks")...)
+	errs = append(errs, c.validateFleetOps()...)
 	return errors.Join(errs...)
 }
 

@@ -30,6 +30,13 @@ type fencedPromoter interface {
 	PromoteFenced(ctx context.Context, origin string, fence *agentpb.Fence) error
 }
 
+// *Client is what the executor finds by type assertion: checked here, not
+// at run time.
+var (
+	_ FleetAgent     = (*Client)(nil)
+	_ fencedPromoter = (*Client)(nil)
+)
+
 // ErrPrepull: a host could not get the image before the first drain; the
 // rollout stopped with nothing changed.
 var ErrPrepull = errors.New("prepull failed: not every host can get the image, nothing was changed")
@@ -79,15 +86,22 @@ func (r *run) checkLease(ctx context.Context) error {
 	if err == nil {
 		return nil
 	}
+	return r.loseLock(err)
+}
+
+// loseLock records err (wrapped in ErrLockLost) as the lost lock that stops
+// the run before its next step, and returns it: a failed lease check, or an
+// agent that refused a request as fenced (it has seen a newer rollout).
+func (r *run) loseLock(err error) error {
 	if !errors.Is(err, ErrLockLost) {
 		err = fmt.Errorf("%w: %w", ErrLockLost, err)
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.lost == nil {
 		r.lost = err
 		r.log.Error("the fleet lock is lost: the rollout stops before its next step", "error", err)
 	}
-	r.mu.Unlock()
 	return err
 }
 

@@ -79,6 +79,9 @@ func (r *run) redeploy(ctx, sctx context.Context, pos Event, h string, canary bo
 	}
 	t0 := time.Now()
 	rep, err := a.Redeploy(sctx, req, r.phases(pos, h))
+	if errors.Is(err, ErrFenced) { // the host has seen a newer rollout: this one lost its lock
+		_ = r.loseLock(fmt.Errorf("host %s: %w", h, err))
+	}
 	sr.Duration = time.Since(t0)
 	for _, s := range rep.GetSlots() {
 		if s.GetSlot() != pos.Slot {

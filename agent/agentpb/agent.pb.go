@@ -1744,8 +1744,11 @@ type HistoryEntry struct {
 	Total  *durationpb.Duration            `protobuf:"bytes,17,opt,name=total,proto3" json:"total,omitempty"`
 	// requested_image: the image the request asked for.
 	RequestedImage string `protobuf:"bytes,18,opt,name=requested_image,json=requestedImage,proto3" json:"requested_image,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// strategy: how the slot was replaced, "start-first" or "stop-first"
+	// (empty when it was not: skipped).
+	Strategy      string `protobuf:"bytes,19,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HistoryEntry) Reset() {
@@ -1900,6 +1903,13 @@ func (x *HistoryEntry) GetTotal() *durationpb.Duration {
 func (x *HistoryEntry) GetRequestedImage() string {
 	if x != nil {
 		return x.RequestedImage
+	}
+	return ""
+}
+
+func (x *HistoryEntry) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
 	}
 	return ""
 }
@@ -2310,7 +2320,7 @@ const file_agent_proto_rawDesc = "" +
 	"rollout_id\x18\x03 \x01(\tR\trolloutId\"f\n" +
 	"\x0fHistoryResponse\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x127\n" +
-	"\aentries\x18\x02 \x03(\v2\x1d.haroll.agent.v1.HistoryEntryR\aentries\"\xeb\x05\n" +
+	"\aentries\x18\x02 \x03(\v2\x1d.haroll.agent.v1.HistoryEntryR\aentries\"\x87\x06\n" +
 	"\fHistoryEntry\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04slot\x18\x02 \x01(\tR\x04slot\x120\n" +
@@ -2334,7 +2344,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x05error\x18\x0f \x01(\tR\x05error\x12A\n" +
 	"\x06phases\x18\x10 \x03(\v2).haroll.agent.v1.HistoryEntry.PhasesEntryR\x06phases\x12/\n" +
 	"\x05total\x18\x11 \x01(\v2\x19.google.protobuf.DurationR\x05total\x12'\n" +
-	"\x0frequested_image\x18\x12 \x01(\tR\x0erequestedImage\x1aT\n" +
+	"\x0frequested_image\x18\x12 \x01(\tR\x0erequestedImage\x12\x1a\n" +
+	"\bstrategy\x18\x13 \x01(\tR\bstrategy\x1aT\n" +
 	"\vPhasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
 	"\x05value\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05value:\x028\x01\"i\n" +

@@ -16,10 +16,11 @@ import (
 
 func newRedeploy() *cobra.Command {
 	var (
-		image  string
-		slots  []string
-		force  bool
-		output string
+		image      string
+		slots      []string
+		force      bool
+		breakClaim bool
+		output     string
 	)
 	cmd := &cobra.Command{
 		Use:   "redeploy --image IMAGE [--slot NAME]...",
@@ -27,7 +28,10 @@ func newRedeploy() *cobra.Command {
 		Long: `redeploy runs the replacement in-process on this host: for each slot, in
 config order, it drains the HAProxy server, replaces the container, proves the
 new one healthy (Docker health, its own probe, a fresh HAProxy check) and gives
-the original weight back. A failure rolls the slot back and stops.`,
+the original weight back. A failure rolls the slot back and stops.
+
+While a fleet rollout claims the host (haroll status shows it), redeploy is
+refused, unless --break-claim.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if image == "" {
@@ -42,7 +46,7 @@ the original weight back. A failure rolls the slot back and stops.`,
 			if output == "text" {
 				progress = cmd.OutOrStdout()
 			}
-			req := agent.Request{Image: image, Slots: slots, Force: force, Origin: "redeploy by " + whoami()}
+			req := agent.Request{Image: image, Slots: slots, Force: force, Origin: "redeploy by " + whoami(), BreakClaim: breakClaim}
 			rep, err := a.Redeploy(cmd.Context(), req, func(e agent.Event) { printEvent(progress, e) })
 			if output == "json" {
 				enc := json.NewEncoder(cmd.OutOrStdout())
@@ -66,6 +70,7 @@ the original weight back. A failure rolls the slot back and stops.`,
 	f.StringVar(&image, "image", "", "image to run in the slots (required)")
 	f.StringArrayVar(&slots, "slot", nil, "replace only this slot (repeatable); default: every slot")
 	f.BoolVar(&force, "force", false, "replace slots that already run the image")
+	f.BoolVar(&breakClaim, "break-claim", false, "redeploy even though a fleet rollout claims the host (it may replace the slots again)")
 	f.StringVarP(&output, "output", "o", "text", "text or json (the report on stdout, progress on stderr)")
 	return cmd
 }

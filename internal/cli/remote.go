@@ -18,6 +18,11 @@ import (
 type slots interface {
 	Redeploy(ctx context.Context, req agent.Request, events func(agent.Event)) (agent.Report, error)
 	Status(ctx context.Context) ([]agent.SlotStatus, error)
+	// FenceState: the fleet rollout that claims the host, if any, and the
+	// highest fence token it has seen.
+	FenceState(ctx context.Context) (agent.FenceState, error)
+	// History: the host's recorded slot results, newest first.
+	History(ctx context.Context, q agent.HistoryQuery) ([]agent.HistoryEntry, error)
 }
 
 // remote drives the agent daemon of this host over its unix socket, through
@@ -25,6 +30,8 @@ type slots interface {
 // client's errors to the words this CLI has always shown.
 type remote struct {
 	client *rollout.Client
+	// status is the agent's last Status answer, which carries its claim.
+	status *agentpb.StatusResponse
 }
 
 // dialLocalAgent returns the running agent when its socket answers (see
@@ -43,7 +50,26 @@ func (r *remote) Status(ctx context.Context) ([]agent.SlotStatus, error) {
 	if err != nil {
 		return nil, rpcError(err)
 	}
+	r.status = resp
 	return agent.StatusFromPB(resp.GetSlots()), nil
+}
+
+// FenceState is the claim of the last Status answer, or of a new one.
+func (r *remote) FenceState(ctx context.Context) (agent.FenceState, error) {
+	if r.status == nil {
+		if _, err := r.Status(ctx); err != nil {
+			return agent.FenceState{}, err
+		}
+	}
+	return agent.FenceState{Token: r.status.GetFenceToken(), Claim: agent.ClaimFromPB(r.status.GetClaim(), r.status.GetClaimExpires())}, nil
+}
+
+func (r *remote) History(ctx context.Context, q agent.HistoryQuery) ([]agent.HistoryEntry, error) {
+	resp, err := r.client.History(ctx, &agentpb.HistoryRequest{Slot: q.Slot, RolloutId: q.RolloutID, Limit: int32(q.Limit)})
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return agent.HistoryFromPB(resp.GetEntries()), nil
 }
 
 // Redeploy asks the agent to replace the slots and follows its events. If
@@ -51,7 +77,8 @@ func (r *remote) Status(ctx context.Context) ([]agent.SlotStatus, error) {
 // a slot is touched; during the image pull, which has changed nothing yet,
 // it stops the pull and the request.
 func (r *remote) Redeploy(ctx context.Context, req agent.Request, events func(agent.Event)) (agent.Report, error) {
-	rep, err := r.client.Redeploy(ctx, &agentpb.RedeployRequest{Image: req.Image, Slots: req.Slots, Force: req.Force, Origin: req.Origin},
+	rep, err := r.client.Redeploy(ctx, &agentpb.RedeployRequest{Image: req.Image, Slots: req.Slots, Force: req.Force, Origin: req.Origin,
+		BreakClaim: req.BreakClaim},
 		func(p *agentpb.PhaseEvent) { events(agent.EventFromPB(p)) })
 	switch {
 	case rep != nil:

@@ -29,6 +29,7 @@ var rolloutFlagKeys = map[string]string{
 	"batch": "batch", "canary": "canary.hosts", "canary-weight": "canary.weight", "canary-window": "canary.window",
 	"pause": "canary.pause", "max-failures": "max_failures", "slot": "slots",
 	"step-timeout": "step_timeout", "state-file": "state_file", "metrics-listen": "metrics_listen",
+	"on-failure": "on_failure", "prepull": "prepull",
 }
 
 // rolloutCmd is `haroll rollout`: its flags, and a new rollout (run) or a
@@ -75,7 +76,8 @@ agent skips if it is already on the image.`,
 	}
 	cmd.AddCommand(
 		newDecide(rollout.DecisionPromote, "Promote the paused canary of a running rollout (--pause): its hosts get their whole weight and the rollout goes on"),
-		newDecide(rollout.DecisionAbort, "Abort the canary of a running rollout: its hosts go back to the old image and the rollout stops"))
+		newDecide(rollout.DecisionAbort, "Abort the canary of a running rollout: its hosts go back to the old image and the rollout stops"),
+		newRolloutHistory())
 	f := cmd.Flags()
 	f.String("config", defaultCoordinatorConfig, "coordinator configuration file (YAML)")
 	f.StringVar(&c.image, "image", "", "image to roll out (required)")
@@ -92,6 +94,8 @@ agent skips if it is already on the image.`,
 	f.BoolVar(&c.resume, "resume", false, "finish the interrupted rollout recorded in the state file (its image and plan); --image, if given, must match")
 	f.String("state-file", "", "where the rollout's progress is recorded, for --resume (overrides state_file; default "+rollout.DefaultStateFile+")")
 	f.Duration("step-timeout", 0, "how long every host of a step has to report on its slot, its image pull included (overrides step_timeout)")
+	f.String("on-failure", "", "when failures pass max_failures: stop, rollback (put earlier batches back too) or pause (wait for promote/abort) (overrides on_failure)")
+	f.Bool("prepull", true, "every host pulls the image before the first drain; a host that cannot get it stops the rollout with nothing changed (overrides prepull)")
 	f.String("metrics-listen", "", "serve the rollout's progress as Prometheus metrics on host:port while it runs (overrides metrics_listen)")
 	f.Bool("insecure", false, "dial the agents in plaintext; refused unless every host is a loopback address")
 	f.StringVarP(&c.output, "output", "o", "text", "text or json (the result on stdout, progress on stderr)")
@@ -140,6 +144,10 @@ type rolloutSpec struct {
 	slots       []string
 	maxFailures rollout.Threshold
 	canary      *rollout.CanaryPolicy
+	// images: a rollback's per-pair images (image is then empty), with
+	// start-first wherever a slot allows it.
+	images           map[string]string
+	preferStartFirst bool
 }
 
 // executor builds the Executor of spec over dial, with its events fed to
@@ -150,6 +158,9 @@ func (c *rolloutCmd) executor(cfg rollout.Config, spec rolloutSpec, dial rollout
 		MaxFailures: spec.maxFailures, SkipUnreachable: c.skipUnreachable,
 		ConnectTimeout: cfg.ConnectTimeout, StepTimeout: cfg.StepTimeout,
 		StateFile: cfg.StateFile, Canary: spec.canary, Hooks: cfg.Hooks,
+		Prepull: cfg.Prepull, PrepullConcurrency: cfg.PrepullConcurrency,
+		OnFailure: cfg.OnFailure, RollbackBatch: cfg.RollbackBatch(), ClaimTTL: cfg.ClaimTTL,
+		Images: spec.images, PreferStartFirst: spec.preferStartFirst,
 		Events: rm.events(events),
 		Log:    slog.Default().With("image", spec.image),
 	}
@@ -246,7 +257,13 @@ func (c *rolloutCmd) resumeRollout(cmd *cobra.Command, cfg rollout.Config) error
 		return err
 	}
 	spec := rolloutSpec{image: st.Image, force: st.Force, origin: "rollout (resumed) by " + whoami(),
-		hosts: st.Hosts, slots: st.Slots, maxFailures: maxFailures, canary: st.CanaryPolicy}
+		hosts: st.Hosts, slots: st.Slots, maxFailures: maxFailures, canary: st.CanaryPolicy,
+		images: st.Images, preferStartFirst: st.Kind == rollout.KindRollback}
+	// What the rollout does on failure is the recorded one, unless the flag
+	// says otherwise now.
+	if st.OnFailure != "" && !cmd.Flags().Changed("on-failure") {
+		cfg.OnFailure = st.OnFailure
+	}
 	sink, err := c.progressSink(cmd, spec)
 	if err != nil {
 		return err

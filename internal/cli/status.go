@@ -3,25 +3,54 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/haroll/haroll/agent"
 )
 
 func newStatus() *cobra.Command {
-	var output string
+	var (
+		output  string
+		history bool
+		query   agent.HistoryQuery
+	)
 	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show each slot: container, image, HAProxy status, weight, sessions",
-		Args:  cobra.NoArgs,
+		Use:   "status [--history [--slot S] [--rollout ID] [--limit N]]",
+		Short: "Show each slot: container, image, HAProxy status, weight, sessions; or the host's history",
+		Long: `status shows each slot of this host and, when a fleet rollout claims the
+host, which one. With --history it shows the host's record of replacements
+instead, newest first: every slot result of every redeploy, by whoever asked.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !history && (cmd.Flags().Changed("slot") || cmd.Flags().Changed("rollout") || cmd.Flags().Changed("limit")) {
+				return usageError("--slot, --rollout and --limit select entries of --history")
+			}
+			if query.Limit < 0 {
+				return usageError("--limit %d: want 0 (every entry kept) or more", query.Limit)
+			}
 			a, closeAgent, err := prepare(cmd, output)
 			if err != nil {
 				return err
 			}
 			defer closeAgent()
+			if history {
+				entries, err := a.History(cmd.Context(), query)
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					enc := json.NewEncoder(cmd.OutOrStdout())
+					enc.SetIndent("", "  ")
+					return enc.Encode(entries)
+				}
+				printHistory(cmd.OutOrStdout(), entries)
+				return nil
+			}
 			slots, err := a.Status(cmd.Context())
 			if output == "json" {
 				enc := json.NewEncoder(cmd.OutOrStdout())
@@ -49,12 +78,70 @@ func newStatus() *cobra.Command {
 				}
 			}
 			tw.Flush()
-			return err
+			if err != nil {
+				return err
+			}
+			fs, err := a.FenceState(cmd.Context())
+			if err != nil {
+				return err
+			}
+			printClaim(cmd.OutOrStdout(), fs)
+			return nil
 		},
 	}
 	agentFlags(cmd)
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	f := cmd.Flags()
+	f.StringVarP(&output, "output", "o", "text", "text or json")
+	f.BoolVar(&history, "history", false, "show the host's record of replacements, newest first")
+	f.StringVar(&query.Slot, "slot", "", "with --history: only this slot's entries")
+	f.StringVar(&query.RolloutID, "rollout", "", "with --history: only this fleet rollout's entries")
+	f.IntVar(&query.Limit, "limit", 20, "with --history: at most this many entries; 0: every one kept")
 	return cmd
+}
+
+// printClaim says which fleet rollout claims the host, if one does.
+func printClaim(w io.Writer, fs agent.FenceState) {
+	c := fs.Claim
+	if c == nil {
+		return
+	}
+	kind := ""
+	if c.Fence.Kind != "" {
+		kind = " (" + c.Fence.Kind + ")"
+	}
+	since := ""
+	if !c.Fence.Since.IsZero() {
+		since = " since " + c.Fence.Since.UTC().Format(time.RFC3339)
+	}
+	why := ""
+	if c.Fence.Message != "" {
+		why = fmt.Sprintf(": %q", c.Fence.Message)
+	}
+	fmt.Fprintf(w, "\nclaimed by rollout %s%s held by %s%s, until %s%s; `haroll redeploy` here needs --break-claim (fence token %d)\n",
+		c.Fence.RolloutID, kind, c.Fence.Holder, since, c.Expires.UTC().Format(time.RFC3339), why, fs.Token)
+}
+
+// printHistory writes the entries as a table, in the order given.
+func printHistory(w io.Writer, entries []agent.HistoryEntry) {
+	if len(entries) == 0 {
+		fmt.Fprintln(w, "no replacement recorded")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tSLOT\tRESULT\tIMAGE\tROLLOUT\tORIGIN\tTOTAL\t")
+	for _, e := range entries {
+		image := dash(e.ImageBefore) + " -> " + dash(e.ImageAfter)
+		if e.ImageAfter != e.RequestedImage {
+			image += " (asked " + e.RequestedImage + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", e.End.Local().Format(time.DateTime), e.Slot, e.Result, image,
+			dash(e.RolloutID), dash(e.Origin), e.Total.Round(time.Millisecond))
+		if e.Err != "" {
+			why, _, _ := strings.Cut(e.Err, "\n")
+			fmt.Fprintf(tw, "\t  error: %s\n", why)
+		}
+	}
+	tw.Flush()
 }
 
 func dash(s string) string {

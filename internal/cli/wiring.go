@@ -27,7 +27,26 @@ func prepare(cmd *cobra.Command, output string) (slots, func(), error) {
 		slog.Info("using the running agent", "socket", cfg.Socket)
 		return r, r.close, nil
 	}
-	return openAgent(cmd.Context(), cfg, nil)
+	a, closeAgent, err := openAgent(cmd.Context(), cfg, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	return inProcess{a}, closeAgent, nil
+}
+
+// inProcess is the host's agent in this process: the CLI itself, on this
+// host, is its caller.
+type inProcess struct{ *agent.Agent }
+
+func (p inProcess) Redeploy(ctx context.Context, req agent.Request, events func(agent.Event)) (agent.Report, error) {
+	req.Caller = "local"
+	return p.Agent.Redeploy(ctx, req, events)
+}
+
+func (p inProcess) FenceState(context.Context) (agent.FenceState, error) { return p.Agent.FenceState() }
+
+func (p inProcess) History(_ context.Context, q agent.HistoryQuery) ([]agent.HistoryEntry, error) {
+	return p.Agent.History(q)
 }
 
 // openAgent connects to HAProxy and Docker as cfg says and returns an agent

@@ -1,0 +1,146 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/haroll/haroll/agent/agentpb"
+)
+
+// HostHistory is one host's answer to a History request.
+type HostHistory struct {
+	Host    string                  `json:"host"`
+	Entries []*agentpb.HistoryEntry `json:"entries,omitempty"`
+	Err     error                   `json:"-"`
+	Error   string                  `json:"error,omitempty"`
+}
+
+// FleetHistory asks every host of hosts for its history (req's filters),
+// preflightConcurrency at once, each within timeout. A host that cannot
+// answer has Err set; the others are answered whatever becomes of it.
+func FleetHistory(ctx context.Context, dial Dial, hosts []string, req *agentpb.HistoryRequest, timeout time.Duration) []HostHistory {
+	out := make([]HostHistory, len(hosts))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(preflightConcurrency, len(hosts)) {
+		wg.Go(func() {
+			for i := range next {
+				out[i] = hostHistory(ctx, dial, hosts[i], req, timeout)
+			}
+		})
+	}
+	for i := range hosts {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return out
+}
+
+func hostHistory(ctx context.Context, dial Dial, h string, req *agentpb.HistoryRequest, timeout time.Duration) HostHistory {
+	hh := HostHistory{Host: h}
+	ctx, cancel := within(ctx, timeout)
+	defer cancel()
+	a, err := dial(ctx, h)
+	if err == nil {
+		if c, ok := a.(interface{ Close() error }); ok {
+			defer c.Close() //nolint:errcheck // a read-only call
+		}
+		fa, ok := a.(FleetAgent)
+		if !ok {
+			err = errors.New("its agent keeps no history (an earlier haroll): upgrade it")
+		} else {
+			var resp *agentpb.HistoryResponse
+			if resp, err = fa.History(ctx, req); err == nil {
+				hh.Entries = resp.GetEntries()
+			}
+		}
+	}
+	if err != nil {
+		hh.Err = fmt.Errorf("host %s: history: %w", h, err)
+		hh.Error = hh.Err.Error()
+	}
+	return hh
+}
+
+// RollbackPlan is what `haroll rollout rollback` puts back: the last
+// rollout found in the agents' history, and each (host, slot) pair it
+// replaced with the image the slot ran before it.
+type RollbackPlan struct {
+	RolloutID string `json:"rollout_id"`
+	Token     uint64 `json:"token"`
+	Image     string `json:"image"` // what that rollout rolled out
+	// Images: PairKey(host, slot) -> the image to go back to.
+	Images map[string]string `json:"images"`
+	// Hosts with a pair to put back, in the order given.
+	Hosts []string `json:"hosts"`
+}
+
+// ErrNothingToRollBack: no host's history holds a rollout to undo.
+var ErrNothingToRollBack = errors.New("nothing to roll back")
+
+// PlanRollback finds, in the histories of every host, the last fleet
+// rollout (the highest fence token of an entry of kind rollout) and, for
+// each slot that rollout replaced, the image the slot ran before. A slot
+// the rollout did not replace (skipped, rolled back, not reached) is left
+// as it is. An unanswered host is an error: its slots cannot be known.
+func PlanRollback(hist []HostHistory) (RollbackPlan, error) {
+	var errs []error
+	var last *agentpb.HistoryEntry
+	for _, hh := range hist {
+		if hh.Err != nil {
+			errs = append(errs, hh.Err)
+			continue
+		}
+		for _, e := range hh.Entries {
+			if e.GetKind() != KindRollout || e.GetRolloutId() == "" {
+				continue
+			}
+			if last == nil || e.GetFenceToken() > last.GetFenceToken() {
+				last = e
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return RollbackPlan{}, fmt.Errorf("the history of %d host(s) could not be read, so what they ran is unknown:%s", len(errs), listErrors(errs))
+	}
+	if last == nil {
+		return RollbackPlan{}, fmt.Errorf("%w: no host's history holds a fleet rollout (pass --to IMAGE to roll a given image back out)", ErrNothingToRollBack)
+	}
+	p := RollbackPlan{RolloutID: last.GetRolloutId(), Token: last.GetFenceToken(), Image: last.GetRequestedImage(), Images: map[string]string{}}
+	for _, hh := range hist {
+		// Per slot, the newest entry of that rollout (a resume may have
+		// asked a slot twice: the second is a skip).
+		newest := map[string]*agentpb.HistoryEntry{}
+		for _, e := range hh.Entries {
+			if e.GetRolloutId() != p.RolloutID || e.GetResultCode() != agentpb.SlotResult_SLOT_RESULT_REPLACED {
+				continue
+			}
+			if n := newest[e.GetSlot()]; n == nil || e.GetSeq() > n.GetSeq() {
+				newest[e.GetSlot()] = e
+			}
+		}
+		slots := make([]string, 0, len(newest))
+		for s := range newest {
+			slots = append(slots, s)
+		}
+		sort.Strings(slots)
+		for _, s := range slots {
+			if before := newest[s].GetImageBefore(); before != "" && before != newest[s].GetImageAfter() {
+				p.Images[PairKey(hh.Host, s)] = before
+			}
+		}
+		if slices.ContainsFunc(slots, func(s string) bool { return p.Images[PairKey(hh.Host, s)] != "" }) {
+			p.Hosts = append(p.Hosts, hh.Host)
+		}
+	}
+	if len(p.Images) == 0 {
+		return p, fmt.Errorf("%w: rollout %s replaced no slot that ran another image before", ErrNothingToRollBack, p.RolloutID)
+	}
+	return p, nil
+}
