@@ -449,23 +449,44 @@ func TestFleetOpsFileStore(t *testing.T) {
 			t.Errorf("rollout kinds in the history: %v, want one rollback", kinds)
 		}
 
-		out, err := haroll(t, "status", "--config", f.Hosts[0].AgentYAML, "--history", "-o", "json")
-		if err != nil {
+		// The same through the CLI: on the host, and across the fleet.
+		var onHost, fleet []historyRow
+		if _, err := harollJSON(t, &onHost, "status", "--config", f.Hosts[0].AgentYAML, "--history", "-o", "json"); err != nil {
 			t.Fatal(err)
 		}
-		fleet, err := haroll(t, "rollout", "history", "--config", config, "--host", f.Agents[0].Addr, "--slot", "app-2", "-o", "json")
-		if err != nil {
+		if _, err := harollJSON(t, &fleet, "rollout", "history", "--config", config, "--host", f.Agents[0].Addr, "--slot", "app-2", "-o", "json"); err != nil {
 			t.Fatal(err)
 		}
 		for _, id := range ids {
-			if !strings.Contains(out, id) {
-				t.Errorf("haroll status --history on host 1 does not show rollout %s", id)
+			if n := countRows(onHost, func(r historyRow) bool { return r.RolloutID == id }); n != len(opsWeights) {
+				t.Errorf("haroll status --history on host 1 shows %d replacements of rollout %s, want %d (one per slot)", n, id, len(opsWeights))
 			}
-			if !strings.Contains(fleet, id) {
-				t.Errorf("haroll rollout history --host %s --slot app-2 does not show rollout %s", f.Agents[0].Addr, id)
+			if n := countRows(fleet, func(r historyRow) bool { return r.RolloutID == id }); n != 1 {
+				t.Errorf("haroll rollout history --host %s --slot app-2 shows %d replacements of rollout %s, want 1", f.Agents[0].Addr, n, id)
 			}
 		}
+		if n := countRows(fleet, func(r historyRow) bool { return r.Host != f.Agents[0].Addr || r.Slot != "app-2" }); n != 0 {
+			t.Errorf("haroll rollout history --host %s --slot app-2 shows %d rows of other hosts or slots", f.Agents[0].Addr, n)
+		}
 	})
+}
+
+// historyRow is what these tests read of a row of `haroll status --history
+// -o json` and `haroll rollout history -o json`.
+type historyRow struct {
+	Host      string `json:"host"`
+	Slot      string `json:"slot"`
+	RolloutID string `json:"rollout_id"`
+}
+
+func countRows(rows []historyRow, match func(historyRow) bool) int {
+	n := 0
+	for _, r := range rows {
+		if match(r) {
+			n++
+		}
+	}
+	return n
 }
 
 // TestFleetOpsPrepullAndOnFailure runs host 2 on a Docker engine of its own:
