@@ -265,11 +265,25 @@ func (d doneIndex) apply(s *State, rec logRecord) {
 // and how much it holds against the snapshot.
 type stateFiles struct {
 	path       string
-	log        *os.File
-	generation uint64
-	records    int // in the log, after its header
-	snapshot   int // pairs in the snapshot
+	log      *os.File
+	gen      uint64
+	records  int // in the log, after its header
+	snapshot int // pairs in the snapshot
 }
+
+// fileBackend writes a rollout's state as the state file at path and the
+// log beside it.
+type fileBackend struct{ path string }
+
+func (b fileBackend) generation(s *State, prev uint64) (stateLog, error) {
+	f, err := writeGeneration(b.path, s, prev)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return f, nil
+}
+
+func (b fileBackend) String() string { return "state file " + b.path }
 
 // minCompaction is the fewest log records that make a compaction worth it
 // (a variable for tests).
@@ -347,7 +361,7 @@ func writeGeneration(path string, s *State, prev uint64) (*stateFiles, error) {
 	}
 	s.Version, s.Generation = stateVersion, gen
 	ok = true
-	return &stateFiles{path: path, log: f, generation: gen, snapshot: len(s.Done)}, nil
+	return &stateFiles{path: path, log: f, gen: gen, snapshot: len(s.Done)}, nil
 }
 
 // append writes the lines of n records to the log with one write and one
@@ -376,3 +390,5 @@ func (f *stateFiles) due() bool {
 }
 
 func (f *stateFiles) close() error { return f.log.Close() }
+
+func (f *stateFiles) generation() uint64 { return f.gen }

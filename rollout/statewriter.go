@@ -26,8 +26,11 @@ func (s *StateWrites) add(d time.Duration) {
 }
 
 // stateWriter is the one writer of a rollout's state: every change to what
-// the state file records goes through it, under its lock, and is durable
-// when the call returns. Its methods are safe for concurrent use.
+// the store records goes through it, under its lock, and is durable when the
+// call returns. Its methods are safe for concurrent use. Where it writes is
+// its backend: the state file and its log (fileBackend), or etcd
+// (etcdBackend); group commit, compaction and "nothing written after a
+// failed write" are the writer's, whatever the backend.
 //
 // A change is applied to the state in memory at once and appended to the
 // log as one record (see statelog.go). Callers that arrive while a write is
@@ -42,15 +45,15 @@ func (s *StateWrites) add(d time.Duration) {
 // the state is kept in memory only (a rollout without a state file still
 // tracks its canary).
 type stateWriter struct {
-	path string
-	log  *slog.Logger
+	backend stateBackend // nil: in memory only
+	log     *slog.Logger
 
 	mu      sync.Mutex
 	cond    *sync.Cond
 	st      *State // nil until begin or resume
 	done    doneIndex
 	canary  *CanaryState
-	files   *stateFiles // nil until the first generation is written
+	files   stateLog // nil until the first generation is written
 	err     error       // the first failed write
 	queue   []byte      // records not yet written
 	queued  int
@@ -66,11 +69,20 @@ type commitGroup struct {
 	err  error
 }
 
+// newStateWriter is a writer of the state file at path ("": in memory only).
 func newStateWriter(path string, log *slog.Logger) *stateWriter {
+	if path == "" {
+		return newStateWriterTo(nil, log)
+	}
+	return newStateWriterTo(fileBackend{path}, log)
+}
+
+// newStateWriterTo is a writer to backend (nil: in memory only).
+func newStateWriterTo(backend stateBackend, log *slog.Logger) *stateWriter {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	w := &stateWriter{path: path, log: log, group: &commitGroup{}}
+	w := &stateWriter{backend: backend, log: log, group: &commitGroup{}}
 	w.cond = sync.NewCond(&w.mu)
 	return w
 }
@@ -79,7 +91,7 @@ func newStateWriter(path string, log *slog.Logger) *stateWriter {
 // new generation. The error says what could not be written.
 func (w *stateWriter) begin(st *State) error {
 	w.resume(st)
-	if w.path == "" {
+	if w.backend == nil {
 		return nil
 	}
 	w.mu.Lock()
@@ -230,7 +242,7 @@ func (w *stateWriter) writes() StateWrites {
 func (w *stateWriter) commit(rec logRecord, change func(*CanaryState) bool) error {
 	var line []byte
 	var err error
-	persist := w.path != ""
+	persist := w.backend != nil
 	if change == nil && persist {
 		if line, err = encodeRecord(rec); err != nil { // outside the lock: the costly part
 			return w.failUnlocked(err)
@@ -266,7 +278,7 @@ func (w *stateWriter) commit(rec logRecord, change func(*CanaryState) bool) erro
 		return w.err
 	}
 	if w.closed {
-		return fmt.Errorf("%w: state file %s: a change after the run ended", ErrState, w.path)
+		return fmt.Errorf("%w: %s: a change after the run ended", ErrState, w.backend)
 	}
 	w.queue = append(w.queue, line...)
 	w.queued++
@@ -326,7 +338,7 @@ func (w *stateWriter) compact() {
 	if err := w.generationLocked(); err != nil {
 		return
 	}
-	w.log.Debug("state file compacted", "state_file", w.path, "pairs", len(w.st.Done), "generation", w.files.generation)
+	w.log.Debug("state compacted", "store", w.backend.String(), "pairs", len(w.st.Done), "generation", w.files.generation())
 }
 
 // generationLocked writes the state whole as a new generation and appends
@@ -345,11 +357,11 @@ func (w *stateWriter) generationLocked() error {
 	old := w.files
 	prev := w.st.Generation
 	if old != nil {
-		prev = old.generation
+		prev = old.generation()
 	}
 	w.mu.Unlock()
 	t0 := time.Now()
-	f, err := writeGeneration(w.path, &snap, prev)
+	f, err := w.backend.generation(&snap, prev)
 	d := time.Since(t0)
 	w.mu.Lock()
 	if err != nil {
@@ -371,7 +383,7 @@ func (w *stateWriter) fail(err error) error {
 	err = fmt.Errorf("%w: %w", ErrState, err)
 	if w.err == nil {
 		w.err = err
-		w.log.Error("state file not written: the rollout stops after this step", "state_file", w.path, "error", err)
+		w.log.Error("state not written: the rollout stops after this step", "store", w.backend.String(), "error", err)
 	}
 	return err
 }
