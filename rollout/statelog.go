@@ -264,7 +264,7 @@ func (d doneIndex) apply(s *State, rec logRecord) {
 // stateFiles are the open files of a version 2 state: the log appended to,
 // and how much it holds against the snapshot.
 type stateFiles struct {
-	path       string
+	path     string
 	log      *os.File
 	gen      uint64
 	records  int // in the log, after its header

@@ -54,8 +54,8 @@ type stateWriter struct {
 	done    doneIndex
 	canary  *CanaryState
 	files   stateLog // nil until the first generation is written
-	err     error       // the first failed write
-	queue   []byte      // records not yet written
+	err     error    // the first failed write
+	queue   []byte   // records not yet written
 	queued  int
 	group   *commitGroup // the callers waiting for queue
 	writing bool
