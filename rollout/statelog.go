@@ -215,15 +215,20 @@ func readSnapshot(path string) (*State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state file: %w", err)
 	}
+	return parseSnapshot(b, "state file "+path)
+}
+
+// parseSnapshot parses and checks a snapshot read from where.
+func parseSnapshot(b []byte, where string) (*State, error) {
 	var s State
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("state file %s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	if s.Version != stateVersion && s.Version != stateVersionV1 {
-		return nil, fmt.Errorf("state file %s: version %d, this haroll reads versions %d and %d", path, s.Version, stateVersionV1, stateVersion)
+		return nil, fmt.Errorf("%s: version %d, this haroll reads versions %d and %d", where, s.Version, stateVersionV1, stateVersion)
 	}
 	if s.Image == "" || len(s.Slots) == 0 || len(s.Plan.Batches) == 0 {
-		return nil, fmt.Errorf("state file %s: no image, slot or plan recorded", path)
+		return nil, fmt.Errorf("%s: no image, slot or plan recorded", where)
 	}
 	return &s, nil
 }

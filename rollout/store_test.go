@@ -1,0 +1,448 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/haroll/haroll/internal/etcdtest"
+)
+
+// testLockTTL is the etcd lease of the tests' locks: short, so a lapse is
+// quick to see.
+const testLockTTL = 2 * time.Second
+
+// fileStores opens stores of one state file: each call another value, as
+// another process would.
+func fileStores(t *testing.T) func() Store {
+	t.Helper()
+	path := statePath(t)
+	return func() Store { return NewFileStore(path) }
+}
+
+// etcdStores starts an etcd and opens stores of one prefix in it: each call
+// another client, as another machine would.
+func etcdStores(t *testing.T, opts etcdtest.Options) (func() Store, *etcdtest.Server) {
+	t.Helper()
+	srv := etcdtest.Start(t, opts)
+	return func() Store {
+		t.Helper()
+		s, err := OpenEtcdStore(EtcdOptions{Endpoints: []string{srv.Endpoint()}, Prefix: "/haroll/test", TLS: srv.ClientTLS(),
+			DialTimeout: 2 * time.Second, LockTTL: testLockTTL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}, srv
+}
+
+// eachStore runs f with the file store and with the etcd store (over
+// mutual TLS when tls).
+func eachStore(t *testing.T, tls bool, f func(t *testing.T, open func() Store)) {
+	t.Run("file", func(t *testing.T) { f(t, fileStores(t)) })
+	t.Run("etcd", func(t *testing.T) {
+		open, _ := etcdStores(t, etcdtest.Options{TLS: tls})
+		f(t, open)
+	})
+}
+
+func lockInfo(id string) LockInfo {
+	return LockInfo{RolloutID: id, Holder: "tester@" + id, Message: "deploy " + id, Kind: KindRollout, Image: "app:" + id}
+}
+
+func acquire(t *testing.T, s Store, id string, wait time.Duration) Lease {
+	t.Helper()
+	l, err := s.Acquire(t.Context(), lockInfo(id), wait)
+	if err != nil {
+		t.Fatalf("acquire %s: %v", id, err)
+	}
+	t.Cleanup(func() { _ = l.Release(context.Background()) })
+	return l
+}
+
+func TestTheFleetLockIsExclusiveAndARefusalNamesItsHolder(t *testing.T) {
+	eachStore(t, true, func(t *testing.T, open func() Store) {
+		a, b := open(), open()
+		la := acquire(t, a, "r1", 0)
+		if info := la.Info(); info.Token == 0 || info.Since.IsZero() || info.Store == "" || info.Holder != "tester@r1" {
+			t.Errorf("lease info %+v: want a token, since, store and the holder", info)
+		}
+		_, err := b.Acquire(t.Context(), lockInfo("r2"), 0)
+		var le *LockedError
+		if !errors.As(err, &le) || !errors.Is(err, ErrLocked) {
+			t.Fatalf("second acquire: %v, want a *LockedError", err)
+		}
+		if le.Holder.RolloutID != "r1" || !strings.Contains(err.Error(), "tester@r1") || !strings.Contains(err.Error(), `"deploy r1"`) {
+			t.Errorf("refusal %q does not name the holder r1", err)
+		}
+		st, err := b.Status(t.Context())
+		if err != nil || st == nil || st.Token != la.Info().Token || st.Image != "app:r1" {
+			t.Errorf("status %+v, %v: want r1's info", st, err)
+		}
+		if err := la.Check(t.Context()); err != nil {
+			t.Errorf("holder's check: %v", err)
+		}
+		if err := la.Release(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if err := la.Release(t.Context()); err != nil {
+			t.Errorf("second release: %v, want nil", err)
+		}
+		if err := la.Check(t.Context()); !errors.Is(err, ErrLockLost) {
+			t.Errorf("check after release: %v, want ErrLockLost", err)
+		}
+		if st, err := b.Status(t.Context()); err != nil || st != nil {
+			t.Errorf("status after release: %+v, %v, want free", st, err)
+		}
+		acquire(t, b, "r2", 0)
+	})
+}
+
+func TestAnAcquireThatWaitsGetsTheLockOnceItsHolderLetsGo(t *testing.T) {
+	eachStore(t, false, func(t *testing.T, open func() Store) {
+		a, b := open(), open()
+		la := acquire(t, a, "r1", 0)
+		go func() {
+			time.Sleep(500 * time.Millisecond)
+			_ = la.Release(context.Background())
+		}()
+		t0 := time.Now()
+		lb := acquire(t, b, "r2", 10*time.Second)
+		if d := time.Since(t0); d < 400*time.Millisecond {
+			t.Errorf("got the lock after %v, before its holder let go", d)
+		}
+		if lb.Info().Token <= la.Info().Token {
+			t.Errorf("token %d after %d: want it to rise", lb.Info().Token, la.Info().Token)
+		}
+		// A wait that ends first is a refusal naming the holder.
+		_, err := a.Acquire(t.Context(), lockInfo("r3"), 300*time.Millisecond)
+		var le *LockedError
+		if !errors.As(err, &le) || le.Holder.RolloutID != "r2" {
+			t.Errorf("acquire while r2 holds it, waiting 300ms: %v, want a *LockedError naming r2", err)
+		}
+	})
+}
+
+func TestAFileLockHeldByAProcessThatDiedIsFreeAtOnce(t *testing.T) {
+	open := fileStores(t)
+	l := acquire(t, open(), "r1", 0)
+	_ = l.(*fileLease).f.Close() // as the kernel does when its process dies
+	acquire(t, open(), "r2", 0)
+	if err := l.Check(t.Context()); !errors.Is(err, ErrLockLost) {
+		t.Errorf("dead holder's check: %v, want ErrLockLost", err)
+	}
+}
+
+func TestAnEtcdLockWhoseHolderStoppedRenewingItLapsesAfterItsTTL(t *testing.T) {
+	open, _ := etcdStores(t, etcdtest.Options{})
+	crashed := open()
+	acquire(t, crashed, "r1", 0)
+	_ = crashed.Close() // no revoke: the keepalives stop, as when the process dies
+	t0 := time.Now()
+	acquire(t, open(), "r2", testLockTTL+5*time.Second)
+	d := time.Since(t0)
+	if d > testLockTTL+3*time.Second {
+		t.Errorf("lock taken %v after its holder stopped, want within the TTL %v and a margin", d, testLockTTL)
+	}
+	t.Logf("a crashed holder's lock was taken %v later (lock_ttl %v)", d.Round(time.Millisecond), testLockTTL)
+}
+
+func TestForceReleaseFreesTheLockAndTheHoldersCheckThenFails(t *testing.T) {
+	eachStore(t, false, func(t *testing.T, open func() Store) {
+		a, b := open(), open()
+		la := acquire(t, a, "r1", 0)
+		who, err := b.ForceRelease(t.Context())
+		if err != nil || who == nil || who.RolloutID != "r1" {
+			t.Fatalf("force release: %+v, %v: want r1", who, err)
+		}
+		if err := la.Check(t.Context()); !errors.Is(err, ErrLockLost) {
+			t.Errorf("holder's check after force release: %v, want ErrLockLost", err)
+		}
+		lb := acquire(t, b, "r2", 0)
+		if err := la.Check(t.Context()); !errors.Is(err, ErrLockLost) {
+			t.Errorf("old holder's check once r2 holds it: %v, want ErrLockLost", err)
+		}
+		// The old holder's release leaves the new holder's lock alone.
+		_ = la.Release(t.Context())
+		if err := lb.Check(t.Context()); err != nil {
+			t.Errorf("r2's check after r1's release: %v", err)
+		}
+		if st, _ := a.Status(t.Context()); st == nil || st.RolloutID != "r2" {
+			t.Errorf("status %+v, want r2", st)
+		}
+		if who, err := b.ForceRelease(t.Context()); err != nil || who == nil || who.RolloutID != "r2" {
+			t.Errorf("force release of r2: %+v, %v", who, err)
+		}
+		if who, err := b.ForceRelease(t.Context()); err != nil || who != nil {
+			t.Errorf("force release of a free lock: %+v, %v, want nil, nil", who, err)
+		}
+	})
+}
+
+func TestCheckFailsWhileEtcdIsDownAndANewAcquireWorksOnceItIsBack(t *testing.T) {
+	open, srv := etcdStores(t, etcdtest.Options{})
+	s := open()
+	l := acquire(t, s, "r1", 0)
+	srv.Stop()
+	t0 := time.Now()
+	err := l.Check(t.Context())
+	if !errors.Is(err, ErrLockLost) {
+		t.Fatalf("check with etcd stopped: %v, want ErrLockLost", err)
+	}
+	if d := time.Since(t0); d > etcdCheckTimeout+time.Second {
+		t.Errorf("check took %v, want it bounded by %v", d, etcdCheckTimeout)
+	}
+	t.Logf("check with etcd down: %v after %v", err, time.Since(t0).Round(time.Millisecond))
+	srv.Start()
+	// The old lease lapsed meanwhile, or is taken over after its TTL.
+	l2 := acquire(t, open(), "r2", testLockTTL+5*time.Second)
+	if err := l2.Check(t.Context()); err != nil {
+		t.Errorf("new holder's check: %v", err)
+	}
+	if l2.Info().Token <= l.Info().Token {
+		t.Errorf("token %d after %d, want it to rise", l2.Info().Token, l.Info().Token)
+	}
+}
+
+func TestTokensRiseAcrossAcquisitionsAndStores(t *testing.T) {
+	openEtcd, _ := etcdStores(t, etcdtest.Options{})
+	openFile := fileStores(t)
+	var last uint64
+	for i, s := range []Store{openFile(), openEtcd(), openEtcd(), openFile(), openFile(), openEtcd()} {
+		l := acquire(t, s, "r", 0)
+		if tok := l.Info().Token; tok <= last {
+			t.Errorf("acquisition %d (%s): token %d after %d, want it to rise", i, s, tok, last)
+		} else {
+			last = tok
+		}
+		_ = l.Release(t.Context())
+	}
+}
+
+func TestTheStateRoundTripsThroughTheWriterAndResumesFromAnotherStore(t *testing.T) {
+	setCompaction(t, 4)
+	eachStore(t, true, func(t *testing.T, open func() Store) {
+		a := open()
+		la := acquire(t, a, "r1", 0)
+		w := newStateWriterTo(a.stateBackend(la), nil)
+		st := planState(10)
+		st.RolloutID, st.Token = la.Info().RolloutID, la.Info().Token
+		if err := w.begin(st); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 6 { // past minCompaction: a compaction
+			w.record(pairOf(i))
+		}
+		if err := w.noteOldImage("h1", "a", "app:v1", "app:v2"); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.failed(); err != nil {
+			t.Fatal(err)
+		}
+		if ws := w.writes(); ws.Snapshots < 2 {
+			t.Errorf("writes %+v: want a compaction", ws)
+		}
+		w.close()
+		_ = la.Release(t.Context())
+
+		// Another machine: another store value, another lease.
+		b := open()
+		got, err := LoadResumableFrom(t.Context(), b, "app:v2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Done) != 6 || got.RolloutID != "r1" || got.Canary == nil || got.Canary.OldImages[canaryKey("h1", "a")] != "app:v1" {
+			t.Fatalf("state read back: %d done, rollout %q, canary %+v", len(got.Done), got.RolloutID, got.Canary)
+		}
+		gen := got.Generation
+		lb := acquire(t, b, "r2", 0)
+		w2 := newStateWriterTo(b.stateBackend(lb), nil)
+		w2.resume(got)
+		for i := 6; i < 10; i++ {
+			w2.record(pairOf(i))
+		}
+		if err := w2.complete(HostDone, ""); err != nil {
+			t.Fatal(err)
+		}
+		w2.close()
+		final, err := open().ReadState(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !final.Complete || len(final.Done) != 10 || final.Generation <= gen {
+			t.Errorf("final state: complete %v, %d done, generation %d after %d", final.Complete, len(final.Done), final.Generation, gen)
+		}
+		seen := map[string]bool{}
+		for _, p := range final.Done {
+			if seen[p.Host] {
+				t.Errorf("%s recorded twice", p.Host)
+			}
+			seen[p.Host] = true
+		}
+		if _, err := LoadResumableFrom(t.Context(), b, ""); !errors.Is(err, ErrNothingToResume) {
+			t.Errorf("resume of a complete rollout: %v, want ErrNothingToResume", err)
+		}
+	})
+}
+
+func TestASnapshotLargerThanAnEtcdRequestIsWrittenInChunks(t *testing.T) {
+	open, _ := etcdStores(t, etcdtest.Options{})
+	s := open()
+	l := acquire(t, s, "r1", 0)
+	w := newStateWriterTo(s.stateBackend(l), nil)
+	st := planState(20000) // about 3 MB of JSON: above etcd's 1.5 MiB a request
+	if err := w.begin(st); err != nil {
+		t.Fatal(err)
+	}
+	w.record(pairOf(0))
+	if err := w.failed(); err != nil {
+		t.Fatal(err)
+	}
+	w.close()
+	got, err := open().ReadState(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Hosts) != 20000 || len(got.Done) != 1 {
+		t.Errorf("read back %d hosts, %d done", len(got.Hosts), len(got.Done))
+	}
+}
+
+func TestAnEtcdStateWriteIsRefusedOnceTheLockIsLost(t *testing.T) {
+	open, _ := etcdStores(t, etcdtest.Options{})
+	s := open()
+	l := acquire(t, s, "r1", 0)
+	w := newStateWriterTo(s.stateBackend(l), nil)
+	if err := w.begin(planState(3)); err != nil {
+		t.Fatal(err)
+	}
+	w.record(pairOf(0))
+	if _, err := open().ForceRelease(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	w.record(pairOf(1))
+	if err := w.failed(); !errors.Is(err, ErrState) || !errors.Is(err, ErrLockLost) {
+		t.Fatalf("write after the lock was released: %v, want ErrState and ErrLockLost", err)
+	}
+	w.close()
+	got, err := open().ReadState(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Done) != 1 {
+		t.Errorf("%d pairs in etcd, want the one written under the lock", len(got.Done))
+	}
+	// Without a lease at all, nothing is written.
+	if err := newStateWriterTo(s.stateBackend(nil), nil).begin(planState(3)); err == nil {
+		t.Error("a state written without the lock: want it refused")
+	}
+}
+
+func TestADecisionIsRecordedOnlyForAWaitingCanaryAndTakenByTheCoordinator(t *testing.T) {
+	eachStore(t, false, func(t *testing.T, open func() Store) {
+		a := open()
+		if _, err := DecideIn(t.Context(), a, DecisionPromote, "op"); !errors.Is(err, ErrNoCanaryWaiting) {
+			t.Errorf("promote with no rollout: %v, want ErrNoCanaryWaiting", err)
+		}
+		l := acquire(t, a, "r1", 0)
+		w := newStateWriterTo(a.stateBackend(l), nil)
+		if err := w.begin(planState(2)); err != nil {
+			t.Fatal(err)
+		}
+		w.canaryState().Phase = CanaryAnalysis
+		w.saveCanary()
+		other := open() // a person on another machine
+		if _, err := DecideIn(t.Context(), other, DecisionPromote, "op"); !errors.Is(err, ErrNoCanaryWaiting) || !strings.Contains(err.Error(), "under analysis") {
+			t.Errorf("promote under analysis: %v, want a refusal", err)
+		}
+		w.canaryState().Phase = CanaryPaused
+		w.saveCanary()
+		if _, err := DecideIn(t.Context(), other, DecisionPromote, "op"); err != nil {
+			t.Fatal(err)
+		}
+		// The coordinator takes it under the decision lock and records the
+		// promotion; an abort after it is too late.
+		r := &run{e: &Executor{}, log: w.log, w: w, decisions: a.decisions(l)}
+		d, err := r.decide(w.canaryState(), "passed", false, DecisionPromote, DecisionAbort)
+		if err != nil || d != DecisionPromote {
+			t.Fatalf("decide: %q, %v, want promote", d, err)
+		}
+		if left, _ := a.decisions(nil).peek(t.Context()); left.Decision != "" {
+			t.Errorf("decision %+v left after it was taken", left)
+		}
+		if _, err := DecideIn(t.Context(), other, DecisionAbort, "op"); !errors.Is(err, ErrNoCanaryWaiting) || !strings.Contains(err.Error(), "too late") {
+			t.Errorf("abort after the promotion: %v, want too late", err)
+		}
+		w.close()
+	})
+}
+
+func TestTheHistoryIndexIsNewestFirst(t *testing.T) {
+	eachStore(t, false, func(t *testing.T, open func() Store) {
+		s := open()
+		if recs, err := s.Rollouts(t.Context(), 0); err != nil || len(recs) != 0 {
+			t.Fatalf("empty history: %v, %v", recs, err)
+		}
+		for _, tok := range []uint64{20, 3, 100, 7} {
+			if err := s.RecordRollout(t.Context(), RolloutRecord{RolloutID: "r", Token: tok, Kind: KindRollout, Outcome: HostDone}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		recs, err := open().Rollouts(t.Context(), 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var toks []uint64
+		for _, r := range recs {
+			toks = append(toks, r.Token)
+		}
+		if !slices.Equal(toks, []uint64{100, 20, 7}) {
+			t.Errorf("tokens %v, want 100 20 7", toks)
+		}
+	})
+}
+
+func TestARolloutOnEtcdIsResumedFromAnotherMachine(t *testing.T) {
+	open, _ := etcdStores(t, etcdtest.Options{})
+	f := newFleet(t, 6, "a", "b")
+	a := open()
+	la := acquire(t, a, "r1", 0)
+	e := f.executor()
+	e.Store, e.Lease = a, la
+	ctx, events := cancelAfterBatch(t, 1)
+	e.Events = events
+	if _, err := e.Run(ctx, hostNames(6), []string{"a", "b"}, mustStrategy(t, "2")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	_ = la.Release(t.Context())
+
+	b := open()
+	st, err := LoadResumableFrom(t.Context(), b, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Done) != 4 || st.RolloutID != "r1" || st.Token != la.Info().Token || st.Kind != KindRollout || st.Message != "deploy r1" {
+		t.Fatalf("state: %d done, rollout %q token %d kind %q message %q", len(st.Done), st.RolloutID, st.Token, st.Kind, st.Message)
+	}
+	lb := acquire(t, b, "r2", 0)
+	e = f.executor()
+	e.Store, e.Lease = b, lb
+	res, err := e.Resume(t.Context(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Totals != (Totals{Hosts: 6, Done: 6}) || res.Resumed != 4 {
+		t.Errorf("totals %+v, resumed %d", res.Totals, res.Resumed)
+	}
+	done, err := open().ReadState(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !done.Complete || len(done.Done) != 12 || done.RolloutID != "r2" || done.Token != lb.Info().Token {
+		t.Errorf("final state: complete %v, %d done, rollout %q token %d", done.Complete, len(done.Done), done.RolloutID, done.Token)
+	}
+}
