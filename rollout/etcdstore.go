@@ -124,7 +124,9 @@ func (s *EtcdStore) key(parts ...string) string { return s.prefix + "/" + string
 
 func (s *EtcdStore) lockKey() string { return s.key("lock") }
 
-func (s *EtcdStore) genKey(gen uint64) string { return s.key("state", "gen", fmt.Sprintf("%020d", gen)) + "/" }
+func (s *EtcdStore) genKey(gen uint64) string {
+	return s.key("state", "gen", fmt.Sprintf("%020d", gen)) + "/"
+}
 
 // unreachable wraps an etcd call's error with what to check.
 func (s *EtcdStore) unreachable(what string, err error) error {
