@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io/fs"
 	"time"
+
+	"github.com/haroll/haroll/internal/tlsconf"
 )
 
 // Store keeps what a fleet's rollouts share: the fleet lock, the state of
@@ -110,4 +112,39 @@ func (e *Executor) store() Store {
 		return NewFileStore(e.StateFile)
 	}
 	return nil
+}
+
+// OpenStore opens the store c names (call after Validate): the FileStore of
+// StateFile, or an EtcdStore (which connects on its first call).
+func (c Config) OpenStore() (Store, error) {
+	if c.Store != StoreEtcd {
+		return NewFileStore(c.StateFile), nil
+	}
+	o := EtcdOptions{Endpoints: c.Etcd.Endpoints, Prefix: c.Etcd.Prefix, DialTimeout: c.Etcd.DialTimeout, LockTTL: c.Etcd.LockTTL}
+	if t := c.Etcd.TLS; t.Cert != "" {
+		tc, err := tlsconf.Client(t.Cert, t.Key, t.CA)
+		if err != nil {
+			return nil, fmt.Errorf("etcd.tls: %w", err)
+		}
+		o.TLS = tc
+	}
+	return OpenEtcdStore(o)
+}
+
+// OutcomeRefused: the rollout touched no host (its preflight or pre hook
+// failed); only in the history index.
+const OutcomeRefused = "refused"
+
+// NewRolloutRecord is the history record of a rollout that held the lock
+// info and ended at ended with res and err (Run's or Resume's).
+func NewRolloutRecord(info LockInfo, res Result, err error, ended time.Time) RolloutRecord {
+	outcome := rolloutOutcome(res, err)
+	if errors.Is(err, ErrPreflight) {
+		outcome = OutcomeRefused
+	}
+	return RolloutRecord{
+		RolloutID: info.RolloutID, Token: info.Token, Kind: info.Kind, Image: info.Image, Holder: info.Holder,
+		Message: info.Message, Started: info.Since, Ended: ended, Outcome: outcome, Stopped: res.Stopped,
+		Hosts: res.Totals.Hosts, Done: res.Totals.Done, Failed: res.Totals.Failed,
+	}
 }
