@@ -69,7 +69,16 @@ interrupted), --resume with the same --config goes on from the first
 unfinished pair, with the image and plan recorded there, and does not ask
 finished pairs again; a host still busy with the slot that was in flight is
 waited for (up to step_timeout), then asked for that slot again, which the
-agent skips if it is already on the image.`,
+agent skips if it is already on the image.
+
+One rollout at a time: before it asks any agent anything, a rollout (and
+--resume) takes the fleet lock in the store (store: file, beside state_file;
+store: etcd, in etcd, where its lease lapses lock_ttl after a crash). While
+another holds it, the rollout is refused with the holder's name, or waits up
+to --lock-wait. 'haroll rollout lock status' shows the holder, 'lock release'
+frees the lock of a holder that is gone. With store: etcd the state, the
+canary decisions and the lock live in etcd: --resume, promote, abort and lock
+work from any machine with the configuration.`,
 		Args: cobra.NoArgs,
 		RunE: c.runE,
 	}
