@@ -48,8 +48,12 @@ const (
 	historySuffix  = ".history"
 )
 
-// lockPoll is how often Acquire tries a held lock again while it waits.
-const lockPoll = 50 * time.Millisecond
+// lockPoll is how often Acquire tries a held lock again while it waits;
+// lockProbeGrace how long it tries at least.
+const (
+	lockPoll       = 20 * time.Millisecond
+	lockProbeGrace = 100 * time.Millisecond
+)
 
 func (s *FileStore) String() string { return "state file " + s.path }
 
@@ -69,7 +73,9 @@ func (s *FileStore) Acquire(ctx context.Context, info LockInfo, wait time.Durati
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o750); err != nil {
 		return nil, fmt.Errorf("fleet lock: %w", err)
 	}
-	deadline := time.Now().Add(wait)
+	// At least lockProbeGrace: Status holds a shared flock for a moment,
+	// which must not refuse an acquisition that asks not to wait.
+	deadline := time.Now().Add(max(wait, lockProbeGrace))
 	for {
 		f, err := s.tryLock()
 		if err != nil {

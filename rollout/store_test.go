@@ -1,10 +1,17 @@
 package rollout
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -127,28 +134,87 @@ func TestAnAcquireThatWaitsGetsTheLockOnceItsHolderLetsGo(t *testing.T) {
 	})
 }
 
-func TestAFileLockHeldByAProcessThatDiedIsFreeAtOnce(t *testing.T) {
-	open := fileStores(t)
-	l := acquire(t, open(), "r1", 0)
-	_ = l.(*fileLease).f.Close() // as the kernel does when its process dies
-	acquire(t, open(), "r2", 0)
-	if err := l.Check(t.Context()); !errors.Is(err, ErrLockLost) {
-		t.Errorf("dead holder's check: %v, want ErrLockLost", err)
+// Environment of the lock-holding child: the store it takes the lock in.
+const (
+	lockChildFile = "HAROLL_LOCK_CHILD_FILE" // a state file
+	lockChildEtcd = "HAROLL_LOCK_CHILD_ETCD" // an etcd endpoint (prefix /haroll/test)
+)
+
+// TestTheLockHoldingChild is the child of the crash tests: it takes the
+// lock, says "held", and holds it until it is killed.
+func TestTheLockHoldingChild(t *testing.T) {
+	var s Store
+	switch file, ep := os.Getenv(lockChildFile), os.Getenv(lockChildEtcd); {
+	case file != "":
+		s = NewFileStore(file)
+	case ep != "":
+		var err error
+		if s, err = OpenEtcdStore(EtcdOptions{Endpoints: []string{ep}, Prefix: "/haroll/test", LockTTL: testLockTTL}); err != nil {
+			t.Fatal(err)
+		}
+	default:
+		t.Skip("the child of TestALockHeldByAProcessThatWasKilledIsFreeAgain")
 	}
+	if _, err := s.Acquire(t.Context(), lockInfo("child"), 0); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println("held")
+	select {}
 }
 
-func TestAnEtcdLockWhoseHolderStoppedRenewingItLapsesAfterItsTTL(t *testing.T) {
-	open, _ := etcdStores(t, etcdtest.Options{})
-	crashed := open()
-	acquire(t, crashed, "r1", 0)
-	_ = crashed.Close() // no revoke: the keepalives stop, as when the process dies
-	t0 := time.Now()
-	acquire(t, open(), "r2", testLockTTL+5*time.Second)
-	d := time.Since(t0)
-	if d > testLockTTL+3*time.Second {
-		t.Errorf("lock taken %v after its holder stopped, want within the TTL %v and a margin", d, testLockTTL)
+// lockHeldByAChild starts a child process that takes the lock in the store
+// env names, and returns it once it holds it.
+func lockHeldByAChild(t *testing.T, env string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestTheLockHoldingChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("a crashed holder's lock was taken %v later (lock_ttl %v)", d.Round(time.Millisecond), testLockTTL)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if strings.TrimSpace(line) != "held" {
+		t.Fatalf("the child said %q, %v: want held", line, err)
+	}
+	return cmd
+}
+
+func TestALockHeldByAProcessThatWasKilledIsFreeAgain(t *testing.T) {
+	t.Run("file: at once", func(t *testing.T) {
+		path := statePath(t)
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		child := lockHeldByAChild(t, lockChildFile+"="+path)
+		s := NewFileStore(path)
+		if _, err := s.Acquire(t.Context(), lockInfo("r2"), 0); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "child") {
+			t.Fatalf("acquire while the child holds it: %v, want it refused naming the child", err)
+		}
+		_ = child.Process.Signal(syscall.SIGKILL)
+		_ = child.Wait()
+		acquire(t, s, "r2", 0)
+	})
+	t.Run("etcd: after lock_ttl", func(t *testing.T) {
+		open, srv := etcdStores(t, etcdtest.Options{})
+		child := lockHeldByAChild(t, lockChildEtcd+"="+srv.Endpoint())
+		s := open()
+		if _, err := s.Acquire(t.Context(), lockInfo("r2"), 0); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "child") {
+			t.Fatalf("acquire while the child holds it: %v, want it refused naming the child", err)
+		}
+		_ = child.Process.Signal(syscall.SIGKILL)
+		_ = child.Wait()
+		t0 := time.Now()
+		acquire(t, s, "r2", testLockTTL+5*time.Second)
+		d := time.Since(t0)
+		if d > testLockTTL+2*time.Second {
+			t.Errorf("lock taken %v after its holder was killed, want within lock_ttl %v and a margin", d, testLockTTL)
+		}
+		t.Logf("a killed holder's etcd lock was taken %v later (lock_ttl %v)", d.Round(time.Millisecond), testLockTTL)
+	})
 }
 
 func TestForceReleaseFreesTheLockAndTheHoldersCheckThenFails(t *testing.T) {
@@ -444,5 +510,44 @@ func TestARolloutOnEtcdIsResumedFromAnotherMachine(t *testing.T) {
 	}
 	if !done.Complete || len(done.Done) != 12 || done.RolloutID != "r2" || done.Token != lb.Info().Token {
 		t.Errorf("final state: complete %v, %d done, rollout %q token %d", done.Complete, len(done.Done), done.RolloutID, done.Token)
+	}
+}
+
+func TestConcurrentRecordsIntoEtcdAreGroupedAndAllDurable(t *testing.T) {
+	const n = 2000
+	open, _ := etcdStores(t, etcdtest.Options{TLS: true})
+	s := open()
+	l := acquire(t, s, "r1", 0)
+	w := newStateWriterTo(s.stateBackend(l), nil)
+	if err := w.begin(planState(n)); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { w.record(pairOf(i)) })
+	}
+	wg.Wait()
+	d := time.Since(t0)
+	w.close()
+	if err := w.failed(); err != nil {
+		t.Fatal(err)
+	}
+	ws := w.writes()
+	t.Logf("%d concurrent records into etcd over mutual TLS: %v; %d writes (%d snapshots), %v in all, %v at most",
+		n, d.Round(time.Millisecond), ws.Count, ws.Snapshots, ws.Total.Round(time.Millisecond), ws.Max.Round(time.Millisecond))
+	if ws.Count > n/4 {
+		t.Errorf("writes %+v: %d records took %d writes, want them grouped", ws, n, ws.Count)
+	}
+	st, err := open().ReadState(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, p := range st.Done {
+		seen[p.Host]++
+	}
+	if len(seen) != n || len(st.Done) != n {
+		t.Errorf("%d pairs of %d hosts read back, want %d once each", len(st.Done), len(seen), n)
 	}
 }
