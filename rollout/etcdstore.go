@@ -576,10 +576,15 @@ func (s *EtcdStore) decisions(lease Lease) decisionStore {
 }
 
 // etcdDecisions are the decisions in etcd; the decision lock is a mutex on
-// the coordinator's own session, or a short one's (promote, abort).
+// the coordinator's own session, or a short one's (promote, abort). A
+// decision is written in a transaction guarded by that lock: DecideIn's
+// check and write are one step, or the write is refused.
 type etcdDecisions struct {
 	s    *EtcdStore
 	sess *concurrency.Session
+
+	mu   sync.Mutex
+	held *concurrency.Mutex // the decision lock, while held
 }
 
 func (d *etcdDecisions) String() string { return "decision in " + d.s.String() }
@@ -602,7 +607,13 @@ func (d *etcdDecisions) lock(ctx context.Context) (func(), error) {
 		}
 		return nil, fmt.Errorf("decision lock %s: %w (held for more than %s: look for a stuck `haroll rollout promote` or `abort`)", d.s.key("decision-lock"), err, decisionLockWait)
 	}
+	d.mu.Lock()
+	d.held = m
+	d.mu.Unlock()
 	return func() {
+		d.mu.Lock()
+		d.held = nil
+		d.mu.Unlock()
 		uctx, cancel := context.WithTimeout(context.Background(), d.s.cfg.DialTimeout)
 		defer cancel()
 		_ = m.Unlock(uctx)
@@ -634,10 +645,20 @@ func (d *etcdDecisions) write(ctx context.Context, dec Decision) error {
 	if err != nil {
 		return err
 	}
+	d.mu.Lock()
+	m := d.held
+	d.mu.Unlock()
+	if m == nil {
+		return fmt.Errorf("%s: written only under the decision lock", d)
+	}
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	if _, err := d.s.cli.Put(ctx, d.s.key("decision"), string(b)); err != nil {
+	resp, err := d.s.cli.Txn(ctx).If(m.IsOwner()).Then(clientv3.OpPut(d.s.key("decision"), string(b))).Commit()
+	if err != nil {
 		return d.s.unreachable("writing the canary decision", err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("%s: the decision lock lapsed before the decision was written: run the command again", d)
 	}
 	return nil
 }

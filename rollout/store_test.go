@@ -551,3 +551,62 @@ func TestConcurrentRecordsIntoEtcdAreGroupedAndAllDurable(t *testing.T) {
 		t.Errorf("%d pairs of %d hosts read back, want %d once each", len(st.Done), len(seen), n)
 	}
 }
+
+func TestOnEtcdAnAbortFromAnotherMachineAsTheCanaryIsPromotedIsCarriedOutOrRefusedNeverIgnored(t *testing.T) {
+	open, _ := etcdStores(t, etcdtest.Options{})
+	for _, pause := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pause=%v", pause), func(t *testing.T) {
+			f := newFleet(t, 4, "a", "b", "c")
+			p := quickCanary
+			p.Pause = pause
+			e, s, _ := canaryExecutor(t, f, p)
+			coord, other := open(), open()
+			e.Store, e.Lease = coord, acquire(t, coord, "r1", 0)
+			var aborted error
+			done := make(chan struct{})
+			testHookDecided = func() { // the abort comes as the promotion is decided
+				testHookDecided = nil
+				go func() {
+					defer close(done)
+					_, aborted = DecideIn(context.Background(), other, DecisionAbort, "late")
+				}()
+				select {
+				case <-done:
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+			t.Cleanup(func() { testHookDecided = nil })
+			if pause {
+				go func() {
+					for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+						if st, err := other.ReadState(context.Background()); err == nil && st.Canary != nil && st.Canary.Phase == CanaryPaused {
+							if _, err := DecideIn(context.Background(), other, DecisionPromote, "test"); err != nil {
+								t.Error(err)
+							}
+							return
+						}
+					}
+					t.Error("the canary never paused")
+				}()
+			}
+			res, err := e.Run(t.Context(), hostNames(4), []string{"a", "b", "c"}, s)
+			<-done
+			canary := hostNames(4)[0]
+			f.mu.Lock()
+			promoted, image := f.promotes[canary] > 0, f.hosts[canary].imageOf("a")
+			f.mu.Unlock()
+			switch {
+			case aborted == nil && promoted:
+				t.Fatalf("the person was told the abort was recorded, and the canary was promoted (run: %v)", err)
+			case aborted == nil:
+				if !errors.Is(err, ErrCanaryFailed) || image != "app:v1" {
+					t.Fatalf("abort recorded: the run %v, slot a on %s; want the canary rolled back", err, image)
+				}
+			case !errors.Is(aborted, ErrNoCanaryWaiting) || !strings.Contains(aborted.Error(), "too late"):
+				t.Fatalf("abort refused with %v: want a refusal that says it is too late", aborted)
+			case !promoted || err != nil || res.Totals.Done != 4:
+				t.Fatalf("abort refused as too late, but the canary was not promoted: %v, %+v", err, res.Totals)
+			}
+		})
+	}
+}
