@@ -141,6 +141,12 @@ func TestLockStatusAndReleaseFromAnotherMachineWithOnlyTheEtcdConfig(t *testing.
 	if err != nil || !strings.Contains(out, "was free") {
 		t.Errorf("release of a free lock: %q, %v", out, err)
 	}
+	// promote from this machine: the rollout's state is looked for in
+	// etcd.
+	_, err = runRollout(t, "promote", "--config", p, "--insecure")
+	if !errors.Is(err, rollout.ErrNoCanaryWaiting) || !strings.Contains(err.Error(), "etcd "+srv.Endpoint()) {
+		t.Errorf("promote with an empty etcd: %v, want no canary waiting, in etcd", err)
+	}
 	// --resume from this machine, with no state file here: nothing to
 	// resume in etcd, said so.
 	_, err = runRollout(t, "--config", p, "--insecure", "--resume")
