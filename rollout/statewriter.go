@@ -9,8 +9,9 @@ import (
 	"time"
 )
 
-// StateWrites sums up the fsync'd writes of the state file during a run: the
-// log's group commits and the snapshots (the first, and each compaction).
+// StateWrites sums up the durable writes of the state during a run (the
+// state file's fsyncs, or etcd's transactions): the log's group commits and
+// the snapshots (the first, and each compaction).
 type StateWrites struct {
 	Count     int           `json:"count"`
 	Total     time.Duration `json:"total_ns"`
@@ -41,8 +42,8 @@ func (s *StateWrites) add(d time.Duration) {
 // has pairs, the writer compacts: a new snapshot, a new log.
 //
 // A write that fails is logged and remembered (failed), and nothing is
-// written after it: the rollout stops before its next step. With no path
-// the state is kept in memory only (a rollout without a state file still
+// written after it: the rollout stops before its next step. With no
+// backend the state is kept in memory only (a rollout without a state file still
 // tracks its canary).
 type stateWriter struct {
 	backend stateBackend // nil: in memory only
@@ -106,8 +107,9 @@ func (w *stateWriter) begin(st *State) error {
 	return err
 }
 
-// resume takes st, read from the state file (version 1 or 2), as the
-// rollout's state; it is written whole, as version 2, with the next change.
+// resume takes st, read from the store (a state file of version 1 or 2),
+// as the rollout's state; it is written whole, as version 2, with the next
+// change.
 func (w *stateWriter) resume(st *State) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
