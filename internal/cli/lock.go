@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -117,6 +118,7 @@ it until it ends. A second rollout is refused while it is held (or waits,
 with --lock-wait).`,
 	}
 	var output string
+	var keepClaims bool
 	status := &cobra.Command{
 		Use:   "status [--config coordinator.yaml] [-o json]",
 		Short: "Who holds the fleet lock, since when, for which rollout",
@@ -146,7 +148,11 @@ its lock lost before its next step and stops there; use it for a holder that
 is gone (a crashed machine, with store: etcd before lock_ttl passes).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			store, err := storeOf(cmd)
+			cfg, err := loadCoordinatorConfig(cmd)
+			if err != nil {
+				return err
+			}
+			store, err := openStore(cfg)
 			if err != nil {
 				return err
 			}
@@ -157,12 +163,16 @@ is gone (a crashed machine, with store: etcd before lock_ttl passes).`,
 			}
 			if who == nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "the fleet lock was free (%s)\n", store)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "released the fleet lock of %s (token %d)\n", who, who.Token)
+			}
+			if keepClaims {
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "released the fleet lock of %s (token %d)\n", who, who.Token)
-			return nil
+			return releaseAgentClaims(cmd, cfg)
 		},
 	}
+	release.Flags().BoolVar(&keepClaims, "keep-claims", false, "release the lock only: leave the agents' claims (a person's `haroll redeploy` is refused on a claimed host until claim_ttl passes)")
 	for _, c := range []*cobra.Command{status, release} {
 		c.Flags().String("config", defaultCoordinatorConfig, "coordinator configuration file (YAML): its store names the lock")
 		c.Flags().Bool("insecure", false, "as for rollout: lets a --config without TLS files load")
@@ -213,5 +223,28 @@ func writeLockStatus(w io.Writer, output string, store rollout.Store, info *roll
 		fmt.Fprintf(w, "expires     when its holder's process ends\n")
 	}
 	fmt.Fprintf(w, "store       %s\n", info.Store)
+	return nil
+}
+
+// releaseAgentClaims ends the claims of every agent of cfg, so that a
+// person's `haroll redeploy` on a host of the released rollout is not
+// refused until claim_ttl passes. Hosts that do not answer are named on
+// stderr; the lock is released all the same (a machine that reaches etcd
+// may not reach the agents), and their claims lapse on their own.
+func releaseAgentClaims(cmd *cobra.Command, cfg rollout.Config) error {
+	hosts, err := cfg.ReadHosts()
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	dial, err := dialer(cfg, hosts)
+	if err != nil {
+		return err
+	}
+	n, errs := rollout.ForceReleaseClaims(cmd.Context(), dial, hosts, cfg.ConnectTimeout)
+	fmt.Fprintf(cmd.OutOrStdout(), "ended the claims of %d of %d host(s)\n", n, len(hosts))
+	if len(errs) > 0 {
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: %d host(s) did not answer; their claims lapse claim_ttl after the rollout's last request (or run this again from where they can be reached):\n%v\n",
+			len(errs), errors.Join(errs...))
+	}
 	return nil
 }

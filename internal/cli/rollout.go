@@ -87,6 +87,7 @@ work from any machine with the configuration.`,
 		newDecide(rollout.DecisionPromote, "Promote the paused canary of a running rollout (--pause): its hosts get their whole weight and the rollout goes on"),
 		newDecide(rollout.DecisionAbort, "Abort the canary of a running rollout: its hosts go back to the old image and the rollout stops"),
 		newRolloutHistory(),
+		newRolloutRollback(),
 		newLock())
 	f := cmd.Flags()
 	f.String("config", defaultCoordinatorConfig, "coordinator configuration file (YAML)")
@@ -220,23 +221,36 @@ func (c *rolloutCmd) run(cmd *cobra.Command, cfg rollout.Config) error {
 		e.StateFile = ""
 		return dryRunWithStatus(cmd, e, hosts, strategy)
 	}
+	return c.start(cmd, cfg, dial, strategy, rollout.LockInfo{Kind: rollout.KindRollout, Image: c.image},
+		func() (rolloutSpec, error) { return spec, nil })
+}
+
+// start takes the fleet lock for info, makes the rollout's spec under it
+// (a rollback reads the agents' history there: what it reads must not
+// change before it runs), and runs it.
+func (c *rolloutCmd) start(cmd *cobra.Command, cfg rollout.Config, dial rollout.Dial, strategy rollout.Strategy,
+	info rollout.LockInfo, makeSpec func() (rolloutSpec, error)) error {
 	store, err := openStore(cfg)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	lease, err := acquireFleetLock(cmd, store, rollout.LockInfo{Kind: rollout.KindRollout, Image: c.image})
+	lease, err := acquireFleetLock(cmd, store, info)
 	if err != nil {
 		return err
 	}
 	defer releaseFleetLock(lease)
+	spec, err := makeSpec()
+	if err != nil {
+		return err
+	}
 	sink, err := c.progressSink(cmd, spec)
 	if err != nil {
 		return err
 	}
 	defer sink.Close() //nolint:errcheck // closed below on the way to the result
 	progress := sink.Writer()
-	rm, err := serveRolloutMetrics(cfg.MetricsListen, hosts)
+	rm, err := serveRolloutMetrics(cfg.MetricsListen, spec.hosts)
 	if err != nil {
 		return err
 	}
@@ -249,7 +263,7 @@ func (c *rolloutCmd) run(cmd *cobra.Command, cfg rollout.Config) error {
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		slog.Warn("an unreadable rollout state is replaced", "store", store.String(), "error", err)
 	}
-	res, err := e.Run(cmd.Context(), hosts, cfg.Slots, strategy)
+	res, err := e.Run(cmd.Context(), spec.hosts, spec.slots, strategy)
 	closeProgress(sink)
 	rm.finish(res)
 	recordRollout(store, lease, res, err)
