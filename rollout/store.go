@@ -145,6 +145,6 @@ func NewRolloutRecord(info LockInfo, res Result, err error, ended time.Time) Rol
 	return RolloutRecord{
 		RolloutID: info.RolloutID, Token: info.Token, Kind: info.Kind, Image: info.Image, Holder: info.Holder,
 		Message: info.Message, Started: info.Since, Ended: ended, Outcome: outcome, Stopped: res.Stopped,
-		Hosts: res.Totals.Hosts, Done: res.Totals.Done, Failed: res.Totals.Failed,
+		Hosts: res.Totals.Hosts, Done: res.Totals.Done, Failed: res.Totals.Failed, RolledBack: res.RolledBack,
 	}
 }
