@@ -101,7 +101,7 @@ func (br *batchRun) judgeCanary(ctx context.Context, k int) string {
 	if p.Pause {
 		cs.Phase, cs.Verdict = CanaryPaused, why
 		r.w.saveCanary()
-		say(EventCanaryPaused, fmt.Sprintf("waiting for `haroll rollout promote` or `haroll rollout abort` (state file %s)", r.e.StateFile))
+		say(EventCanaryPaused, fmt.Sprintf("waiting for `haroll rollout promote` or `haroll rollout abort` (%s)", r.where))
 		d, err := r.awaitDecision(ctx, cs, why)
 		switch {
 		case errors.Is(err, ErrState):

@@ -13,6 +13,7 @@ import (
 
 	"github.com/haroll/haroll/agent/agentpb"
 	"github.com/haroll/haroll/internal/hook"
+	"github.com/haroll/haroll/internal/tlsconf"
 )
 
 // Config is the coordinator's configuration (`haroll rollout --config`).
@@ -53,6 +54,12 @@ type Config struct {
 	// StateFile is where the rollout's progress is persisted after every
 	// finished (host, slot) pair, for `haroll rollout --resume`.
 	StateFile string `mapstructure:"state_file"`
+	// Store is where the fleet lock, the rollout's state, the canary
+	// decisions and the history index are kept: StoreFile (beside
+	// StateFile, on this machine) or StoreEtcd (Etcd; any machine with
+	// this configuration can resume, promote, abort or release).
+	Store string     `mapstructure:"store"`
+	Etcd  EtcdConfig `mapstructure:"etcd"`
 	// Hooks run before the first batch and after the rollout (see Hooks).
 	Hooks Hooks `mapstructure:"hooks"`
 	// MetricsListen is host:port where the coordinator serves the
@@ -95,6 +102,28 @@ type CanaryConfig struct {
 	Pause bool `mapstructure:"pause"`
 }
 
+// Stores (Config.Store).
+const (
+	StoreFile = "file"
+	StoreEtcd = "etcd"
+)
+
+// EtcdConfig is how the coordinator reaches etcd (store: etcd).
+type EtcdConfig struct {
+	// Endpoints are etcd's client URLs: https://10.0.0.5:2379 (or
+	// http:// on loopback only).
+	Endpoints []string `mapstructure:"endpoints"`
+	// Prefix is put before every key: one per fleet (default /haroll).
+	Prefix string `mapstructure:"prefix"`
+	// TLS is the client's mutual TLS: all three files, or none (only for
+	// http:// endpoints on loopback).
+	TLS         TLSConfig     `mapstructure:"tls"`
+	DialTimeout time.Duration `mapstructure:"dial_timeout"`
+	// LockTTL is the fleet lock's lease: a crashed coordinator's lock
+	// lapses after it.
+	LockTTL time.Duration `mapstructure:"lock_ttl"`
+}
+
 // TLSConfig is the coordinator's client certificate and the CA that signed
 // the agents' certificates.
 type TLSConfig struct {
@@ -113,6 +142,8 @@ func DefaultConfig() Config {
 		AgentKeepalive: agentpb.ClientKeepaliveTime,
 		StepTimeout:    10 * time.Minute,
 		StateFile:      DefaultStateFile,
+		Store:          StoreFile,
+		Etcd:           EtcdConfig{Prefix: DefaultEtcdPrefix, DialTimeout: 5 * time.Second, LockTTL: DefaultLockTTL},
 		Canary: CanaryConfig{Slots: 1, Weight: "10%", Window: 2 * time.Minute, Interval: 5 * time.Second,
 			MaxErrorRate: "1%", Margin: "0.5%", MinRequests: 20},
 		Hooks:     Hooks{Pre: hook.Config{Timeout: hook.DefaultTimeout}, Post: hook.Config{Timeout: hook.DefaultTimeout}},
@@ -172,6 +203,13 @@ func (c Config) Validate() error {
 	}
 	if c.StateFile == "" {
 		bad("state_file: empty: the coordinator records its progress there, for --resume (default %s)", DefaultStateFile)
+	}
+	switch c.Store {
+	case "", StoreFile:
+	case StoreEtcd:
+		errs = append(errs, c.Etcd.validate()...)
+	default:
+		bad("store: %q: want %s (beside state_file, default) or %s (see etcd)", c.Store, StoreFile, StoreEtcd)
 	}
 	if c.MetricsListen != "" {
 		if err := checkListen(c.MetricsListen); err != nil {
@@ -342,4 +380,47 @@ func parseRate(s string) (float64, error) {
 		return 0, fmt.Errorf("%q: want a rate in 0..1 or 0%%..100%%, e.g. 1%% or 0.01", s)
 	}
 	return f / scale, nil
+}
+
+// validate reports every problem of the etcd keys.
+func (e EtcdConfig) validate() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	files := 0
+	for _, f := range []string{e.TLS.Cert, e.TLS.Key, e.TLS.CA} {
+		if f != "" {
+			files++
+		}
+	}
+	if files != 0 && files != 3 {
+		bad("etcd.tls: set cert, key and ca together (mutual TLS), or none for http:// on loopback")
+	}
+	if len(e.Endpoints) == 0 {
+		bad("etcd.endpoints: empty: list etcd's client URLs, e.g. [https://10.0.0.5:2379]")
+	}
+	for i, ep := range e.Endpoints {
+		scheme, addr, ok := strings.Cut(ep, "://")
+		switch {
+		case !ok || (scheme != "http" && scheme != "https"):
+			bad("etcd.endpoints[%d]: %q: want https://host:port (or http:// on loopback)", i, ep)
+		case checkAddr(addr) != nil:
+			bad("etcd.endpoints[%d]: %q: %v", i, ep, checkAddr(addr))
+		case scheme == "https" && files == 0:
+			bad("etcd.endpoints[%d]: %q: https needs etcd.tls (cert, key and ca)", i, ep)
+		case scheme == "http" && files == 3:
+			bad("etcd.endpoints[%d]: %q: etcd.tls is set: use https://", i, ep)
+		case scheme == "http" && !tlsconf.IsLoopback(addr):
+			bad("etcd.endpoints[%d]: %q: plaintext only on loopback: use https:// with etcd.tls", i, ep)
+		}
+	}
+	if !strings.HasPrefix(e.Prefix, "/") || strings.HasSuffix(e.Prefix, "/") || strings.ContainsAny(e.Prefix, " \t\n") {
+		bad("etcd.prefix: %q: want a key prefix that starts with / and does not end with one, e.g. /haroll/prod", e.Prefix)
+	}
+	if e.DialTimeout <= 0 {
+		bad("etcd.dial_timeout: %s: must be positive", e.DialTimeout)
+	}
+	if e.LockTTL < 2*time.Second || e.LockTTL > time.Hour || e.LockTTL%time.Second != 0 {
+		bad("etcd.lock_ttl: %s: want whole seconds in [2s, 1h]: a crashed coordinator's lock lapses after it", e.LockTTL)
+	}
+	return errs
 }

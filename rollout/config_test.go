@@ -133,3 +133,44 @@ func TestAgentKeepaliveIsZeroOrAtLeastWhatTheAgentsAccept(t *testing.T) {
 		}
 	}
 }
+
+func TestAnEtcdStoreNeedsEndpointsAndMutualTLSOffLoopback(t *testing.T) {
+	c := validConfig()
+	c.Store = StoreEtcd
+	c.Etcd.Endpoints = []string{"https://10.0.0.5:2379", "http://10.0.0.6:2379", "10.0.0.7:2379", "https://:2379"}
+	c.Etcd.TLS = TLSConfig{Cert: "etcd.crt"}
+	c.Etcd.Prefix = "haroll/"
+	c.Etcd.LockTTL = 1500 * time.Millisecond
+	c.Etcd.DialTimeout = 0
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{
+		"etcd.tls: set cert, key and ca together", `etcd.endpoints[1]: "http://10.0.0.6:2379"`,
+		`etcd.endpoints[2]: "10.0.0.7:2379": want https://host:port`, `etcd.endpoints[3]: "https://:2379"`,
+		`etcd.prefix: "haroll/"`, "etcd.lock_ttl: 1.5s", "etcd.dial_timeout: 0s",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in\n%v", want, err)
+		}
+	}
+
+	c.Etcd = DefaultConfig().Etcd
+	c.Etcd.Endpoints = []string{"http://127.0.0.1:2379"}
+	if err := c.Validate(); err != nil {
+		t.Errorf("plaintext etcd on loopback: %v", err)
+	}
+	c.Etcd.Endpoints = []string{"https://10.0.0.5:2379"}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "https needs etcd.tls") {
+		t.Errorf("https without etcd.tls: %v", err)
+	}
+	c.Etcd.TLS = TLSConfig{Cert: "etcd.crt", Key: "etcd.key", CA: "ca.crt"}
+	if err := c.Validate(); err != nil {
+		t.Errorf("https with mutual TLS: %v", err)
+	}
+	c.Store = "consul"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `store: "consul"`) {
+		t.Errorf("an unknown store: %v", err)
+	}
+}

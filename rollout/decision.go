@@ -19,9 +19,9 @@ import (
 const decisionPoll = 250 * time.Millisecond
 
 // Decision is what a person said of a canary: `haroll rollout promote` or
-// `haroll rollout abort`, from another shell. It is written next to the
-// state file (DecisionFile), where the running coordinator, or a later
-// --resume, finds it.
+// `haroll rollout abort`, from another shell. It is written in the store:
+// next to the state file (DecisionFile), or in etcd, where the running
+// coordinator, or a later --resume, finds it.
 type Decision struct {
 	Decision string    `json:"decision"` // DecisionPromote or DecisionAbort
 	By       string    `json:"by,omitempty"`
@@ -47,7 +47,8 @@ const decisionLockWait = 10 * time.Second
 // takes a decision and records the promotion. Each is thus one step: an
 // abort that Decide accepted is taken by the coordinator before it records
 // the promotion, and an abort that comes later finds the promotion recorded
-// and is refused. It is never accepted and then ignored.
+// and is refused. It is never accepted and then ignored. (The etcd store's
+// decision lock is an etcd mutex, with the same contract.)
 func lockDecisions(stateFile string) (release func(), err error) {
 	path := DecisionFile(stateFile) + ".lock"
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
@@ -68,24 +69,69 @@ func lockDecisions(stateFile string) (release func(), err error) {
 	}
 }
 
-// Decide records a person's decision for the rollout in stateFile. It
-// refuses (ErrNoCanaryWaiting) unless that rollout is unfinished and its
-// canary is paused (promote) or under analysis or paused (abort), and
-// returns the state it read. The check and the write are one step under the
-// decision lock (see lockDecisions): a decision Decide records is carried
-// out by the coordinator (or a later --resume), and once the coordinator
-// recorded the promotion an abort is refused as too late.
+// fileDecisions are the decisions of the rollout in stateFile: the file
+// DecisionFile, under lockDecisions.
+type fileDecisions struct{ stateFile string }
+
+func (d fileDecisions) lock(context.Context) (func(), error) { return lockDecisions(d.stateFile) }
+
+func (d fileDecisions) peek(context.Context) (Decision, error) {
+	path := DecisionFile(d.stateFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Decision{}, nil
+	}
+	if err != nil {
+		return Decision{}, err
+	}
+	var dec Decision
+	if err := json.Unmarshal(b, &dec); err != nil {
+		return Decision{}, fmt.Errorf("decision file %s is unreadable (%v): remove it and run `haroll rollout promote` or `abort` again", path, err)
+	}
+	return dec, nil
+}
+
+func (d fileDecisions) write(_ context.Context, dec Decision) error {
+	if err := atomicfile.WriteJSON(DecisionFile(d.stateFile), dec); err != nil {
+		return fmt.Errorf("decision file: %w", err)
+	}
+	return nil
+}
+
+func (d fileDecisions) drop(context.Context) error {
+	if err := os.Remove(DecisionFile(d.stateFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func (d fileDecisions) String() string { return "decision file " + DecisionFile(d.stateFile) }
+
+// Decide records a person's decision for the rollout in stateFile: DecideIn
+// with the file store of stateFile.
 func Decide(stateFile, decision, by string) (*State, error) {
+	return DecideIn(context.Background(), NewFileStore(stateFile), decision, by)
+}
+
+// DecideIn records a person's decision for the rollout in s. It refuses
+// (ErrNoCanaryWaiting) unless that rollout is unfinished and its canary is
+// paused (promote) or under analysis or paused (abort), and returns the
+// state it read. The check and the write are one step under the decision
+// lock (see lockDecisions): a decision DecideIn records is carried out by
+// the coordinator (or a later --resume), and once the coordinator recorded
+// the promotion an abort is refused as too late.
+func DecideIn(ctx context.Context, s Store, decision, by string) (*State, error) {
 	if decision != DecisionPromote && decision != DecisionAbort {
 		return nil, fmt.Errorf("decision %q: want %s or %s", decision, DecisionPromote, DecisionAbort)
 	}
-	release, lockErr := lockDecisions(stateFile)
+	ds := s.decisions(nil)
+	release, lockErr := ds.lock(ctx)
 	if lockErr == nil {
 		defer release()
 	}
-	st, err := ReadState(stateFile)
+	st, err := s.ReadState(ctx)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: no state file %s: pass the coordinator's --state-file", ErrNoCanaryWaiting, stateFile)
+		return nil, fmt.Errorf("%w: no rollout state in %s: pass the coordinator's --state-file, or its --config", ErrNoCanaryWaiting, s)
 	}
 	if err != nil {
 		return nil, err
@@ -99,14 +145,14 @@ func Decide(stateFile, decision, by string) (*State, error) {
 	}
 	switch {
 	case st.Complete:
-		return st, fmt.Errorf("%w: the rollout of %s in %s is complete (%s)", ErrNoCanaryWaiting, st.Image, stateFile, st.Outcome)
+		return st, fmt.Errorf("%w: the rollout of %s in %s is complete (%s)", ErrNoCanaryWaiting, st.Image, s, st.Outcome)
 	case st.Paused != "": // on_failure: pause; promote goes on, abort stops
 	case phase == CanaryPaused:
 	case phase == CanaryAnalysis && decision == DecisionAbort:
 	case phase == CanaryAnalysis:
 		return st, fmt.Errorf("%w: the canary of %s is still under analysis; promote once it is paused (or abort now)", ErrNoCanaryWaiting, st.Image)
 	case phase == "":
-		return st, fmt.Errorf("%w: the rollout of %s in %s has no canary stage under way", ErrNoCanaryWaiting, st.Image, stateFile)
+		return st, fmt.Errorf("%w: the rollout of %s in %s has no canary stage under way", ErrNoCanaryWaiting, st.Image, s)
 	case phase == CanaryPromoting || phase == CanaryPromoted:
 		state := "is already being promoted"
 		if phase == CanaryPromoted {
@@ -119,8 +165,8 @@ func Decide(stateFile, decision, by string) (*State, error) {
 	default:
 		return st, fmt.Errorf("%w: the canary of %s is %s", ErrNoCanaryWaiting, st.Image, phase)
 	}
-	if err := atomicfile.WriteJSON(DecisionFile(stateFile), Decision{Decision: decision, By: by, At: time.Now()}); err != nil {
-		return st, fmt.Errorf("decision file: %w", err)
+	if err := ds.write(ctx, Decision{Decision: decision, By: by, At: time.Now()}); err != nil {
+		return st, err
 	}
 	return st, nil
 }
@@ -141,30 +187,23 @@ func (r *run) takeDecision(accept ...string) (string, error) {
 // peekDecision is takeDecision without the removal; a zero Decision when
 // there is none.
 func (r *run) peekDecision(accept ...string) (Decision, error) {
-	if r.e.StateFile == "" {
+	if r.decisions == nil {
 		return Decision{}, nil
 	}
-	path := DecisionFile(r.e.StateFile)
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return Decision{}, nil
-	}
-	if err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	d, err := r.decisions.peek(ctx)
+	if err != nil || !slices.Contains(accept, d.Decision) {
 		return Decision{}, err
-	}
-	var d Decision
-	if err := json.Unmarshal(b, &d); err != nil {
-		return Decision{}, fmt.Errorf("decision file %s is unreadable (%v): remove it and run `haroll rollout promote` or `abort` again", path, err)
-	}
-	if !slices.Contains(accept, d.Decision) {
-		return Decision{}, nil
 	}
 	return d, nil
 }
 
-// dropDecision removes the decision file once decision d is taken.
+// dropDecision removes the decision once decision d is taken.
 func (r *run) dropDecision(d Decision) error {
-	if err := os.Remove(DecisionFile(r.e.StateFile)); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	if err := r.decisions.drop(ctx); err != nil {
 		return err
 	}
 	r.log.Warn("canary decision", "decision", d.Decision, "by", d.By)
@@ -183,8 +222,10 @@ var testHookDecided func()
 // wrapping ErrState means the promotion could not be recorded, and
 // nothing is to be promoted.
 func (r *run) decide(cs *CanaryState, why string, promoteOnNone bool, accept ...string) (string, error) {
-	if r.e.StateFile != "" {
-		release, err := lockDecisions(r.e.StateFile)
+	if r.decisions != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		release, err := r.decisions.lock(ctx)
+		cancel()
 		if err != nil {
 			return "", err
 		}

@@ -38,7 +38,8 @@ var (
 	// within its timeout; wrapped with the hook, the exit code and the tail
 	// of its output.
 	ErrHookFailed = errors.New("hook failed")
-	// ErrState: the state file could not be written; the rollout stops
+	// ErrState: the rollout's state could not be written (the state file,
+	// or etcd: unreachable, or the fleet lock lost); the rollout stops
 	// before its next step, and what it recorded so far can be resumed.
-	ErrState = errors.New("state file not written")
+	ErrState = errors.New("rollout state not written")
 )

@@ -60,8 +60,13 @@ type Executor struct {
 	// includes the agent's image pull, which a step timeout stops.
 	StepTimeout time.Duration
 	// StateFile, if set, is where Run and Resume persist the rollout's
-	// progress (see State) after every finished (host, slot) pair.
+	// progress (see State) after every finished (host, slot) pair, unless
+	// Store is set.
 	StateFile string
+	// Store, if set, is where the rollout's progress and its canary's
+	// decisions are kept (a FileStore, or an EtcdStore, whose writes
+	// need Lease); nil means the FileStore of StateFile, or none.
+	Store Store
 	// PollInterval is how often Resume asks a busy host whether it is idle
 	// yet; zero means every second.
 	PollInterval time.Duration
@@ -127,10 +132,15 @@ func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Stra
 	if err := checkNames("host", hosts); err != nil {
 		return res, err
 	}
-	r := newRun(e, e.StateFile)
+	store := e.store()
+	r := newRun(e, store)
 	defer r.close()
-	if e.StateFile != "" { // a decision left from an earlier rollout is not for this one
-		_ = os.Remove(DecisionFile(e.StateFile))
+	if r.decisions != nil { // a decision left from an earlier rollout is not for this one
+		dctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		if err := r.decisions.drop(dctx); err != nil {
+			r.log.Warn("removing a canary decision left from an earlier rollout", "error", err)
+		}
+		cancel()
 	}
 
 	// Hosts are claimed from the preflight on: whatever ends the rollout
@@ -166,14 +176,11 @@ func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Stra
 	if err := r.preHook(ctx); err != nil {
 		return r.refused(res, hosts, plan, start, err)
 	}
-	if e.StateFile != "" {
+	if store != nil {
 		st := &State{Version: stateVersion, Image: e.Image, Force: e.Force, MaxFailures: e.MaxFailures.String(),
 			Hosts: hosts, Skipped: r.skipped, Slots: slots, Plan: plan, Done: []PairResult{}, Started: start, PID: os.Getpid(),
 			CanaryPolicy: e.Canary, Images: e.Images, OnFailure: e.OnFailure, Prepulled: e.Prepull}
-		if e.Lease != nil {
-			li := e.Lease.Info()
-			st.RolloutID, st.Token, st.Kind, st.Message = li.RolloutID, li.Token, li.Kind, li.Message
-		}
+		e.noteLease(st)
 		if err := r.w.begin(st); err != nil {
 			return r.refused(res, hosts, plan, start, fmt.Errorf("%w: %w", ErrPreflight, err))
 		}
@@ -193,9 +200,26 @@ func (e *Executor) Check(ctx context.Context, hosts, slots []string) (ready, slo
 	if err := checkNames("host", hosts); err != nil {
 		return nil, nil, err
 	}
-	r := newRun(e, "")
+	r := newRun(e, nil)
 	defer r.close()
 	return r.preflight(ctx, hosts, slots, nil)
+}
+
+// noteLease records in st the fleet lock the rollout holds (a resume holds
+// a new one): its rollout id, token and message, and its kind unless st
+// has one.
+func (e *Executor) noteLease(st *State) {
+	if e.Lease == nil {
+		return
+	}
+	info := e.Lease.Info()
+	st.RolloutID, st.Token = info.RolloutID, info.Token
+	if st.Kind == "" {
+		st.Kind = info.Kind
+	}
+	if info.Message != "" {
+		st.Message = info.Message
+	}
 }
 
 func (e *Executor) log() *slog.Logger {

@@ -144,3 +144,52 @@ func PlanRollback(hist []HostHistory) (RollbackPlan, error) {
 	}
 	return p, nil
 }
+
+// ForceReleaseClaims ends the claim of every host of hosts, whichever
+// rollout holds it (`haroll rollout lock release`: its holder is gone, and
+// a person's redeploy should not wait for claim_ttl). It returns how many
+// hosts answered, and the errors of the others.
+func ForceReleaseClaims(ctx context.Context, dial Dial, hosts []string, timeout time.Duration) (int, []error) {
+	errs := make([]error, len(hosts))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(preflightConcurrency, len(hosts)) {
+		wg.Go(func() {
+			for i := range next {
+				errs[i] = forceReleaseClaim(ctx, dial, hosts[i], timeout)
+			}
+		})
+	}
+	for i := range hosts {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	var failed []error
+	for _, err := range errs {
+		if err != nil {
+			failed = append(failed, err)
+		}
+	}
+	return len(hosts) - len(failed), failed
+}
+
+func forceReleaseClaim(ctx context.Context, dial Dial, h string, timeout time.Duration) error {
+	ctx, cancel := within(ctx, timeout)
+	defer cancel()
+	a, err := dial(ctx, h)
+	if err != nil {
+		return fmt.Errorf("host %s: %w", h, err)
+	}
+	if c, ok := a.(interface{ Close() error }); ok {
+		defer c.Close() //nolint:errcheck // nothing to do about it
+	}
+	fa, ok := a.(FleetAgent)
+	if !ok {
+		return nil // an agent that keeps no claims
+	}
+	if _, err := fa.Claim(ctx, &agentpb.ClaimRequest{ForceRelease: true}); err != nil {
+		return fmt.Errorf("host %s: %w", h, err)
+	}
+	return nil
+}

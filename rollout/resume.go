@@ -9,7 +9,8 @@ import (
 )
 
 // Resume goes on with the rollout st records (read by LoadResumable) and
-// keeps recording into StateFile. Pairs st records as finished are not
+// keeps recording into the Store (or StateFile), with the fleet lock it
+// holds now (Lease) noted in st. Pairs st records as finished are not
 // asked again, and count as they did: a host that failed one is failed and
 // not asked for its later slots, and failed hosts count toward MaxFailures.
 // Before any host is touched, each host with a pair left is asked its
@@ -29,7 +30,8 @@ func (e *Executor) Resume(ctx context.Context, st *State) (Result, error) {
 	if e.Image != st.Image {
 		return res, fmt.Errorf("%w: resuming %s with image %s", ErrImageMismatch, st.Image, e.Image)
 	}
-	r := newRun(e, e.StateFile)
+	r := newRun(e, e.store())
+	e.noteLease(st)
 	r.w.resume(st)
 	r.waitBusy, r.prior, r.slots = true, map[pair]PairResult{}, st.Slots
 	defer r.close()

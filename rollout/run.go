@@ -26,8 +26,11 @@ type run struct {
 	// prior are the pairs an earlier run finished (Resume).
 	prior map[pair]PairResult
 
-	// w records the rollout's progress (the state file).
-	w *stateWriter
+	// w records the rollout's progress in the store; decisions are the
+	// canary decisions there (nil without a store).
+	w         *stateWriter
+	decisions decisionStore
+	where     string // the store's String, "" without one
 
 	emitMu sync.Mutex
 
@@ -44,11 +47,17 @@ type run struct {
 	unfinished bool
 }
 
-// newRun starts a run of e that records its progress in stateFile ("":
-// in memory only).
-func newRun(e *Executor, stateFile string) *run {
+// newRun starts a run of e that records its progress in store (nil: in
+// memory only), under e.Lease.
+func newRun(e *Executor, store Store) *run {
 	log := e.log()
-	return &run{e: e, log: log, w: newStateWriter(stateFile, log), conns: newConns(e.Dial, e.ConnectTimeout, log), fence: newFence(e)}
+	r := &run{e: e, log: log, w: newStateWriterTo(nil, log), conns: newConns(e.Dial, e.ConnectTimeout, log), fence: newFence(e)}
+	if store != nil {
+		r.w = newStateWriterTo(store.stateBackend(e.Lease), log)
+		r.decisions = store.decisions(e.Lease)
+		r.where = store.String()
+	}
+	return r
 }
 
 // pair is a host and the index of a slot.

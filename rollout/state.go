@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -105,24 +106,9 @@ func ReadState(path string) (*State, error) {
 // LoadResumable reads the state file at path for `--resume`. It wraps
 // ErrNothingToResume when there is no file or the rollout it records is
 // complete, and ErrImageMismatch when image is not empty and differs from
-// the recorded one.
+// the recorded one. LoadResumableFrom reads any Store.
 func LoadResumable(path, image string) (*State, error) {
-	s, err := ReadState(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: no state file %s: no rollout was started with this state_file (see --state-file)", ErrNothingToResume, path)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if s.Complete {
-		return nil, fmt.Errorf("%w: the rollout of %s recorded in %s is complete (%s, %s): start a new rollout with --image",
-			ErrNothingToResume, s.Image, path, s.Outcome, s.Updated.Format(time.RFC3339))
-	}
-	if image != "" && image != s.Image {
-		return nil, fmt.Errorf("%w: --image %s, but the unfinished rollout recorded in %s is of %s: resume without --image, or remove the file to start over",
-			ErrImageMismatch, image, path, s.Image)
-	}
-	return s, nil
+	return LoadResumableFrom(context.Background(), NewFileStore(path), image)
 }
 
 // WriteState writes s whole to path as a snapshot of a new generation with

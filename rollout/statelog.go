@@ -223,15 +223,20 @@ func readSnapshot(path string) (*State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state file: %w", err)
 	}
+	return parseSnapshot(b, "state file "+path)
+}
+
+// parseSnapshot parses and checks a snapshot read from where.
+func parseSnapshot(b []byte, where string) (*State, error) {
 	var s State
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("state file %s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	if s.Version != stateVersion && s.Version != stateVersionV1 {
-		return nil, fmt.Errorf("state file %s: version %d, this haroll reads versions %d and %d", path, s.Version, stateVersionV1, stateVersion)
+		return nil, fmt.Errorf("%s: version %d, this haroll reads versions %d and %d", where, s.Version, stateVersionV1, stateVersion)
 	}
 	if s.Image == "" || len(s.Slots) == 0 || len(s.Plan.Batches) == 0 {
-		return nil, fmt.Errorf("state file %s: no image, slot or plan recorded", path)
+		return nil, fmt.Errorf("%s: no image, slot or plan recorded", where)
 	}
 	return &s, nil
 }
@@ -274,12 +279,26 @@ func (d doneIndex) apply(s *State, rec logRecord) {
 // stateFiles are the open files of a version 2 state: the log appended to,
 // and how much it holds against the snapshot.
 type stateFiles struct {
-	path       string
-	log        *os.File
-	generation uint64
-	records    int // in the log, after its header
-	snapshot   int // pairs in the snapshot
+	path     string
+	log      *os.File
+	gen      uint64
+	records  int // in the log, after its header
+	snapshot int // pairs in the snapshot
 }
+
+// fileBackend writes a rollout's state as the state file at path and the
+// log beside it.
+type fileBackend struct{ path string }
+
+func (b fileBackend) generation(s *State, prev uint64) (stateLog, error) {
+	f, err := writeGeneration(b.path, s, prev)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return f, nil
+}
+
+func (b fileBackend) String() string { return "state file " + b.path }
 
 // minCompaction is the fewest log records that make a compaction worth it
 // (a variable for tests).
@@ -357,7 +376,7 @@ func writeGeneration(path string, s *State, prev uint64) (*stateFiles, error) {
 	}
 	s.Version, s.Generation = stateVersion, gen
 	ok = true
-	return &stateFiles{path: path, log: f, generation: gen, snapshot: len(s.Done)}, nil
+	return &stateFiles{path: path, log: f, gen: gen, snapshot: len(s.Done)}, nil
 }
 
 // append writes the lines of n records to the log with one write and one
@@ -386,3 +405,5 @@ func (f *stateFiles) due() bool {
 }
 
 func (f *stateFiles) close() error { return f.log.Close() }
+
+func (f *stateFiles) generation() uint64 { return f.gen }

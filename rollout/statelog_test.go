@@ -309,7 +309,7 @@ func TestARecordAfterAFailedWriteIsKeptInMemoryAndNotWritten(t *testing.T) {
 	path := statePath(t)
 	w := begun(t, path, 3)
 	w.record(pairOf(0))
-	_ = w.files.log.Close() // the next write fails
+	_ = w.files.(*stateFiles).log.Close() // the next write fails
 	w.record(pairOf(1))
 	if err := w.failed(); !errors.Is(err, ErrState) {
 		t.Fatalf("failed() = %v, want ErrState", err)
@@ -403,7 +403,7 @@ func TestALogNewerThanItsSnapshotIsRefusedOnceReadingAgainDoesNotHelp(t *testing
 	w.record(pairOf(0))
 	// A snapshot of an older generation put back by hand under the log.
 	old := planState(2)
-	old.Version, old.Generation = stateVersion, w.files.generation-1
+	old.Version, old.Generation = stateVersion, w.files.generation()-1
 	b, err := json.Marshal(old)
 	if err != nil {
 		t.Fatal(err)

@@ -9,8 +9,9 @@ import (
 	"time"
 )
 
-// StateWrites sums up the fsync'd writes of the state file during a run: the
-// log's group commits and the snapshots (the first, and each compaction).
+// StateWrites sums up the durable writes of the state during a run (the
+// state file's fsyncs, or etcd's transactions): the log's group commits and
+// the snapshots (the first, and each compaction).
 type StateWrites struct {
 	Count     int           `json:"count"`
 	Total     time.Duration `json:"total_ns"`
@@ -26,8 +27,11 @@ func (s *StateWrites) add(d time.Duration) {
 }
 
 // stateWriter is the one writer of a rollout's state: every change to what
-// the state file records goes through it, under its lock, and is durable
-// when the call returns. Its methods are safe for concurrent use.
+// the store records goes through it, under its lock, and is durable when the
+// call returns. Its methods are safe for concurrent use. Where it writes is
+// its backend: the state file and its log (fileBackend), or etcd
+// (etcdBackend); group commit, compaction and "nothing written after a
+// failed write" are the writer's, whatever the backend.
 //
 // A change is applied to the state in memory at once and appended to the
 // log as one record (see statelog.go). Callers that arrive while a write is
@@ -38,21 +42,21 @@ func (s *StateWrites) add(d time.Duration) {
 // has pairs, the writer compacts: a new snapshot, a new log.
 //
 // A write that fails is logged and remembered (failed), and nothing is
-// written after it: the rollout stops before its next step. With no path
-// the state is kept in memory only (a rollout without a state file still
+// written after it: the rollout stops before its next step. With no
+// backend the state is kept in memory only (a rollout without a state file still
 // tracks its canary).
 type stateWriter struct {
-	path string
-	log  *slog.Logger
+	backend stateBackend // nil: in memory only
+	log     *slog.Logger
 
 	mu      sync.Mutex
 	cond    *sync.Cond
 	st      *State // nil until begin or resume
 	done    doneIndex
 	canary  *CanaryState
-	files   *stateFiles // nil until the first generation is written
-	err     error       // the first failed write
-	queue   []byte      // records not yet written
+	files   stateLog // nil until the first generation is written
+	err     error    // the first failed write
+	queue   []byte   // records not yet written
 	queued  int
 	group   *commitGroup // the callers waiting for queue
 	writing bool
@@ -66,11 +70,20 @@ type commitGroup struct {
 	err  error
 }
 
+// newStateWriter is a writer of the state file at path ("": in memory only).
 func newStateWriter(path string, log *slog.Logger) *stateWriter {
+	if path == "" {
+		return newStateWriterTo(nil, log)
+	}
+	return newStateWriterTo(fileBackend{path}, log)
+}
+
+// newStateWriterTo is a writer to backend (nil: in memory only).
+func newStateWriterTo(backend stateBackend, log *slog.Logger) *stateWriter {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	w := &stateWriter{path: path, log: log, group: &commitGroup{}}
+	w := &stateWriter{backend: backend, log: log, group: &commitGroup{}}
 	w.cond = sync.NewCond(&w.mu)
 	return w
 }
@@ -79,7 +92,7 @@ func newStateWriter(path string, log *slog.Logger) *stateWriter {
 // new generation. The error says what could not be written.
 func (w *stateWriter) begin(st *State) error {
 	w.resume(st)
-	if w.path == "" {
+	if w.backend == nil {
 		return nil
 	}
 	w.mu.Lock()
@@ -94,8 +107,9 @@ func (w *stateWriter) begin(st *State) error {
 	return err
 }
 
-// resume takes st, read from the state file (version 1 or 2), as the
-// rollout's state; it is written whole, as version 2, with the next change.
+// resume takes st, read from the store (a state file of version 1 or 2),
+// as the rollout's state; it is written whole, as version 2, with the next
+// change.
 func (w *stateWriter) resume(st *State) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -236,7 +250,7 @@ func (w *stateWriter) writes() StateWrites {
 func (w *stateWriter) commit(rec logRecord, change func(*CanaryState) bool) error {
 	var line []byte
 	var err error
-	persist := w.path != ""
+	persist := w.backend != nil
 	if change == nil && persist {
 		if line, err = encodeRecord(rec); err != nil { // outside the lock: the costly part
 			return w.failUnlocked(err)
@@ -272,7 +286,7 @@ func (w *stateWriter) commit(rec logRecord, change func(*CanaryState) bool) erro
 		return w.err
 	}
 	if w.closed {
-		return fmt.Errorf("%w: state file %s: a change after the run ended", ErrState, w.path)
+		return fmt.Errorf("%w: %s: a change after the run ended", ErrState, w.backend)
 	}
 	w.queue = append(w.queue, line...)
 	w.queued++
@@ -332,7 +346,7 @@ func (w *stateWriter) compact() {
 	if err := w.generationLocked(); err != nil {
 		return
 	}
-	w.log.Debug("state file compacted", "state_file", w.path, "pairs", len(w.st.Done), "generation", w.files.generation)
+	w.log.Debug("state compacted", "store", w.backend.String(), "pairs", len(w.st.Done), "generation", w.files.generation())
 }
 
 // generationLocked writes the state whole as a new generation and appends
@@ -351,11 +365,11 @@ func (w *stateWriter) generationLocked() error {
 	old := w.files
 	prev := w.st.Generation
 	if old != nil {
-		prev = old.generation
+		prev = old.generation()
 	}
 	w.mu.Unlock()
 	t0 := time.Now()
-	f, err := writeGeneration(w.path, &snap, prev)
+	f, err := w.backend.generation(&snap, prev)
 	d := time.Since(t0)
 	w.mu.Lock()
 	if err != nil {
@@ -377,7 +391,7 @@ func (w *stateWriter) fail(err error) error {
 	err = fmt.Errorf("%w: %w", ErrState, err)
 	if w.err == nil {
 		w.err = err
-		w.log.Error("state file not written: the rollout stops after this step", "state_file", w.path, "error", err)
+		w.log.Error("state not written: the rollout stops after this step", "store", w.backend.String(), "error", err)
 	}
 	return err
 }

@@ -103,6 +103,7 @@ func newRolloutHistory() *cobra.Command {
 	var hostsWanted []string
 	var slot, output string
 	var limit int
+	var rollouts bool
 	cmd := &cobra.Command{
 		Use:   "history --config coordinator.yaml [--host H]... [--slot S] [--limit N] [-o json]",
 		Short: "Show what every host's slots ran, when, who asked, for which rollout, and how it ended",
@@ -121,6 +122,9 @@ status 1; the others are printed.`,
 			cfg, err := loadCoordinatorConfig(cmd)
 			if err != nil {
 				return err
+			}
+			if rollouts {
+				return writeRolloutIndex(cmd, cfg, output, limit)
 			}
 			hosts, err := cfg.ReadHosts()
 			if err != nil {
@@ -169,6 +173,41 @@ status 1; the others are printed.`,
 	f.StringVar(&slot, "slot", "", "only this slot")
 	f.IntVar(&limit, "limit", 0, "at most this many entries per host, newest first (0: all kept)")
 	f.StringVarP(&output, "output", "o", "text", "text or json")
+	f.BoolVar(&rollouts, "rollouts", false, "list the rollouts themselves (who, why, when, how they ended) from the store's index, not the agents' replacements")
 	f.Bool("insecure", false, "dial the agents in plaintext; refused unless every host is a loopback address")
 	return cmd
+}
+
+// writeRolloutIndex prints the store's history index: one line per
+// rollout, newest first.
+func writeRolloutIndex(cmd *cobra.Command, cfg rollout.Config, output string, limit int) error {
+	store, err := openStore(cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	recs, err := store.Rollouts(cmd.Context(), limit)
+	if err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	if output == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if recs == nil {
+			recs = []rollout.RolloutRecord{}
+		}
+		return enc.Encode(recs)
+	}
+	if len(recs) == 0 {
+		fmt.Fprintf(w, "no rollout recorded in %s\n", store)
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "STARTED\tROLLOUT\tKIND\tIMAGE\tBY\tOUTCOME\tHOSTS (DONE/FAILED)\tTOOK\tMESSAGE\t")
+	for _, r := range recs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d (%d/%d)\t%s\t%s\t\n", r.Started.Local().Format("2006-01-02 15:04:05"), r.RolloutID, r.Kind,
+			orDash(r.Image), r.Holder, r.Outcome, r.Hosts, r.Done, r.Failed, r.Ended.Sub(r.Started).Round(time.Second), r.Message)
+	}
+	return tw.Flush()
 }

@@ -70,14 +70,25 @@ interrupted), --resume with the same --config goes on from the first
 unfinished pair, with the image and plan recorded there, and does not ask
 finished pairs again; a host still busy with the slot that was in flight is
 waited for (up to step_timeout), then asked for that slot again, which the
-agent skips if it is already on the image.`,
+agent skips if it is already on the image.
+
+One rollout at a time: before it asks any agent anything, a rollout (and
+--resume) takes the fleet lock in the store (store: file, beside state_file;
+store: etcd, in etcd, where its lease lapses lock_ttl after a crash). While
+another holds it, the rollout is refused with the holder's name, or waits up
+to --lock-wait. 'haroll rollout lock status' shows the holder, 'lock release'
+frees the lock of a holder that is gone. With store: etcd the state, the
+canary decisions and the lock live in etcd: --resume, promote, abort and lock
+work from any machine with the configuration.`,
 		Args: cobra.NoArgs,
 		RunE: c.runE,
 	}
 	cmd.AddCommand(
 		newDecide(rollout.DecisionPromote, "Promote the paused canary of a running rollout (--pause): its hosts get their whole weight and the rollout goes on"),
 		newDecide(rollout.DecisionAbort, "Abort the canary of a running rollout: its hosts go back to the old image and the rollout stops"),
-		newRolloutHistory())
+		newRolloutHistory(),
+		newRolloutRollback(),
+		newLock())
 	f := cmd.Flags()
 	f.String("config", defaultCoordinatorConfig, "coordinator configuration file (YAML)")
 	f.StringVar(&c.image, "image", "", "image to roll out (required)")
@@ -99,6 +110,7 @@ agent skips if it is already on the image.`,
 	f.String("metrics-listen", "", "serve the rollout's progress as Prometheus metrics on host:port while it runs (overrides metrics_listen)")
 	f.Bool("insecure", false, "dial the agents in plaintext; refused unless every host is a loopback address")
 	f.StringVarP(&c.output, "output", "o", "text", "text or json (the result on stdout, progress on stderr)")
+	addLockFlags(f)
 	f.StringVar(&c.progressMode, "progress", progressAuto, "auto (a live view redrawn in place on a terminal with --output text, else plain), live, or plain (one line per event)")
 	return cmd
 }
@@ -209,39 +221,87 @@ func (c *rolloutCmd) run(cmd *cobra.Command, cfg rollout.Config) error {
 		e.StateFile = ""
 		return dryRunWithStatus(cmd, e, hosts, strategy)
 	}
+	return c.start(cmd, cfg, dial, strategy, rollout.LockInfo{Kind: rollout.KindRollout, Image: c.image},
+		func() (rolloutSpec, error) { return spec, nil })
+}
+
+// start takes the fleet lock for info, makes the rollout's spec under it
+// (a rollback reads the agents' history there: what it reads must not
+// change before it runs), and runs it.
+func (c *rolloutCmd) start(cmd *cobra.Command, cfg rollout.Config, dial rollout.Dial, strategy rollout.Strategy,
+	info rollout.LockInfo, makeSpec func() (rolloutSpec, error)) error {
+	store, err := openStore(cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	lease, err := acquireFleetLock(cmd, store, info)
+	if err != nil {
+		return err
+	}
+	defer releaseFleetLock(lease)
+	spec, err := makeSpec()
+	if err != nil {
+		return err
+	}
 	sink, err := c.progressSink(cmd, spec)
 	if err != nil {
 		return err
 	}
 	defer sink.Close() //nolint:errcheck // closed below on the way to the result
 	progress := sink.Writer()
-	rm, err := serveRolloutMetrics(cfg.MetricsListen, hosts)
+	rm, err := serveRolloutMetrics(cfg.MetricsListen, spec.hosts)
 	if err != nil {
 		return err
 	}
 	defer rm.close()
 	e := c.executor(cfg, spec, dial, sink.Event, rm)
-	if old, err := rollout.ReadState(cfg.StateFile); err == nil && !old.Complete {
+	e.Store, e.Lease = store, lease
+	if old, err := store.ReadState(cmd.Context()); err == nil && !old.Complete {
 		fmt.Fprintf(progress, "note: %s records an unfinished rollout of %s (%d of %d pairs done); this rollout replaces it\n",
-			cfg.StateFile, old.Image, len(old.Done), old.Pairs())
+			store, old.Image, len(old.Done), old.Pairs())
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		slog.Warn("an unreadable state file is replaced", "state_file", cfg.StateFile, "error", err)
+		slog.Warn("an unreadable rollout state is replaced", "store", store.String(), "error", err)
 	}
-	res, err := e.Run(cmd.Context(), hosts, cfg.Slots, strategy)
+	res, err := e.Run(cmd.Context(), spec.hosts, spec.slots, strategy)
 	closeProgress(sink)
 	rm.finish(res)
+	recordRollout(store, lease, res, err)
 	return writeResult(cmd.OutOrStdout(), c.output, res, err)
 }
 
-// resumeRollout goes on with the unfinished rollout in cfg.StateFile.
+// resumeRollout goes on with the unfinished rollout in the store, under a
+// new hold of the fleet lock.
 func (c *rolloutCmd) resumeRollout(cmd *cobra.Command, cfg rollout.Config) error {
-	st, err := rollout.LoadResumable(cfg.StateFile, c.image)
+	store, err := openStore(cfg)
 	if err != nil {
+		return err
+	}
+	defer store.Close()
+	// A first read names the image in the lock (a refused resume changes
+	// nothing); the state is read again once the lock is held.
+	if _, err := rollout.LoadResumableFrom(cmd.Context(), store, c.image); err != nil {
+		return err
+	}
+	st, _ := store.ReadState(cmd.Context())
+	info := rollout.LockInfo{Kind: rollout.KindRollout, Image: c.image}
+	if st != nil {
+		info.Image = st.Image
+		if st.Kind != "" {
+			info.Kind = st.Kind
+		}
+	}
+	lease, err := acquireFleetLock(cmd, store, info)
+	if err != nil {
+		return err
+	}
+	defer releaseFleetLock(lease)
+	if st, err = rollout.LoadResumableFrom(cmd.Context(), store, c.image); err != nil {
 		return err
 	}
 	maxFailures, err := rollout.ParseMaxFailures(st.MaxFailures)
 	if err != nil {
-		return fmt.Errorf("state file %s: max_failures: %w", cfg.StateFile, err)
+		return fmt.Errorf("%s: max_failures: %w", store, err)
 	}
 	if cmd.Flags().Changed("max-failures") {
 		if _, maxFailures, err = cfg.Strategy(); err != nil {
@@ -270,15 +330,18 @@ func (c *rolloutCmd) resumeRollout(cmd *cobra.Command, cfg rollout.Config) error
 	}
 	defer sink.Close() //nolint:errcheck // closed below on the way to the result
 	fmt.Fprintf(sink.Writer(), "resuming the rollout of %s recorded in %s (started %s): %d of %d (host, slot) pair(s) finished, %d to go\n",
-		st.Image, cfg.StateFile, st.Started.Format(time.RFC3339), len(st.Done), st.Pairs(), st.Pairs()-len(st.Done))
+		st.Image, store, st.Started.Format(time.RFC3339), len(st.Done), st.Pairs(), st.Pairs()-len(st.Done))
 	rm, err := serveRolloutMetrics(cfg.MetricsListen, st.Hosts)
 	if err != nil {
 		return err
 	}
 	defer rm.close()
-	res, err := c.executor(cfg, spec, dial, sink.Event, rm).Resume(cmd.Context(), st)
+	e := c.executor(cfg, spec, dial, sink.Event, rm)
+	e.Store, e.Lease = store, lease
+	res, err := e.Resume(cmd.Context(), st)
 	closeProgress(sink)
 	rm.finish(res)
+	recordRollout(store, lease, res, err)
 	return writeResult(cmd.OutOrStdout(), c.output, res, err)
 }
 

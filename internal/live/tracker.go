@@ -1,6 +1,7 @@
 package live
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
@@ -104,6 +105,10 @@ type Snapshot struct {
 	CanaryRolledBack int    // canary (host, slot) pairs put back on the old image
 	Hook             string // the last hook's line, "" if none
 	Waiting          string // the last host waited for in this batch, "" if none
+	// Fleet is the fleet operations' last status: the prepull's count, an
+	// on_failure pause, the on_failure rollback's progress; "" if none.
+	Fleet           string
+	FleetRolledBack int
 
 	stepStart time.Time
 }
@@ -241,6 +246,19 @@ func (t *Tracker) Event(e rollout.Event) {
 		}
 		if e.Err != "" {
 			t.fail(e.Host, e.Slot, "canary rollback: "+e.Err, e.Result)
+		}
+	case rollout.EventPrepull:
+		s.Fleet = fmt.Sprintf("prepull: %d of %d host(s) have the image", e.Hosts, e.Steps)
+		if e.Err != "" {
+			t.fail(e.Host, "", "prepull: "+e.Err, "failed")
+		}
+	case rollout.EventPaused:
+		s.Fleet = "on_failure pause: " + e.Detail
+	case rollout.EventRollback:
+		s.FleetRolledBack++
+		s.Fleet = fmt.Sprintf("on_failure rollback: %d slot(s) put back", s.FleetRolledBack)
+		if e.Err != "" {
+			t.fail(e.Host, e.Slot, "on_failure rollback: "+e.Err, e.Result)
 		}
 	case rollout.EventHook:
 		s.Hook = e.Phase + " " + clock(e.Duration)

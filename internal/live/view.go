@@ -110,6 +110,9 @@ func render(s Snapshot, st styles) string {
 		}
 		line("canary", canary...)
 	}
+	if s.Fleet != "" {
+		line("fleet", oneLine(s.Fleet))
+	}
 	if s.Hook != "" {
 		line("hook", oneLine(s.Hook))
 	}

@@ -240,3 +240,21 @@ func TestTrackerEventAllocatesNothingPerEvent(t *testing.T) {
 		t.Errorf("%v allocations per event, want 0", n)
 	}
 }
+
+// The fleet operations' progress has a line of its own: the prepull's
+// count, then an on_failure pause, and their failures among the failures.
+func TestTheViewShowsThePrepullAndAnOnFailurePause(t *testing.T) {
+	tr := NewTracker("app:v2", []string{"h1", "h2"}, []string{"web"})
+	tr.Event(rollout.Event{Kind: rollout.EventPrepull, Host: "h1", Hosts: 1, Steps: 2, Detail: "app:v2 pulled in 1s"})
+	tr.Event(rollout.Event{Kind: rollout.EventPrepull, Host: "h2", Hosts: 1, Steps: 2, Err: "host h2: image app:v2: not found"})
+	out := render(tr.Snapshot(), noStyles())
+	for _, want := range []string{"fleet", "prepull: 1 of 2 host(s) have the image", "h2: prepull: host h2: image app:v2: not found"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("view lacks %q:\n%s", want, out)
+		}
+	}
+	tr.Event(rollout.Event{Kind: rollout.EventPaused, Detail: "1 of 2 hosts failed"})
+	if out := render(tr.Snapshot(), noStyles()); !strings.Contains(out, "on_failure pause: 1 of 2 hosts failed") {
+		t.Errorf("view lacks the pause:\n%s", out)
+	}
+}
