@@ -31,6 +31,7 @@ import (
 	"github.com/haroll/haroll/agent/agentpb"
 	"github.com/haroll/haroll/integration/harness"
 	"github.com/haroll/haroll/integration/loadgen"
+	"github.com/haroll/haroll/internal/etcdtest"
 	"github.com/haroll/haroll/internal/tlsconf"
 	"github.com/haroll/haroll/rollout"
 )
@@ -600,28 +601,11 @@ func TestFleetOpsPrepullAndOnFailure(t *testing.T) {
 	})
 }
 
-// etcdConfig is the coordinator config's store section for e.
-func etcdConfig(e *harness.Etcd) string {
-	return fmt.Sprintf("store: etcd\netcd:\n  endpoints: [%s]\n  prefix: /haroll/it\n  lock_ttl: 5s\n", e.Endpoint)
-}
-
-// startEtcd starts an etcd server for the test and stops it at its end.
-func startEtcd(t *testing.T) *harness.Etcd {
-	t.Helper()
-	if why := harness.EtcdMissing(); why != "" {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s, and CI is set", why)
-		}
-		t.Skip(why + " (CI unset: skipping)")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	e, err := harness.StartEtcd(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Stop() })
-	return e
+// etcdConfig is the coordinator config's store section for e: its
+// endpoint with mutual TLS, a lease of 5 s.
+func etcdConfig(e *etcdtest.Server) string {
+	return fmt.Sprintf("store: etcd\netcd:\n  endpoints: [%s]\n  prefix: /haroll/it\n  lock_ttl: 5s\n  tls: {ca: %s, cert: %s, key: %s}\n",
+		e.Endpoint(), e.CA, e.ClientCert, e.ClientKey)
 }
 
 // stepEnd matches the progress line of the end of batch 1's first step.
@@ -632,7 +616,7 @@ var stepEnd = regexp.MustCompile(`^batch 1/\d+ step 1/\d+ \S+\s+end: `)
 // resumed on the other, and etcd going away mid-rollout.
 func TestFleetOpsEtcd(t *testing.T) {
 	requireDeps(t)
-	e := startEtcd(t)
+	e := etcdtest.Start(t, etcdtest.Options{TLS: true})
 	f := startOpsFleet(t, nil)
 	machineA, machineB := opsConfig(t, f, etcdConfig(e)), opsConfig(t, f, etcdConfig(e))
 	// Waiting for the lock (--lock-wait) is the file store's test; here the
@@ -682,9 +666,7 @@ func TestFleetOpsEtcd(t *testing.T) {
 		stopLoad := loadOps(f)
 		w := startHaroll(t, "rollout", "--config", machineA, "--image", images.V1, "--batch", "2")
 		w.waitLine(t, stepEnd, 2*time.Minute)
-		if err := e.Stop(); err != nil {
-			t.Fatal(err)
-		}
+		e.Stop()
 		stoppedAt := time.Now()
 		err := w.wait(t, 2*time.Minute)
 		t.Logf("haroll rollout (exit %v, %s after etcd stopped):\n%s", err, time.Since(stoppedAt).Round(time.Millisecond), w.output())
@@ -701,11 +683,7 @@ func TestFleetOpsEtcd(t *testing.T) {
 				t.Errorf("host %d is in batch 2 but was touched after etcd stopped", i+1)
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := e.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
+		e.Start()
 		_, err = haroll(t, "rollout", "--config", machineB, "--resume", "--lock-wait", "1m")
 		results := stopLoad()
 		if err != nil {
