@@ -394,7 +394,7 @@ func TestFleetOpsFileStore(t *testing.T) {
 	var back rollout.Result
 	t.Run("rollback puts every slot back on the image it ran before the last rollout", func(t *testing.T) {
 		stopLoad := loadOps(f)
-		_, err := harollJSON(t, &back, "rollout", "rollback", "--config", config, "--batch", "2", "-o", "json")
+		_, err := harollJSON(t, &back, "rollout", "rollback", "--config", config, "--batch", "4", "-o", "json")
 		results := stopLoad()
 		if err != nil {
 			t.Fatalf("rollback failed: %v", err)
