@@ -642,6 +642,17 @@ func TestFleetOpsEtcd(t *testing.T) {
 		}
 		_ = first.wait(t, 10*time.Second)
 		t.Logf("haroll rollout on machine A, killed:\n%s", first.output())
+		// Its hosts stay claimed: a person's redeploy of one that it has not
+		// reached yet is refused, naming the rollout, and changes nothing.
+		killedID := oneRolloutID(t, fleetHistory(t, f), image)
+		idle := takeSnapshot(t, f.Hosts[3])
+		manual, err := haroll(t, "redeploy", "--config", f.Hosts[3].AgentYAML, "--image", image)
+		if err == nil || !containsAll(manual, "host belongs to rollout "+killedID, holder(t), "--break-claim") {
+			t.Errorf("a manual redeploy of host 4, claimed by the killed rollout %s: %v, want it refused naming the rollout", killedID, err)
+		}
+		if after := takeSnapshot(t, f.Hosts[3]); !slices.Equal(after.servers, idle.servers) || !slices.Equal(after.containers, idle.containers) {
+			t.Errorf("the refused redeploy changed host 4: %v -> %v", idle, after)
+		}
 		// The killed coordinator's lease lapses after lock_ttl.
 		out, err := haroll(t, "rollout", "--config", machineB, "--resume", "--lock-wait", "1m")
 		results := stopLoad()
