@@ -8,6 +8,7 @@ package integration
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -391,9 +392,9 @@ func TestFleetOpsFileStore(t *testing.T) {
 	config := opsConfig(t, f, "")
 	before, _ := lockedPairs(t, f, config, config, true)
 
-	var back rollout.Result
 	t.Run("rollback puts every slot back on the image it ran before the last rollout", func(t *testing.T) {
 		stopLoad := loadOps(f)
+		var back rollout.Result
 		_, err := harollJSON(t, &back, "rollout", "rollback", "--config", config, "--batch", "4", "-o", "json")
 		results := stopLoad()
 		if err != nil {
@@ -436,6 +437,27 @@ func TestFleetOpsFileStore(t *testing.T) {
 				}
 			}
 		}
+		// Slot by slot, oldest first, each replacement starts from what the
+		// one before left: v1 at first, the rollback's image at the end.
+		for _, slot := range []string{"app-1", "app-2"} {
+			var chain []entry
+			for _, e := range es {
+				if e.host == 0 && e.GetSlot() == slot {
+					chain = append(chain, e)
+				}
+			}
+			slices.SortFunc(chain, func(a, b entry) int { return cmp.Compare(a.GetSeq(), b.GetSeq()) })
+			was := images.V1
+			for _, e := range chain {
+				if e.GetImageBefore() != was {
+					t.Errorf("host 1 %s seq %d (rollout %s): before %s, want %s, what the entry before left", slot, e.GetSeq(), e.GetRolloutId(), e.GetImageBefore(), was)
+				}
+				was = e.GetImageAfter()
+			}
+			if was != before {
+				t.Errorf("host 1 %s: the last entry leaves %s, want %s (the rollback's)", slot, was, before)
+			}
+		}
 		kinds := map[string]string{}
 		for _, e := range es {
 			kinds[e.GetRolloutId()] = e.GetKind()
@@ -465,6 +487,18 @@ func TestFleetOpsFileStore(t *testing.T) {
 			if n := countRows(fleet, func(r historyRow) bool { return r.RolloutID == id }); n != 1 {
 				t.Errorf("haroll rollout history --host %s --slot app-2 shows %d replacements of rollout %s, want 1", f.Agents[0].Addr, n, id)
 			}
+		}
+		var index []rollout.RolloutRecord
+		if _, err := harollJSON(t, &index, "rollout", "history", "--config", config, "--rollouts", "-o", "json"); err != nil {
+			t.Fatal(err)
+		}
+		var indexed []string
+		for _, r := range index {
+			indexed = append(indexed, r.RolloutID)
+		}
+		slices.Sort(indexed)
+		if !slices.Equal(indexed, ids) {
+			t.Errorf("haroll rollout history --rollouts lists %q, want the rollouts that ran %q", indexed, ids)
 		}
 		if n := countRows(fleet, func(r historyRow) bool { return r.Host != f.Agents[0].Addr || r.Slot != "app-2" }); n != 0 {
 			t.Errorf("haroll rollout history --host %s --slot app-2 shows %d rows of other hosts or slots", f.Agents[0].Addr, n)
