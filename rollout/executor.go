@@ -160,6 +160,7 @@ func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Stra
 	if err != nil {
 		return res, err
 	}
+	defer r.renewClaims(ctx, ready)()
 	res.Plan = plan
 	r.results = make(map[string][]SlotResult, len(ready))
 	for _, h := range ready {
