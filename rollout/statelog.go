@@ -325,6 +325,9 @@ func (b fileBackend) generation(s *State, prev uint64) (stateLog, error) {
 	if err != nil {
 		return nil, err // not a typed nil in the interface
 	}
+	if b.lease == nil {
+		return f, nil
+	}
 	return leasedLog{f, b}, nil
 }
 
