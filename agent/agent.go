@@ -91,9 +91,6 @@ type Request struct {
 	// unless BreakClaim.
 	Fence      *Fence
 	BreakClaim bool
-	// PreferStartFirst replaces each slot start-first when its container
-	// can run beside its replacement, whatever its configured strategy.
-	PreferStartFirst bool
 	// Caller is who called, as the transport tells: the client
 	// certificate's name, or "local" (the unix socket, the CLI in-process).
 	// The history records it beside Origin.
