@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,13 +86,11 @@ type Request struct {
 	// its end under Redeploy's ctx, caller or not.
 	CallerGone <-chan struct{}
 	// Fence, set by a fleet rollout, is checked before anything else is
-	// (CheckFence); nil for a person's redeploy, which a claimed host
-	// refuses unless BreakClaim.
+	// (CheckFence), and again before the first slot and each later one is
+	// touched; nil for a person's redeploy, which a claimed host refuses
+	// unless BreakClaim.
 	Fence      *Fence
 	BreakClaim bool
-	// PreferStartFirst replaces each slot start-first when its container
-	// can run beside its replacement, whatever its configured strategy.
-	PreferStartFirst bool
 	// Caller is who called, as the transport tells: the client
 	// certificate's name, or "local" (the unix socket, the CLI in-process).
 	// The history records it beside Origin.
@@ -113,9 +112,13 @@ type Request struct {
 //
 // A request with a Fence whose token is lower than one the host has seen
 // wraps ErrFenced; one without a Fence, on a host a fleet rollout claims,
-// wraps ErrClaimed unless it sets BreakClaim. Either changes nothing. Every
-// slot result but not_run is recorded in the host's history (History)
-// before Redeploy returns.
+// wraps ErrClaimed unless it sets BreakClaim. Either changes nothing. The
+// fence is checked when the request comes, again once the image is on the
+// host (a later rollout may have reached the host during the pull: ErrFenced,
+// nothing changed, no slot in the report), and again before each slot after
+// the first: there the slots before stay replaced, and this one and the
+// rest are not_run, each with the error. Every slot result but not_run is
+// recorded in the host's history (History) before Redeploy returns.
 func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (Report, error) {
 	begin := time.Now()
 	rep := Report{Image: req.Image}
@@ -155,6 +158,13 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 	if err != nil {
 		return rep, err
 	}
+	// The fence was checked before the host lock and the pull, which may
+	// have taken minutes: a later rollout may have reached the host since.
+	if req.Fence != nil {
+		if err := a.recheckFence(*req.Fence); err != nil {
+			return rep, fmt.Errorf("%w; the later rollout reached the host while this request waited for the host lock or pulled %s; nothing was changed", err, req.Image)
+		}
+	}
 	// A wedged slot is taken over first: the journal holds its only record,
 	// which any other slot's replacement would overwrite; if the take-over
 	// fails, no other slot runs.
@@ -177,12 +187,23 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 	defer cleanup.close()
 	hist := &history{a: a}
 	var failed error
-	for _, p := range plans {
+	var notRun string // why the slots left are not run, when a fence stops them
+	var replaced []string
+	for i, p := range plans {
 		if failed == nil && ctx.Err() != nil {
 			failed = ctx.Err() // shutting down: no further slot starts
 		}
+		if failed == nil && req.Fence != nil && len(replaced) > 0 {
+			// A slot takes minutes: a later rollout may have reached the
+			// host during the one before.
+			if err := a.recheckFence(*req.Fence); err != nil {
+				failed = fmt.Errorf("slot %s: %w; replaced before it: %s; not run: %s", p.slot.Name, err,
+					strings.Join(replaced, ", "), strings.Join(planNames(plans[i:]), ", "))
+				notRun = failed.Error()
+			}
+		}
 		if failed != nil {
-			rep.Slots = append(rep.Slots, SlotReport{Slot: p.slot.Name, Result: ResultNotRun})
+			rep.Slots = append(rep.Slots, SlotReport{Slot: p.slot.Name, Result: ResultNotRun, Err: notRun})
 			continue
 		}
 		start := time.Now()
@@ -201,6 +222,8 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 		a.recordHistory(hist, req, p, r, start)
 		if r.err != nil {
 			failed = fmt.Errorf("slot %s: %w", p.slot.Name, r.err)
+		} else {
+			replaced = append(replaced, p.slot.Name)
 		}
 	}
 	cleanup.close()
@@ -242,6 +265,14 @@ func (a *Agent) selectSlots(names []string) ([]SlotConfig, error) {
 		}
 	}
 	return out, nil
+}
+
+func planNames(plans []plan) []string {
+	names := make([]string, len(plans))
+	for i, p := range plans {
+		names[i] = p.slot.Name
+	}
+	return names
 }
 
 func (a *Agent) slotNames() []string {

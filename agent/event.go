@@ -67,7 +67,7 @@ const (
 	ResultSkipped    Result = "skipped"     // already on the image
 	ResultRolledBack Result = "rolled_back" // failed; the old container serves again
 	ResultFailed     Result = "failed"      // failed, and the rollback did not fully succeed
-	ResultNotRun     Result = "not_run"     // an earlier slot failed
+	ResultNotRun     Result = "not_run"     // an earlier slot failed, the agent stopped, or a later rollout fenced the request
 )
 
 // SlotReport is the outcome of one slot.

@@ -102,6 +102,21 @@ func (a *Agent) CheckFence(f Fence) error {
 	return err
 }
 
+// recheckFence is CheckFence again for a request that CheckFence admitted
+// earlier and that may have waited since (for the host lock, an image
+// pull): a later rollout's request (its claim, a pull) may have raised the
+// token meanwhile. A token the host has seen above f's wraps ErrFenced. It
+// only reads the state: the token and the claim stay as they are. The file
+// is replaced atomically, so the read needs no fence lock; a write that
+// lands just after it is seen at the next check, before the next slot.
+func (a *Agent) recheckFence(f Fence) error {
+	st, err := a.readFence()
+	if err != nil {
+		return err
+	}
+	return st.admit(f) // on a copy: nothing is written
+}
+
 // Claim records or renews (or, with Release, ends) the claim of req.Fence's
 // rollout, after the fence check of CheckFence; ForceRelease ends any claim
 // without one. A request with neither a token nor ForceRelease wraps

@@ -7,8 +7,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/haroll/haroll/docker"
 )
 
 // reopen is a restart of a's process: a new Agent over the same state
@@ -184,5 +191,120 @@ func TestClaimReleaseAndForceRelease(t *testing.T) {
 	}
 	if _, err := a.Redeploy(context.Background(), Request{Image: "app:v1"}, nil); err != nil {
 		t.Fatalf("a person's redeploy after the claim was released: %v", err)
+	}
+}
+
+// claimDuringPull returns events for a Redeploy that pulls: at the pull's
+// first progress report, while the pull still runs, f claims the host.
+// claimed says whether it did.
+func claimDuringPull(t *testing.T, a *Agent, f *Fence) (events func(Event), claimed func() bool) {
+	t.Helper()
+	a.pullEvery = 10 * time.Millisecond
+	var once sync.Once
+	var done atomic.Bool
+	return func(e Event) {
+		if e.Phase != PhasePull || !e.Progress {
+			return
+		}
+		once.Do(func() {
+			if _, err := a.Claim(ClaimRequest{Fence: *f}); err != nil {
+				t.Errorf("claim of %s during the pull: %v", f.RolloutID, err)
+			}
+			done.Store(true)
+		})
+	}, done.Load
+}
+
+func TestAFenceRaisedDuringThePullStopsTheStaleRedeployBeforeAnySlot(t *testing.T) {
+	w := newWorld(t)
+	a := newTestAgent(t, w, w.addSlot("app-1", 7), w.addSlot("app-2", 3))
+	w.pullable("app:v3", &fakePull{every: 50 * time.Millisecond, steps: []docker.PullProgress{{Downloaded: 1, Size: 2}, {Downloaded: 2, Size: 2}}})
+	// Rollout r6 took the fleet lock; its preflight claims the host while
+	// r5's redeploy, admitted before, still pulls.
+	events, claimed := claimDuringPull(t, a, fence(6, "r6"))
+	rep, err := a.Redeploy(context.Background(), Request{Image: "app:v3", Fence: fence(5, "r5")}, events)
+	if !claimed() {
+		t.Fatal("no progress of the pull was reported, so r6 never claimed the host during it")
+	}
+	want := "fenced: rollout r5 (token 5) is older than rollout r6 (token 6, held by alice@ops) this host has seen: its coordinator lost the fleet lock; " +
+		"the later rollout reached the host while this request waited for the host lock or pulled app:v3; nothing was changed"
+	if !errors.Is(err, ErrFenced) || err.Error() != want {
+		t.Fatalf("redeploy of r5 after r6 claimed the host during its pull: %v\nwant %q", err, want)
+	}
+	if code := status.Code(toStatus(err)); code != codes.Aborted {
+		t.Errorf("over gRPC: %s, want ABORTED", code)
+	}
+	if len(rep.Slots) != 0 {
+		t.Errorf("report %+v: want no slot (a refusal)", rep.Slots)
+	}
+	if m := w.mutations(); len(m) > 0 {
+		t.Errorf("a fenced redeploy changed %v", m)
+	}
+	if h, err := a.History(HistoryQuery{}); err != nil || len(h) != 0 {
+		t.Errorf("history %+v, %v: want nothing recorded", h, err)
+	}
+	if st, _ := a.FenceState(); st.Token != 6 || st.Claim == nil || st.Claim.Fence.RolloutID != "r6" {
+		t.Errorf("fence state %+v: want token 6, claimed by r6", st)
+	}
+}
+
+func TestTheSameRolloutRenewingItsClaimDuringThePullDoesNotStopItsRedeploy(t *testing.T) {
+	w := newWorld(t)
+	a := newTestAgent(t, w, w.addSlot("app-1", 7))
+	w.pullable("app:v3", &fakePull{every: 50 * time.Millisecond, steps: []docker.PullProgress{{Downloaded: 1, Size: 2}, {Downloaded: 2, Size: 2}}})
+	events, claimed := claimDuringPull(t, a, fence(5, "r5"))
+	rep, err := a.Redeploy(context.Background(), Request{Image: "app:v3", Fence: fence(5, "r5")}, events)
+	if !claimed() {
+		t.Fatal("no progress of the pull was reported, so r5 never renewed its claim during it")
+	}
+	if err != nil || len(rep.Slots) != 1 || rep.Slots[0].Result != ResultReplaced {
+		t.Fatalf("%+v, %v: want app-1 replaced", rep.Slots, err)
+	}
+}
+
+func TestAFenceRaisedDuringASlotStopsTheStaleRedeployBeforeTheNext(t *testing.T) {
+	w := newWorld(t)
+	a := newTestAgent(t, w, w.addSlot("app-1", 7), w.addSlot("app-2", 3), w.addSlot("app-3", 5))
+	var once sync.Once
+	events := func(e Event) {
+		// app-1 is proven and gets its weight back: r6's preflight claims
+		// the host now, before app-2 starts.
+		if e.Slot == "app-1" && e.Phase == PhaseRestore {
+			once.Do(func() {
+				if _, err := a.Claim(ClaimRequest{Fence: *fence(6, "r6")}); err != nil {
+					t.Errorf("claim of r6: %v", err)
+				}
+			})
+		}
+	}
+	rep, err := a.Redeploy(context.Background(), Request{Image: "app:v2", Fence: fence(5, "r5")}, events)
+	want := "slot app-2: fenced: rollout r5 (token 5) is older than rollout r6 (token 6, held by alice@ops) this host has seen: its coordinator lost the fleet lock; " +
+		"replaced before it: app-1; not run: app-2, app-3"
+	if !errors.Is(err, ErrFenced) || err.Error() != want {
+		t.Fatalf("redeploy of r5 after r6 claimed the host during app-1: %v\nwant %q", err, want)
+	}
+	got := map[string]SlotReport{}
+	for _, s := range rep.Slots {
+		got[s.Slot] = s
+	}
+	if len(rep.Slots) != 3 || got["app-1"].Result != ResultReplaced || got["app-1"].Err != "" {
+		t.Fatalf("report %+v: want app-1 replaced", rep.Slots)
+	}
+	for _, s := range []string{"app-2", "app-3"} {
+		if got[s].Result != ResultNotRun || got[s].Err != want {
+			t.Errorf("slot %s: %+v: want not_run with the fence's error", s, got[s])
+		}
+	}
+	st, err := a.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st {
+		if want := map[string]string{"app-1": "app:v2", "app-2": "app:v1", "app-3": "app:v1"}[s.Slot]; s.Image != want {
+			t.Errorf("slot %s runs %s, want %s", s.Slot, s.Image, want)
+		}
+	}
+	if h, err := a.History(HistoryQuery{}); err != nil || len(h) != 1 || h[0].Slot != "app-1" {
+		t.Errorf("history %+v, %v: want app-1's replacement only", h, err)
 	}
 }

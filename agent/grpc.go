@@ -70,10 +70,12 @@ func (s *Service) Redeploy(req *agentpb.RedeployRequest, stream agentpb.Agent_Re
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		// prefer_start_first is not read: the slots' strategies already
+		// give what it asks for (agent.proto).
 		rep, err := s.agent.Redeploy(s.life, Request{Image: req.GetImage(), Slots: req.GetSlots(),
 			Force: req.GetForce(), Origin: req.GetOrigin(), CanaryPercent: int(req.GetCanaryWeightPercent()),
 			CallerGone: stream.Context().Done(), Fence: FenceFromPB(req.GetFence()), BreakClaim: req.GetBreakClaim(),
-			PreferStartFirst: req.GetPreferStartFirst(), Caller: caller(stream.Context())}, func(e Event) {
+			Caller: caller(stream.Context())}, func(e Event) {
 			select {
 			case events <- EventToPB(e):
 			default: // a slow or gone caller never holds a slot up

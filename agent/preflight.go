@@ -52,7 +52,7 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 		if wedged != nil && wedged.Slot == s.Name {
 			p, err = a.checkTakeover(ctx, s, cfg, *wedged)
 		} else {
-			p, err = a.checkSlot(ctx, s, cfg, req.PreferStartFirst)
+			p, err = a.checkSlot(ctx, s, cfg)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("slot %s: %w", s.Name, err))
@@ -115,10 +115,12 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 
 // checkSlot checks that the slot's server and container exist and that
 // HAProxy can prove a new container healthy (the server has checks), and
-// chooses the strategy: start-first whenever the container can run beside
-// its replacement when preferStartFirst (a rollback's fast track), else the
-// slot's own.
-func (a *Agent) checkSlot(ctx context.Context, s SlotConfig, cfg haproxyConfig, preferStartFirst bool) (plan, error) {
+// chooses the slot's configured strategy. A fleet request's
+// prefer_start_first needs nothing more: auto is start-first wherever the
+// container can run beside its replacement, and an explicit stop-first (a
+// singleton worker, a memory limit) is the operator's, which no request
+// overrides.
+func (a *Agent) checkSlot(ctx context.Context, s SlotConfig, cfg haproxyConfig) (plan, error) {
 	p := plan{slot: s}
 	srv, adm, err := a.checkServer(ctx, s, cfg)
 	if err != nil {
@@ -134,8 +136,6 @@ func (a *Agent) checkSlot(ctx context.Context, s SlotConfig, cfg haproxyConfig, 
 	p.old, p.weight, p.state, p.addr = old, srv.Weight, adm.State, srv.Addr
 	beside, why := old.CanRunBeside()
 	switch {
-	case preferStartFirst && beside:
-		p.startFirst = true
 	case s.Strategy == StrategyStartFirst:
 		if !beside {
 			return p, fmt.Errorf("strategy start-first: container %s cannot run beside its replacement: %s; use stop-first or auto", s.Container, why)

@@ -3,10 +3,12 @@ package agent
 import (
 	"context"
 	"errors"
+	"maps"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/haroll/haroll/agent/agentpb"
 	"github.com/haroll/haroll/docker"
 )
 
@@ -82,35 +84,39 @@ func TestPullRefusals(t *testing.T) {
 	}
 }
 
+// prefer_start_first (a fleet rollback's) asks for start-first where the
+// slot allows it: its container can run beside its replacement, and its
+// strategy is auto. An operator's stop-first stays stop-first.
 func TestPreferStartFirstReplacesStartFirstWhereTheContainerAllowsIt(t *testing.T) {
 	w := newWorld(t)
 	w.startFirst()                 // new containers publish ephemeral ports...
 	fixed := w.addSlot("fixed", 7) // ...but this one a fixed one: stop-first whatever is preferred
-	free := w.addSlot("free", 3)
-	free.Strategy = StrategyStopFirst
+	free := w.addSlot("free", 3)   // auto, and free to run beside: start-first
 	w.ctrs[w.byName("free").ID].FixedHostPorts = nil
-	a := newTestAgent(t, w, fixed, free)
-	strategies := func() map[string]string {
-		got, err := a.History(HistoryQuery{Limit: 2})
+	worker := w.addSlot("worker", 5) // free to run beside, but the operator says stop-first
+	worker.Strategy = StrategyStopFirst
+	w.ctrs[w.byName("worker").ID].FixedHostPorts = nil
+	a := newTestAgent(t, w, fixed, free, worker)
+	client, _ := serve(t, a, context.Background())
+	want := map[string]string{"fixed": StrategyStopFirst, "free": StrategyStartFirst, "worker": StrategyStopFirst}
+	for _, c := range []struct {
+		image  string
+		prefer bool
+	}{{"app:v2", false}, {"app:v1", true}} {
+		rep, err := redeployRPC(t, client, &agentpb.RedeployRequest{Image: c.image, PreferStartFirst: c.prefer})
+		if err != nil || rep.GetError() != "" {
+			t.Fatalf("redeploy of %s, prefer_start_first %v: %v, %v", c.image, c.prefer, rep, err)
+		}
+		got, err := a.History(HistoryQuery{Limit: 3})
 		if err != nil {
 			t.Fatal(err)
 		}
-		out := map[string]string{}
+		strategies := map[string]string{}
 		for _, e := range got {
-			out[e.Slot] = e.Strategy
+			strategies[e.Slot] = e.Strategy
 		}
-		return out
-	}
-	if _, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if s := strategies(); s["fixed"] != StrategyStopFirst || s["free"] != StrategyStopFirst {
-		t.Fatalf("configured strategies: %v, want both stop-first", s)
-	}
-	if _, err := a.Redeploy(context.Background(), Request{Image: "app:v1", PreferStartFirst: true}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if s := strategies(); s["fixed"] != StrategyStopFirst || s["free"] != StrategyStartFirst {
-		t.Fatalf("preferring start-first: %v, want fixed stop-first, free start-first", s)
+		if !maps.Equal(strategies, want) {
+			t.Errorf("redeploy of %s, prefer_start_first %v: strategies %v, want %v", c.image, c.prefer, strategies, want)
+		}
 	}
 }

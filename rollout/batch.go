@@ -18,6 +18,9 @@ func (r *run) execute(ctx context.Context, hosts []string, plan Plan, res Result
 	// accepted: the failed hosts a person let the rollout go on with
 	// (on_failure: pause, then promote); only more pause it again.
 	failedHosts, accepted := 0, 0
+	if r.rollingBack != "" { // a resume of an on_failure rollback cut short: finish it, run no batch
+		res.Stopped, res.RolledBack = r.onFailureRollback(ctx, plan, len(plan.Batches)-1, r.rollingBack)
+	}
 	for bi, b := range plan.Batches {
 		br := BatchResult{Batch: bi + 1, Canary: b.Canary, Hosts: len(b.Hosts)}
 		if res.Stopped != "" {
@@ -46,8 +49,7 @@ func (r *run) execute(ctx context.Context, hosts []string, plan Plan, res Result
 			r.unfinished = true // resumable by whoever holds the lock next
 		case exceeded && e.OnFailure == OnFailureRollback:
 			res.Stopped = fmt.Sprintf("%d of %d hosts failed, more than max_failures %s", failedHosts, plan.Hosts(), e.MaxFailures)
-			res.RolledBack = r.rollbackEarlier(ctx, plan, bi)
-			res.Stopped += fmt.Sprintf("; on_failure rollback put %d host(s) back on their old image", res.RolledBack)
+			res.Stopped, res.RolledBack = r.onFailureRollback(ctx, plan, bi, res.Stopped)
 		case exceeded && !last && e.OnFailure == OnFailurePause:
 			if res.Stopped = r.pauseOnFailure(ctx, failedHosts, plan.Hosts()); res.Stopped == "" {
 				accepted = failedHosts
@@ -58,6 +60,9 @@ func (r *run) execute(ctx context.Context, hosts []string, plan Plan, res Result
 		if res.Stopped != "" && !last {
 			r.log.Warn("rollout stopped", "batch", bi+1, "reason", res.Stopped)
 		}
+	}
+	if r.lockLost() != nil {
+		r.unfinished = true // also when lost during an on_failure rollback
 	}
 
 	res.Hosts = r.hostResults(hosts, plan)

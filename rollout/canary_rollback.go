@@ -30,7 +30,7 @@ func (br *batchRun) rollbackCanary(ctx context.Context, pos Event, k int, why st
 				at := pos
 				at.Slot = st.Slot
 				err := r.putBack(ctx, at, h, &agentpb.RedeployRequest{Image: old, Slots: []string{st.Slot},
-					Origin: r.e.Origin + " (canary rollback)", Fence: r.fence})
+					Origin: r.e.Origin + " (canary rollback)", Fence: r.undoFence()})
 				sr := SlotResult{Slot: st.Slot, Result: ResultRolledBack, Error: "canary: " + why, Image: old}
 				r.mu.Lock()
 				if err != nil {
@@ -71,6 +71,9 @@ func (r *run) putBack(ctx context.Context, at Event, h string, req *agentpb.Rede
 		return a, err
 	}
 	a, err := ask()
+	if errors.Is(err, ErrFenced) { // a newer rollout owns the host: stop here
+		return r.loseLock(fmt.Errorf("host %s: %w", h, err))
+	}
 	if !errors.Is(err, ErrBusy) {
 		return err
 	}

@@ -100,7 +100,9 @@ type Executor struct {
 	// empty, and a pair without an entry is left as it is (skipped).
 	Images map[string]string
 	// PreferStartFirst asks the agents for start-first wherever a slot
-	// allows it (a rollback's fast track).
+	// allows it (a rollback's fast track). The agents of this haroll do
+	// that for every slot of strategy auto already, and never override a
+	// slot set to stop-first: the flag is sent for the record.
 	PreferStartFirst bool
 	// ClaimTTL is how long a host stays claimed by the rollout after its
 	// last request (0: the agent's default, an hour).
@@ -160,6 +162,7 @@ func (e *Executor) Run(ctx context.Context, hosts, slots []string, strategy Stra
 	if err != nil {
 		return res, err
 	}
+	defer r.renewClaims(ctx, ready)()
 	res.Plan = plan
 	r.results = make(map[string][]SlotResult, len(ready))
 	for _, h := range ready {

@@ -63,7 +63,7 @@ func (s *FileStore) Close() error { return nil }
 // ReadState reads the state file and its log (ReadState).
 func (s *FileStore) ReadState(context.Context) (*State, error) { return ReadState(s.path) }
 
-func (s *FileStore) stateBackend(Lease) stateBackend { return fileBackend{s.path} }
+func (s *FileStore) stateBackend(l Lease) stateBackend { return fileBackend{s.path, l} }
 
 func (s *FileStore) decisions(Lease) decisionStore { return fileDecisions{s.path} }
 

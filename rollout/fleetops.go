@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -58,6 +59,20 @@ const EventPrepull EventKind = "prepull"
 // EventRollback: on_failure rollback put Slot of Host back on its old
 // image (Detail), with Result.
 const EventRollback EventKind = "rollback"
+
+// undoFence is the fence of a request that puts a slot back on its old
+// image (on_failure rollback, canary rollback): the rollout's, of kind
+// rollback, so that the agents' history does not take the undo for a
+// replacement of the rollout (a later `haroll rollout rollback` would put
+// the new image back).
+func (r *run) undoFence() *agentpb.Fence {
+	if r.fence == nil {
+		return nil
+	}
+	f := proto.Clone(r.fence).(*agentpb.Fence)
+	f.Kind = KindRollback
+	return f
+}
 
 // newFence is the agentpb.Fence of e's lease; nil without one.
 func newFence(e *Executor) *agentpb.Fence {
@@ -369,7 +384,7 @@ func (r *run) rollbackEarlier(ctx context.Context, plan Plan, upto int) int {
 					wg.Go(func() {
 						at := Event{Slot: slot}
 						req := &agentpb.RedeployRequest{Image: u.old, Slots: []string{slot}, Origin: r.e.Origin + " (on_failure rollback)",
-							Fence: r.fence, PreferStartFirst: true}
+							Fence: r.undoFence(), PreferStartFirst: true}
 						err := r.putBack(ctx, at, h, req)
 						r.mu.Lock()
 						sr := &r.results[h][si]
@@ -423,19 +438,18 @@ func (r *run) pauseOnFailure(ctx context.Context, failed, hosts int) string {
 	t := time.NewTicker(decisionPoll)
 	defer t.Stop()
 	for {
-		d, err := r.takeDecision(DecisionPromote, DecisionAbort)
+		d, err := r.takePauseDecision()
+		if errors.Is(err, ErrState) {
+			return why + "; the decision could not be recorded: " + err.Error()
+		}
 		if err != nil {
 			r.log.Warn("reading the decision", "error", err)
 		}
 		switch d {
 		case DecisionPromote:
-			if err := r.w.pause(""); err != nil {
-				return why + "; going on could not be recorded: " + err.Error()
-			}
 			r.emit(Event{Kind: EventPaused, Detail: "promoted: the rollout goes on"})
 			return ""
 		case DecisionAbort:
-			_ = r.w.pause("")
 			return why + "; aborted during the pause"
 		}
 		select {
@@ -446,6 +460,117 @@ func (r *run) pauseOnFailure(ctx context.Context, failed, hosts int) string {
 	}
 }
 
+// takePauseDecision takes a promote or abort written for the paused
+// rollout and records the pause as over, in one step under the decision
+// lock (as decide does for a canary): a decision Decide accepted is the one
+// taken, and once the pause is recorded as over a later one is refused,
+// never left for a later canary or pause to take.
+func (r *run) takePauseDecision() (string, error) {
+	if r.decisions != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		release, err := r.decisions.lock(ctx)
+		cancel()
+		if err != nil {
+			return "", err
+		}
+		defer release()
+	}
+	d, err := r.peekDecision(DecisionPromote, DecisionAbort)
+	if d.Decision == "" || err != nil {
+		return "", err
+	}
+	if err := r.w.pause(""); err != nil {
+		return "", err // the decision stays, for a --resume
+	}
+	if err := r.dropDecision(d); err != nil {
+		r.log.Warn("removing the decision taken", "error", err)
+	}
+	return d.Decision, nil
+}
+
 // EventPaused: the rollout waits for a decision after its failures passed
 // max_failures (on_failure: pause), or goes on (Detail).
 const EventPaused EventKind = "paused"
+
+// onFailureRollback records that the rollout puts the pairs it replaced in
+// the batches up to upto back (a resume goes on with it), does it, and
+// returns why the rollout stopped, and the hosts wholly back.
+func (r *run) onFailureRollback(ctx context.Context, plan Plan, upto int, why string) (string, int) {
+	if err := r.w.rollingBack(why); err != nil {
+		return why + "; the on_failure rollback did not start: " + err.Error(), 0
+	}
+	n := r.rollbackEarlier(ctx, plan, upto)
+	return why + fmt.Sprintf("; on_failure rollback put %d host(s) back on their old image", n), n
+}
+
+// claimRenewal is how often the claims of the rollout's hosts are renewed
+// while it runs: a third of ClaimTTL (default: the agent's hour), so that
+// a host waiting for a later batch, a canary's window or a pause stays
+// claimed however long the rollout takes.
+func (r *run) claimRenewal() time.Duration {
+	ttl := r.e.ClaimTTL
+	if ttl <= 0 {
+		ttl = time.Hour
+	}
+	return ttl / 3
+}
+
+// renewClaims claims hosts again every claimRenewal until stop is called
+// (the run's end), preflightConcurrency at a time, each on a connection of
+// its own. A host that cannot be reached is left to the rollout's own
+// calls (its claim lapses only claim_ttl after the last of them).
+func (r *run) renewClaims(ctx context.Context, hosts []string) (stop func()) {
+	if r.fence == nil || len(hosts) == 0 {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(r.claimRenewal())
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			r.claimAll(ctx, hosts)
+		}
+	})
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
+func (r *run) claimAll(ctx context.Context, hosts []string) {
+	next := make(chan string)
+	var wg sync.WaitGroup
+	for range min(preflightConcurrency, len(hosts)) {
+		wg.Go(func() {
+			for h := range next {
+				cctx, cancel := within(ctx, r.e.ConnectTimeout)
+				a, err := r.conns.dialNow(cctx, h)
+				if err == nil {
+					err = r.claim(cctx, h, a)
+					r.conns.closeAgent(a)
+				}
+				cancel()
+				if err != nil && ctx.Err() == nil {
+					r.log.Debug("claim not renewed", "host", h, "error", err)
+				}
+			}
+		})
+	}
+	defer func() {
+		close(next)
+		wg.Wait()
+	}()
+	for _, h := range hosts {
+		select {
+		case next <- h:
+		case <-ctx.Done():
+			return
+		}
+	}
+}

@@ -322,3 +322,32 @@ func TestOnFailurePauseWaitsForADecision(t *testing.T) {
 		})
 	}
 }
+
+// While a rollout runs, the claims of its hosts are renewed every third of
+// claim_ttl: a host waiting for a later batch stays claimed however long
+// the rollout takes.
+func TestClaimsAreRenewedWhileTheRolloutRuns(t *testing.T) {
+	o := newOpsFleet(t, 2, "a")
+	o.host("h2").delay = 300 * time.Millisecond // batch 2 ends ~0.3 s after the start
+	e := opsExecutor(o, newFakeLease(8))
+	e.ClaimTTL = 60 * time.Millisecond // renewed every 20 ms
+	if _, err := e.Run(context.Background(), hostNames(2), nil, Strategy{Batch: Size{count: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, h := range hostNames(2) {
+		claims := 0
+		for _, c := range o.claims[h] {
+			if !c.GetRelease() {
+				claims++
+				if c.GetFence().GetClaimTtl().AsDuration() != 60*time.Millisecond {
+					t.Errorf("host %s: claim ttl %s, want 60ms", h, c.GetFence().GetClaimTtl().AsDuration())
+				}
+			}
+		}
+		if claims < 5 {
+			t.Errorf("host %s claimed %d times in a 0.3 s rollout with claims renewed every 20 ms, want at least 5", h, claims)
+		}
+	}
+}

@@ -114,26 +114,34 @@ func PlanRollback(hist []HostHistory) (RollbackPlan, error) {
 	}
 	p := RollbackPlan{RolloutID: last.GetRolloutId(), Token: last.GetFenceToken(), Image: last.GetRequestedImage(), Images: map[string]string{}}
 	for _, hh := range hist {
-		// Per slot, the newest entry of that rollout (a resume may have
-		// asked a slot twice: the second is a skip).
-		newest := map[string]*agentpb.HistoryEntry{}
+		// Per slot, the first replacement of that rollout (a resume may
+		// have asked a slot again: a skip, or a second replacement after an
+		// undo) says what the slot ran before it; the slot's newest entry,
+		// whatever asked it, says what it runs now.
+		first := map[string]*agentpb.HistoryEntry{}
+		now := map[string]*agentpb.HistoryEntry{}
 		for _, e := range hh.Entries {
-			if e.GetRolloutId() != p.RolloutID || e.GetResultCode() != agentpb.SlotResult_SLOT_RESULT_REPLACED {
+			if n := now[e.GetSlot()]; n == nil || e.GetSeq() > n.GetSeq() {
+				now[e.GetSlot()] = e
+			}
+			if e.GetRolloutId() != p.RolloutID || e.GetKind() != KindRollout || e.GetResultCode() != agentpb.SlotResult_SLOT_RESULT_REPLACED {
 				continue
 			}
-			if n := newest[e.GetSlot()]; n == nil || e.GetSeq() > n.GetSeq() {
-				newest[e.GetSlot()] = e
+			if f := first[e.GetSlot()]; f == nil || e.GetSeq() < f.GetSeq() {
+				first[e.GetSlot()] = e
 			}
 		}
-		slots := make([]string, 0, len(newest))
-		for s := range newest {
+		slots := make([]string, 0, len(first))
+		for s := range first {
 			slots = append(slots, s)
 		}
 		sort.Strings(slots)
 		for _, s := range slots {
-			if before := newest[s].GetImageBefore(); before != "" && before != newest[s].GetImageAfter() {
-				p.Images[PairKey(hh.Host, s)] = before
+			before := first[s].GetImageBefore()
+			if before == "" || before == first[s].GetImageAfter() || now[s].GetImageAfter() == before {
+				continue // nothing to put back, or already back (an on_failure or canary rollback)
 			}
+			p.Images[PairKey(hh.Host, s)] = before
 		}
 		if slices.ContainsFunc(slots, func(s string) bool { return p.Images[PairKey(hh.Host, s)] != "" }) {
 			p.Hosts = append(p.Hosts, hh.Host)
@@ -145,18 +153,21 @@ func PlanRollback(hist []HostHistory) (RollbackPlan, error) {
 	return p, nil
 }
 
-// ForceReleaseClaims ends the claim of every host of hosts, whichever
-// rollout holds it (`haroll rollout lock release`: its holder is gone, and
-// a person's redeploy should not wait for claim_ttl). It returns how many
-// hosts answered, and the errors of the others.
-func ForceReleaseClaims(ctx context.Context, dial Dial, hosts []string, timeout time.Duration) (int, []error) {
-	errs := make([]error, len(hosts))
+// ReleaseClaims ends, on every host of hosts, the claim of the rollout
+// that held the lock with token, or of an older one (`haroll rollout lock
+// release`: its holder is gone, and a person's redeploy should not wait for
+// claim_ttl). A host claimed by a newer rollout (one that took the lock
+// since) keeps its claim: the agent refuses the request as fenced, which
+// counts as kept. It returns how many hosts answered, how many of those
+// kept a newer claim, and the errors of the others.
+func ReleaseClaims(ctx context.Context, dial Dial, hosts []string, token uint64, timeout time.Duration) (answered, newer int, errs []error) {
+	all := make([]error, len(hosts))
 	next := make(chan int)
 	var wg sync.WaitGroup
 	for range min(preflightConcurrency, len(hosts)) {
 		wg.Go(func() {
 			for i := range next {
-				errs[i] = forceReleaseClaim(ctx, dial, hosts[i], timeout)
+				all[i] = releaseClaim(ctx, dial, hosts[i], token, timeout)
 			}
 		})
 	}
@@ -165,16 +176,21 @@ func ForceReleaseClaims(ctx context.Context, dial Dial, hosts []string, timeout 
 	}
 	close(next)
 	wg.Wait()
-	var failed []error
-	for _, err := range errs {
-		if err != nil {
-			failed = append(failed, err)
+	for _, err := range all {
+		switch {
+		case errors.Is(err, ErrFenced):
+			answered++
+			newer++
+		case err != nil:
+			errs = append(errs, err)
+		default:
+			answered++
 		}
 	}
-	return len(hosts) - len(failed), failed
+	return answered, newer, errs
 }
 
-func forceReleaseClaim(ctx context.Context, dial Dial, h string, timeout time.Duration) error {
+func releaseClaim(ctx context.Context, dial Dial, h string, token uint64, timeout time.Duration) error {
 	ctx, cancel := within(ctx, timeout)
 	defer cancel()
 	a, err := dial(ctx, h)
@@ -188,7 +204,7 @@ func forceReleaseClaim(ctx context.Context, dial Dial, h string, timeout time.Du
 	if !ok {
 		return nil // an agent that keeps no claims
 	}
-	if _, err := fa.Claim(ctx, &agentpb.ClaimRequest{ForceRelease: true}); err != nil {
+	if _, err := fa.Claim(ctx, &agentpb.ClaimRequest{Fence: &agentpb.Fence{Token: token}, Release: true}); err != nil {
 		return fmt.Errorf("host %s: %w", h, err)
 	}
 	return nil

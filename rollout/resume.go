@@ -57,6 +57,7 @@ func (e *Executor) Resume(ctx context.Context, st *State) (Result, error) {
 		}
 	}
 	res.Resumed = len(r.prior)
+	r.rollingBack = st.RollingBack
 	st.PID = os.Getpid()
 
 	// The hosts left to ask: those with a pair not recorded, unless a
@@ -72,8 +73,8 @@ func (e *Executor) Resume(ctx context.Context, st *State) (Result, error) {
 	}
 	r.skipped = map[string]string{}
 	defer func() {
-		if r.endsClaims(ctx) {
-			r.releaseClaims(unfinished)
+		if r.endsClaims(ctx) { // every host of the rollout: the first run's claims too
+			r.releaseClaims(st.Hosts)
 		}
 	}()
 	if len(unfinished) > 0 {
@@ -81,6 +82,7 @@ func (e *Executor) Resume(ctx context.Context, st *State) (Result, error) {
 		if err != nil {
 			return r.refused(res, st.Hosts, st.Plan, start, err)
 		}
+		defer r.renewClaims(ctx, unfinished)()
 		// A rollout begun with its prepull done needs none; one begun
 		// without (prepull off, or an earlier haroll) gets one if asked.
 		if e.Prepull && !st.Prepulled {

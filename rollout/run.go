@@ -37,6 +37,8 @@ type run struct {
 	slots []string // the slots replaced, in order
 	// statuses are what each host answered at the preflight.
 	statuses map[string]*agentpb.StatusResponse
+	// rollingBack: the on_failure rollback a resumed run finishes (why).
+	rollingBack string
 	// fence is the lease's, carried by every request (nil: no lease).
 	fence *agentpb.Fence
 	// lost: the fleet lock was found lost before a step.

@@ -65,6 +65,10 @@ type State struct {
 	// on) or `abort` (stop) after its failures passed max_failures
 	// (on_failure: pause); empty when it does not.
 	Paused string `json:"paused,omitempty"`
+	// RollingBack says why on_failure: rollback began putting the pairs
+	// this rollout replaced back: a resume goes on with that, and runs no
+	// further batch.
+	RollingBack string `json:"rolling_back,omitempty"`
 	// Prepulled is set once every host had the image (prepull): a resume
 	// does not pull again.
 	Prepulled bool `json:"prepulled,omitempty"`

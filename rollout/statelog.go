@@ -40,6 +40,7 @@ package rollout
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -77,7 +78,7 @@ func StateLog(path string) string { return path + logSuffix }
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // logRecord is one line of the log: a header (Log and Generation set) or
-// exactly one of Pair, Canary, Complete, Paused.
+// exactly one of Pair, Canary, Complete, Paused, RollingBack.
 type logRecord struct {
 	Log        int          `json:"log,omitempty"`
 	Generation uint64       `json:"generation,omitempty"`
@@ -88,6 +89,9 @@ type logRecord struct {
 	// Paused: the rollout waits for a decision after its failures passed
 	// max_failures (on_failure: pause), or no longer does (Why empty).
 	Paused *pausing `json:"paused,omitempty"`
+	// RollingBack: on_failure: rollback began putting the earlier batches
+	// back, why (a resume finishes it).
+	RollingBack *pausing `json:"rolling_back,omitempty"`
 }
 
 // pausing is State.Paused.
@@ -235,7 +239,8 @@ func parseSnapshot(b []byte, where string) (*State, error) {
 	if s.Version != stateVersion && s.Version != stateVersionV1 {
 		return nil, fmt.Errorf("%s: version %d, this haroll reads versions %d and %d", where, s.Version, stateVersionV1, stateVersion)
 	}
-	if s.Image == "" || len(s.Slots) == 0 || len(s.Plan.Batches) == 0 {
+	// A rollback to each slot's previous image has per-pair Images instead.
+	if s.Image == "" && len(s.Images) == 0 || len(s.Slots) == 0 || len(s.Plan.Batches) == 0 {
 		return nil, fmt.Errorf("%s: no image, slot or plan recorded", where)
 	}
 	return &s, nil
@@ -270,6 +275,8 @@ func (d doneIndex) apply(s *State, rec logRecord) {
 		s.Complete, s.Outcome, s.Stopped = true, rec.Complete.Outcome, rec.Complete.Stopped
 	case rec.Paused != nil:
 		s.Paused = rec.Paused.Why
+	case rec.RollingBack != nil:
+		s.RollingBack = rec.RollingBack.Why
 	}
 	if !rec.At.IsZero() {
 		s.Updated = rec.At
@@ -288,14 +295,53 @@ type stateFiles struct {
 
 // fileBackend writes a rollout's state as the state file at path and the
 // log beside it.
-type fileBackend struct{ path string }
+type fileBackend struct {
+	path string
+	// lease, if set, is checked before every write: a coordinator whose
+	// lock was released by hand (`haroll rollout lock release`) must not
+	// write over the state of the rollout that took the lock since (etcd's
+	// writes are guarded by the lock key itself).
+	lease Lease
+}
+
+// leaseCheckWrite bounds a file lease's check before a write (a read of
+// the lock's info beside the state file).
+const leaseCheckWrite = 5 * time.Second
+
+func (b fileBackend) check() error {
+	if b.lease == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), leaseCheckWrite)
+	defer cancel()
+	return b.lease.Check(ctx)
+}
 
 func (b fileBackend) generation(s *State, prev uint64) (stateLog, error) {
+	if err := b.check(); err != nil {
+		return nil, fmt.Errorf("state file %s: not written: %w", b.path, err)
+	}
 	f, err := writeGeneration(b.path, s, prev)
 	if err != nil {
 		return nil, err // not a typed nil in the interface
 	}
-	return f, nil
+	if b.lease == nil {
+		return f, nil
+	}
+	return leasedLog{f, b}, nil
+}
+
+// leasedLog is a state file's log appended to only while the lease holds.
+type leasedLog struct {
+	*stateFiles
+	b fileBackend
+}
+
+func (l leasedLog) append(lines []byte, n int) error {
+	if err := l.b.check(); err != nil {
+		return fmt.Errorf("state log %s: not written: %w", StateLog(l.b.path), err)
+	}
+	return l.stateFiles.append(lines, n)
 }
 
 func (b fileBackend) String() string { return "state file " + b.path }

@@ -75,7 +75,7 @@ func newStateWriter(path string, log *slog.Logger) *stateWriter {
 	if path == "" {
 		return newStateWriterTo(nil, log)
 	}
-	return newStateWriterTo(fileBackend{path}, log)
+	return newStateWriterTo(fileBackend{path: path}, log)
 }
 
 // newStateWriterTo is a writer to backend (nil: in memory only).
@@ -136,6 +136,12 @@ func (w *stateWriter) complete(outcome, stopped string) error {
 // longer), durable on return. The error wraps ErrState.
 func (w *stateWriter) pause(why string) error {
 	return w.commit(logRecord{At: time.Now(), Paused: &pausing{Why: why}}, nil)
+}
+
+// rollingBack records that on_failure: rollback puts the earlier batches
+// back, why; durable on return. The error wraps ErrState.
+func (w *stateWriter) rollingBack(why string) error {
+	return w.commit(logRecord{At: time.Now(), RollingBack: &pausing{Why: why}}, nil)
 }
 
 // canaryState returns the canary's recorded progress, or a new one; its

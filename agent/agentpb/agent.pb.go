@@ -744,9 +744,13 @@ type RedeployRequest struct {
 	CanaryWeightPercent int32 `protobuf:"varint,5,opt,name=canary_weight_percent,json=canaryWeightPercent,proto3" json:"canary_weight_percent,omitempty"`
 	// fence: set by a fleet rollout (see Fence); unset for a person's redeploy.
 	Fence *Fence `protobuf:"bytes,6,opt,name=fence,proto3" json:"fence,omitempty"`
-	// prefer_start_first: replace with start-first every slot whose
-	// configuration allows it (no fixed published port or static address),
-	// whatever its configured strategy (a rollback's fast track).
+	// prefer_start_first: the coordinator asks for start-first wherever the
+	// slot allows it (a rollback's fast track). It never overrides a slot's
+	// configured strategy: stop-first (a singleton worker, a memory limit)
+	// stays stop-first, and the default, auto, is start-first already where
+	// the container can run beside its replacement (no fixed published port,
+	// static IP or MAC). So an agent replaces each slot as it would without
+	// it.
 	PreferStartFirst bool `protobuf:"varint,7,opt,name=prefer_start_first,json=preferStartFirst,proto3" json:"prefer_start_first,omitempty"`
 	// break_claim: a person's redeploy of a host claimed by a fleet rollout
 	// (`haroll redeploy --break-claim`); ignored with a fence.

@@ -162,14 +162,17 @@ is gone (a crashed machine, with store: etcd before lock_ttl passes).`,
 				return err
 			}
 			if who == nil {
-				fmt.Fprintf(cmd.OutOrStdout(), "the fleet lock was free (%s)\n", store)
-			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "released the fleet lock of %s (token %d)\n", who, who.Token)
+				// No holder: the claims agents still hold are of a rollout
+				// whose lock lapsed; whose token is unknown here, they are
+				// left to lapse (claim_ttl), or to `redeploy --break-claim`.
+				fmt.Fprintf(cmd.OutOrStdout(), "the fleet lock was free (%s); agents' claims, if any, lapse claim_ttl after their rollout's last request\n", store)
+				return nil
 			}
+			fmt.Fprintf(cmd.OutOrStdout(), "released the fleet lock of %s (token %d)\n", who, who.Token)
 			if keepClaims {
 				return nil
 			}
-			return releaseAgentClaims(cmd, cfg)
+			return releaseAgentClaims(cmd, cfg, who.Token)
 		},
 	}
 	release.Flags().BoolVar(&keepClaims, "keep-claims", false, "release the lock only: leave the agents' claims (a person's `haroll redeploy` is refused on a claimed host until claim_ttl passes)")
@@ -231,7 +234,7 @@ func writeLockStatus(w io.Writer, output string, store rollout.Store, info *roll
 // refused until claim_ttl passes. Hosts that do not answer are named on
 // stderr; the lock is released all the same (a machine that reaches etcd
 // may not reach the agents), and their claims lapse on their own.
-func releaseAgentClaims(cmd *cobra.Command, cfg rollout.Config) error {
+func releaseAgentClaims(cmd *cobra.Command, cfg rollout.Config, token uint64) error {
 	hosts, err := cfg.ReadHosts()
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
@@ -240,8 +243,12 @@ func releaseAgentClaims(cmd *cobra.Command, cfg rollout.Config) error {
 	if err != nil {
 		return err
 	}
-	n, errs := rollout.ForceReleaseClaims(cmd.Context(), dial, hosts, cfg.ConnectTimeout)
-	fmt.Fprintf(cmd.OutOrStdout(), "ended the claims of %d of %d host(s)\n", n, len(hosts))
+	n, newer, errs := rollout.ReleaseClaims(cmd.Context(), dial, hosts, token, cfg.ConnectTimeout)
+	fmt.Fprintf(cmd.OutOrStdout(), "ended the claims of token %d or older on %d of %d host(s)", token, n-newer, len(hosts))
+	if newer > 0 {
+		fmt.Fprintf(cmd.OutOrStdout(), "; %d host(s) belong to a newer rollout and keep its claim", newer)
+	}
+	fmt.Fprintln(cmd.OutOrStdout())
 	if len(errs) > 0 {
 		fmt.Fprintf(cmd.ErrOrStderr(), "warning: %d host(s) did not answer; their claims lapse claim_ttl after the rollout's last request (or run this again from where they can be reached):\n%v\n",
 			len(errs), errors.Join(errs...))

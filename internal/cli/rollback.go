@@ -38,9 +38,10 @@ alone). With --to IMAGE every slot of every host goes to IMAGE instead.
 It is a rollout of its own: the fleet lock, the preflight, the prepull, the state
 (--resume finishes an interrupted rollback), the same per-slot rules (a slot is
 drained only when its backend can do without it). On the fast track: no canary,
-start-first wherever a slot allows it (no fixed published port or static
-address), and its own batch size (rollback.batch, --batch; default 50%). A host
-whose history cannot be read stops it before anything is touched.`,
+start-first wherever a slot allows it (strategy auto, and no fixed published
+port or static address: a slot set to stop-first stays stop-first), and its own
+batch size (rollback.batch, --batch; default 50%). A host whose history cannot
+be read stops it before anything is touched.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if c.output != "text" && c.output != "json" {

@@ -286,7 +286,9 @@ func (c *rolloutCmd) resumeRollout(cmd *cobra.Command, cfg rollout.Config) error
 	st, _ := store.ReadState(cmd.Context())
 	info := rollout.LockInfo{Kind: rollout.KindRollout, Image: c.image}
 	if st != nil {
-		info.Image = st.Image
+		// The same rollout, under a new token: its agents' history keeps
+		// one id for it (a later rollback undoes the whole of it).
+		info.Image, info.RolloutID, info.Message = st.Image, st.RolloutID, st.Message
 		if st.Kind != "" {
 			info.Kind = st.Kind
 		}
