@@ -695,6 +695,12 @@ func TestFleetOpsEtcd(t *testing.T) {
 		}
 		assertFleetLoad(t, results, version(image))
 		assertFleetOn(t, f, image)
+		// Machine B had no state of its own: it came from etcd.
+		for _, m := range []string{machineA, machineB} {
+			if leftover, _ := filepath.Glob(filepath.Join(filepath.Dir(m), "rollout.json*")); len(leftover) > 0 {
+				t.Errorf("a coordinator on the etcd store wrote state files: %v", leftover)
+			}
+		}
 		finished := donePairs(first.output())
 		if len(finished) == 0 {
 			t.Fatal("machine A's rollout printed no finished pair before it was killed")
