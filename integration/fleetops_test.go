@@ -679,6 +679,16 @@ func TestFleetOpsEtcd(t *testing.T) {
 		// Its hosts stay claimed: a person's redeploy of one that it has not
 		// reached yet is refused, naming the rollout, and changes nothing.
 		killedID := oneRolloutID(t, fleetHistory(t, f), image)
+		// Machine B sees the killed coordinator's lock until its lease lapses.
+		var lock struct {
+			Held bool              `json:"held"`
+			Lock *rollout.LockInfo `json:"lock"`
+		}
+		if _, err := harollJSON(t, &lock, "rollout", "lock", "status", "--config", machineB, "-o", "json"); err != nil {
+			t.Error(err)
+		} else if !lock.Held || lock.Lock == nil || lock.Lock.RolloutID != killedID || lock.Lock.Expires.IsZero() {
+			t.Errorf("lock status on machine B: %+v, want held by rollout %s with its lease's expiry", lock, killedID)
+		}
 		idle := takeSnapshot(t, f.Hosts[3])
 		manual, err := haroll(t, "redeploy", "--config", f.Hosts[3].AgentYAML, "--image", image)
 		if err == nil || !containsAll(manual, "host belongs to rollout "+killedID, holder(t), "--break-claim") {
