@@ -391,6 +391,7 @@ func TestFleetOpsFileStore(t *testing.T) {
 	f := startOpsFleet(t, nil)
 	config := opsConfig(t, f, "")
 	before, _ := lockedPairs(t, f, config, config, true)
+	v3 := imageV3(t)
 
 	t.Run("rollback puts every slot back on the image it ran before the last rollout", func(t *testing.T) {
 		stopLoad := loadOps(f)
@@ -503,6 +504,44 @@ func TestFleetOpsFileStore(t *testing.T) {
 		if n := countRows(fleet, func(r historyRow) bool { return r.Host != f.Agents[0].Addr || r.Slot != "app-2" }); n != 0 {
 			t.Errorf("haroll rollout history --host %s --slot app-2 shows %d rows of other hosts or slots", f.Agents[0].Addr, n)
 		}
+	})
+
+	t.Run("lock release stops the running rollout before its next step, and --resume finishes it", func(t *testing.T) {
+		image := images.V2
+		if before == images.V2 {
+			image = v3
+		}
+		pre := snapshotFleet(t, f)
+		stopLoad := loadOps(f)
+		w := startHaroll(t, "rollout", "--config", config, "--image", image, "--batch", "2", "--message", "to be released")
+		w.waitLine(t, stepEnd, 2*time.Minute)
+		out, err := haroll(t, "rollout", "lock", "release", "--config", config)
+		if err != nil || !containsAll(out, "released the fleet lock", "to be released") {
+			t.Errorf("lock release: %v, want it to say whose lock it released", err)
+		}
+		err = w.wait(t, 2*time.Minute)
+		t.Logf("the released rollout (exit %v):\n%s", err, w.output())
+		if err == nil || !strings.Contains(w.output(), rollout.ErrLockLost.Error()) {
+			t.Errorf("the released rollout exited %v, want a failure saying %q", err, rollout.ErrLockLost)
+		}
+		after := snapshotFleet(t, f)
+		for i, h := range f.Hosts {
+			waitIdle(t, f, i, time.Minute)
+			assertSafe(t, h)
+			if i >= 2 && !slices.Equal(after[i], pre[i]) {
+				t.Errorf("host %d is in batch 2 but was touched after the lock was released", i+1)
+			}
+			if st, err := agentStatus(f, i); err != nil || st.GetClaim() != nil {
+				t.Errorf("agent %d: claim %v (%v), want none: lock release ends the claims", i+1, st.GetClaim(), err)
+			}
+		}
+		_, err = haroll(t, "rollout", "--config", config, "--resume")
+		results := stopLoad()
+		if err != nil {
+			t.Fatalf("the resume failed: %v", err)
+		}
+		assertFleetLoad(t, results, version(image))
+		assertFleetOn(t, f, image)
 	})
 }
 
