@@ -67,7 +67,7 @@ func startOpsFleet(t *testing.T, hostFor func(i int, o *harness.HostOptions)) *h
 	return f
 }
 
-var v3 struct {
+var v3Build struct {
 	once sync.Once
 	ref  string
 	err  error
@@ -77,17 +77,17 @@ var v3 struct {
 // HEALTHCHECK like v2), built once for the tests that need it.
 func imageV3(t *testing.T) string {
 	t.Helper()
-	v3.once.Do(func() {
+	v3Build.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		v3.ref = "haroll-it-app:v3"
-		_, v3.err = harness.BuildTestApp(ctx, harness.ImageOptions{Tag: v3.ref, Healthcheck: true, Env: map[string]string{
+		v3Build.ref = "haroll-it-app:v3"
+		_, v3Build.err = harness.BuildTestApp(ctx, harness.ImageOptions{Tag: v3Build.ref, Healthcheck: true, Env: map[string]string{
 			"VERSION": "v3", "BOOT_DELAY": app.BootDelay.String(), "WARMUP": app.Warmup.String(), "LATENCY_MAX": app.LatencyMax.String()}})
 	})
-	if v3.err != nil {
-		t.Fatal(v3.err)
+	if v3Build.err != nil {
+		t.Fatal(v3Build.err)
 	}
-	return v3.ref
+	return v3Build.ref
 }
 
 // version is the VERSION an image of the test app reports ("v2" for
