@@ -45,6 +45,8 @@ type world struct {
 	// haproxyDown and dockerDown, when set, are what every HAProxy or Docker
 	// call returns: the socket is gone, the daemon restarts.
 	haproxyDown, dockerDown error
+	// refused counts the calls an outage refused (record's).
+	refused int
 	// pinned: clients pinned to a server (a cookie, a stick table) keep
 	// coming while it is not in maintenance, so its sessions never end
 	// there, at weight 0 or DRAIN alike, as in HAProxy.
@@ -172,6 +174,13 @@ func (w *world) failing(method string, err error) {
 }
 
 // setDown starts (err != nil) or ends an outage of HAProxy or Docker.
+// refusedCalls is how many calls an outage refused so far.
+func (w *world) refusedCalls() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.refused
+}
+
 func (w *world) setDown(which *error, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -261,6 +270,7 @@ func (w *world) record(format string, args ...any) error {
 	}
 	verb := strings.Fields(call)[0]
 	if down := w.down(verb); down != nil {
+		w.refused++
 		return down
 	}
 	w.calls = append(w.calls, call)
@@ -534,6 +544,7 @@ func (w *world) Inspect(ctx context.Context, nameOrID string) (docker.Container,
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.dockerDown != nil {
+		w.refused++
 		return docker.Container{}, w.dockerDown
 	}
 	c := w.byName(nameOrID)
@@ -732,6 +743,9 @@ func (w *world) Remove(ctx context.Context, id string) error {
 func (w *world) WaitHealthy(ctx context.Context, id string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.dockerDown != nil {
+		w.refused++
+	}
 	if err := cmp.Or(w.dockerDown, w.fail["WaitHealthy"]); err != nil {
 		return err
 	}

@@ -93,7 +93,15 @@ func TestADockerDaemonGoneAtTheStopRollsBackOnceItAnswers(t *testing.T) {
 	oldID := w.byName("app-1").ID
 	events := after(w, PhaseDrain, func() {
 		w.setDown(&w.dockerDown, docker.ErrUnreachable)
-		time.AfterFunc(200*time.Millisecond, func() { w.setDown(&w.dockerDown, nil) })
+		// Back 200 ms after the stop was refused, not after the drain: on a
+		// busy machine the stop may come more than 200 ms after it.
+		go func() {
+			for w.refusedCalls() == 0 {
+				time.Sleep(5 * time.Millisecond)
+			}
+			time.Sleep(200 * time.Millisecond)
+			w.setDown(&w.dockerDown, nil)
+		}()
 	})
 	_, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, events)
 	if !errors.Is(err, docker.ErrUnreachable) || errors.Is(err, ErrRollback) {

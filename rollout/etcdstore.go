@@ -255,7 +255,7 @@ func (s *EtcdStore) nextToken(ctx context.Context) (uint64, error) {
 }
 
 func (s *EtcdStore) lockedError(ctx context.Context) error {
-	info, err := s.Status(ctx)
+	info, err := holderOf(ctx, s.Status)
 	if err != nil {
 		return err
 	}

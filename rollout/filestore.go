@@ -163,7 +163,7 @@ func (s *FileStore) nextToken() (uint64, error) {
 
 // lockedError is the refusal: who holds the lock.
 func (s *FileStore) lockedError(ctx context.Context) error {
-	info, err := s.Status(ctx)
+	info, err := holderOf(ctx, s.Status)
 	if err != nil {
 		return err
 	}

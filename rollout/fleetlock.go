@@ -121,3 +121,26 @@ const (
 	OnFailureRollback = "rollback" // no further batch; earlier batches' hosts are put back
 	OnFailurePause    = "pause"    // wait for `haroll rollout promote` (go on) or `abort` (stop)
 )
+
+// holderInfoWait bounds how long a refusal waits for a holder that has
+// just taken the lock to write who it is (its LockInfo goes in right after
+// the lock itself): a refusal names the holder.
+const holderInfoWait = 2 * time.Second
+
+// holderOf is status's answer once it names the holder, or once
+// holderInfoWait has passed (then it says "(starting)"), or nil when the
+// lock is free.
+func holderOf(ctx context.Context, status func(context.Context) (*LockInfo, error)) (*LockInfo, error) {
+	deadline := time.Now().Add(holderInfoWait)
+	for {
+		info, err := status(ctx)
+		if err != nil || info == nil || info.RolloutID != "(starting)" || time.Now().After(deadline) {
+			return info, err
+		}
+		select {
+		case <-ctx.Done():
+			return info, nil
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

@@ -351,3 +351,25 @@ func TestClaimsAreRenewedWhileTheRolloutRuns(t *testing.T) {
 		}
 	}
 }
+
+// A rollout refused in the moment between its rival's taking the lock and
+// writing who it is still names the holder: the refusal waits for it (up to
+// holderInfoWait). Found by the integration test of two rollouts started
+// together: 2 refusals of 8 named "(unknown)".
+func TestARefusalInTheHoldersFirstMomentNamesIt(t *testing.T) {
+	s := NewFileStore(filepath.Join(t.TempDir(), "state.json"))
+	f, err := s.tryLock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		_, _ = s.hold(f, LockInfo{RolloutID: "r-first", Holder: "alice@ci", Kind: KindRollout})
+	}()
+	_, err = s.Acquire(context.Background(), LockInfo{RolloutID: "r-second", Holder: "bob@ci", Kind: KindRollout}, 0)
+	var le *LockedError
+	if !errors.As(err, &le) || le.Holder.RolloutID != "r-first" || le.Holder.Holder != "alice@ci" {
+		t.Fatalf("refusal %v, want it to name r-first held by alice@ci", err)
+	}
+}
