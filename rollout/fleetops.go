@@ -257,8 +257,10 @@ func (r *run) prepull(ctx context.Context, hosts []string, keep func(string) boo
 				}
 				n := have
 				mu.Unlock()
-				errs[i] = err
 				r.emit(Event{Kind: EventPrepull, Host: h, Hosts: n, Steps: len(hosts), Detail: detail, Err: errorUnless(err)})
+				if err != nil {
+					errs[i] = fmt.Errorf("host %s: %w", h, err)
+				}
 			}
 		})
 	}
@@ -283,15 +285,16 @@ func (r *run) prepull(ctx context.Context, hosts []string, keep func(string) boo
 	return nil
 }
 
-// pullOn has h pull each of its images, within StepTimeout each.
+// pullOn has h pull each of its images, within StepTimeout each. The
+// error does not name h (the caller does).
 func (r *run) pullOn(ctx context.Context, h string) (string, error) {
 	a, err := r.conns.get(ctx, h)
 	if err != nil {
-		return "", fmt.Errorf("host %s: %w", h, err)
+		return "", err
 	}
 	fa, ok := a.(FleetAgent)
 	if !ok {
-		return "", fmt.Errorf("host %s: its agent cannot pull ahead (an earlier haroll): upgrade it, or set prepull: false", h)
+		return "", errors.New("its agent cannot pull ahead (an earlier haroll): upgrade it, or set prepull: false")
 	}
 	detail := ""
 	for _, img := range r.imagesOf(h) {
@@ -300,10 +303,10 @@ func (r *run) pullOn(ctx context.Context, h string) (string, error) {
 		last, err := fa.Pull(pctx, img, r.fence, r.e.Origin+" (prepull)", nil)
 		cancel()
 		if status.Code(err) == codes.Unimplemented {
-			return "", fmt.Errorf("host %s: its agent cannot pull ahead (an earlier haroll): upgrade it, or set prepull: false", h)
+			return "", errors.New("its agent cannot pull ahead (an earlier haroll): upgrade it, or set prepull: false")
 		}
 		if err != nil {
-			return "", fmt.Errorf("host %s: image %s: %w", h, img, err)
+			return "", err // the agent's error names the image
 		}
 		if detail != "" {
 			detail += "; "

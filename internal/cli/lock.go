@@ -78,8 +78,31 @@ func acquireFleetLock(cmd *cobra.Command, store rollout.Store, info rollout.Lock
 
 // releaseFleetLock gives the lease back, even once the command's context
 // is done; a failure is logged (the lock lapses, or `lock release` frees it).
-func releaseFleetLock(lease rollout.Lease) {
-	ctx, cancel := context.WithTimeout(context.Background(), lockReleaseTimeout)
+func releaseFleetLock(lease rollout.Lease) { releaseFleetLockWithin(lease, lockReleaseTimeout) }
+
+// storeTroubleTimeout bounds the history record and the lock's release of a
+// rollout that the store failed (its state not written, its lock lost: etcd
+// may be out of reach): they are tried, not waited for (the lock lapses
+// within lock_ttl anyway).
+const storeTroubleTimeout = 2 * time.Second
+
+// storeTrouble says whether err (the rollout's) says the store failed it.
+func storeTrouble(err error) bool {
+	return errors.Is(err, rollout.ErrState) || errors.Is(err, rollout.ErrLockLost)
+}
+
+// releaseFleetLockAfter releases lease once a rollout ended with *runErr:
+// at once when that says the store failed it (see storeTroubleTimeout).
+func releaseFleetLockAfter(lease rollout.Lease, runErr *error) {
+	if storeTrouble(*runErr) {
+		releaseFleetLockWithin(lease, storeTroubleTimeout)
+		return
+	}
+	releaseFleetLock(lease)
+}
+
+func releaseFleetLockWithin(lease rollout.Lease, d time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	if err := lease.Release(ctx); err != nil {
 		slog.Warn("the fleet lock was not released", "rollout_id", lease.Info().RolloutID, "error", err)
@@ -89,7 +112,11 @@ func releaseFleetLock(lease rollout.Lease) {
 // recordRollout adds the rollout that held lease to store's history index;
 // a failure is logged, not the command's.
 func recordRollout(store rollout.Store, lease rollout.Lease, res rollout.Result, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), lockReleaseTimeout)
+	d := lockReleaseTimeout
+	if storeTrouble(err) {
+		d = storeTroubleTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	rec := rollout.NewRolloutRecord(lease.Info(), res, err, time.Now())
 	if err := store.RecordRollout(ctx, rec); err != nil {

@@ -239,7 +239,8 @@ func (c *rolloutCmd) start(cmd *cobra.Command, cfg rollout.Config, dial rollout.
 	if err != nil {
 		return err
 	}
-	defer releaseFleetLock(lease)
+	var runErr error // the rollout's: how to release the lock
+	defer releaseFleetLockAfter(lease, &runErr)
 	spec, err := makeSpec()
 	if err != nil {
 		return err
@@ -264,6 +265,7 @@ func (c *rolloutCmd) start(cmd *cobra.Command, cfg rollout.Config, dial rollout.
 		slog.Warn("an unreadable rollout state is replaced", "store", store.String(), "error", err)
 	}
 	res, err := e.Run(cmd.Context(), spec.hosts, spec.slots, strategy)
+	runErr = err
 	closeProgress(sink)
 	rm.finish(res)
 	recordRollout(store, lease, res, err)
@@ -297,7 +299,8 @@ func (c *rolloutCmd) resumeRollout(cmd *cobra.Command, cfg rollout.Config) error
 	if err != nil {
 		return err
 	}
-	defer releaseFleetLock(lease)
+	var runErr error // the rollout's: how to release the lock
+	defer releaseFleetLockAfter(lease, &runErr)
 	if st, err = rollout.LoadResumableFrom(cmd.Context(), store, c.image); err != nil {
 		return err
 	}
@@ -341,6 +344,7 @@ func (c *rolloutCmd) resumeRollout(cmd *cobra.Command, cfg rollout.Config) error
 	e := c.executor(cfg, spec, dial, sink.Event, rm)
 	e.Store, e.Lease = store, lease
 	res, err := e.Resume(cmd.Context(), st)
+	runErr = err
 	closeProgress(sink)
 	rm.finish(res)
 	recordRollout(store, lease, res, err)
