@@ -86,12 +86,3 @@ func (x *SlotReport) ResultName() string {
 	}
 	return x.GetResult()
 }
-
-// ResultName is the entry's result as text: result_code's text form when
-// it is set, else the result field.
-func (x *HistoryEntry) ResultName() string {
-	if n := x.GetResultCode().Name(); n != "" {
-		return n
-	}
-	return x.GetResult()
-}

@@ -12,89 +12,33 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/haroll/haroll/agent"
 	"github.com/haroll/haroll/agent/agentpb"
 	"github.com/haroll/haroll/rollout"
 )
 
-// HistoryRow is one replacement of one slot as `haroll rollout history`
-// and `haroll status --history` print it: an agentpb.HistoryEntry with
-// plain times and durations.
-type HistoryRow struct {
-	Host           string                   `json:"host,omitempty"`
-	Seq            uint64                   `json:"seq"`
-	Slot           string                   `json:"slot"`
-	Start          time.Time                `json:"start"`
-	End            time.Time                `json:"end"`
-	Result         string                   `json:"result"`
-	Error          string                   `json:"error,omitempty"`
-	RequestedImage string                   `json:"requested_image,omitempty"`
-	ImageBefore    string                   `json:"image_before,omitempty"`
-	DigestBefore   string                   `json:"digest_before,omitempty"`
-	ImageAfter     string                   `json:"image_after,omitempty"`
-	DigestAfter    string                   `json:"digest_after,omitempty"`
-	Origin         string                   `json:"origin,omitempty"`
-	RolloutID      string                   `json:"rollout_id,omitempty"`
-	FenceToken     uint64                   `json:"fence_token,omitempty"`
-	Kind           string                   `json:"kind,omitempty"`
-	Total          time.Duration            `json:"total_ns"`
-	Phases         map[string]time.Duration `json:"phases_ns,omitempty"`
-}
-
-// historyRow turns host's entry e into a HistoryRow.
-func historyRow(host string, e *agentpb.HistoryEntry) HistoryRow {
-	r := HistoryRow{Host: host, Seq: e.GetSeq(), Slot: e.GetSlot(), Start: e.GetStart().AsTime(), End: e.GetEnd().AsTime(),
-		Result: e.ResultName(), Error: e.GetError(), RequestedImage: e.GetRequestedImage(),
-		ImageBefore: e.GetImageBefore(), DigestBefore: e.GetDigestBefore(), ImageAfter: e.GetImageAfter(), DigestAfter: e.GetDigestAfter(),
-		Origin: e.GetOrigin(), RolloutID: e.GetRolloutId(), FenceToken: e.GetFenceToken(), Kind: e.GetKind(), Total: e.GetTotal().AsDuration()}
-	if len(e.GetPhases()) > 0 {
-		r.Phases = make(map[string]time.Duration, len(e.GetPhases()))
-		for p, d := range e.GetPhases() {
-			r.Phases[p] = d.AsDuration()
-		}
-	}
-	return r
+// historyRow is one replacement of one slot as `haroll rollout history`
+// prints it: the agent's entry (as `haroll status --history` prints it on
+// the host), with its host.
+type historyRow struct {
+	Host string `json:"host,omitempty"`
+	agent.HistoryEntry
 }
 
 // writeHistory prints rows newest first as a table (withHost: a HOST
 // column) or JSON.
-func writeHistory(w io.Writer, output string, rows []HistoryRow, withHost bool) error {
-	slices.SortStableFunc(rows, func(a, b HistoryRow) int { return b.End.Compare(a.End) })
+func writeHistory(w io.Writer, output string, rows []historyRow, withHost bool) error {
+	slices.SortStableFunc(rows, func(a, b historyRow) int { return b.End.Compare(a.End) })
 	if output == "json" {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		if rows == nil {
-			rows = []HistoryRow{}
+			rows = []historyRow{}
 		}
 		return enc.Encode(rows)
 	}
-	if len(rows) == 0 {
-		fmt.Fprintln(w, "no replacement recorded")
-		return nil
-	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	if withHost {
-		fmt.Fprint(tw, "HOST\t")
-	}
-	fmt.Fprintln(tw, "END\tSLOT\tRESULT\tBEFORE -> AFTER\tROLLOUT\tKIND\tBY\tTOTAL\t")
-	for _, r := range rows {
-		if withHost {
-			fmt.Fprintf(tw, "%s\t", r.Host)
-		}
-		kind, id := r.Kind, r.RolloutID
-		if id == "" {
-			kind, id = "redeploy", "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s -> %s\t%s\t%s\t%s\t%s\t\n", r.End.Local().Format("2006-01-02 15:04:05"), r.Slot, r.Result,
-			orDash(r.ImageBefore), orDash(r.ImageAfter), id, kind, r.Origin, r.Total.Round(100*time.Millisecond))
-	}
-	return tw.Flush()
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
+	printHistory(w, rows, withHost)
+	return nil
 }
 
 // newRolloutHistory is `haroll rollout history`: every host's recorded
@@ -147,15 +91,15 @@ status 1; the others are printed.`,
 				return err
 			}
 			hist := rollout.FleetHistory(cmd.Context(), dial, hosts, &agentpb.HistoryRequest{Slot: slot, Limit: int32(limit)}, cfg.ConnectTimeout)
-			var rows []HistoryRow
+			var rows []historyRow
 			var errs []error
 			for _, hh := range hist {
 				if hh.Err != nil {
 					errs = append(errs, hh.Err)
 					continue
 				}
-				for _, e := range hh.Entries {
-					rows = append(rows, historyRow(hh.Host, e))
+				for _, e := range agent.HistoryFromPB(hh.Entries) {
+					rows = append(rows, historyRow{Host: hh.Host, HistoryEntry: e})
 				}
 			}
 			if err := writeHistory(cmd.OutOrStdout(), output, rows, true); err != nil {
@@ -207,7 +151,7 @@ func writeRolloutIndex(cmd *cobra.Command, cfg rollout.Config, output string, li
 	fmt.Fprintln(tw, "STARTED\tROLLOUT\tKIND\tIMAGE\tBY\tOUTCOME\tHOSTS (DONE/FAILED)\tTOOK\tMESSAGE\t")
 	for _, r := range recs {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d (%d/%d)\t%s\t%s\t\n", r.Started.Local().Format("2006-01-02 15:04:05"), r.RolloutID, r.Kind,
-			orDash(r.Image), r.Holder, r.Outcome, r.Hosts, r.Done, r.Failed, r.Ended.Sub(r.Started).Round(time.Second), r.Message)
+			dash(r.Image), r.Holder, r.Outcome, r.Hosts, r.Done, r.Failed, r.Ended.Sub(r.Started).Round(time.Second), r.Message)
 	}
 	return tw.Flush()
 }

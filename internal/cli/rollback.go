@@ -136,7 +136,7 @@ func rollbackSlots(p rollout.RollbackPlan) []string {
 // writeRollbackPlan says what goes back where, host by host.
 func writeRollbackPlan(w interface{ Write([]byte) (int, error) }, p rollout.RollbackPlan) {
 	fmt.Fprintf(w, "rolling back rollout %s (image %s): %d slot(s) on %d host(s) go back to what they ran before it\n",
-		p.RolloutID, orDash(p.Image), len(p.Images), len(p.Hosts))
+		p.RolloutID, dash(p.Image), len(p.Images), len(p.Hosts))
 	for _, h := range p.Hosts {
 		var parts []string
 		for _, s := range rollbackSlots(p) {

@@ -48,7 +48,11 @@ instead, newest first: every slot result of every redeploy, by whoever asked.`,
 					enc.SetIndent("", "  ")
 					return enc.Encode(entries)
 				}
-				printHistory(cmd.OutOrStdout(), entries)
+				rows := make([]historyRow, len(entries))
+				for i, e := range entries {
+					rows[i].HistoryEntry = e
+				}
+				printHistory(cmd.OutOrStdout(), rows, false)
 				return nil
 			}
 			slots, err := a.Status(cmd.Context())
@@ -122,22 +126,34 @@ func printClaim(w io.Writer, fs agent.FenceState) {
 }
 
 // printHistory writes the entries as a table, in the order given.
-func printHistory(w io.Writer, entries []agent.HistoryEntry) {
-	if len(entries) == 0 {
+// printHistory prints rows as a table, newest first as given; withHost: a
+// HOST column first (the fleet's history).
+func printHistory(w io.Writer, rows []historyRow, withHost bool) {
+	if len(rows) == 0 {
 		fmt.Fprintln(w, "no replacement recorded")
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tSLOT\tRESULT\tIMAGE\tROLLOUT\tORIGIN\tTOTAL\t")
-	for _, e := range entries {
+	if withHost {
+		fmt.Fprint(tw, "HOST\t")
+	}
+	fmt.Fprintln(tw, "TIME\tSLOT\tRESULT\tIMAGE\tROLLOUT\tKIND\tORIGIN\tTOTAL\t")
+	for _, r := range rows {
+		e := r.HistoryEntry
+		if withHost {
+			fmt.Fprintf(tw, "%s\t", r.Host)
+		}
 		image := dash(e.ImageBefore) + " -> " + dash(e.ImageAfter)
 		if e.ImageAfter != e.RequestedImage {
 			image += " (asked " + e.RequestedImage + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", e.End.Local().Format(time.DateTime), e.Slot, e.Result, image,
-			dash(e.RolloutID), dash(e.Origin), e.Total.Round(time.Millisecond))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", e.End.Local().Format(time.DateTime), e.Slot, e.Result, image,
+			dash(e.RolloutID), dash(e.Kind), dash(e.Origin), e.Total.Round(time.Millisecond))
 		if e.Err != "" {
 			why, _, _ := strings.Cut(e.Err, "\n")
+			if withHost {
+				fmt.Fprint(tw, "\t")
+			}
 			fmt.Fprintf(tw, "\t  error: %s\n", why)
 		}
 	}
