@@ -210,6 +210,18 @@ func (r *run) dropDecision(d Decision) error {
 	return nil
 }
 
+// lockDecisions takes the rollout's decision lock (see lockDecisions of
+// the file store) and returns its release; without a store, there is
+// nothing to lock.
+func (r *run) lockDecisions() (release func(), err error) {
+	if r.decisions == nil {
+		return func() {}, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	return r.decisions.lock(ctx)
+}
+
 // testHookDecided, when set by a test, runs once the promotion is decided
 // and before it is recorded, under the decision lock.
 var testHookDecided func()
@@ -222,15 +234,11 @@ var testHookDecided func()
 // wrapping ErrState means the promotion could not be recorded, and
 // nothing is to be promoted.
 func (r *run) decide(cs *CanaryState, why string, promoteOnNone bool, accept ...string) (string, error) {
-	if r.decisions != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-		release, err := r.decisions.lock(ctx)
-		cancel()
-		if err != nil {
-			return "", err
-		}
-		defer release()
+	release, err := r.lockDecisions()
+	if err != nil {
+		return "", err
 	}
+	defer release()
 	d, err := r.peekDecision(accept...)
 	if err != nil {
 		return "", err

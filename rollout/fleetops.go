@@ -156,27 +156,16 @@ func (r *run) releaseClaims(hosts []string) {
 	if r.fence == nil || len(hosts) == 0 {
 		return
 	}
-	next := make(chan string)
-	var wg sync.WaitGroup
 	var mu sync.Mutex
 	missed := 0
-	for range min(preflightConcurrency, len(hosts)) {
-		wg.Go(func() {
-			for h := range next {
-				if err := r.releaseClaim(h); err != nil {
-					mu.Lock()
-					missed++
-					mu.Unlock()
-					r.log.Debug("claim not released", "host", h, "error", err)
-				}
-			}
-		})
-	}
-	for _, h := range hosts {
-		next <- h
-	}
-	close(next)
-	wg.Wait()
+	inPool(len(hosts), preflightConcurrency, func(i int) {
+		if err := r.releaseClaim(hosts[i]); err != nil {
+			mu.Lock()
+			missed++
+			mu.Unlock()
+			r.log.Debug("claim not released", "host", hosts[i], "error", err)
+		}
+	})
 	if missed > 0 {
 		r.log.Warn("the claims of some hosts were not released: they lapse after claim_ttl, or `haroll rollout lock release` ends them", "hosts", missed)
 	}
@@ -239,36 +228,25 @@ func (r *run) prepull(ctx context.Context, hosts []string, keep func(string) boo
 	t0 := time.Now()
 	r.log.Info("prepull", "hosts", len(hosts), "concurrency", workers)
 	errs := make([]error, len(hosts))
-	next := make(chan int)
-	var wg sync.WaitGroup
 	var mu sync.Mutex
 	have := 0
-	for range min(workers, len(hosts)) {
-		wg.Go(func() {
-			for i := range next {
-				h := hosts[i]
-				detail, err := r.pullOn(ctx, h)
-				if keep == nil || !keep(h) || err != nil {
-					r.conns.release(h)
-				}
-				mu.Lock()
-				if err == nil {
-					have++
-				}
-				n := have
-				mu.Unlock()
-				r.emit(Event{Kind: EventPrepull, Host: h, Hosts: n, Steps: len(hosts), Detail: detail, Err: errorUnless(err)})
-				if err != nil {
-					errs[i] = fmt.Errorf("host %s: %w", h, err)
-				}
-			}
-		})
-	}
-	for i := range hosts {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
+	inPool(len(hosts), workers, func(i int) {
+		h := hosts[i]
+		detail, err := r.pullOn(ctx, h)
+		if keep == nil || !keep(h) || err != nil {
+			r.conns.release(h)
+		}
+		mu.Lock()
+		if err == nil {
+			have++
+		}
+		n := have
+		mu.Unlock()
+		r.emit(Event{Kind: EventPrepull, Host: h, Hosts: n, Steps: len(hosts), Detail: detail, Err: errorUnless(err)})
+		if err != nil {
+			errs[i] = fmt.Errorf("host %s: %w", h, err)
+		}
+	})
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%w: %w", ErrPrepull, context.Cause(ctx))
 	}
@@ -469,15 +447,11 @@ func (r *run) pauseOnFailure(ctx context.Context, failed, hosts int) string {
 // taken, and once the pause is recorded as over a later one is refused,
 // never left for a later canary or pause to take.
 func (r *run) takePauseDecision() (string, error) {
-	if r.decisions != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-		release, err := r.decisions.lock(ctx)
-		cancel()
-		if err != nil {
-			return "", err
-		}
-		defer release()
+	release, err := r.lockDecisions()
+	if err != nil {
+		return "", err
 	}
+	defer release()
 	d, err := r.peekDecision(DecisionPromote, DecisionAbort)
 	if d.Decision == "" || err != nil {
 		return "", err
@@ -547,33 +521,19 @@ func (r *run) renewClaims(ctx context.Context, hosts []string) (stop func()) {
 }
 
 func (r *run) claimAll(ctx context.Context, hosts []string) {
-	next := make(chan string)
-	var wg sync.WaitGroup
-	for range min(preflightConcurrency, len(hosts)) {
-		wg.Go(func() {
-			for h := range next {
-				cctx, cancel := within(ctx, r.e.ConnectTimeout)
-				a, err := r.conns.dialNow(cctx, h)
-				if err == nil {
-					err = r.claim(cctx, h, a)
-					r.conns.closeAgent(a)
-				}
-				cancel()
-				if err != nil && ctx.Err() == nil {
-					r.log.Debug("claim not renewed", "host", h, "error", err)
-				}
-			}
-		})
-	}
-	defer func() {
-		close(next)
-		wg.Wait()
-	}()
-	for _, h := range hosts {
-		select {
-		case next <- h:
-		case <-ctx.Done():
+	inPool(len(hosts), preflightConcurrency, func(i int) {
+		if ctx.Err() != nil { // the run ended: the rest are not asked
 			return
 		}
-	}
+		cctx, cancel := within(ctx, r.e.ConnectTimeout)
+		defer cancel()
+		a, err := r.conns.dialNow(cctx, hosts[i])
+		if err == nil {
+			err = r.claim(cctx, hosts[i], a)
+			r.conns.closeAgent(a)
+		}
+		if err != nil && ctx.Err() == nil {
+			r.log.Debug("claim not renewed", "host", hosts[i], "error", err)
+		}
+	})
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/haroll/haroll/agent/agentpb"
@@ -25,20 +24,9 @@ type HostHistory struct {
 // answer has Err set; the others are answered whatever becomes of it.
 func FleetHistory(ctx context.Context, dial Dial, hosts []string, req *agentpb.HistoryRequest, timeout time.Duration) []HostHistory {
 	out := make([]HostHistory, len(hosts))
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range min(preflightConcurrency, len(hosts)) {
-		wg.Go(func() {
-			for i := range next {
-				out[i] = hostHistory(ctx, dial, hosts[i], req, timeout)
-			}
-		})
-	}
-	for i := range hosts {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
+	inPool(len(hosts), preflightConcurrency, func(i int) {
+		out[i] = hostHistory(ctx, dial, hosts[i], req, timeout)
+	})
 	return out
 }
 
@@ -162,20 +150,9 @@ func PlanRollback(hist []HostHistory) (RollbackPlan, error) {
 // kept a newer claim, and the errors of the others.
 func ReleaseClaims(ctx context.Context, dial Dial, hosts []string, token uint64, timeout time.Duration) (answered, newer int, errs []error) {
 	all := make([]error, len(hosts))
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range min(preflightConcurrency, len(hosts)) {
-		wg.Go(func() {
-			for i := range next {
-				all[i] = releaseClaim(ctx, dial, hosts[i], token, timeout)
-			}
-		})
-	}
-	for i := range hosts {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
+	inPool(len(hosts), preflightConcurrency, func(i int) {
+		all[i] = releaseClaim(ctx, dial, hosts[i], token, timeout)
+	})
 	for _, err := range all {
 		switch {
 		case errors.Is(err, ErrFenced):

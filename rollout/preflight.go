@@ -21,20 +21,9 @@ func (r *run) preflight(ctx context.Context, hosts, slots []string, keep func(ho
 	statuses := make([]*agentpb.StatusResponse, len(hosts))
 	errs := make([]error, len(hosts))
 	r.statuses = make(map[string]*agentpb.StatusResponse, len(hosts))
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range min(preflightConcurrency, len(hosts)) {
-		wg.Go(func() {
-			for i := range next {
-				statuses[i], errs[i] = r.ask(ctx, hosts[i], keep)
-			}
-		})
-	}
-	for i := range hosts {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
+	inPool(len(hosts), preflightConcurrency, func(i int) {
+		statuses[i], errs[i] = r.ask(ctx, hosts[i], keep)
+	})
 	if err := ctx.Err(); err != nil {
 		return nil, slots, fmt.Errorf("%w: %w", ErrPreflight, context.Cause(ctx))
 	}
@@ -92,6 +81,26 @@ func (r *run) preflight(ctx context.Context, hosts, slots []string, keep func(ho
 		return nil, slots, fmt.Errorf("%w: no host answered", ErrPreflight)
 	}
 	return ready, slots, nil
+}
+
+// inPool calls fn(i) for every i in [0, n), workers at a time, and returns
+// once every call has: the preflight, the prepull, claims and histories go
+// through a fleet of thousands without a goroutine per host.
+func inPool(n, workers int, fn func(i int)) {
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(workers, n) {
+		wg.Go(func() {
+			for i := range next {
+				fn(i)
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
 }
 
 // ask dials h, asks its status (waiting for a busy host on a resume), and
