@@ -137,7 +137,10 @@ func TestACoordinatorThatGoesAwayDuringAPullFreesTheAgentAtOnce(t *testing.T) {
 		f.Close()
 	})
 	reg, ref := stalledRegistry(t)
-	config, _ := coordinatorConfig(t, f, nil)
+	// The pull under test is the Redeploy's own (a fleet without the
+	// prepull, or an image pulled since): the prepull would stop the
+	// rollout before it (its timeout is TestFleetOpsPrepullAndOnFailure's).
+	config, _ := coordinatorConfig(t, f, map[string]string{"state_file:": "prepull: false\nstate_file:"})
 	asked := 0
 	askedAgain := func(what string) {
 		t.Helper()

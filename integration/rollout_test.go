@@ -185,11 +185,16 @@ func TestFleetRollout(t *testing.T) {
 		if err := rollout.Start(); err != nil {
 			t.Fatal(err)
 		}
-		// While the rollout holds host 1, a manual redeploy there is refused.
+		// While the rollout holds host 1, a manual redeploy there is refused:
+		// the host belongs to the rollout (its claim) and is busy with it.
 		waitHostOut(t, f.Hosts[0])
 		busy, err := haroll(t, "redeploy", "--config", f.Hosts[0].AgentYAML, "--image", images.V2)
+		if err == nil || !strings.Contains(busy, "host belongs to rollout") {
+			t.Errorf("a manual redeploy through the agent during the rollout: err %v, want the rollout's claim named", err)
+		}
+		busy, err = haroll(t, "redeploy", "--config", f.Hosts[0].AgentYAML, "--image", images.V2, "--break-claim")
 		if err == nil || !strings.Contains(busy, "agent: another replacement is running") {
-			t.Errorf("a manual redeploy through the agent during the rollout: err %v, want busy from the agent", err)
+			t.Errorf("a manual redeploy with --break-claim during the rollout: err %v, want busy from the agent", err)
 		}
 		rolloutErr := rollout.Wait()
 		t.Logf("haroll rollout:\n%s", out.String())

@@ -279,7 +279,11 @@ func (r *run) pullOn(ctx context.Context, h string) (string, error) {
 		pctx, cancel := within(ctx, r.e.StepTimeout)
 		t0 := time.Now()
 		last, err := fa.Pull(pctx, img, r.fence, r.e.Origin+" (prepull)", nil)
+		timedOut := pctx.Err() != nil && ctx.Err() == nil
 		cancel()
+		if timedOut {
+			return "", fmt.Errorf("image %s not pulled within step_timeout %s (the agent stopped its pull; nothing was changed): %w", img, r.e.StepTimeout, err)
+		}
 		if status.Code(err) == codes.Unimplemented {
 			return "", errors.New("its agent cannot pull ahead (an earlier haroll): upgrade it, or set prepull: false")
 		}
