@@ -45,23 +45,10 @@ var opsWeights = weights[:2]
 // set) with their agents, for one test.
 func startOpsFleet(t *testing.T, hostFor func(i int, o *harness.HostOptions)) *harness.Fleet {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	f, err := harness.StartFleet(ctx, harness.FleetOptions{
+	f := startFleetWith(t, harness.FleetOptions{
 		Dir: t.TempDir(), Bin: harollBin, Name: fmt.Sprintf("fop%d", time.Now().UnixNano()%1e8), Hosts: fleetHosts,
 		Host:    harness.HostOptions{Image: images.V1, Weights: opsWeights, Addressing: harness.FixedPorts, HealthTimeout: 8 * time.Second},
 		HostFor: hostFor,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for i, a := range f.Agents {
-				t.Logf("agent %d log:\n%s", i+1, a.Log())
-			}
-		}
-		f.Close()
 	})
 	logHAProxyTrouble(t, f)
 	return f

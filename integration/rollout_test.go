@@ -30,12 +30,19 @@ const fleetHosts = 4
 // mutual TLS each) for one test.
 func startFleet(t *testing.T) *harness.Fleet {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	f, err := harness.StartFleet(ctx, harness.FleetOptions{
+	return startFleetWith(t, harness.FleetOptions{
 		Dir: t.TempDir(), Bin: harollBin, Name: fmt.Sprintf("fit%d", time.Now().UnixNano()%1e8), Hosts: fleetHosts,
 		Host: harness.HostOptions{Image: images.V1, Weights: weights, Addressing: harness.FixedPorts, HealthTimeout: 10 * time.Second},
 	})
+}
+
+// startFleetWith starts the fleet o describes for one test, and stops it
+// when the test ends (logging every agent's log if it failed).
+func startFleetWith(t *testing.T, o harness.FleetOptions) *harness.Fleet {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	f, err := harness.StartFleet(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -136,7 +136,7 @@ func (r *run) claim(ctx context.Context, h string, a Agent) error {
 		return nil
 	}
 	_, err := fa.Claim(ctx, &agentpb.ClaimRequest{Fence: r.fence})
-	if status.Code(err) == codes.Unimplemented {
+	if predatesFleetOps(err) {
 		r.noClaims.Do(func() {
 			r.log.Warn("an agent does not know fleet claims (an earlier haroll): a person's `haroll redeploy` on it is not refused during the rollout, and it is not fenced; upgrade the agents", "host", h)
 		})
@@ -184,7 +184,7 @@ func (r *run) releaseClaim(h string) error {
 		return nil
 	}
 	_, err = fa.Claim(ctx, &agentpb.ClaimRequest{Fence: r.fence, Release: true})
-	if status.Code(err) == codes.Unimplemented {
+	if predatesFleetOps(err) {
 		return nil
 	}
 	return err
@@ -284,7 +284,7 @@ func (r *run) pullOn(ctx context.Context, h string) (string, error) {
 		if timedOut {
 			return "", fmt.Errorf("image %s not pulled within step_timeout %s (the agent stopped its pull; nothing was changed): %w", img, r.e.StepTimeout, err)
 		}
-		if status.Code(err) == codes.Unimplemented {
+		if predatesFleetOps(err) {
 			return "", errors.New("its agent cannot pull ahead (an earlier haroll): upgrade it, or set prepull: false")
 		}
 		if err != nil {
@@ -316,7 +316,7 @@ func (r *run) rollbackEarlier(ctx context.Context, plan Plan, upto int) int {
 		old  string
 	}
 	var hosts []string
-	todo := map[string][]undo{}
+	undos := map[string][]undo{}
 	for bi := 0; bi <= upto && bi < len(plan.Batches); bi++ {
 		for _, h := range plan.Batches[bi].Hosts {
 			for si, sr := range r.results[h] {
@@ -334,10 +334,10 @@ func (r *run) rollbackEarlier(ctx context.Context, plan Plan, upto int) int {
 					r.mu.Unlock()
 					continue
 				}
-				if len(todo[h]) == 0 {
+				if len(undos[h]) == 0 {
 					hosts = append(hosts, h)
 				}
-				todo[h] = append(todo[h], undo{h, si, old})
+				undos[h] = append(undos[h], undo{h, si, old})
 			}
 		}
 	}
@@ -362,7 +362,7 @@ func (r *run) rollbackEarlier(ctx context.Context, plan Plan, upto int) int {
 			}
 			var wg sync.WaitGroup
 			for _, h := range chunk {
-				for _, u := range todo[h] {
+				for _, u := range undos[h] {
 					if u.si != si {
 						continue
 					}
@@ -399,6 +399,10 @@ func (r *run) rollbackEarlier(ctx context.Context, plan Plan, upto int) int {
 	}
 	return back
 }
+
+// predatesFleetOps says whether err is an agent's answer that it does not
+// know the call (gRPC Unimplemented): an agent of an earlier haroll.
+func predatesFleetOps(err error) bool { return status.Code(err) == codes.Unimplemented }
 
 // endsClaims says whether the run's end ends its hosts' claims: it will not
 // be resumed (refused, or ended on its own). A run cut short (cancelled, its

@@ -142,50 +142,33 @@ func TestAResumeReleasesEveryClaimOfTheRollout(t *testing.T) {
 // A coordinator that dies during its on_failure rollback: the resume
 // finishes the rollback, every pair the rollout replaced back on app:v1.
 func TestAResumeFinishesAnInterruptedOnFailureRollback(t *testing.T) {
-	o := newOpsFleet(t, 4, "a", "b")
-	o.host("h3").fail["a"] = true // batch 2's first host fails; h4 (batch 2) is replaced
-	e := opsExecutor(o, newFakeLease(5))
-	e.OnFailure = OnFailureRollback
-	e.StateFile = filepath.Join(t.TempDir(), "state.json")
-	ctx, cancel := context.WithCancel(context.Background())
-	o.onCall = func(c call) {
-		if _, reqs := o.requests(); len(reqs) > 0 && reqs[len(reqs)-1].GetImage() == "app:v1" {
-			cancel() // the coordinator dies at its first on_failure rollback request
-		}
-	}
-	_, _ = e.Run(ctx, hostNames(4), nil, Strategy{Batch: Size{count: 2}})
-	o.onCall = nil
-	st, err := LoadResumable(e.StateFile, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e2 := opsExecutor(o, newFakeLease(6))
-	e2.OnFailure = st.OnFailure
-	e2.StateFile = e.StateFile
-	res, _ := e2.Resume(context.Background(), st)
-	for _, h := range []string{"h1", "h2", "h4"} {
-		for _, s := range []string{"a", "b"} {
-			if img := o.host(h).imageOf(s); img != "app:v1" {
-				t.Errorf("after the resume, host %s slot %s runs %s, want app:v1 (stopped: %s)", h, s, img, res.Stopped)
-			}
-		}
-	}
+	// The coordinator dies at its first on_failure rollback request.
+	resumeAnOnFailureRollbackCut(t, Size{}, func(call) bool { return true })
 }
 
 // As above, dying after the rollback put h1 back (rollback.batch 1): the
 // resume goes on with the rollback over every batch (it rolled back batch 1
 // only, leaving h4 of batch 2 on the new image).
 func TestAResumeFinishesAnOnFailureRollbackCutAfterItsFirstHost(t *testing.T) {
+	// h1 is back; the coordinator dies at the next host.
+	resumeAnOnFailureRollbackCut(t, Size{count: 1}, func(c call) bool { return c.host != "h1" })
+}
+
+// resumeAnOnFailureRollbackCut runs a 4-host rollout whose batch 2 fails
+// (h3's slot a) with on_failure: rollback, rollback.batch batch, cancels it
+// at the first rollback request cut says so of, resumes it under a new
+// lease, and checks that every pair the rollout replaced runs app:v1.
+func resumeAnOnFailureRollbackCut(t *testing.T, batch Size, cut func(call) bool) {
+	t.Helper()
 	o := newOpsFleet(t, 4, "a", "b")
-	o.host("h3").fail["a"] = true
+	o.host("h3").fail["a"] = true // batch 2's first host fails; h4 (batch 2) is replaced
 	e := opsExecutor(o, newFakeLease(5))
-	e.OnFailure = OnFailureRollback
-	e.RollbackBatch = Size{count: 1}
+	e.OnFailure, e.RollbackBatch = OnFailureRollback, batch
 	e.StateFile = filepath.Join(t.TempDir(), "state.json")
 	ctx, cancel := context.WithCancel(context.Background())
 	o.onCall = func(c call) {
-		if _, reqs := o.requests(); len(reqs) > 0 && reqs[len(reqs)-1].GetImage() == "app:v1" && c.host != "h1" {
-			cancel() // h1 is back; the coordinator dies at the next host
+		if _, reqs := o.requests(); len(reqs) > 0 && reqs[len(reqs)-1].GetImage() == "app:v1" && cut(c) {
+			cancel()
 		}
 	}
 	_, _ = e.Run(ctx, hostNames(4), nil, Strategy{Batch: Size{count: 2}})
@@ -195,8 +178,7 @@ func TestAResumeFinishesAnOnFailureRollbackCutAfterItsFirstHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	e2 := opsExecutor(o, newFakeLease(6))
-	e2.OnFailure = st.OnFailure
-	e2.RollbackBatch = Size{count: 1}
+	e2.OnFailure, e2.RollbackBatch = st.OnFailure, batch
 	e2.StateFile = e.StateFile
 	res, _ := e2.Resume(context.Background(), st)
 	for _, h := range []string{"h1", "h2", "h4"} {
