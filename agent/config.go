@@ -30,6 +30,11 @@ type Config struct {
 	// allows every image.
 	AllowedImages []string     `mapstructure:"allowed_images"`
 	Slots         []SlotConfig `mapstructure:"slots"`
+	// MaxSurge is how many of the host's blue/green slots (those with an
+	// alt server) may be in their surge at once: new side created, booted,
+	// gated and given its weight while the old side still serves. A slot's
+	// old side drains after its surge, and may overlap the next slot's.
+	MaxSurge int `mapstructure:"max_surge"`
 
 	// Listen is the TCP address `haroll agent` serves gRPC on, with mutual
 	// TLS; empty serves only the unix socket.
@@ -172,6 +177,37 @@ type SlotConfig struct {
 	Strategy string `mapstructure:"strategy"`
 	// Hooks override the top-level hooks for this slot, hook by hook.
 	Hooks HooksConfig `mapstructure:"hooks"`
+	// Alt, when set, makes the slot a blue/green pair: Server and
+	// Alt.Server are two servers of Backend, one live and one idle (in
+	// maintenance). A redeploy starts the new container on the idle side,
+	// proves it and gives it the slot's weight before the live side is
+	// drained: the backend's capacity never dips.
+	Alt *AltConfig `mapstructure:"alt"`
+}
+
+// AltConfig is the second server of a blue/green slot.
+type AltConfig struct {
+	// Server is the idle twin of the slot's server, in the same backend;
+	// haproxy.cfg declares it `disabled`.
+	Server string `mapstructure:"server"`
+	// Port is the host port the container of the alt side publishes (the
+	// alt server's port in haproxy.cfg) where the containers publish a
+	// fixed host port; the primary side keeps the port the slot's
+	// container publishes now. 0: the containers' addresses are not fixed
+	// (ephemeral ports, a user network), and the idle server is pointed at
+	// the new container with `set server addr`.
+	Port int `mapstructure:"port"`
+}
+
+// pair reports whether the slot is a blue/green pair.
+func (s SlotConfig) pair() bool { return s.Alt != nil }
+
+// twin returns the other server of a pair slot.
+func (s SlotConfig) twin(server string) string {
+	if server == s.Server {
+		return s.Alt.Server
+	}
+	return s.Server
 }
 
 // Replacement strategies of a slot.
@@ -196,6 +232,7 @@ func DefaultConfig() Config {
 		Drain:      DrainConfig{Mode: DrainWeight, Timeout: 30 * time.Second, OnTimeout: OnTimeoutFail},
 		Health:     HealthConfig{Timeout: 60 * time.Second, Path: "/", Docker: DockerHealthWait},
 		MinServing: 1,
+		MaxSurge:   1,
 		Socket:     "/run/haroll/agent.sock",
 		History:    HistoryConfig{MaxPerSlot: DefaultHistoryPerSlot},
 		Hooks: HooksConfig{
@@ -262,6 +299,9 @@ func (c Config) Validate() error {
 	if c.MinServing < 0 {
 		bad("min_serving", c.MinServing, "must be >= 0")
 	}
+	if c.MaxSurge < 1 {
+		bad("max_surge", c.MaxSurge, "must be at least 1: how many blue/green slots of the host may be in their surge at once")
+	}
 	if c.History.MaxPerSlot < 1 {
 		bad("history.max_per_slot", c.History.MaxPerSlot, "must be at least 1: how many replacements of each slot the host keeps a record of")
 	}
@@ -324,8 +364,34 @@ func (c Config) Validate() error {
 			bad(key("strategy"), s.Strategy, "want auto, stop-first or start-first")
 		}
 		errs = append(errs, s.Hooks.validate(key("hooks"))...)
+		if s.Alt != nil {
+			errs = append(errs, s.validateAlt(key, servers)...)
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateAlt checks a pair slot's alt server; servers are the backend/server
+// references seen so far, the alt's added.
+func (s SlotConfig) validateAlt(key func(string) string, servers map[string]bool) []error {
+	var errs []error
+	bad := func(k string, val any, why string) { errs = append(errs, fmt.Errorf("%s: %v: %s", key(k), val, why)) }
+	if err := runtime.ValidateName("server", s.Alt.Server); err != nil {
+		bad("alt.server", fmt.Sprintf("%q", s.Alt.Server), err.Error()+": name the idle twin of the slot's server, declared `disabled` in the same backend")
+	} else if s.Alt.Server == s.Server {
+		bad("alt.server", s.Alt.Server, "is the slot's own server: a blue/green slot needs a second server in the backend")
+	} else if ref := s.Backend + "/" + s.Alt.Server; servers[ref] {
+		bad("alt.server", ref, "two slots name the same HAProxy server")
+	} else {
+		servers[ref] = true
+	}
+	if s.Alt.Port < 0 || s.Alt.Port > 65535 {
+		bad("alt.port", s.Alt.Port, "want the host port the alt side's container publishes (1..65535), or 0 when the containers' addresses are not fixed")
+	}
+	if s.Strategy == StrategyStopFirst {
+		bad("strategy", s.Strategy, "a blue/green slot (alt set) starts the new container beside the old one: remove strategy or alt")
+	}
+	return errs
 }
 
 // checkListen accepts host:port with a port in 1..65535; the host may be
