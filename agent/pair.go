@@ -435,6 +435,9 @@ type pairRuns struct {
 	mu   sync.Mutex
 	err  error    // the first failure: no further slot starts
 	done []string // slots whose surge succeeded
+	// panicked is the first panic of a surge or retirement, raised again
+	// by wait in the caller's goroutine, as a slot replaced there would.
+	panicked any
 }
 
 func newPairRuns(maxSurge int) *pairRuns {
@@ -452,6 +455,21 @@ func (pr *pairRuns) waitSurges() { pr.surges.Wait() }
 func (pr *pairRuns) wait() {
 	pr.surges.Wait()
 	pr.retirements.Wait()
+	if pr.panicked != nil {
+		panic(pr.panicked)
+	}
+}
+
+// catch keeps a panic of the goroutine it is deferred in for wait.
+func (pr *pairRuns) catch() {
+	if v := recover(); v != nil {
+		pr.fail(fmt.Errorf("panic: %v", v))
+		pr.mu.Lock()
+		if pr.panicked == nil {
+			pr.panicked = v
+		}
+		pr.mu.Unlock()
+	}
 }
 
 func (pr *pairRuns) failed() error {
@@ -480,37 +498,51 @@ func (pr *pairRuns) fail(err error) {
 func (pr *pairRuns) start(ctx context.Context, a *Agent, i int, p plan, image string, events func(Event), results []*replaceResult) {
 	pr.surges.Add(1)
 	go func() {
-		res, ret := a.replacePair(ctx, p, image, events)
-		if res.err != nil {
-			pr.fail(fmt.Errorf("slot %s: %w", p.slot.Name, res.err))
-		} else {
-			pr.mu.Lock()
-			pr.done = append(pr.done, p.slot.Name)
-			pr.mu.Unlock()
-		}
+		res, ret := pr.surge(ctx, a, p, image, events)
 		if ret == nil {
 			results[i] = &res
-			pr.release()
-			pr.surges.Done()
 			return
 		}
-		pr.retirements.Add(1) // before surges.Done: wait sees it
-		pr.release()
-		pr.surges.Done()
-		defer pr.retirements.Done()
-		begin := time.Now()
-		err := ret.retire(ctx)
-		for ph, d := range ret.report.Phases {
-			res.report.Phases[ph] += d
-		}
-		res.report.Total += time.Since(begin)
-		if err != nil {
-			res.err = err
-			res.report.Result, res.report.Err = ResultFailed, err.Error()
-			pr.fail(fmt.Errorf("slot %s: %w", p.slot.Name, err))
-		}
+		pr.retire(ctx, p, &res, ret)
 		results[i] = &res
 	}()
+}
+
+// surge runs p's surge and frees its place; when it succeeded, the
+// retirement is counted before the surge ends, so that wait sees it.
+func (pr *pairRuns) surge(ctx context.Context, a *Agent, p plan, image string, events func(Event)) (res replaceResult, ret *replacement) {
+	defer pr.surges.Done()
+	defer pr.release()
+	defer pr.catch() // first: a panic is kept before the surge counts as ended
+	res, ret = a.replacePair(ctx, p, image, events)
+	if res.err != nil {
+		pr.fail(fmt.Errorf("slot %s: %w", p.slot.Name, res.err))
+		return res, ret
+	}
+	pr.mu.Lock()
+	pr.done = append(pr.done, p.slot.Name)
+	pr.mu.Unlock()
+	if ret != nil {
+		pr.retirements.Add(1)
+	}
+	return res, ret
+}
+
+// retire runs the retirement ret of p's old side and adds it to res.
+func (pr *pairRuns) retire(ctx context.Context, p plan, res *replaceResult, ret *replacement) {
+	defer pr.retirements.Done()
+	defer pr.catch()
+	begin := time.Now()
+	err := ret.retire(ctx)
+	for ph, d := range ret.report.Phases {
+		res.report.Phases[ph] += d
+	}
+	res.report.Total += time.Since(begin)
+	if err != nil {
+		res.err = err
+		res.report.Result, res.report.Err = ResultFailed, err.Error()
+		pr.fail(fmt.Errorf("slot %s: %w", p.slot.Name, err))
+	}
 }
 
 // recoverPairs finishes or undoes the halves of blue/green redeploys that a
