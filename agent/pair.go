@@ -498,26 +498,24 @@ func (pr *pairRuns) fail(err error) {
 func (pr *pairRuns) start(ctx context.Context, a *Agent, i int, p plan, image string, events func(Event), results []*replaceResult) {
 	pr.surges.Add(1)
 	go func() {
-		res, ret := pr.surge(ctx, a, p, image, events)
-		if ret == nil {
-			results[i] = &res
-			return
+		if ret := pr.surge(ctx, a, p, image, events, &results[i]); ret != nil {
+			pr.retire(ctx, p, results[i], ret)
 		}
-		pr.retire(ctx, p, &res, ret)
-		results[i] = &res
 	}()
 }
 
-// surge runs p's surge and frees its place; when it succeeded, the
-// retirement is counted before the surge ends, so that wait sees it.
-func (pr *pairRuns) surge(ctx context.Context, a *Agent, p plan, image string, events func(Event)) (res replaceResult, ret *replacement) {
+// surge runs p's surge, puts its result in *out and frees its place; when
+// it succeeded, the retirement is counted before the surge ends, so that
+// wait sees it.
+func (pr *pairRuns) surge(ctx context.Context, a *Agent, p plan, image string, events func(Event), out **replaceResult) *replacement {
 	defer pr.surges.Done()
 	defer pr.release()
 	defer pr.catch() // first: a panic is kept before the surge counts as ended
-	res, ret = a.replacePair(ctx, p, image, events)
+	res, ret := a.replacePair(ctx, p, image, events)
+	*out = &res
 	if res.err != nil {
 		pr.fail(fmt.Errorf("slot %s: %w", p.slot.Name, res.err))
-		return res, ret
+		return nil
 	}
 	pr.mu.Lock()
 	pr.done = append(pr.done, p.slot.Name)
@@ -525,7 +523,7 @@ func (pr *pairRuns) surge(ctx context.Context, a *Agent, p plan, image string, e
 	if ret != nil {
 		pr.retirements.Add(1)
 	}
-	return res, ret
+	return ret
 }
 
 // retire runs the retirement ret of p's old side and adds it to res.
