@@ -70,7 +70,19 @@ func (a *Agent) Status(ctx context.Context) ([]SlotStatus, error) {
 		if journalErr != nil {
 			errs = append(errs, journalErr.Error())
 		}
-		if e := pending; e != nil && e.Slot == s.Name {
+		e := pending
+		if s.pair() { // the halves of a blue/green redeploy have their own journals
+			e = nil
+			for _, kind := range []string{surgeJournal, retireJournal} {
+				pe, err := a.pairJournal(kind, s.Name).Read()
+				if err != nil {
+					errs = append(errs, err.Error())
+				} else if pe != nil {
+					e = pe
+				}
+			}
+		}
+		if e != nil && e.Slot == s.Name {
 			st.Pending = &SlotPending{Image: e.Image, Phase: e.Phase, Started: e.Started, Proven: e.Proven,
 				Wedged: e.Failure != "", Error: e.Failure, FailedAt: e.FailedAt}
 		}
