@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/haroll/haroll/runtime"
@@ -315,5 +316,34 @@ func TestSaveServerStateFailsWhenHAProxyDoesNotAnswer(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a state file was written: %v", err)
+	}
+}
+
+// HAProxy may run as user haproxy and read the file as such: a file haroll
+// (root) replaces keeps its owner.
+func TestSaveServerStateKeepsTheOwnerOfTheFileItReplaces(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("chown to another user needs root")
+	}
+	a, _, path := stateAgent(t)
+	if err := os.WriteFile(path, []byte("1\n# be_id be_name srv_id srv_name\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.saveServerState(context.Background(), path); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if st.Uid != 65534 || st.Gid != 65534 || fi.Mode().Perm() != 0o600 {
+		t.Errorf("owner %d:%d mode %v, want 65534:65534 0600", st.Uid, st.Gid, fi.Mode().Perm())
+	}
+	if b, _ := os.ReadFile(path); !strings.Contains(string(b), " srv-web1 ") {
+		t.Errorf("not replaced: %q", b)
 	}
 }
