@@ -151,6 +151,12 @@ func (a *Agent) checkPair(ctx context.Context, s SlotConfig, cfg haproxyConfig) 
 	case len(old.FixedHostPorts) > 0:
 		return p, fmt.Errorf("blue/green slot: container %s publishes fixed host ports (%v): set the slot's alt.port to the port of %s/%s, the one its copy will publish", s.Container, old.FixedHostPorts, s.Backend, s.Alt.Server)
 	}
+	// The file must be writable before anything changes: every step of the
+	// redeploy saves the states there. Saving now writes what HAProxy runs
+	// with now.
+	if err := a.saveServerState(ctx, pp.stateFile); err != nil {
+		return p, fmt.Errorf("blue/green slot: cannot save the servers' states to %s, which HAProxy loads at a reload: %w; make its directory exist and be writable by the agent", pp.stateFile, err)
+	}
 	p.startFirst, p.pair = true, pp
 	return p, nil
 }
@@ -301,7 +307,10 @@ func (r *replacement) finishSurge(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	a.saveState(ctx, r.log, pe.StateFile)
+	// Both sides serve: a reload must keep the new one live.
+	if err := r.saveState(ctx); err != nil {
+		return err
+	}
 	live, err := a.haproxy.Server(ctx, r.p.slot.Backend, pe.Live)
 	if err != nil {
 		live = runtime.ServerStat{Addr: ""} // the retirement asks again
@@ -321,7 +330,7 @@ func (r *replacement) finishSurge(ctx context.Context) error {
 // container running, with drain.on_timeout shutdown after cutting the
 // sessions: with fail, the journal stays for the next recovery to finish.
 func (r *replacement) retire(ctx context.Context) error {
-	a, s, pe := r.a, r.p.slot, r.e.Pair
+	a, s := r.a, r.p.slot
 	stopGuard := r.guard(ctx)
 	defer stopGuard()
 	begin := time.Now()
@@ -358,7 +367,11 @@ func (r *replacement) retire(ctx context.Context) error {
 	if err := r.record(PhaseCleanup, func(e *Entry) { e.Drained = false }); err != nil {
 		return err
 	}
-	a.saveState(ctx, r.log, pe.StateFile)
+	// Saved before the old container goes: until then a reload that loads
+	// the states of the surge (both sides live) finds it still serving.
+	if err := r.saveState(ctx); err != nil {
+		return fmt.Errorf("%w; the old side is in maintenance, its container kept, the journal in %s too: `haroll recover` finishes it", err, a.cfg.StateDir)
+	}
 	old := Leftover{Slot: s.Name, ID: r.e.OldID}
 	if err := r.step(PhaseCleanup, func() (string, error) { return shortID(old.ID), a.removeLeftover(old) }); err != nil {
 		if lerr := a.keepLeftover(nil, old); lerr != nil {
@@ -419,20 +432,30 @@ func (r *replacement) rollbackSurge(parent context.Context, cause error) error {
 		r.markFailed(err)
 		return err
 	}
-	a.saveState(ctx, r.log, pe.StateFile)
+	if err := r.saveState(ctx); err != nil {
+		// The states of before the surge are what HAProxy loads anyway
+		// unless someone saved since; the live side is untouched.
+		r.log.Warn("rolled back, but the servers' states could not be saved", "error", err)
+	}
 	return r.journal.Clear()
 }
 
-// saveState saves the servers' states for HAProxy's next reload; a failure
-// is logged: the guard of a replacement under way re-applies what it holds
-// after a reload anyway, and the next change saves again.
-func (a *Agent) saveState(ctx context.Context, log interface{ Warn(string, ...any) }, path string) {
+// saveState saves the servers' states for HAProxy's next reload, retrying
+// while HAProxy does not answer (within the agent's grace). A surge or a
+// retirement must not go on without it: a reload would load the states of
+// before, with the other side live.
+func (r *replacement) saveState(ctx context.Context) error {
+	path := r.e.Pair.StateFile
 	if path == "" {
-		return
+		return nil
 	}
-	if err := a.saveServerState(ctx, path); err != nil {
-		log.Warn("could not save the servers' states for HAProxy's reloads", "file", path, "error", err)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.a.grace)
+	defer cancel()
+	err := r.a.retry(sctx, r.log, "save the servers' states", func() error { return r.a.saveServerState(sctx, path) })
+	if err != nil {
+		return fmt.Errorf("save the servers' states to %s for HAProxy's reloads: %w", path, err)
 	}
+	return nil
 }
 
 // pairRuns runs the surges of a redeploy's blue/green slots, at most

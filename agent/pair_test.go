@@ -273,6 +273,15 @@ func TestPreflightRefusesAPairWithoutAStateFileOrWithBothSidesLive(t *testing.T)
 	if err == nil || !strings.Contains(err.Error(), "server-state") {
 		t.Fatalf("want a refusal naming the server-state file, got %v", err)
 	}
+	// A state file the agent cannot write: every step saves the states there.
+	gone := strings.Replace(string(cfg), "server-state-file ", "server-state-file /nonexistent", 1)
+	if err := os.WriteFile(a.cfg.HAProxy.Config, []byte(gone), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "cannot save the servers' states") {
+		t.Fatalf("want a refusal: state file not writable, got %v", err)
+	}
 	if err := os.WriteFile(a.cfg.HAProxy.Config, cfg, 0o644); err != nil {
 		t.Fatal(err)
 	}
