@@ -190,9 +190,9 @@ func (a *Agent) newSurge(p plan, image string, events func(Event)) *replacement 
 
 // newRetirement is the replacement that drains the old side of a pair whose
 // surge s finished, and removes the old container.
-func (a *Agent) newRetirement(s *replacement, live string, addr string, state runtime.State) *replacement {
+func (a *Agent) newRetirement(s *replacement, live string) *replacement {
 	p := s.p
-	p.slot.Server, p.addr, p.state = live, addr, state
+	p.slot.Server, p.addr, p.state = live, "", runtime.StateReady
 	r := a.newReplacement(p, s.image, s.events)
 	r.journal = a.pairJournal(retireJournal, p.slot.Name)
 	r.e.NewID, r.e.Proven, r.e.Renamed, r.e.StartFirst = s.e.NewID, true, true, true
@@ -311,11 +311,7 @@ func (r *replacement) finishSurge(ctx context.Context) error {
 	if err := r.saveState(ctx); err != nil {
 		return err
 	}
-	live, err := a.haproxy.Server(ctx, r.p.slot.Backend, pe.Live)
-	if err != nil {
-		live = runtime.ServerStat{Addr: ""} // the retirement asks again
-	}
-	ret := a.newRetirement(r, pe.Live, live.Addr, runtime.StateReady)
+	ret := a.newRetirement(r, pe.Live)
 	if err := ret.record(PhaseDrain, nil); err != nil {
 		return err
 	}
@@ -329,7 +325,10 @@ func (r *replacement) finishSurge(ctx context.Context) error {
 // within drain.timeout leaves the server in maintenance and the old
 // container running, with drain.on_timeout shutdown after cutting the
 // sessions: with fail, the journal stays for the next recovery to finish.
-func (r *replacement) retire(ctx context.Context) error {
+//
+// c, when not nil, is the redeploy's cleaner, whose lock the record of an old
+// container that could not be removed takes (retirements run at once).
+func (r *replacement) retire(ctx context.Context, c *cleaner) error {
 	a, s := r.a, r.p.slot
 	stopGuard := r.guard(ctx)
 	defer stopGuard()
@@ -373,8 +372,8 @@ func (r *replacement) retire(ctx context.Context) error {
 		return fmt.Errorf("%w; the old side is in maintenance, its container kept, the journal in %s too: `haroll recover` finishes it", err, a.cfg.StateDir)
 	}
 	old := Leftover{Slot: s.Name, ID: r.e.OldID}
-	if err := r.step(PhaseCleanup, func() (string, error) { return shortID(old.ID), a.removeLeftover(old) }); err != nil {
-		if lerr := a.keepLeftover(nil, old); lerr != nil {
+	if err := r.step(PhaseCleanup, func() (string, error) { return shortID(old.ID), ignoreGone(a.removeLeftover(old)) }); err != nil {
+		if lerr := a.keepLeftover(c, old); lerr != nil {
 			return fmt.Errorf("old container %s was not removed (%w) nor recorded for a later removal (%w): the journal in %s is kept", shortID(old.ID), err, lerr, a.cfg.StateDir)
 		}
 	}
@@ -463,6 +462,7 @@ func (r *replacement) saveState(ctx context.Context) error {
 // of one slot drains while the next slot surges, its capacity being whole
 // already.
 type pairRuns struct {
+	cleaner     *cleaner      // the redeploy's, for old containers not removed
 	sem         chan struct{} // one per surge under way
 	surges      sync.WaitGroup
 	retirements sync.WaitGroup
@@ -475,8 +475,8 @@ type pairRuns struct {
 	panicked any
 }
 
-func newPairRuns(maxSurge int) *pairRuns {
-	return &pairRuns{sem: make(chan struct{}, max(maxSurge, 1))}
+func newPairRuns(maxSurge int, c *cleaner) *pairRuns {
+	return &pairRuns{cleaner: c, sem: make(chan struct{}, max(maxSurge, 1))}
 }
 
 // acquire waits for room for one more surge; start or release gives it back.
@@ -566,7 +566,7 @@ func (pr *pairRuns) retire(ctx context.Context, p plan, res *replaceResult, ret 
 	defer pr.retirements.Done()
 	defer pr.catch()
 	begin := time.Now()
-	err := ret.retire(ctx)
+	err := ret.retire(ctx, pr.cleaner)
 	for ph, d := range ret.report.Phases {
 		res.report.Phases[ph] += d
 	}
@@ -634,7 +634,7 @@ func (a *Agent) recoverRetirement(ctx context.Context, slot SlotConfig, j Journa
 	r := a.newReplacement(pairPlanOf(slot, e, e.Pair.Live), e.Image, a.observed(nil))
 	r.journal, r.e = j, e
 	r.log.Warn("recovering the retirement of a blue/green slot's old side, cut off by a crash", "phase", e.Phase)
-	if err := r.retire(ctx); err != nil {
+	if err := r.retire(ctx, nil); err != nil {
 		return "", err
 	}
 	// A crash between journaling the retirement and forgetting the surge
@@ -658,7 +658,7 @@ func (a *Agent) recoverSurge(ctx context.Context, slot SlotConfig, j Journal, e 
 				return "", err
 			}
 			stopGuard()
-			if err := r.retiring.retire(ctx); err != nil {
+			if err := r.retiring.retire(ctx, nil); err != nil {
 				return "", err
 			}
 			return fmt.Sprintf("slot %s: finished the surge by %s (it had passed the health gate) and retired the old side %s", slot.Name, e.Image, e.Pair.Live), nil
