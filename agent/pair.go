@@ -209,9 +209,9 @@ func (a *Agent) newRetirement(s *replacement, live string) *replacement {
 func (a *Agent) replacePair(ctx context.Context, p plan, image string, events func(Event)) (replaceResult, *replacement) {
 	r := a.newSurge(p, image, events)
 	begin := time.Now()
-	stopGuard := r.guard(ctx)
+	stopGuard := r.guard(ctx) // through the rollback too
+	defer stopGuard()
 	err := r.surge(ctx)
-	stopGuard()
 	switch {
 	case err != nil && r.e.Proven:
 		err = fmt.Errorf("%w; the new container passed the health gate: the journal in %s is kept, and `haroll recover` (or the agent's next start) gives it its traffic", err, a.cfg.StateDir)
@@ -299,6 +299,8 @@ func (r *replacement) finishSurge(ctx context.Context) error {
 	if err := r.step(PhaseRestore, func() (detail string, err error) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.grace)
 		defer cancel()
+		// Held from before the command: a reload in between gets it too.
+		_ = r.hold(func() error { r.serving = r.finalWeight(); return nil })
 		err = a.retry(rctx, r.log, "give the new side its weight", func() (err error) {
 			detail, err = r.giveBack(rctx, r.finalWeight())
 			return err
