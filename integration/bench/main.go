@@ -87,7 +87,8 @@ type outcome struct {
 	method   method
 	wall     time.Duration
 	load     loadgen.Result
-	capacity capacity
+	capacity harness.Capacity
+	begin    time.Time // the deploy's
 	weights  string
 	report   *agent.Report
 	timeline *timeline
@@ -197,7 +198,7 @@ func (o options) measure(ctx context.Context, m method) (outcome, error) {
 	stopLoad := loadgen.Start(ctx, loadgen.Options{URL: h.URL("/"), Rate: o.rate,
 		SlowURL: h.URL("/slow?ms=3000"), SlowEvery: 500 * time.Millisecond})
 	time.Sleep(time.Second)
-	stopSampling, err := sampleCapacity(ctx, h.HAProxy.Socket)
+	sampler, err := o.sampleCapacity(ctx, h)
 	if err != nil {
 		stopLoad()
 		return outcome{}, err
@@ -205,23 +206,58 @@ func (o options) measure(ctx context.Context, m method) (outcome, error) {
 	begin := time.Now()
 	tl := newTimeline(begin)
 	rep, deployErr := m.deploy(ctx, h, tl)
-	oc := outcome{method: m, wall: time.Since(begin), report: rep, timeline: tl, err: deployErr}
-	oc.capacity = stopSampling()
+	oc := outcome{method: m, wall: time.Since(begin), report: rep, timeline: tl, err: deployErr, begin: begin}
+	oc.capacity = sampler.Stop()
 	time.Sleep(3500 * time.Millisecond) // the last 3 s requests sent during the deploy end
 	oc.load = stopLoad()
 	if oc.load.Err != nil {
 		return oc, oc.load.Err
 	}
-	stats, err := h.Servers(ctx)
+	oc.weights, err = weightsAfter(ctx, h)
+	return oc, err
+}
+
+// sampleCapacity starts sampling the backend's capacity every
+// capacityEvery and returns once the first sample, the start, is in.
+func (o options) sampleCapacity(ctx context.Context, h *harness.Host) (*harness.CapacitySampler, error) {
+	s := h.StartCapacitySampler(ctx, harness.DefaultBackend, capacityEvery)
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Now().Samples == 0 {
+		if time.Now().After(deadline) {
+			c := s.Stop()
+			return nil, fmt.Errorf("capacity: no read of show stat succeeded in 5 s (%d failed, last: %v)", c.Errors, c.LastErr)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return s, nil
+}
+
+// weightsAfter is the servers' weights, "7/3/5"; on a host of pairs, the
+// weight of each slot's live side, and which side that is.
+func weightsAfter(ctx context.Context, h *harness.Host) (string, error) {
+	var w, live []string
+	if !h.Opts.Pairs {
+		stats, err := h.Servers(ctx)
+		if err != nil {
+			return "", err
+		}
+		for _, s := range stats {
+			w = append(w, fmt.Sprint(s.Weight))
+		}
+		return strings.Join(w, "/"), nil
+	}
+	pairs, err := h.Pairs(ctx)
 	if err != nil {
-		return oc, err
+		return "", err
 	}
-	var w []string
-	for _, s := range stats {
-		w = append(w, fmt.Sprint(s.Weight))
+	for _, p := range pairs {
+		s, err := p.Live()
+		if err != nil {
+			return "", err
+		}
+		w, live = append(w, fmt.Sprint(s.Weight)), append(live, s.Server)
 	}
-	oc.weights = strings.Join(w, "/")
-	return oc, nil
+	return strings.Join(w, "/") + " (" + strings.Join(live, ",") + " live)", nil
 }
 
 // startHost starts the host m runs on: three containers on v1 behind an
@@ -231,7 +267,7 @@ func (o options) startHost(ctx context.Context, m method) (*harness.Host, error)
 		Name: fmt.Sprintf("hbench%d", time.Now().UnixNano()%1e9), Image: o.images.V1, Weights: o.weights,
 		Addressing: m.addressing, Inter: o.inter, Rise: o.rise, Strategy: m.strategy}
 	if m.pairs {
-		return nil, errors.New("blue/green pair slots: the harness cannot start them yet (branch it, \"harness: pair slots\")")
+		opts.Pairs, opts.MaxSurge = true, m.maxSurge
 	}
 	return harness.StartHost(ctx, opts)
 }

@@ -10,9 +10,29 @@ import (
 	"time"
 
 	"github.com/haroll/haroll/agent"
+	"github.com/haroll/haroll/integration/harness"
 )
 
+// capacityEvery is how often the bench reads the backend's capacity.
+const capacityEvery = 50 * time.Millisecond
+
 func ms(d time.Duration) string { return d.Round(10 * time.Millisecond).String() }
+
+// capacityPct is the lowest capacity as a percentage of the start.
+func capacityPct(c harness.Capacity) float64 {
+	if c.Start == 0 {
+		return 0
+	}
+	return 100 * float64(c.Min) / float64(c.Start)
+}
+
+// capacityText is "min/start (pct %)".
+func capacityText(c harness.Capacity) string {
+	if c.Samples == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d (%s %%)", c.Min, c.Start, pctFloor(capacityPct(c)))
+}
 
 // header says what every method ran under.
 func header(o options, what string) {
@@ -30,7 +50,7 @@ func printComparison(outcomes []outcome, o options) {
 	fmt.Fprintln(tw, "method\twall time (3 slots)\tfailed / total\tfailed 3 s requests\tcapacity min/start\tweights after\terror")
 	for _, oc := range outcomes {
 		fmt.Fprintf(tw, "%s\t%s\t%d / %d\t%d / %d\t%s\t%s\t%s\n", oc.method.name, ms(oc.wall),
-			oc.failed(), oc.load.Sent+oc.load.SlowSent, oc.load.SlowFailed, oc.load.SlowSent, oc.capacity, oc.weights, errText(oc))
+			oc.failed(), oc.load.Sent+oc.load.SlowSent, oc.load.SlowFailed, oc.load.SlowSent, capacityText(oc.capacity), oc.weights, errText(oc))
 	}
 	tw.Flush()
 	printNotes(outcomes, func(outcome) bool { return true })
@@ -57,7 +77,7 @@ func printFixed(outcomes []outcome, o options) {
 			ratio = fmt.Sprintf("%.2fx", oc.wall.Seconds()/base.Seconds())
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d / %d\t%d / %d\t%s\t%s\t%s\n", oc.method.fixed, ms(oc.wall), ratio,
-			oc.failed(), oc.load.Sent+oc.load.SlowSent, oc.load.SlowFailed, oc.load.SlowSent, oc.capacity, oc.weights, errText(oc))
+			oc.failed(), oc.load.Sent+oc.load.SlowSent, oc.load.SlowFailed, oc.load.SlowSent, capacityText(oc.capacity), oc.weights, errText(oc))
 	}
 	tw.Flush()
 	printNotes(outcomes, func(oc outcome) bool { return oc.method.fixed != "" })
@@ -74,10 +94,10 @@ func printNotes(outcomes []outcome, in func(outcome) bool) {
 			fmt.Printf("  %s: %s\n", oc.method.name, strings.Join(oc.load.Errors, ", "))
 		}
 		if c := oc.capacity; c.Min < c.Start {
-			fmt.Printf("  %s: lowest capacity %d at +%s (%s)\n", oc.method.name, c.Min, ms(c.MinAt), c.MinServers)
+			fmt.Printf("  %s: lowest capacity %d at +%s (%s)\n", oc.method.name, c.Min, ms(c.MinAt.Sub(oc.begin)), c.MinSeen)
 		}
 		if c := oc.capacity; c.Errors > 0 {
-			fmt.Printf("  %s: %d of %d capacity reads failed (first: %v)\n", oc.method.name, c.Errors, c.Errors+c.Samples, c.FirstErr)
+			fmt.Printf("  %s: %d of %d capacity reads failed (last: %v)\n", oc.method.name, c.Errors, c.Errors+c.Samples, c.LastErr)
 		}
 	}
 }
@@ -108,7 +128,9 @@ func printSlots(outcomes []outcome, o options) {
 			limit := p[agent.PhaseDrain] + o.bootTime + rise
 			total := s.Total
 			if oc.method.pairs {
-				limit = o.bootTime + rise
+				// The surge: the old side's drain and cleanup come after
+				// it, beside the next slot's surge.
+				limit, total = o.bootTime+rise, s.Total-p[agent.PhaseDrain]-p[agent.PhaseCleanup]
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%+d ms\n", oc.method.name, s.Slot,
 				ms(p[agent.PhaseDrain]), ms(p[agent.PhaseCreate]), ms(p[agent.PhaseStop]), ms(p[agent.PhaseStart]), ms(p[agent.PhaseBoot]),
@@ -119,6 +141,8 @@ func printSlots(outcomes []outcome, o options) {
 	tw.Flush()
 	fmt.Println("\n* create runs while the old container drains, and so do start and boot when started first:")
 	fmt.Println("  the phases overlap, and total is the slot's wall time.")
+	fmt.Println("  Blue/green: total is the surge (report total - drain - cleanup): the new side created, started,")
+	fmt.Println("  booted, gated and given the weight; the old side's drain and cleanup follow, beside the next surge.")
 }
 
 // printTimelines shows when each phase of a blue/green run ended, from
@@ -148,7 +172,7 @@ func summary(outcomes []outcome) (line string, ok bool) {
 		case oc.method.pairs:
 			ran = true
 			failed += oc.failed()
-			minPct = math.Min(minPct, oc.capacity.pct())
+			minPct = math.Min(minPct, capacityPct(oc.capacity))
 			if oc.method.maxSurge == 1 {
 				bg = oc.wall
 			}
