@@ -182,7 +182,13 @@ func run() error {
 		fmt.Println()
 		fmt.Println(line)
 	}
-	return nil
+	var errs []error
+	for _, oc := range outcomes {
+		if oc.method.pairs && oc.err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", oc.method.name, oc.err))
+		}
+	}
+	return errors.Join(errs...) // a blue/green deploy that failed makes the run fail, after the tables
 }
 
 // measure starts a fresh host, puts it under load, and runs m's deploy
