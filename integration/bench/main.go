@@ -144,7 +144,7 @@ func run() error {
 		{name: "haroll, fixed ports (auto: stop-first), health.docker watch", addressing: harness.FixedPorts, deploy: o.haroll(bin, watch)},
 		{name: "haroll, ephemeral ports, stop-first", addressing: harness.EphemeralPorts, strategy: agent.StrategyStopFirst, deploy: o.haroll(bin)},
 		{name: "haroll, ephemeral ports (auto: start-first)", addressing: harness.EphemeralPorts, deploy: o.haroll(bin),
-			fixed: "haroll start-first (auto) -- ephemeral ports, not this layout: start-first needs a new address"},
+			fixed: "haroll start-first (auto) -- EPHEMERAL ports, a different layout"},
 		{name: "haroll, ephemeral ports (auto: start-first), health.docker watch", addressing: harness.EphemeralPorts, deploy: o.haroll(bin, watch)},
 		{name: "haroll blue/green, fixed ports, max_surge 1", addressing: harness.FixedPorts, pairs: true, maxSurge: 1, deploy: o.haroll(bin),
 			fixed: "haroll blue/green, max_surge 1 (pair slots)"},
