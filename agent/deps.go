@@ -21,6 +21,9 @@ type HAProxy interface {
 	LeaveMaint(ctx context.Context, backend, server string, to runtime.State) error
 	ShutdownSessions(ctx context.Context, backend, server string) error
 	Info(ctx context.Context) (runtime.Info, error)
+	// ServersState is `show servers state` of every backend, as a
+	// server-state-file holds it.
+	ServersState(ctx context.Context) (string, error)
 	// SocketOwner is the pid, in the agent's pid namespace, of the process
 	// serving the stats socket (0: not visible from here;
 	// runtime.ErrNoOwner: the socket cannot tell).
@@ -33,7 +36,7 @@ type Docker interface {
 	// EnsureImage pulls ref when it is not on the host, calling progress
 	// with every change of the pull's progress, and stops when ctx ends.
 	EnsureImage(ctx context.Context, ref string, progress func(docker.PullProgress)) (imageID string, err error)
-	Clone(ctx context.Context, from, image, name string) (id string, err error)
+	Clone(ctx context.Context, from, image, name string, moves ...docker.HostPortMove) (id string, err error)
 	Start(ctx context.Context, id string) error
 	Stop(ctx context.Context, id string) error
 	Rename(ctx context.Context, id, name string) error

@@ -24,7 +24,7 @@ type Calls struct {
 
 // The ops of each system, as label values.
 var (
-	haproxyOps = []string{"server", "backend", "admin", "set_weight", "set_state", "set_addr", "force_health_down", "leave_maint", "shutdown_sessions", "info", "socket_owner"}
+	haproxyOps = []string{"server", "backend", "admin", "set_weight", "set_state", "set_addr", "force_health_down", "leave_maint", "shutdown_sessions", "info", "socket_owner", "servers_state"}
 	dockerOps  = []string{"inspect", "ensure_image", "clone", "start", "stop", "rename", "remove", "wait_healthy"}
 )
 
@@ -151,6 +151,12 @@ func (h *haproxyCalls) SocketOwner(ctx context.Context) (int, error) {
 	return pid, h.m.done("socket_owner", t, err)
 }
 
+func (h *haproxyCalls) ServersState(ctx context.Context) (string, error) {
+	t := time.Now()
+	s, err := h.next.ServersState(ctx)
+	return s, h.m.done("servers_state", t, err)
+}
+
 type dockerCalls struct {
 	next agent.Docker
 	m    *callMetrics
@@ -168,9 +174,9 @@ func (d *dockerCalls) EnsureImage(ctx context.Context, ref string, progress func
 	return id, d.m.done("ensure_image", t, err)
 }
 
-func (d *dockerCalls) Clone(ctx context.Context, from, image, name string) (string, error) {
+func (d *dockerCalls) Clone(ctx context.Context, from, image, name string, moves ...docker.HostPortMove) (string, error) {
 	t := time.Now()
-	id, err := d.next.Clone(ctx, from, image, name)
+	id, err := d.next.Clone(ctx, from, image, name, moves...)
 	return id, d.m.done("clone", t, err)
 }
 
