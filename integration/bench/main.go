@@ -150,6 +150,7 @@ func run() error {
 			fixed: "haroll blue/green, max_surge 1 (pair slots)"},
 		{name: "haroll blue/green, fixed ports, max_surge 3", addressing: harness.FixedPorts, pairs: true, maxSurge: 3, deploy: o.haroll(bin),
 			fixed: "haroll blue/green, max_surge 3 (pair slots)"},
+		{name: "haroll blue/green, fixed ports, max_surge 1, health.docker watch", addressing: harness.FixedPorts, pairs: true, maxSurge: 1, deploy: o.haroll(bin, watch)},
 	}
 	if *baseline != "" {
 		old, err := buildAt(ctx, *baseline, dir)

@@ -159,8 +159,8 @@ func printTimelines(outcomes []outcome) {
 
 // summary is the blue/green line: the wall time of blue/green with
 // max_surge 1 against the 2016 method's, the requests the blue/green runs
-// failed, and the lowest capacity they left the backend with. ok is false
-// when the run did not have both methods.
+// of the fixed-port table failed, and the lowest capacity they left the
+// backend with. ok is false when the run did not have both methods.
 func summary(outcomes []outcome) (line string, ok bool) {
 	var base, bg time.Duration
 	var failed int64
@@ -169,7 +169,7 @@ func summary(outcomes []outcome) (line string, ok bool) {
 		switch {
 		case oc.method.name == name2016:
 			base = oc.wall
-		case oc.method.pairs:
+		case oc.method.pairs && oc.method.fixed != "":
 			ran = true
 			failed += oc.failed()
 			minPct = math.Min(minPct, capacityPct(oc.capacity))
