@@ -53,7 +53,7 @@ func printComparison(outcomes []outcome, o options) {
 			oc.failed(), oc.load.Sent+oc.load.SlowSent, oc.load.SlowFailed, oc.load.SlowSent, capacityText(oc.capacity), oc.weights, errText(oc))
 	}
 	tw.Flush()
-	printNotes(outcomes, func(outcome) bool { return true })
+	printNotes(outcomes, func(oc outcome) string { return oc.method.name })
 }
 
 // printFixed is the comparison on fixed host ports: the methods with a
@@ -80,24 +80,26 @@ func printFixed(outcomes []outcome, o options) {
 			oc.failed(), oc.load.Sent+oc.load.SlowSent, oc.load.SlowFailed, oc.load.SlowSent, capacityText(oc.capacity), oc.weights, errText(oc))
 	}
 	tw.Flush()
-	printNotes(outcomes, func(oc outcome) bool { return oc.method.fixed != "" })
+	printNotes(outcomes, func(oc outcome) string { return oc.method.fixed })
 }
 
 // printNotes says, under a table, what failed and where capacity was at
-// its lowest, for the methods that lost requests or capacity.
-func printNotes(outcomes []outcome, in func(outcome) bool) {
+// its lowest, for the methods that lost requests or capacity; label is a
+// method's name in the table ("": not in it).
+func printNotes(outcomes []outcome, label func(outcome) string) {
 	for _, oc := range outcomes {
-		if !in(oc) {
+		name := label(oc)
+		if name == "" {
 			continue
 		}
 		if len(oc.load.Errors) > 0 {
-			fmt.Printf("  %s: %s\n", oc.method.name, strings.Join(oc.load.Errors, ", "))
+			fmt.Printf("  %s: %s\n", name, strings.Join(oc.load.Errors, ", "))
 		}
 		if c := oc.capacity; c.Min < c.Start {
-			fmt.Printf("  %s: lowest capacity %d at +%s (%s)\n", oc.method.name, c.Min, ms(c.MinAt.Sub(oc.begin)), c.MinSeen)
+			fmt.Printf("  %s: lowest capacity %d at +%s (%s)\n", name, c.Min, ms(c.MinAt.Sub(oc.begin)), c.MinSeen)
 		}
 		if c := oc.capacity; c.Errors > 0 {
-			fmt.Printf("  %s: %d of %d capacity reads failed (last: %v)\n", oc.method.name, c.Errors, c.Errors+c.Samples, c.LastErr)
+			fmt.Printf("  %s: %d of %d capacity reads failed (last: %v)\n", name, c.Errors, c.Errors+c.Samples, c.LastErr)
 		}
 	}
 }
