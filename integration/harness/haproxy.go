@@ -68,6 +68,12 @@ type HAProxyConfig struct {
 	// in a container: the pids it reports (`show info`, `show proc`) are its namespace's and mean
 	// other processes here. Its socket files are on this host, as a container's bind-mounted ones.
 	PidNamespace bool
+	// ServerStateFile, when set, is the global `server-state-file` (an
+	// absolute path), with `load-server-state-from-file global` in the
+	// defaults: a reload or restart loads each server's state (admin and
+	// operational state, weight, address) from it, as saved there by
+	// `show servers state`. HAProxy only warns when the file is missing.
+	ServerStateFile string
 }
 
 // Server is one `server` line of the backend; every server is health-checked.
@@ -196,6 +202,9 @@ func (c HAProxyConfig) validate() error {
 			bad("server %s options contain a newline", s.Name)
 		}
 	}
+	if c.ServerStateFile != "" && (!filepath.IsAbs(c.ServerStateFile) || strings.ContainsAny(c.ServerStateFile, " \t\r\n\"")) {
+		bad("server state file %q: want an absolute path without blanks", c.ServerStateFile)
+	}
 	return errors.Join(errs...)
 }
 
@@ -210,6 +219,9 @@ func (c HAProxyConfig) render(socket string) string {
 	w("    # A second instance binding the same port must fail to start, not share the port.")
 	w("    noreuseport")
 	w("    log stdout format raw local0 info")
+	if c.ServerStateFile != "" {
+		w("    server-state-file %s", c.ServerStateFile)
+	}
 	w("")
 	w("defaults")
 	w("    mode http")
@@ -223,6 +235,9 @@ func (c HAProxyConfig) render(socket string) string {
 	w("    option redispatch")
 	w("    retries 3")
 	w("    option http-keep-alive")
+	if c.ServerStateFile != "" {
+		w("    load-server-state-from-file global")
+	}
 	w("")
 	w("frontend fe_%s", c.Backend)
 	w("    bind 127.0.0.1:%d", c.Frontend)

@@ -76,6 +76,24 @@ type HostOptions struct {
 	// MasterSocket gives the agent HAProxy's master CLI
 	// (haproxy.master_socket).
 	MasterSocket bool
+	// Pairs makes every slot a blue/green pair: besides server s<i> the
+	// backend declares its idle twin s<i>b, `disabled`, at the same weight,
+	// and the agent config gives the slot alt {server: s<i>b, port: P}.
+	// With FixedPorts P is a fixed loopback port of its own (free when the
+	// host starts), the alt server's address; otherwise P is 0 and the alt
+	// server starts at its primary's address, for the agent to re-point.
+	// HAProxy gets a server-state-file (Host.StateFile) loaded at every
+	// (re)load.
+	Pairs bool
+	// AltServerOptions, when set, gives each alt server line's options by
+	// the slot's index (0-based), e.g. "cookie s1b"; "disabled" is always
+	// added.
+	AltServerOptions func(i int) string
+	// MaxSurge goes to the agent config's max_surge (0 leaves the default).
+	MaxSurge int
+	// DrainGrace goes to the agent config's drain.grace (0 leaves the
+	// default).
+	DrainGrace time.Duration
 }
 
 // Host is a running simulated host.
@@ -87,8 +105,14 @@ type Host struct {
 	Names []string
 	// RunArgs are the `docker run` options each container was started with
 	// (without the image), by container name.
-	RunArgs    map[string][]string
-	AgentYAML  string // a haroll agent config for this host
+	RunArgs   map[string][]string
+	AgentYAML string // a haroll agent config for this host
+	// With Pairs: Alts are the alt servers by slot ("s<i>b"), AltPorts the
+	// host ports their containers publish (0 unless FixedPorts), StateFile
+	// HAProxy's server-state-file.
+	Alts       []string
+	AltPorts   []int
+	StateFile  string
 	containers []string
 }
 
@@ -123,7 +147,7 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 			return h, err
 		}
 	}
-	var servers []Server
+	var servers, alts []Server
 	for i, w := range o.Weights {
 		name := fmt.Sprintf("%s-%d", o.Name, i+1)
 		args := []string{"run", "-d", "--name", name, "--label", "haroll.test=1", "--stop-timeout", "10"}
@@ -165,12 +189,31 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 			srv.Options = o.ServerOptions(i)
 		}
 		servers = append(servers, srv)
+		if o.Pairs {
+			alt, port, err := h.altServer(i, srv)
+			if err != nil {
+				return h, err
+			}
+			alts = append(alts, alt)
+			h.Alts, h.AltPorts = append(h.Alts, alt.Name), append(h.AltPorts, port)
+		}
 	}
 	fe, err := FreePort()
 	if err != nil {
 		return h, err
 	}
-	h.HAProxy, err = StartHAProxy(ctx, HAProxyConfig{Dir: o.Dir, Frontend: fe, Servers: servers, Inter: o.Inter, Rise: o.Rise, Fall: o.Fall, Extra: o.Backend, PidNamespace: o.PidNamespace})
+	if o.Pairs {
+		h.StateFile = filepath.Join(o.Dir, "server-state")
+		if !filepath.IsAbs(h.StateFile) {
+			if h.StateFile, err = filepath.Abs(h.StateFile); err != nil {
+				return h, err
+			}
+		}
+	}
+	// The alt servers follow every primary: server i of the backend is still
+	// slot i's primary.
+	h.HAProxy, err = StartHAProxy(ctx, HAProxyConfig{Dir: o.Dir, Frontend: fe, Servers: append(servers, alts...), Inter: o.Inter, Rise: o.Rise, Fall: o.Fall,
+		Extra: o.Backend, PidNamespace: o.PidNamespace, ServerStateFile: h.StateFile})
 	if err != nil {
 		return h, err
 	}
@@ -178,6 +221,25 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 		return h, err
 	}
 	return h, h.WaitAllUp(ctx)
+}
+
+// altServer is slot i's idle twin of primary: declared disabled, at the
+// primary's weight, at its own fixed loopback port (returned) with
+// FixedPorts, else at the primary's address with port 0 returned.
+func (h *Host) altServer(i int, primary Server) (Server, int, error) {
+	alt := Server{Name: primary.Name + "b", Addr: primary.Addr, Weight: primary.Weight, Options: "disabled"}
+	if h.Opts.AltServerOptions != nil {
+		alt.Options = strings.TrimSpace(h.Opts.AltServerOptions(i) + " disabled")
+	}
+	if h.Opts.Addressing != FixedPorts {
+		return alt, 0, nil
+	}
+	port, err := FreePort()
+	if err != nil {
+		return alt, 0, err
+	}
+	alt.Addr = fmt.Sprintf("127.0.0.1:%d", port)
+	return alt, port, nil
 }
 
 // containerAddr is where HAProxy reaches a container: its published port, or
@@ -211,9 +273,16 @@ func (h *Host) writeAgentConfig() error {
 	if h.Opts.DockerHost != "" {
 		fmt.Fprintf(&b, "docker:\n  host: %s\n", h.Opts.DockerHost)
 	}
-	fmt.Fprintf(&b, "drain:\n  timeout: %s\nhealth:\n  timeout: %s\n  path: /health\n", h.Opts.DrainTimeout, h.Opts.HealthTimeout)
+	fmt.Fprintf(&b, "drain:\n  timeout: %s\n", h.Opts.DrainTimeout)
+	if h.Opts.DrainGrace > 0 {
+		fmt.Fprintf(&b, "  grace: %s\n", h.Opts.DrainGrace)
+	}
+	fmt.Fprintf(&b, "health:\n  timeout: %s\n  path: /health\n", h.Opts.HealthTimeout)
 	if h.Opts.HealthDocker != "" {
 		fmt.Fprintf(&b, "  docker: %s\n", h.Opts.HealthDocker)
+	}
+	if h.Opts.MaxSurge > 0 {
+		fmt.Fprintf(&b, "max_surge: %d\n", h.Opts.MaxSurge)
 	}
 	b.WriteString("slots:\n")
 	for i, name := range h.Names {
@@ -226,6 +295,9 @@ func (h *Host) writeAgentConfig() error {
 		}
 		if h.Opts.Strategy != "" {
 			fmt.Fprintf(&b, ", strategy: %s", h.Opts.Strategy)
+		}
+		if h.Opts.Pairs {
+			fmt.Fprintf(&b, ", alt: {server: %s, port: %d}", h.Alts[i], h.AltPorts[i])
 		}
 		b.WriteString("}\n")
 	}
