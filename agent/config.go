@@ -221,6 +221,10 @@ const (
 	// StrategyStartFirst starts the new container while the old one drains,
 	// and points HAProxy at it once both are done.
 	StrategyStartFirst = "start-first"
+	// StrategyBlueGreen is what a slot with an alt server does (it is not
+	// a value of strategy): the new container comes up behind the idle
+	// server and takes the weight before the live one is drained.
+	StrategyBlueGreen = "blue-green"
 )
 
 // DefaultConfig returns the defaults every key falls back to.

@@ -49,7 +49,9 @@ type HistoryEntry struct {
 	Kind       string `json:"kind,omitempty"`
 	Result     Result `json:"result"`
 	Err        string `json:"error,omitempty"`
-	// Strategy: start-first or stop-first; "" when nothing was replaced.
+	// Strategy: start-first or stop-first, or for a blue/green slot
+	// "blue-green LIVE->IDLE" (the server that served before, the one the new
+	// container came up behind); "" when nothing was replaced.
 	Strategy       string                  `json:"strategy,omitempty"`
 	Phases         map[Phase]time.Duration `json:"phases_ns,omitempty"`
 	Total          time.Duration           `json:"total_ns"`
@@ -271,6 +273,9 @@ func (a *Agent) recordHistory(h *history, req Request, p plan, r replaceResult, 
 		e.Strategy = StrategyStopFirst
 		if p.startFirst {
 			e.Strategy = StrategyStartFirst
+		}
+		if p.pair != nil {
+			e.Strategy = StrategyBlueGreen + " " + p.pair.live + "->" + p.pair.idle
 		}
 	}
 	if err := h.record(e); err != nil {

@@ -158,6 +158,19 @@ func TestABlueGreenRedeployBringsTheNewSideUpBeforeTheOldOneIsDrainedAndFlipsBac
 	if err != nil || st[0].LiveServer != slot.Server || st[0].AltServer != slot.Alt.Server {
 		t.Fatalf("status %+v, %v", st, err)
 	}
+	hist, err := a.History(HistoryQuery{Slot: slot.Name})
+	if err != nil || len(hist) != 2 {
+		t.Fatalf("history %+v, %v", hist, err)
+	}
+	for i, want := range []struct{ before, after, strategy string }{ // newest first
+		{"app:v2", "app:v3", "blue-green srv-app-1b->srv-app-1"},
+		{"app:v1", "app:v2", "blue-green srv-app-1->srv-app-1b"},
+	} {
+		h := hist[i]
+		if h.ImageBefore != want.before || h.ImageAfter != want.after || h.Strategy != want.strategy || h.Result != ResultReplaced {
+			t.Errorf("history entry %+v, want %s -> %s by %s", h, want.before, want.after, want.strategy)
+		}
+	}
 }
 
 func TestABrokenImageOnTheNewSideLeavesTheOldSideUntouched(t *testing.T) {
