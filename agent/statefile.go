@@ -238,30 +238,13 @@ func writeKeepingOwner(path string, b []byte) error {
 	case !errors.Is(err, fs.ErrNotExist):
 		return err
 	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
-	err = tmp.Chmod(mode)       // CreateTemp makes it 0600
-	if err == nil && uid >= 0 && (uid != os.Getuid() || gid != os.Getgid()) {
-		err = tmp.Chown(uid, gid)
-	}
-	if err == nil {
-		_, err = tmp.Write(b)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return err
-	}
-	return atomicfile.SyncDir(dir)
+	return atomicfile.Replace(path, b, func(tmp *os.File) error {
+		if err := tmp.Chmod(mode); err != nil { // CreateTemp makes it 0600
+			return err
+		}
+		if uid >= 0 && (uid != os.Getuid() || gid != os.Getgid()) {
+			return tmp.Chown(uid, gid)
+		}
+		return nil
+	})
 }

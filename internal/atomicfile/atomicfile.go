@@ -23,16 +23,28 @@ func WriteJSON(path string, v any) error {
 // directory (created if needed), synced, renamed over path, and the
 // directory synced.
 func Write(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return err
 	}
+	return Replace(path, b, nil)
+}
+
+// Replace is Write into a directory that must exist; prepare, when not nil,
+// runs on the temporary file (mode 0600) before b is written to it, to give
+// it its mode and owner: a reader never sees the content with others.
+func Replace(path string, b []byte, prepare func(*os.File) error) error {
+	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
-	_, err = tmp.Write(b)
+	if prepare != nil {
+		err = prepare(tmp)
+	}
+	if err == nil {
+		_, err = tmp.Write(b)
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}
