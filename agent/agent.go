@@ -91,6 +91,9 @@ type Request struct {
 	// unless BreakClaim.
 	Fence      *Fence
 	BreakClaim bool
+	// MaxSurge, when > 0, overrides the config's max_surge for this
+	// request: how many blue/green slots may be in their surge at once.
+	MaxSurge int
 	// Caller is who called, as the transport tells: the client
 	// certificate's name, or "local" (the unix socket, the CLI in-process).
 	// The history records it beside Origin.
@@ -186,31 +189,53 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 	cleanup := a.startCleaner(events)
 	defer cleanup.close()
 	hist := &history{a: a}
+	maxSurge := a.cfg.MaxSurge
+	if req.MaxSurge > 0 {
+		maxSurge = req.MaxSurge
+	}
+	pairs := newPairRuns(maxSurge)
 	var failed error
 	var notRun string // why the slots left are not run, when a fence stops them
 	var replaced []string
+	results := make([]*replaceResult, len(plans))
+	starts := make([]time.Time, len(plans))
 	for i, p := range plans {
+		surge := p.pair != nil && !p.skip && failed == nil
+		if surge {
+			pairs.acquire() // at most max_surge surges at once
+		} else {
+			pairs.waitSurges() // the other slots run one at a time, after them
+		}
+		if failed == nil {
+			failed = pairs.failed()
+		}
 		if failed == nil && ctx.Err() != nil {
 			failed = ctx.Err() // shutting down: no further slot starts
 		}
-		if failed == nil && req.Fence != nil && len(replaced) > 0 {
+		if failed == nil && req.Fence != nil && len(replaced)+len(pairs.names()) > 0 {
 			// A slot takes minutes: a later rollout may have reached the
 			// host during the one before.
 			if err := a.recheckFence(*req.Fence); err != nil {
 				failed = fmt.Errorf("slot %s: %w; replaced before it: %s; not run: %s", p.slot.Name, err,
-					strings.Join(replaced, ", "), strings.Join(planNames(plans[i:]), ", "))
+					strings.Join(append(replaced, pairs.names()...), ", "), strings.Join(planNames(plans[i:]), ", "))
 				notRun = failed.Error()
 			}
 		}
+		if surge && failed != nil {
+			pairs.release()
+		}
 		if failed != nil {
-			rep.Slots = append(rep.Slots, SlotReport{Slot: p.slot.Name, Result: ResultNotRun, Err: notRun})
+			results[i] = &replaceResult{report: SlotReport{Slot: p.slot.Name, Result: ResultNotRun, Err: notRun}}
 			continue
 		}
-		start := time.Now()
+		starts[i] = time.Now()
+		if surge {
+			pairs.start(ctx, a, i, p, req.Image, events, results)
+			continue
+		}
 		if p.skip {
-			events(Event{Slot: p.slot.Name, Phase: PhaseSkip, Start: start, Detail: "already runs " + req.Image})
-			rep.Slots = append(rep.Slots, SlotReport{Slot: p.slot.Name, Result: ResultSkipped, OldContainer: p.old.ID, Weight: p.weight})
-			a.recordHistory(hist, req, p, replaceResult{report: rep.Slots[len(rep.Slots)-1]}, start)
+			events(Event{Slot: p.slot.Name, Phase: PhaseSkip, Start: starts[i], Detail: "already runs " + req.Image})
+			results[i] = &replaceResult{report: SlotReport{Slot: p.slot.Name, Result: ResultSkipped, OldContainer: p.old.ID, Weight: p.weight}}
 			continue
 		}
 		replace := a.replace
@@ -218,12 +243,22 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 			replace = a.takeOver
 		}
 		r := replace(ctx, p, req.Image, events, cleanup)
-		rep.Slots = append(rep.Slots, r.report)
-		a.recordHistory(hist, req, p, r, start)
+		results[i] = &r
 		if r.err != nil {
 			failed = fmt.Errorf("slot %s: %w", p.slot.Name, r.err)
 		} else {
 			replaced = append(replaced, p.slot.Name)
+		}
+	}
+	pairs.wait()
+	if failed == nil {
+		failed = pairs.failed()
+	}
+	for i, p := range plans {
+		r := results[i]
+		rep.Slots = append(rep.Slots, r.report)
+		if r.report.Result != ResultNotRun {
+			a.recordHistory(hist, req, p, *r, starts[i])
 		}
 	}
 	cleanup.close()

@@ -64,7 +64,8 @@ func StatusToPB(slots []SlotStatus) []*agentpb.SlotStatus {
 		out = append(out, &agentpb.SlotStatus{Slot: s.Slot, Backend: s.Backend, Server: s.Server,
 			Container: s.Container, ContainerId: s.ContainerID, Image: s.Image, Running: s.Running,
 			DockerHealth: s.Health, HaproxyStatus: s.Status, Weight: int32(s.Weight), Scur: int32(s.Scur),
-			Addr: s.Addr, Error: s.Err, Canary: s.Canary, FullWeight: int32(s.FullWeight), Pending: pendingToPB(s.Pending)})
+			Addr: s.Addr, Error: s.Err, Canary: s.Canary, FullWeight: int32(s.FullWeight), Pending: pendingToPB(s.Pending),
+			AltServer: s.AltServer, LiveServer: s.LiveServer})
 	}
 	return out
 }
@@ -101,7 +102,8 @@ func StatusFromPB(slots []*agentpb.SlotStatus) []SlotStatus {
 			Container: s.GetContainer(), ContainerID: s.GetContainerId(), Image: s.GetImage(),
 			Running: s.GetRunning(), Health: s.GetDockerHealth(), Status: s.GetHaproxyStatus(),
 			Weight: int(s.GetWeight()), Scur: int(s.GetScur()), Addr: s.GetAddr(), Err: s.GetError(),
-			Canary: s.GetCanary(), FullWeight: int(s.GetFullWeight()), Pending: pendingFromPB(s.GetPending())})
+			Canary: s.GetCanary(), FullWeight: int(s.GetFullWeight()), Pending: pendingFromPB(s.GetPending()),
+			AltServer: s.GetAltServer(), LiveServer: s.GetLiveServer()})
 	}
 	return out
 }

@@ -33,7 +33,7 @@ type Docker interface {
 	// EnsureImage pulls ref when it is not on the host, calling progress
 	// with every change of the pull's progress, and stops when ctx ends.
 	EnsureImage(ctx context.Context, ref string, progress func(docker.PullProgress)) (imageID string, err error)
-	Clone(ctx context.Context, from, image, name string) (id string, err error)
+	Clone(ctx context.Context, from, image, name string, moves ...docker.HostPortMove) (id string, err error)
 	Start(ctx context.Context, id string) error
 	Stop(ctx context.Context, id string) error
 	Rename(ctx context.Context, id, name string) error

@@ -621,7 +621,7 @@ func (p *fakePull) run(ctx context.Context, progress func(docker.PullProgress)) 
 	return nil
 }
 
-func (w *world) Clone(ctx context.Context, from, image, name string) (string, error) {
+func (w *world) Clone(ctx context.Context, from, image, name string, moves ...docker.HostPortMove) (string, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.record("Clone %s %s", image, name); err != nil {
@@ -637,9 +637,16 @@ func (w *world) Clone(ctx context.Context, from, image, name string) (string, er
 		w.nextPrt++
 		port = w.nextPrt
 	}
+	fixed := old.FixedHostPorts
+	for _, m := range moves {
+		if port != m.From {
+			return "", fmt.Errorf("clone %s: nothing published on host port %d", from, m.From)
+		}
+		port, fixed = m.To, []string{fmt.Sprintf("127.0.0.1:%d->8080/tcp", m.To)}
+	}
 	w.ctrs[id] = &docker.Container{ID: id, Name: name, Image: image, ImageID: w.images[image],
 		Ports:          map[string][]docker.PortBinding{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: port}}},
-		FixedHostPorts: old.FixedHostPorts}
+		FixedHostPorts: fixed}
 	return id, nil
 }
 

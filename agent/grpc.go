@@ -75,7 +75,7 @@ func (s *Service) Redeploy(req *agentpb.RedeployRequest, stream agentpb.Agent_Re
 		rep, err := s.agent.Redeploy(s.life, Request{Image: req.GetImage(), Slots: req.GetSlots(),
 			Force: req.GetForce(), Origin: req.GetOrigin(), CanaryPercent: int(req.GetCanaryWeightPercent()),
 			CallerGone: stream.Context().Done(), Fence: FenceFromPB(req.GetFence()), BreakClaim: req.GetBreakClaim(),
-			Caller: caller(stream.Context())}, func(e Event) {
+			MaxSurge: int(req.GetMaxSurge()), Caller: caller(stream.Context())}, func(e Event) {
 			select {
 			case events <- EventToPB(e):
 			default: // a slow or gone caller never holds a slot up

@@ -54,12 +54,41 @@ type Entry struct {
 	// abandons the entry (`haroll recover --abandon`).
 	Failure  string    `json:"failure,omitempty"`
 	FailedAt time.Time `json:"failed_at,omitempty"`
+	// Pair: the entry is one half of a blue/green slot's redeploy (a
+	// surge of the new side, or the retirement of the old one), in its own
+	// journal file (pairJournal).
+	Pair *PairEntry `json:"pair,omitempty"`
+}
+
+// PairEntry is what a blue/green slot's journal adds to an Entry.
+type PairEntry struct {
+	// Live is the server that served before the redeploy (the old
+	// container's), Idle the one the new container comes up behind.
+	Live string `json:"live"`
+	Idle string `json:"idle"`
+	// IdleWeight is the idle server's weight before the surge, given back
+	// (in maintenance) when the surge is undone.
+	IdleWeight int `json:"idle_weight"`
+	// StateFile is where the servers' states are saved for HAProxy's
+	// reloads ("" none).
+	StateFile string `json:"state_file,omitempty"`
 }
 
 // Journal reads and writes the entry in state_dir.
 type Journal struct {
 	dir   string
 	fault func(Entry) error // tests: a write that fails
+	// name is the file, journalFile when empty. The sides of a blue/green
+	// slot have their own (pairJournal), since several of a host's pairs
+	// may be in their surge or retirement at once (max_surge).
+	name string
+}
+
+func (j Journal) path() string {
+	if j.name == "" {
+		return filepath.Join(j.dir, journalFile)
+	}
+	return filepath.Join(j.dir, j.name)
 }
 
 // Write replaces the entry atomically: write a temporary file, fsync it,
@@ -70,7 +99,7 @@ func (j Journal) Write(e Entry) error {
 			return fmt.Errorf("journal: %w", err)
 		}
 	}
-	if err := atomicfile.WriteJSON(filepath.Join(j.dir, journalFile), e); err != nil {
+	if err := atomicfile.WriteJSON(j.path(), e); err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
 	return nil
@@ -78,7 +107,7 @@ func (j Journal) Write(e Entry) error {
 
 // Read returns the entry, or nil when no replacement was cut off.
 func (j Journal) Read() (*Entry, error) {
-	b, err := os.ReadFile(filepath.Join(j.dir, journalFile))
+	b, err := os.ReadFile(j.path())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -87,14 +116,14 @@ func (j Journal) Read() (*Entry, error) {
 	}
 	var e Entry
 	if err := json.Unmarshal(b, &e); err != nil {
-		return nil, fmt.Errorf("journal %s is corrupt (%v): fix or remove it after checking the slot by hand", filepath.Join(j.dir, journalFile), err)
+		return nil, fmt.Errorf("journal %s is corrupt (%v): fix or remove it after checking the slot by hand", j.path(), err)
 	}
 	return &e, nil
 }
 
 // Written is when the entry was last written.
 func (j Journal) Written() (time.Time, error) {
-	fi, err := os.Stat(filepath.Join(j.dir, journalFile))
+	fi, err := os.Stat(j.path())
 	if err != nil {
 		return time.Time{}, fmt.Errorf("journal: %w", err)
 	}
@@ -103,7 +132,7 @@ func (j Journal) Written() (time.Time, error) {
 
 // Clear removes the entry: the replacement ended, one way or the other.
 func (j Journal) Clear() error {
-	err := os.Remove(filepath.Join(j.dir, journalFile))
+	err := os.Remove(j.path())
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("journal: %w", err)
 	}

@@ -32,6 +32,8 @@ type plan struct {
 	takeover *takeover
 	// track is how the HAProxy workers a reload replaces are followed.
 	track tracking
+	// pair: a blue/green slot (checkPair).
+	pair *pairPlan
 }
 
 // preflight checks every requested slot, then makes sure the image is local
@@ -49,9 +51,12 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 	for _, s := range slots {
 		var p plan
 		var err error
-		if wedged != nil && wedged.Slot == s.Name {
+		switch {
+		case wedged != nil && wedged.Slot == s.Name:
 			p, err = a.checkTakeover(ctx, s, cfg, *wedged)
-		} else {
+		case s.pair():
+			p, err = a.checkPair(ctx, s, cfg)
+		default:
 			p, err = a.checkSlot(ctx, s, cfg)
 		}
 		if err != nil {
@@ -82,6 +87,10 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 			p.full = c.FullWeight
 		}
 		p.final, p.canary = p.full, req.CanaryPercent > 0
+		if p.canary && p.pair != nil {
+			errs = append(errs, fmt.Errorf("slot %s is a blue/green pair (alt %s): a canary of a pair is not supported; redeploy it without a canary, or leave the slot out", p.slot.Name, p.slot.Alt.Server))
+			continue
+		}
 		if p.canary {
 			p.final = CanaryWeight(p.full, req.CanaryPercent)
 			if err := a.checkCanaryWeight(p.slot.Name, p.full, req.CanaryPercent, p.final); err != nil {
@@ -100,7 +109,7 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 		p := &plans[i]
 		p.imageID = imageID
 		p.skip = p.old.ImageID == imageID && !req.Force && p.takeover == nil
-		if p.skip {
+		if p.skip || p.pair != nil { // a pair's capacity never dips: min_serving is not at stake
 			continue
 		}
 		if err := a.checkServing(ctx, p.slot); err != nil {

@@ -42,6 +42,14 @@ func (a *Agent) recoverLocked(ctx context.Context) (string, error) {
 	if err != nil {
 		return did, err
 	}
+	// The halves of blue/green redeploys, each in its own journal.
+	pairs, err := a.recoverPairs(ctx)
+	if pairs != "" {
+		did = strings.TrimPrefix(did+"; "+pairs, "; ")
+	}
+	if err != nil {
+		return did, err
+	}
 	// Old containers of finished slots that a crash kept from removal.
 	n, err := a.recoverLeftovers()
 	if n > 0 {

@@ -50,6 +50,10 @@ type replacement struct {
 	reload reloadWatch // HAProxy reloads seen, and what to re-apply
 	gating bool        // in the health gate: a reload needs `health down` again
 	target string      // the new (or revived) container's address, once known
+
+	// retiring is, once a blue/green slot's surge is done, the retirement
+	// of its old side (finishSurge), which the caller runs.
+	retiring *replacement
 }
 
 // record journals the entry with change applied, in phase, and only once
@@ -395,6 +399,9 @@ func (r *replacement) prove(ctx, gateCtx context.Context, addr address) error {
 // this point is waited out rather than rolled back.
 func (r *replacement) finish(ctx context.Context) error {
 	a := r.a
+	if r.e.Pair != nil {
+		return r.finishSurge(ctx)
+	}
 	if err := r.step(PhaseRestore, func() (detail string, err error) {
 		// The canary record comes first: a crash after a reduced weight is
 		// set must not forget the whole one.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/haroll/haroll/runtime"
 )
 
 // SlotStatus is what one slot runs and how HAProxy sees it.
@@ -28,6 +30,11 @@ type SlotStatus struct {
 	// Pending: the journal holds a replacement of the slot that did not
 	// end (or runs now).
 	Pending *SlotPending `json:"pending,omitempty"`
+	// AltServer: the slot is a blue/green pair of Server and AltServer;
+	// LiveServer is the side that serves (out of maintenance), whose
+	// HAProxy figures the fields above show; "" when neither or both are.
+	AltServer  string `json:"alt_server,omitempty"`
+	LiveServer string `json:"live_server,omitempty"`
 }
 
 // SlotPending is a slot's entry in the journal.
@@ -63,7 +70,19 @@ func (a *Agent) Status(ctx context.Context) ([]SlotStatus, error) {
 		if journalErr != nil {
 			errs = append(errs, journalErr.Error())
 		}
-		if e := pending; e != nil && e.Slot == s.Name {
+		e := pending
+		if s.pair() { // the halves of a blue/green redeploy have their own journals
+			e = nil
+			for _, kind := range []string{surgeJournal, retireJournal} {
+				pe, err := a.pairJournal(kind, s.Name).Read()
+				if err != nil {
+					errs = append(errs, err.Error())
+				} else if pe != nil {
+					e = pe
+				}
+			}
+		}
+		if e != nil && e.Slot == s.Name {
 			st.Pending = &SlotPending{Image: e.Image, Phase: e.Phase, Started: e.Started, Proven: e.Proven,
 				Wedged: e.Failure != "", Error: e.Failure, FailedAt: e.FailedAt}
 		}
@@ -72,7 +91,16 @@ func (a *Agent) Status(ctx context.Context) ([]SlotStatus, error) {
 		} else {
 			st.ContainerID, st.Image, st.Running, st.Health = shortID(c.ID), c.Image, c.Running, c.Health
 		}
-		if srv, err := a.haproxy.Server(ctx, s.Backend, s.Server); err != nil {
+		server := s.Server
+		if s.pair() {
+			st.AltServer = s.Alt.Server
+			if live, err := a.liveSide(ctx, s); err != nil {
+				errs = append(errs, err.Error())
+			} else {
+				st.LiveServer, server = live, live
+			}
+		}
+		if srv, err := a.haproxy.Server(ctx, s.Backend, server); err != nil {
 			errs = append(errs, err.Error())
 		} else {
 			st.Status, st.Weight, st.Scur, st.Addr = srv.Status, srv.Weight, srv.Scur, srv.Addr
@@ -87,4 +115,23 @@ func (a *Agent) Status(ctx context.Context) ([]SlotStatus, error) {
 		return out, fmt.Errorf("no slot could be read: %s", out[0].Err)
 	}
 	return out, nil
+}
+
+// liveSide is the server of pair slot s that is out of maintenance; an error
+// when neither or both are.
+func (a *Agent) liveSide(ctx context.Context, s SlotConfig) (string, error) {
+	var live []string
+	for _, name := range []string{s.Server, s.Alt.Server} {
+		adm, err := a.haproxy.Admin(ctx, s.Backend, name)
+		if err != nil {
+			return "", fmt.Errorf("haproxy server %s/%s: %w", s.Backend, name, err)
+		}
+		if adm.State != runtime.StateMaint {
+			live = append(live, name)
+		}
+	}
+	if len(live) != 1 {
+		return "", fmt.Errorf("blue/green slot %s: %d of %s/%s and %s/%s are out of maintenance, want exactly one", s.Name, len(live), s.Backend, s.Server, s.Backend, s.Alt.Server)
+	}
+	return live[0], nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -36,19 +37,43 @@ const multiNetworkCreateAPI = "1.44"
 // the new image's). The old image is inspected for this; see cloneSpec.
 //
 // image must be present locally (see EnsureImage), else ErrImageNotFound. It returns the new
-// container's ID. A name already in use is ErrNameConflict; an unknown from is ErrContainerNotFound.
+// container's ID. moves change host ports the copy publishes (HostPortMove). A name already in use is ErrNameConflict; an unknown from is ErrContainerNotFound.
 // When the daemon cannot attach several networks at create time (API < 1.44), the first network is
 // attached at create and the others are connected before Clone returns; if that fails, the new
 // container is removed.
-func (c *Client) Clone(ctx context.Context, from string, image, name string) (id string, err error) {
+func (c *Client) Clone(ctx context.Context, from string, image, name string, moves ...HostPortMove) (id string, err error) {
 	err = c.bounded(ctx, 0, func(ctx context.Context) (err error) {
-		id, err = c.clone(ctx, from, image, name)
+		id, err = c.clone(ctx, from, image, name, moves)
 		return err
 	})
 	return id, err
 }
 
-func (c *Client) clone(ctx context.Context, from string, image, name string) (string, error) {
+// HostPortMove publishes on host port To what the container cloned from
+// publishes on host port From: the copy of a blue/green slot's container
+// listens on the idle side's port while the old one keeps the live side's.
+type HostPortMove struct{ From, To int }
+
+// apply moves the host port in s; it fails when nothing is published on
+// From.
+func (m HostPortMove) apply(s *createSpec) error {
+	moved := false
+	for port, bindings := range s.HostConfig.PortBindings {
+		out := slices.Clone(bindings)
+		for i, b := range out {
+			if b.HostPort == strconv.Itoa(m.From) {
+				out[i].HostPort, moved = strconv.Itoa(m.To), true
+			}
+		}
+		s.HostConfig.PortBindings[port] = out
+	}
+	if !moved {
+		return fmt.Errorf("it publishes nothing on host port %d, so its copy cannot be moved to port %d", m.From, m.To)
+	}
+	return nil
+}
+
+func (c *Client) clone(ctx context.Context, from string, image, name string, moves []HostPortMove) (string, error) {
 	old, err := c.api.ContainerInspect(ctx, from)
 	if err != nil {
 		return "", containerError("clone: inspect", from, err)
@@ -66,6 +91,11 @@ func (c *Client) clone(ctx context.Context, from string, image, name string) (st
 	}
 
 	spec := cloneSpec(old, oldImage.Config, image)
+	for _, m := range moves {
+		if err := m.apply(&spec); err != nil {
+			return "", fmt.Errorf("clone container %s: %w", from, err)
+		}
+	}
 	multi := versions.GreaterThanOrEqualTo(c.api.ClientVersion(), multiNetworkCreateAPI)
 	if multi {
 		spec.macOnEndpoint()

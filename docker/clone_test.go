@@ -310,3 +310,28 @@ func TestACloneKeepsAStaticMACAndIsNeverAutoRemoved(t *testing.T) {
 			spec.Config.MacAddress, spec.Networks["front"].MacAddress, spec.Networks["back"].MacAddress)
 	}
 }
+
+func TestAHostPortMovePublishesTheCopyOnTheIdleSidesPort(t *testing.T) {
+	spec := createSpec{HostConfig: &container.HostConfig{PortBindings: nat.PortMap{
+		"8080/tcp": {{HostIP: "127.0.0.1", HostPort: "18081"}, {HostIP: "::1", HostPort: "18081"}},
+		"9090/tcp": {{HostIP: "127.0.0.1", HostPort: "19090"}},
+	}}}
+	old := spec.HostConfig.PortBindings["8080/tcp"]
+	if err := (HostPortMove{From: 18081, To: 18181}).apply(&spec); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range spec.HostConfig.PortBindings["8080/tcp"] {
+		if b.HostPort != "18181" {
+			t.Errorf("8080/tcp published on %s:%s, want 18181", b.HostIP, b.HostPort)
+		}
+	}
+	if b := spec.HostConfig.PortBindings["9090/tcp"]; b[0].HostPort != "19090" {
+		t.Errorf("9090/tcp moved too: %v", b)
+	}
+	if old[0].HostPort != "18081" {
+		t.Error("the old container's bindings were changed in place")
+	}
+	if err := (HostPortMove{From: 1, To: 2}).apply(&spec); err == nil {
+		t.Error("a move of a port the container does not publish: want an error")
+	}
+}

@@ -473,7 +473,12 @@ type SlotStatus struct {
 	FullWeight int32 `protobuf:"varint,15,opt,name=full_weight,json=fullWeight,proto3" json:"full_weight,omitempty"`
 	// pending: the journal holds a replacement of the slot that has not
 	// ended (or runs now); unset otherwise.
-	Pending       *SlotPending `protobuf:"bytes,16,opt,name=pending,proto3" json:"pending,omitempty"`
+	Pending *SlotPending `protobuf:"bytes,16,opt,name=pending,proto3" json:"pending,omitempty"`
+	// alt_server: the slot is a blue/green pair of server and alt_server;
+	// live_server is the one that serves (the fields above are its), "" when
+	// it cannot be told.
+	AltServer     string `protobuf:"bytes,17,opt,name=alt_server,json=altServer,proto3" json:"alt_server,omitempty"`
+	LiveServer    string `protobuf:"bytes,18,opt,name=live_server,json=liveServer,proto3" json:"live_server,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -620,6 +625,20 @@ func (x *SlotStatus) GetPending() *SlotPending {
 	return nil
 }
 
+func (x *SlotStatus) GetAltServer() string {
+	if x != nil {
+		return x.AltServer
+	}
+	return ""
+}
+
+func (x *SlotStatus) GetLiveServer() string {
+	if x != nil {
+		return x.LiveServer
+	}
+	return ""
+}
+
 // SlotPending is a slot's entry in the agent's journal.
 type SlotPending struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -754,7 +773,10 @@ type RedeployRequest struct {
 	PreferStartFirst bool `protobuf:"varint,7,opt,name=prefer_start_first,json=preferStartFirst,proto3" json:"prefer_start_first,omitempty"`
 	// break_claim: a person's redeploy of a host claimed by a fleet rollout
 	// (`haroll redeploy --break-claim`); ignored with a fence.
-	BreakClaim    bool `protobuf:"varint,8,opt,name=break_claim,json=breakClaim,proto3" json:"break_claim,omitempty"`
+	BreakClaim bool `protobuf:"varint,8,opt,name=break_claim,json=breakClaim,proto3" json:"break_claim,omitempty"`
+	// max_surge, when > 0, overrides the agent's max_surge: how many
+	// blue/green slots may be in their surge at once.
+	MaxSurge      int32 `protobuf:"varint,9,opt,name=max_surge,json=maxSurge,proto3" json:"max_surge,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -843,6 +865,13 @@ func (x *RedeployRequest) GetBreakClaim() bool {
 		return x.BreakClaim
 	}
 	return false
+}
+
+func (x *RedeployRequest) GetMaxSurge() int32 {
+	if x != nil {
+		return x.MaxSurge
+	}
+	return 0
 }
 
 type PromoteRequest struct {
@@ -2212,7 +2241,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x05claim\x18\x05 \x01(\v2\x16.haroll.agent.v1.FenceR\x05claim\x12?\n" +
 	"\rclaim_expires\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\fclaimExpires\x12\x1f\n" +
 	"\vfence_token\x18\a \x01(\x04R\n" +
-	"fenceToken\"\xd6\x03\n" +
+	"fenceToken\"\x96\x04\n" +
 	"\n" +
 	"SlotStatus\x12\x12\n" +
 	"\x04slot\x18\x01 \x01(\tR\x04slot\x12\x18\n" +
@@ -2232,7 +2261,11 @@ const file_agent_proto_rawDesc = "" +
 	"\x06canary\x18\x0e \x01(\bR\x06canary\x12\x1f\n" +
 	"\vfull_weight\x18\x0f \x01(\x05R\n" +
 	"fullWeight\x126\n" +
-	"\apending\x18\x10 \x01(\v2\x1c.haroll.agent.v1.SlotPendingR\apending\"\xa5\x02\n" +
+	"\apending\x18\x10 \x01(\v2\x1c.haroll.agent.v1.SlotPendingR\apending\x12\x1d\n" +
+	"\n" +
+	"alt_server\x18\x11 \x01(\tR\taltServer\x12\x1f\n" +
+	"\vlive_server\x18\x12 \x01(\tR\n" +
+	"liveServer\"\xa5\x02\n" +
 	"\vSlotPending\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x14\n" +
 	"\x05phase\x18\x02 \x01(\tR\x05phase\x124\n" +
@@ -2242,7 +2275,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x127\n" +
 	"\tfailed_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bfailedAt\x125\n" +
 	"\n" +
-	"phase_code\x18\b \x01(\x0e2\x16.haroll.agent.v1.PhaseR\tphaseCode\"\x9c\x02\n" +
+	"phase_code\x18\b \x01(\x0e2\x16.haroll.agent.v1.PhaseR\tphaseCode\"\xb9\x02\n" +
 	"\x0fRedeployRequest\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x14\n" +
 	"\x05slots\x18\x02 \x03(\tR\x05slots\x12\x14\n" +
@@ -2252,7 +2285,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x05fence\x18\x06 \x01(\v2\x16.haroll.agent.v1.FenceR\x05fence\x12,\n" +
 	"\x12prefer_start_first\x18\a \x01(\bR\x10preferStartFirst\x12\x1f\n" +
 	"\vbreak_claim\x18\b \x01(\bR\n" +
-	"breakClaim\"l\n" +
+	"breakClaim\x12\x1b\n" +
+	"\tmax_surge\x18\t \x01(\x05R\bmaxSurge\"l\n" +
 	"\x0ePromoteRequest\x12\x14\n" +
 	"\x05slots\x18\x01 \x03(\tR\x05slots\x12\x16\n" +
 	"\x06origin\x18\x02 \x01(\tR\x06origin\x12,\n" +

@@ -20,6 +20,7 @@ func newRedeploy() *cobra.Command {
 		slots      []string
 		force      bool
 		breakClaim bool
+		maxSurge   int
 		output     string
 	)
 	cmd := &cobra.Command{
@@ -46,7 +47,7 @@ refused, unless --break-claim.`,
 			if output == "text" {
 				progress = cmd.OutOrStdout()
 			}
-			req := agent.Request{Image: image, Slots: slots, Force: force, Origin: "redeploy by " + whoami(), BreakClaim: breakClaim}
+			req := agent.Request{Image: image, Slots: slots, Force: force, Origin: "redeploy by " + whoami(), BreakClaim: breakClaim, MaxSurge: maxSurge}
 			rep, err := a.Redeploy(cmd.Context(), req, func(e agent.Event) { printEvent(progress, e) })
 			if output == "json" {
 				enc := json.NewEncoder(cmd.OutOrStdout())
@@ -70,6 +71,7 @@ refused, unless --break-claim.`,
 	f.StringVar(&image, "image", "", "image to run in the slots (required)")
 	f.StringArrayVar(&slots, "slot", nil, "replace only this slot (repeatable); default: every slot")
 	f.BoolVar(&force, "force", false, "replace slots that already run the image")
+	f.IntVar(&maxSurge, "max-surge", 0, "blue/green slots (alt set) in their surge at once; 0: the agent's max_surge")
 	f.BoolVar(&breakClaim, "break-claim", false, "redeploy even though a fleet rollout claims the host (it may replace the slots again)")
 	f.StringVarP(&output, "output", "o", "text", "text or json (the report on stdout, progress on stderr)")
 	return cmd

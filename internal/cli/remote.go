@@ -78,7 +78,7 @@ func (r *remote) History(ctx context.Context, q agent.HistoryQuery) ([]agent.His
 // it stops the pull and the request.
 func (r *remote) Redeploy(ctx context.Context, req agent.Request, events func(agent.Event)) (agent.Report, error) {
 	rep, err := r.client.Redeploy(ctx, &agentpb.RedeployRequest{Image: req.Image, Slots: req.Slots, Force: req.Force, Origin: req.Origin,
-		BreakClaim: req.BreakClaim},
+		BreakClaim: req.BreakClaim, MaxSurge: int32(req.MaxSurge)},
 		func(p *agentpb.PhaseEvent) { events(agent.EventFromPB(p)) })
 	switch {
 	case rep != nil:

@@ -69,7 +69,11 @@ instead, newest first: every slot result of every redeploy, by whoever asked.`,
 				if s.Canary { // a canary's weight is a share of the one a promotion gives back
 					weight = fmt.Sprintf("%d (canary of %d)", s.Weight, s.FullWeight)
 				}
-				fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t\n", s.Slot, s.Backend, s.Server,
+				server := s.Server
+				if s.AltServer != "" { // a blue/green pair: which side is live
+					server = fmt.Sprintf("%s|%s live %s", s.Server, s.AltServer, dash(s.LiveServer))
+				}
+				fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t\n", s.Slot, s.Backend, server,
 					s.Container, dash(s.ContainerID), dash(s.Image), dash(s.Status), weight, s.Scur, dash(s.Addr))
 				if s.Err != "" {
 					fmt.Fprintf(tw, "\t  error: %s\n", s.Err)

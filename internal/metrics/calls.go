@@ -168,9 +168,9 @@ func (d *dockerCalls) EnsureImage(ctx context.Context, ref string, progress func
 	return id, d.m.done("ensure_image", t, err)
 }
 
-func (d *dockerCalls) Clone(ctx context.Context, from, image, name string) (string, error) {
+func (d *dockerCalls) Clone(ctx context.Context, from, image, name string, moves ...docker.HostPortMove) (string, error) {
 	t := time.Now()
-	id, err := d.next.Clone(ctx, from, image, name)
+	id, err := d.next.Clone(ctx, from, image, name, moves...)
 	return id, d.m.done("clone", t, err)
 }
 

@@ -63,7 +63,7 @@ func (b *backends) Inspect(context.Context, string) (docker.Container, error) {
 func (b *backends) EnsureImage(context.Context, string, func(docker.PullProgress)) (string, error) {
 	return "img", b.call("EnsureImage")
 }
-func (b *backends) Clone(context.Context, string, string, string) (string, error) {
+func (b *backends) Clone(context.Context, string, string, string, ...docker.HostPortMove) (string, error) {
 	return "c2", b.call("Clone")
 }
 func (b *backends) Start(context.Context, string) error          { return b.call("Start") }
