@@ -83,7 +83,9 @@ func side(h *harness.Host, alt bool) []string {
 
 // assertPairs checks every slot of h after a redeploy ended: exactly one side
 // live, the one in live, fully UP at the slot's weight and at its
-// container's address; the other side in MAINT at the slot's weight; one
+// container's address; the other side in MAINT with the slot's weight as
+// `get weight` says (`show stat` shows a server in MAINT at its effective
+// weight, 0 once it was set while in MAINT or never served); one
 // container per slot, running image ("": any), no other container; no pending
 // replacement in the journal.
 func assertPairs(t *testing.T, h *harness.Host, live []string, image string) {
@@ -113,8 +115,8 @@ func assertPairs(t *testing.T, h *harness.Host, live []string, image string) {
 		if l.Addr != addrs[i] {
 			t.Errorf("%s: live %s points at %s, its container %s is at %s", p.Slot, l.Server, l.Addr, h.Names[i], addrs[i])
 		}
-		if !idle.InMaint() || idle.Weight != weights[i] {
-			t.Errorf("%s: idle %s is %s at weight %d, want MAINT at %d", p.Slot, idle.Server, idle.Status, idle.Weight, weights[i])
+		if w := userWeight(t, h, idle.Server); !idle.InMaint() || w != weights[i] {
+			t.Errorf("%s: idle %s is %s at weight %d (get weight), want MAINT at %d", p.Slot, idle.Server, idle.Status, w, weights[i])
 		}
 	}
 	all, err := h.AllContainers(ctx)
@@ -142,6 +144,21 @@ func assertPairs(t *testing.T, h *harness.Host, live []string, image string) {
 			t.Errorf("%s: the journal still holds a replacement: %+v", s.Slot, *s.Pending)
 		}
 	}
+}
+
+// userWeight is a server's weight as `get weight` says: the one it has
+// when out of maintenance.
+func userWeight(t *testing.T, h *harness.Host, server string) int {
+	t.Helper()
+	out, err := h.HAProxy.Exec("get weight " + harness.DefaultBackend + "/" + server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w int
+	if _, err := fmt.Sscan(out, &w); err != nil {
+		t.Fatalf("get weight %s: %q", server, out)
+	}
+	return w
 }
 
 // pairStatus is `haroll status -o json`.
@@ -236,10 +253,10 @@ func TestAPairRedeployUnderPinnedLoadKeepsCapacityAndFlipsEverySlotThenFlipsBack
 		})
 		c := sampler.Stop()
 		assertNoLoss(t, res)
+		// The surge's peak (both sides at full weight) lasts from the
+		// weight given to the old side's drain, a moment: the sampler
+		// need not see it. What it must never see is a dip.
 		assertCapacityKept(t, c)
-		if c.Max <= c.Start {
-			t.Errorf("the capacity never rose above its start (%s): no surge", c)
-		}
 		if want := []string{version(step.image)}; !slices.Equal(res.LastVersions, want) {
 			t.Errorf("versions served at the end: %v, want %v", res.LastVersions, want)
 		}
@@ -355,10 +372,11 @@ func TestASIGKILLAtEachStepOfAPairReplacementIsFinishedOrUndoneWithOneSideLive(t
 			killed := redeployAndKillPair(t, h, newImage, kp, oldLive.Server, victim)
 			if daemon != nil {
 				<-waitExit(daemon)
+				before := len(daemon.Log())
 				if daemon, err = harness.StartAgent(ctx, harollBin, h, ""); err != nil { // recovers before it serves
 					t.Fatal(err)
 				}
-				t.Logf("the restarted agent's log:\n%s", daemon.Log())
+				t.Logf("the restarted agent's log:\n%s", daemon.Log()[before:])
 				defer daemon.Stop()
 			} else if _, err := haroll(t, "recover", "--config", h.AgentYAML); err != nil {
 				t.Errorf("recover: %v", err)
