@@ -21,6 +21,9 @@ type HAProxy interface {
 	LeaveMaint(ctx context.Context, backend, server string, to runtime.State) error
 	ShutdownSessions(ctx context.Context, backend, server string) error
 	Info(ctx context.Context) (runtime.Info, error)
+	// ServersState is `show servers state` of every backend, as a
+	// server-state-file holds it.
+	ServersState(ctx context.Context) (string, error)
 	// SocketOwner is the pid, in the agent's pid namespace, of the process
 	// serving the stats socket (0: not visible from here;
 	// runtime.ErrNoOwner: the socket cannot tell).

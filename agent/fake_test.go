@@ -800,3 +800,31 @@ func newTestAgent(t *testing.T, w *world, slots ...SlotConfig) *Agent {
 	}
 	return a
 }
+
+// ServersState renders `show servers state` from the servers, in the format
+// of HAProxy 2.6 (be_id 1 for every backend), in no particular order.
+func (w *world) ServersState(ctx context.Context) (string, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := cmp.Or(w.haproxyDown, w.fail["ServersState"]); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	b.WriteString("1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n")
+	for _, s := range w.servers {
+		ip, port, _ := strings.Cut(cmp.Or(s.stat.Addr, "127.0.0.1:0"), ":")
+		op, adm := 0, 0
+		if s.stat.CheckHealth >= s.stat.CheckRise || !s.stat.Checked {
+			op = 2
+		}
+		switch s.admin.State {
+		case runtime.StateMaint:
+			adm, op = 0x01, 0
+		case runtime.StateDrain:
+			adm = 0x08
+		}
+		fmt.Fprintf(&b, "1 %s %d %s %s %d %d %d %d 1 15 3 %d 6 0 0 0 - %s - 0 0 - - 0\n",
+			s.stat.Backend, s.stat.ID, s.stat.Server, ip, op, adm, s.stat.Weight, cmp.Or(s.weight, s.stat.Weight), s.stat.CheckHealth, port)
+	}
+	return b.String(), nil
+}

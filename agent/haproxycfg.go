@@ -32,6 +32,26 @@ type cfgSection struct {
 	persist          *persistSetting // `option persist`
 	noPersist        bool            // `no option persist`
 	forcePersist     []persistSetting
+
+	// What a blue/green pair needs of a reload (statefile.go).
+	serverStateFile, serverStateBase string // global
+	loadState                        string // load-server-state-from-file: global, local or none
+	servers                          []cfgServer
+	defaultServer                    cfgServer // from `default-server` lines: disabled, initAddr
+}
+
+// cfgServer is a `server` line, or what `default-server` lines set. The
+// `server-template` lines are not read: a pair's two servers must be named in
+// haroll's configuration, which a template's numbered names are not meant to
+// be, and the template's servers carry no address of their own.
+type cfgServer struct {
+	name string
+	addr string // as written: "127.0.0.1:8080", "app1:8080", "ipv4@10.0.0.1:80"
+	// disabled: `disabled` (true) or `enabled` (false) was said; nil when
+	// neither was, so the default-server's setting applies.
+	disabled *bool
+	// initAddr: the `init-addr` methods ("last,libc,none"), "" when not set.
+	initAddr string
 }
 
 // haproxyConfig is HAProxy's configuration as read once for a preflight:
@@ -107,6 +127,22 @@ func inherited(before []*cfgSection, from string) *cfgSection {
 	return nil
 }
 
+// read takes the settings of a server or default-server line that matter
+// to a pair: the last one of each wins, as in HAProxy.
+func (s *cfgServer) read(words []string) {
+	for i, w := range words {
+		switch w {
+		case "disabled", "enabled":
+			d := w == "disabled"
+			s.disabled = &d
+		case "init-addr":
+			if i+1 < len(words) {
+				s.initAddr = words[i+1]
+			}
+		}
+	}
+}
+
 func cfgFiles(path string) ([]string, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -169,6 +205,18 @@ func readSections(file string) ([]*cfgSection, error) {
 			cur.persist, cur.noPersist = nil, true
 		case words[0] == "force-persist":
 			cur.forcePersist = append(cur.forcePersist, setting)
+		case cur.kind == "global" && len(words) >= 2 && words[0] == "server-state-file":
+			cur.serverStateFile = words[1]
+		case cur.kind == "global" && len(words) >= 2 && words[0] == "server-state-base":
+			cur.serverStateBase = words[1]
+		case len(words) >= 2 && words[0] == "load-server-state-from-file":
+			cur.loadState = words[1]
+		case len(words) >= 3 && words[0] == "server":
+			srv := cfgServer{name: words[1], addr: words[2]}
+			srv.read(words[3:])
+			cur.servers = append(cur.servers, srv)
+		case words[0] == "default-server":
+			cur.defaultServer.read(words[1:])
 		}
 	}
 	if err := sc.Err(); err != nil {

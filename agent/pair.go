@@ -74,6 +74,18 @@ func (a *Agent) checkPair(ctx context.Context, s SlotConfig, cfg haproxyConfig) 
 			return p, fmt.Errorf("blue/green slot: backend %s in haproxy.config has no server %s: declare both servers of the pair (the idle one `disabled`) so that a reload keeps them", s.Backend, name)
 		}
 	}
+	if pc.Disabled[s.Server] == pc.Disabled[s.Alt.Server] {
+		return p, fmt.Errorf("blue/green slot: haproxy.config must declare exactly one of %s/%s and %s/%s `disabled` (the one without a container when HAProxy first starts): else, started without its state file, HAProxy would send traffic to both or to neither", s.Backend, s.Server, s.Backend, s.Alt.Server)
+	}
+	if s.Alt.Port == 0 {
+		// The new container gets a new address, which the idle server is
+		// pointed at: a reload must keep it.
+		for _, name := range []string{s.Server, s.Alt.Server} {
+			if !pc.AddrKept[name] {
+				return p, fmt.Errorf("blue/green slot without fixed ports (alt.port 0): the idle server is pointed at each new container with `set server addr`, and a reload would not keep that address (%s): write the server with a host name HAProxy resolves (e.g. an /etc/hosts entry) and no init-addr, or an init-addr starting with `last`; or publish fixed ports and set alt.port", pc.AddrWhy[name])
+			}
+		}
+	}
 	if pc.StateFile == "" {
 		return p, fmt.Errorf("blue/green slot: HAProxy loads no server-state file for backend %s (%s): a reload would put both servers back to their haproxy.cfg states, so once the new side serves from the server declared `disabled`, a reload would take that server out and send its traffic to the other one, whose container is gone: add `server-state-file /var/lib/haproxy/server-state` to the global section and `load-server-state-from-file global` to the backend or its defaults (haroll writes the file after each change)", s.Backend, pc.Why)
 	}

@@ -281,7 +281,43 @@ func TestPreflightRefusesAPairWithoutAStateFileOrWithBothSidesLive(t *testing.T)
 	if err == nil || !strings.Contains(err.Error(), "neither is in maintenance") {
 		t.Fatalf("want a refusal: both sides live, got %v", err)
 	}
+	w.servers["app/"+slot.Alt.Server].admin.State = runtime.StateMaint
+	// Without fixed ports the idle server is pointed at the new container:
+	// servers written as IP addresses lose that at a reload.
+	w.startFirst()
+	ephemeral := slot
+	ephemeral.Alt = &AltConfig{Server: slot.Alt.Server}
+	b := pairAgent(t, w, ephemeral)
+	_, err = b.Redeploy(context.Background(), Request{Image: "app:v2"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "host name") {
+		t.Fatalf("want a refusal: addresses not kept by a reload, got %v", err)
+	}
 	if m := w.mutations(); len(m) != 0 {
 		t.Fatalf("a refused redeploy changed %v", m)
+	}
+}
+
+func TestAPairWithoutFixedPortsPointsTheIdleServerAtTheNewContainer(t *testing.T) {
+	w := newWorld(t)
+	slot := w.addPair("app-1", 7)
+	w.startFirst()
+	slot.Alt.Port = 0
+	a := pairAgent(t, w, slot)
+	// Servers written with a host name: a reload keeps a runtime address.
+	cfg, _ := os.ReadFile(a.cfg.HAProxy.Config)
+	if err := os.WriteFile(a.cfg.HAProxy.Config, []byte(strings.ReplaceAll(string(cfg), " 127.0.0.1:", " localhost:")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lowest := w.watchCapacity()
+	start := lowest()
+	if _, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	checkPairServes(t, w, slot, slot.Alt.Server, "app:v2", 7)
+	if !slices.ContainsFunc(w.mutations(), func(c string) bool { return strings.HasPrefix(c, "SetAddr app/"+slot.Alt.Server) }) {
+		t.Fatalf("the idle server was not pointed at the new container: %v", w.mutations())
+	}
+	if low := lowest(); low < start {
+		t.Fatalf("capacity fell to %d, from %d", low, start)
 	}
 }

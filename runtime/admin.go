@@ -18,9 +18,15 @@ type Admin struct {
 }
 
 // srv_admin_state and srv_check_state bits (HAProxy include/haproxy/server-t.h, check-t.h).
+// Maintenance is SRV_ADMF_MAINT (0x23): forced, inherited, resolution failure.
+// Not SRV_ADMF_CMAINT (0x04): a server declared `disabled` gets it with the
+// forced bit, and `enable server` (or `state ready`) clears only the forced
+// one, so a `disabled` server serving since shows 4, in 2.6 and 3.0 alike,
+// also after a reload that loaded it from a server-state file. Nor
+// SRV_ADMF_HMAINT (0x40): its FQDN was set over the runtime API.
 const (
-	admMaint        = 0x01 | 0x02 | 0x04 | 0x20 | 0x40 // forced, inherited, config, resolution, hostname
-	admDrain        = 0x08 | 0x10                      // forced, inherited
+	admMaint        = 0x01 | 0x02 | 0x20 // forced, inherited, resolution
+	admDrain        = 0x08 | 0x10        // forced, inherited
 	chkStConfigured = 0x02
 )
 

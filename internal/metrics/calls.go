@@ -24,7 +24,7 @@ type Calls struct {
 
 // The ops of each system, as label values.
 var (
-	haproxyOps = []string{"server", "backend", "admin", "set_weight", "set_state", "set_addr", "force_health_down", "leave_maint", "shutdown_sessions", "info", "socket_owner"}
+	haproxyOps = []string{"server", "backend", "admin", "set_weight", "set_state", "set_addr", "force_health_down", "leave_maint", "shutdown_sessions", "info", "socket_owner", "servers_state"}
 	dockerOps  = []string{"inspect", "ensure_image", "clone", "start", "stop", "rename", "remove", "wait_healthy"}
 )
 
@@ -149,6 +149,12 @@ func (h *haproxyCalls) SocketOwner(ctx context.Context) (int, error) {
 	t := time.Now()
 	pid, err := h.next.SocketOwner(ctx)
 	return pid, h.m.done("socket_owner", t, err)
+}
+
+func (h *haproxyCalls) ServersState(ctx context.Context) (string, error) {
+	t := time.Now()
+	s, err := h.next.ServersState(ctx)
+	return s, h.m.done("servers_state", t, err)
 }
 
 type dockerCalls struct {

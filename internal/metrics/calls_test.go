@@ -57,6 +57,9 @@ func (b *backends) ShutdownSessions(context.Context, string, string) error {
 }
 func (b *backends) Info(context.Context) (runtime.Info, error) { return runtime.Info{}, b.call("Info") }
 func (b *backends) SocketOwner(context.Context) (int, error)   { return 0, b.call("SocketOwner") }
+func (b *backends) ServersState(context.Context) (string, error) {
+	return "1\n", b.call("ServersState")
+}
 func (b *backends) Inspect(context.Context, string) (docker.Container, error) {
 	return docker.Container{ID: "c1"}, b.call("Inspect")
 }
@@ -87,6 +90,7 @@ func callAll(c *Calls, b *backends) {
 	_ = h.ShutdownSessions(ctx, "app", "s1")
 	_, _ = h.Info(ctx)
 	_, _ = h.SocketOwner(ctx)
+	_, _ = h.ServersState(ctx)
 	_, _ = d.Inspect(ctx, "c1")
 	_, _ = d.EnsureImage(ctx, "app:v2", nil)
 	_, _ = d.Clone(ctx, "c1", "app:v2", "c1-next")
