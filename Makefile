@@ -5,7 +5,7 @@ GO ?= go
 # Go from the official tarball lives here on a fresh machine; appended, so a go on PATH wins.
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: build test test-unit fuzz demo bench bench-fleet bench-fleet-inprocess clean proto dist
+.PHONY: build test test-unit fuzz demo bench bench-bluegreen bench-fleet bench-fleet-inprocess clean proto dist
 
 build:
 	$(GO) build -o bin/haroll ./cmd/haroll
@@ -69,7 +69,9 @@ fuzz:
 	done
 
 # One run of everything BENCHMARKS.md reports: the deploy comparison (2016 method, docker stop/rm/run,
-# haroll per strategy) as one table, haroll per slot against the limit, the runtime micro-benchmarks
+# haroll per strategy and blue/green) as one table with each method's lowest capacity, the same on
+# fixed host ports only (what bench-bluegreen prints, its final line included), haroll per slot
+# against the limit, the runtime micro-benchmarks
 # against a raw socket, and the coordinator (the haroll binary) driving 1,000 simulated agents with
 # production settings (bench-fleet).
 # BASELINE=<git rev> adds haroll built at that revision to the first table and to the fleet's (old and
@@ -83,6 +85,15 @@ bench:
 	$(GO) test -run '^$$' -bench 'EventsAt10000Hosts|RolloutMetricsEventAt10000Hosts' -benchmem ./internal/live/ ./internal/metrics/
 	$(MAKE) bench-fleet AGENTS=1000 $(if $(BASELINE),BASELINE=$(BASELINE))
 	$(if $(BENCH_AGENTS),$(MAKE) bench-fleet AGENTS=$(BENCH_AGENTS))
+
+# The fixed-host-port comparison alone (part of `make bench`): the 2016 method, haroll stop-first,
+# start-first (ephemeral ports: another layout) and blue/green pair slots with max_surge 1 and 3,
+# each with the backend's lowest capacity, then per slot against the limit and where blue/green's
+# time went. Ends with one line
+# `bluegreen ratio_vs_2016=<wall max_surge 1 / wall 2016> failed=<requests> capacity_min_pct=<lowest>`.
+bench-bluegreen:
+	.ci/deps
+	$(GO) run ./integration/bench -bluegreen
 
 # The coordinator, `haroll rollout` built from the tree, in a process of its own, driving AGENTS
 # simulated agents (child processes; mutual TLS with `haroll certs` keys, a state file on disk, the

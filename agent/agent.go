@@ -193,7 +193,7 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 	if req.MaxSurge > 0 {
 		maxSurge = req.MaxSurge
 	}
-	pairs := newPairRuns(maxSurge)
+	pairs := newPairRuns(maxSurge, cleanup)
 	var failed error
 	var notRun string // why the slots left are not run, when a fence stops them
 	var replaced []string

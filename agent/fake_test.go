@@ -65,6 +65,9 @@ type world struct {
 	// afterCall, when set, runs (under mu) after each mutating call the
 	// fake has accepted, before it acts.
 	afterCall func(call string)
+	// beforePoll, when set, runs (under mu) at each Server call, before the
+	// poll's health check.
+	beforePoll func(server *fakeServer)
 	// violations are what haroll must never do, as the fake saw it: a
 	// container stopped while a server could select it or had sessions on
 	// it, a container reachable through HAProxy before its gate.
@@ -334,6 +337,9 @@ func (w *world) Server(ctx context.Context, backend, server string) (runtime.Ser
 	s, err := w.server(backend, server)
 	if err != nil {
 		return runtime.ServerStat{}, err
+	}
+	if w.beforePoll != nil {
+		w.beforePoll(s)
 	}
 	defer w.checkExposure()
 	// Each poll is one health check of whatever listens at the address;

@@ -32,10 +32,7 @@ func (r *replacement) enterMaint(ctx context.Context) error {
 // that a crash in between is undone as if it were still on.
 func (r *replacement) leaveMaint(ctx context.Context) error {
 	a, s := r.a, r.p.slot
-	to := runtime.StateReady
-	if r.e.DrainMode == DrainState || r.p.state == runtime.StateDrain {
-		to = runtime.StateDrain
-	}
+	to := r.gateState()
 	return r.hold(func() error {
 		if err := a.haproxy.LeaveMaint(ctx, s.Backend, s.Server, to); err != nil {
 			return err
@@ -65,4 +62,13 @@ func (r *replacement) quiesce(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// gateState is the state a server leaves maintenance into for its gate: the
+// one the drain left it in, DRAIN in drain mode, else ready at weight 0.
+func (r *replacement) gateState() runtime.State {
+	if r.e.DrainMode == DrainState || r.p.state == runtime.StateDrain {
+		return runtime.StateDrain
+	}
+	return runtime.StateReady
 }

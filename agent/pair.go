@@ -151,6 +151,12 @@ func (a *Agent) checkPair(ctx context.Context, s SlotConfig, cfg haproxyConfig) 
 	case len(old.FixedHostPorts) > 0:
 		return p, fmt.Errorf("blue/green slot: container %s publishes fixed host ports (%v): set the slot's alt.port to the port of %s/%s, the one its copy will publish", s.Container, old.FixedHostPorts, s.Backend, s.Alt.Server)
 	}
+	// The file must be writable before anything changes: every step of the
+	// redeploy saves the states there. Saving now writes what HAProxy runs
+	// with now.
+	if err := a.saveServerState(ctx, pp.stateFile); err != nil {
+		return p, fmt.Errorf("blue/green slot: cannot save the servers' states to %s, which HAProxy loads at a reload: %w; make its directory exist and be writable by the agent", pp.stateFile, err)
+	}
 	p.startFirst, p.pair = true, pp
 	return p, nil
 }
@@ -184,9 +190,9 @@ func (a *Agent) newSurge(p plan, image string, events func(Event)) *replacement 
 
 // newRetirement is the replacement that drains the old side of a pair whose
 // surge s finished, and removes the old container.
-func (a *Agent) newRetirement(s *replacement, live string, addr string, state runtime.State) *replacement {
+func (a *Agent) newRetirement(s *replacement, live string) *replacement {
 	p := s.p
-	p.slot.Server, p.addr, p.state = live, addr, state
+	p.slot.Server, p.addr, p.state = live, "", runtime.StateReady
 	r := a.newReplacement(p, s.image, s.events)
 	r.journal = a.pairJournal(retireJournal, p.slot.Name)
 	r.e.NewID, r.e.Proven, r.e.Renamed, r.e.StartFirst = s.e.NewID, true, true, true
@@ -203,9 +209,9 @@ func (a *Agent) newRetirement(s *replacement, live string, addr string, state ru
 func (a *Agent) replacePair(ctx context.Context, p plan, image string, events func(Event)) (replaceResult, *replacement) {
 	r := a.newSurge(p, image, events)
 	begin := time.Now()
-	stopGuard := r.guard(ctx)
+	stopGuard := r.guard(ctx) // through the rollback too
+	defer stopGuard()
 	err := r.surge(ctx)
-	stopGuard()
 	switch {
 	case err != nil && r.e.Proven:
 		err = fmt.Errorf("%w; the new container passed the health gate: the journal in %s is kept, and `haroll recover` (or the agent's next start) gives it its traffic", err, a.cfg.StateDir)
@@ -293,6 +299,8 @@ func (r *replacement) finishSurge(ctx context.Context) error {
 	if err := r.step(PhaseRestore, func() (detail string, err error) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.grace)
 		defer cancel()
+		// Held from before the command: a reload in between gets it too.
+		_ = r.hold(func() error { r.serving = r.finalWeight(); return nil })
 		err = a.retry(rctx, r.log, "give the new side its weight", func() (err error) {
 			detail, err = r.giveBack(rctx, r.finalWeight())
 			return err
@@ -301,12 +309,11 @@ func (r *replacement) finishSurge(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	a.saveState(ctx, r.log, pe.StateFile)
-	live, err := a.haproxy.Server(ctx, r.p.slot.Backend, pe.Live)
-	if err != nil {
-		live = runtime.ServerStat{Addr: ""} // the retirement asks again
+	// Both sides serve: a reload must keep the new one live.
+	if err := r.saveState(ctx); err != nil {
+		return err
 	}
-	ret := a.newRetirement(r, pe.Live, live.Addr, runtime.StateReady)
+	ret := a.newRetirement(r, pe.Live)
 	if err := ret.record(PhaseDrain, nil); err != nil {
 		return err
 	}
@@ -320,8 +327,11 @@ func (r *replacement) finishSurge(ctx context.Context) error {
 // within drain.timeout leaves the server in maintenance and the old
 // container running, with drain.on_timeout shutdown after cutting the
 // sessions: with fail, the journal stays for the next recovery to finish.
-func (r *replacement) retire(ctx context.Context) error {
-	a, s, pe := r.a, r.p.slot, r.e.Pair
+//
+// c, when not nil, is the redeploy's cleaner, whose lock the record of an old
+// container that could not be removed takes (retirements run at once).
+func (r *replacement) retire(ctx context.Context, c *cleaner) error {
+	a, s := r.a, r.p.slot
 	stopGuard := r.guard(ctx)
 	defer stopGuard()
 	begin := time.Now()
@@ -358,10 +368,14 @@ func (r *replacement) retire(ctx context.Context) error {
 	if err := r.record(PhaseCleanup, func(e *Entry) { e.Drained = false }); err != nil {
 		return err
 	}
-	a.saveState(ctx, r.log, pe.StateFile)
+	// Saved before the old container goes: until then a reload that loads
+	// the states of the surge (both sides live) finds it still serving.
+	if err := r.saveState(ctx); err != nil {
+		return fmt.Errorf("%w; the old side is in maintenance, its container kept, the journal in %s too: `haroll recover` finishes it", err, a.cfg.StateDir)
+	}
 	old := Leftover{Slot: s.Name, ID: r.e.OldID}
-	if err := r.step(PhaseCleanup, func() (string, error) { return shortID(old.ID), a.removeLeftover(old) }); err != nil {
-		if lerr := a.keepLeftover(nil, old); lerr != nil {
+	if err := r.step(PhaseCleanup, func() (string, error) { return shortID(old.ID), ignoreGone(a.removeLeftover(old)) }); err != nil {
+		if lerr := a.keepLeftover(c, old); lerr != nil {
 			return fmt.Errorf("old container %s was not removed (%w) nor recorded for a later removal (%w): the journal in %s is kept", shortID(old.ID), err, lerr, a.cfg.StateDir)
 		}
 	}
@@ -419,20 +433,30 @@ func (r *replacement) rollbackSurge(parent context.Context, cause error) error {
 		r.markFailed(err)
 		return err
 	}
-	a.saveState(ctx, r.log, pe.StateFile)
+	if err := r.saveState(ctx); err != nil {
+		// The states of before the surge are what HAProxy loads anyway
+		// unless someone saved since; the live side is untouched.
+		r.log.Warn("rolled back, but the servers' states could not be saved", "error", err)
+	}
 	return r.journal.Clear()
 }
 
-// saveState saves the servers' states for HAProxy's next reload; a failure
-// is logged: the guard of a replacement under way re-applies what it holds
-// after a reload anyway, and the next change saves again.
-func (a *Agent) saveState(ctx context.Context, log interface{ Warn(string, ...any) }, path string) {
+// saveState saves the servers' states for HAProxy's next reload, retrying
+// while HAProxy does not answer (within the agent's grace). A surge or a
+// retirement must not go on without it: a reload would load the states of
+// before, with the other side live.
+func (r *replacement) saveState(ctx context.Context) error {
+	path := r.e.Pair.StateFile
 	if path == "" {
-		return
+		return nil
 	}
-	if err := a.saveServerState(ctx, path); err != nil {
-		log.Warn("could not save the servers' states for HAProxy's reloads", "file", path, "error", err)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.a.grace)
+	defer cancel()
+	err := r.a.retry(sctx, r.log, "save the servers' states", func() error { return r.a.saveServerState(sctx, path) })
+	if err != nil {
+		return fmt.Errorf("save the servers' states to %s for HAProxy's reloads: %w", path, err)
 	}
+	return nil
 }
 
 // pairRuns runs the surges of a redeploy's blue/green slots, at most
@@ -440,6 +464,7 @@ func (a *Agent) saveState(ctx context.Context, log interface{ Warn(string, ...an
 // of one slot drains while the next slot surges, its capacity being whole
 // already.
 type pairRuns struct {
+	cleaner     *cleaner      // the redeploy's, for old containers not removed
 	sem         chan struct{} // one per surge under way
 	surges      sync.WaitGroup
 	retirements sync.WaitGroup
@@ -452,8 +477,8 @@ type pairRuns struct {
 	panicked any
 }
 
-func newPairRuns(maxSurge int) *pairRuns {
-	return &pairRuns{sem: make(chan struct{}, max(maxSurge, 1))}
+func newPairRuns(maxSurge int, c *cleaner) *pairRuns {
+	return &pairRuns{cleaner: c, sem: make(chan struct{}, max(maxSurge, 1))}
 }
 
 // acquire waits for room for one more surge; start or release gives it back.
@@ -543,7 +568,7 @@ func (pr *pairRuns) retire(ctx context.Context, p plan, res *replaceResult, ret 
 	defer pr.retirements.Done()
 	defer pr.catch()
 	begin := time.Now()
-	err := ret.retire(ctx)
+	err := ret.retire(ctx, pr.cleaner)
 	for ph, d := range ret.report.Phases {
 		res.report.Phases[ph] += d
 	}
@@ -611,7 +636,7 @@ func (a *Agent) recoverRetirement(ctx context.Context, slot SlotConfig, j Journa
 	r := a.newReplacement(pairPlanOf(slot, e, e.Pair.Live), e.Image, a.observed(nil))
 	r.journal, r.e = j, e
 	r.log.Warn("recovering the retirement of a blue/green slot's old side, cut off by a crash", "phase", e.Phase)
-	if err := r.retire(ctx); err != nil {
+	if err := r.retire(ctx, nil); err != nil {
 		return "", err
 	}
 	// A crash between journaling the retirement and forgetting the surge
@@ -635,7 +660,7 @@ func (a *Agent) recoverSurge(ctx context.Context, slot SlotConfig, j Journal, e 
 				return "", err
 			}
 			stopGuard()
-			if err := r.retiring.retire(ctx); err != nil {
+			if err := r.retiring.retire(ctx, nil); err != nil {
 				return "", err
 			}
 			return fmt.Sprintf("slot %s: finished the surge by %s (it had passed the health gate) and retired the old side %s", slot.Name, e.Image, e.Pair.Live), nil

@@ -273,6 +273,15 @@ func TestPreflightRefusesAPairWithoutAStateFileOrWithBothSidesLive(t *testing.T)
 	if err == nil || !strings.Contains(err.Error(), "server-state") {
 		t.Fatalf("want a refusal naming the server-state file, got %v", err)
 	}
+	// A state file the agent cannot write: every step saves the states there.
+	gone := strings.Replace(string(cfg), "server-state-file ", "server-state-file /nonexistent", 1)
+	if err := os.WriteFile(a.cfg.HAProxy.Config, []byte(gone), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "cannot save the servers' states") {
+		t.Fatalf("want a refusal: state file not writable, got %v", err)
+	}
 	if err := os.WriteFile(a.cfg.HAProxy.Config, cfg, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -319,5 +328,66 @@ func TestAPairWithoutFixedPortsPointsTheIdleServerAtTheNewContainer(t *testing.T
 	}
 	if low := lowest(); low < start {
 		t.Fatalf("capacity fell to %d, from %d", low, start)
+	}
+}
+
+func TestAReloadThatLoadsTheStatesOfBeforeTheSurgeIsUndoneOnTheNewSide(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// when reports whether the poll of s is where the reload comes.
+		when func(s *fakeServer) bool
+	}{
+		// The state file saved in preflight has the idle side in
+		// maintenance: loaded mid-gate, it puts it back there.
+		{"mid-gate", func(s *fakeServer) bool {
+			return s.stat.Server == "srv-app-1b" && s.admin.State != runtime.StateMaint && s.stat.Weight == 0
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			w.pid = deadPid(t) - 1
+			slot := w.addPair("app-1", 7)
+			a := pairAgent(t, w, slot)
+			next := deadPid(t)
+			reloaded := false
+			w.beforePoll = func(s *fakeServer) {
+				if reloaded || !tc.when(s) {
+					return
+				}
+				reloaded = true
+				// What HAProxy loads: the live side at 7, the idle one in
+				// maintenance at 7, as saved in preflight.
+				w.pid = next - 1
+				s.admin.State, s.stat.Weight, s.stat.Status = runtime.StateMaint, 7, "MAINT"
+			}
+			if _, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil); err != nil {
+				t.Fatal(err)
+			}
+			if !reloaded {
+				t.Fatal("no reload happened")
+			}
+			checkPairServes(t, w, slot, slot.Alt.Server, "app:v2", 7)
+		})
+	}
+}
+
+func TestTheNewSideGivenItsWeightIsHeldThereThroughAReload(t *testing.T) {
+	// Between its weight and the next save of the states, a reload loads
+	// the states of before: the new side in maintenance.
+	w := newWorld(t)
+	slot := w.addPair("app-1", 7)
+	a := pairAgent(t, w, slot)
+	plans, err := a.preflight(context.Background(), Request{Image: "app:v2"}, []SlotConfig{slot}, nil, func(Event) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := a.newSurge(plans[0], "app:v2", func(Event) {})
+	r.serving = 7
+	w.servers["app/"+slot.Alt.Server].admin.State = runtime.StateMaint
+	if err := r.reapply(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := w.servers["app/"+slot.Alt.Server]; s.admin.State != runtime.StateReady || s.stat.Weight != 7 {
+		t.Fatalf("new side %s at weight %d after the re-apply, want ready at 7", s.admin.State, s.stat.Weight)
 	}
 }

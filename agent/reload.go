@@ -100,8 +100,30 @@ func (r *replacement) reapply(ctx context.Context) error {
 		}
 	}
 	if r.gating && !r.e.Maint {
-		if err := a.haproxy.ForceHealthDown(ctx, s.Backend, s.Server); err != nil {
+		// A reload that loads a server-state file saved while the server
+		// was in maintenance (a blue/green slot's idle side, before its
+		// gate) has it there again: it leaves it into `health down`.
+		adm, err := a.haproxy.Admin(ctx, s.Backend, s.Server)
+		switch {
+		case err != nil:
+		case adm.State == runtime.StateMaint:
+			err = a.haproxy.LeaveMaint(ctx, s.Backend, s.Server, r.gateState())
+		default:
+			err = a.haproxy.ForceHealthDown(ctx, s.Backend, s.Server)
+		}
+		if err != nil {
 			return fmt.Errorf("re-apply health down after a reload: %w", err)
+		}
+	}
+	if r.serving > 0 {
+		// A blue/green slot's new side, given its weight: a reload that
+		// loads the states saved before (the idle side in maintenance)
+		// must not take it out again before they are saved anew.
+		if err := a.haproxy.SetState(ctx, s.Backend, s.Server, runtime.StateReady); err != nil {
+			return fmt.Errorf("re-apply the new side's state after a reload: %w", err)
+		}
+		if err := a.haproxy.SetWeight(ctx, s.Backend, s.Server, r.serving); err != nil {
+			return fmt.Errorf("re-apply the new side's weight after a reload: %w", err)
 		}
 	}
 	return nil

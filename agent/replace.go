@@ -54,6 +54,9 @@ type replacement struct {
 	// retiring is, once a blue/green slot's surge is done, the retirement
 	// of its old side (finishSurge), which the caller runs.
 	retiring *replacement
+	// serving, once a blue/green slot's new side has its weight, is that
+	// weight: what a reload must not take from it (reapply).
+	serving int
 }
 
 // record journals the entry with change applied, in phase, and only once

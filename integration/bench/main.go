@@ -2,12 +2,21 @@
 // HAProxy, in one run, on the same setup and under the same load: the 2016
 // method (weight 0 with socat, sleep 5, docker stop/rm/run, weight 1), a
 // naive docker stop/rm/run with no HAProxy change, and haroll redeploy with
-// each strategy. It prints one table of wall time, failed requests and
-// weights after, then haroll's time per slot beside the slot's physical
-// limit (drain + the app's boot-to-ready + one HAProxy rise).
+// each strategy, blue/green pair slots included. It prints one table of
+// wall time, failed requests, the backend's lowest capacity (sampled by the
+// bench from `show stat` every 50 ms) and weights after; the same for fixed
+// host ports only, blue/green against the 2016 method; then haroll's time
+// per slot beside the slot's physical limit (drain + the app's
+// boot-to-ready + one HAProxy rise; a blue/green slot's limit has no
+// drain: its old side drains after the new one serves).
 //
-//	go run ./integration/bench            (or: make bench)
+//	go run ./integration/bench              (or: make bench)
+//	go run ./integration/bench -bluegreen   (or: make bench-bluegreen) the fixed-port comparison only
 //	go run ./integration/bench -baseline HEAD~3   also runs haroll built at that revision
+//
+// Both end with one line:
+//
+//	bluegreen ratio_vs_2016=<wall blue/green max_surge 1 / wall 2016> failed=<failed requests of the blue/green runs> capacity_min_pct=<lowest capacity of the blue/green runs, % of the start>
 package main
 
 import (
@@ -17,6 +26,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,7 +35,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/haroll/haroll/agent"
@@ -50,31 +59,50 @@ type options struct {
 	dir      string
 	scripts  string // folder of replace-2016.sh and replace-naive.sh
 	bootTime time.Duration
+	haproxy  string // "HAProxy 2.6.12", as `haproxy -v` says
 }
+
+// name2016 is the method the others' wall times are compared with.
+const name2016 = "2016: weight 0, sleep 5, docker stop/rm/run, weight 1"
 
 // method is one way of moving the three slots from v1 to v2.
 type method struct {
 	name       string
 	addressing harness.Addressing
 	strategy   string
-	// deploy replaces the three slots of h and, for haroll, returns its report.
-	deploy func(ctx context.Context, h *harness.Host) (*agent.Report, error)
+	// fixed is the method's row in the fixed-host-port comparison ("": not
+	// in it); it says so when the method's layout differs.
+	fixed string
+	// pairs makes every slot a blue/green pair (fixed host ports, an alt
+	// server per slot), with maxSurge as the agent's max_surge.
+	pairs    bool
+	maxSurge int
+	// deploy replaces the three slots of h and, for haroll, returns its
+	// report; haroll's progress lines go to progress.
+	deploy func(ctx context.Context, h *harness.Host, progress io.Writer) (*agent.Report, error)
 }
 
 // outcome is what one method did.
 type outcome struct {
-	method  method
-	wall    time.Duration
-	load    loadgen.Result
-	weights string
-	report  *agent.Report
-	err     error
+	method   method
+	wall     time.Duration
+	load     loadgen.Result
+	capacity harness.Capacity
+	begin    time.Time // the deploy's
+	weights  string
+	report   *agent.Report
+	timeline *timeline
+	err      error
 }
+
+// failed counts every request of the run that did not come back 200.
+func (oc outcome) failed() int64 { return oc.load.Failed + oc.load.SlowFailed + oc.load.Dropped }
 
 func run() error {
 	rate := flag.Int("rate", 250, "requests per second through HAProxy")
 	baseline := flag.String("baseline", "", "also run haroll built at this git revision (old and new in one run)")
 	only := flag.String("only", "", "run only the methods whose name contains this")
+	bluegreen := flag.Bool("bluegreen", false, "run only the fixed-host-port comparison (the 2016 method, haroll stop-first, start-first and blue/green)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -89,6 +117,9 @@ func run() error {
 	_, self, _, _ := runtime.Caller(0)
 	o := options{rate: *rate, inter: harness.DefaultInter, rise: harness.DefaultRise, weights: []int{7, 3, 5},
 		dir: dir, scripts: filepath.Dir(self)}
+	if o.haproxy, err = haproxyVersion(ctx); err != nil {
+		return err
+	}
 	step("building haroll and the test app images (FROM scratch): boot 1 s, warm-up 0.5 s, latency 0-30 ms")
 	bin, err := harness.BuildHaroll(ctx, dir)
 	if err != nil {
@@ -106,13 +137,20 @@ func run() error {
 
 	watch := "HAROLL_HEALTH_DOCKER=" + agent.DockerHealthWatch
 	methods := []method{
-		{name: "2016: weight 0, sleep 5, docker stop/rm/run, weight 1", addressing: harness.FixedPorts, deploy: o.script2016},
+		{name: name2016, addressing: harness.FixedPorts, deploy: o.script2016, fixed: name2016},
 		{name: "docker stop/rm/run, no HAProxy change", addressing: harness.FixedPorts, deploy: o.scriptNaive},
-		{name: "haroll, fixed ports (auto: stop-first)", addressing: harness.FixedPorts, deploy: o.haroll(bin)},
+		{name: "haroll, fixed ports (auto: stop-first)", addressing: harness.FixedPorts, deploy: o.haroll(bin),
+			fixed: "haroll stop-first (auto)"},
 		{name: "haroll, fixed ports (auto: stop-first), health.docker watch", addressing: harness.FixedPorts, deploy: o.haroll(bin, watch)},
 		{name: "haroll, ephemeral ports, stop-first", addressing: harness.EphemeralPorts, strategy: agent.StrategyStopFirst, deploy: o.haroll(bin)},
-		{name: "haroll, ephemeral ports (auto: start-first)", addressing: harness.EphemeralPorts, deploy: o.haroll(bin)},
+		{name: "haroll, ephemeral ports (auto: start-first)", addressing: harness.EphemeralPorts, deploy: o.haroll(bin),
+			fixed: "haroll start-first (auto) -- EPHEMERAL ports, a different layout"},
 		{name: "haroll, ephemeral ports (auto: start-first), health.docker watch", addressing: harness.EphemeralPorts, deploy: o.haroll(bin, watch)},
+		{name: "haroll blue/green, fixed ports, max_surge 1", addressing: harness.FixedPorts, pairs: true, maxSurge: 1, deploy: o.haroll(bin),
+			fixed: "haroll blue/green, max_surge 1 (pair slots)"},
+		{name: "haroll blue/green, fixed ports, max_surge 3", addressing: harness.FixedPorts, pairs: true, maxSurge: 3, deploy: o.haroll(bin),
+			fixed: "haroll blue/green, max_surge 3 (pair slots)"},
+		{name: "haroll blue/green, fixed ports, max_surge 1, health.docker watch", addressing: harness.FixedPorts, pairs: true, maxSurge: 1, deploy: o.haroll(bin, watch)},
 	}
 	if *baseline != "" {
 		old, err := buildAt(ctx, *baseline, dir)
@@ -125,7 +163,7 @@ func run() error {
 	}
 	var outcomes []outcome
 	for _, m := range methods {
-		if !strings.Contains(m.name, *only) {
+		if !strings.Contains(m.name, *only) || *bluegreen && m.fixed == "" {
 			continue
 		}
 		step("%s", m.name)
@@ -135,18 +173,31 @@ func run() error {
 		}
 		outcomes = append(outcomes, oc)
 	}
-	printComparison(outcomes, o)
+	if !*bluegreen {
+		printComparison(outcomes, o)
+	}
+	printFixed(outcomes, o)
 	printSlots(outcomes, o)
-	return nil
+	printTimelines(outcomes)
+	if line, ok := summary(outcomes); ok {
+		fmt.Println()
+		fmt.Println(line)
+	}
+	var errs []error
+	for _, oc := range outcomes {
+		if oc.method.pairs && oc.err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", oc.method.name, oc.err))
+		}
+	}
+	return errors.Join(errs...) // a blue/green deploy that failed makes the run fail, after the tables
 }
 
-// measure starts a fresh host, puts it under load, and runs m's deploy.
+// measure starts a fresh host, puts it under load, and runs m's deploy
+// while sampling the backend's capacity.
 func (o options) measure(ctx context.Context, m method) (outcome, error) {
 	hctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	h, err := harness.StartHost(hctx, harness.HostOptions{Dir: filepath.Join(o.dir, fmt.Sprintf("h%d", time.Now().UnixNano())),
-		Name: fmt.Sprintf("hbench%d", time.Now().UnixNano()%1e9), Image: o.images.V1, Weights: o.weights,
-		Addressing: m.addressing, Inter: o.inter, Rise: o.rise, Strategy: m.strategy})
+	h, err := o.startHost(hctx, m)
 	if err != nil {
 		return outcome{}, err
 	}
@@ -154,28 +205,82 @@ func (o options) measure(ctx context.Context, m method) (outcome, error) {
 	stopLoad := loadgen.Start(ctx, loadgen.Options{URL: h.URL("/"), Rate: o.rate,
 		SlowURL: h.URL("/slow?ms=3000"), SlowEvery: 500 * time.Millisecond})
 	time.Sleep(time.Second)
+	sampler, err := o.sampleCapacity(ctx, h)
+	if err != nil {
+		stopLoad()
+		return outcome{}, err
+	}
 	begin := time.Now()
-	rep, deployErr := m.deploy(ctx, h)
-	oc := outcome{method: m, wall: time.Since(begin), report: rep, err: deployErr}
+	tl := newTimeline(begin)
+	rep, deployErr := m.deploy(ctx, h, tl)
+	oc := outcome{method: m, wall: time.Since(begin), report: rep, timeline: tl, err: deployErr, begin: begin}
+	oc.capacity = sampler.Stop()
 	time.Sleep(3500 * time.Millisecond) // the last 3 s requests sent during the deploy end
 	oc.load = stopLoad()
 	if oc.load.Err != nil {
 		return oc, oc.load.Err
 	}
-	stats, err := h.Servers(ctx)
+	oc.weights, err = weightsAfter(ctx, h)
+	return oc, err
+}
+
+// sampleCapacity starts sampling the backend's capacity every
+// capacityEvery and returns once the first sample, the start, is in.
+func (o options) sampleCapacity(ctx context.Context, h *harness.Host) (*harness.CapacitySampler, error) {
+	s := h.StartCapacitySampler(ctx, harness.DefaultBackend, capacityEvery)
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Now().Samples == 0 {
+		if time.Now().After(deadline) {
+			c := s.Stop()
+			return nil, fmt.Errorf("capacity: no read of show stat succeeded in 5 s (%d failed, last: %v)", c.Errors, c.LastErr)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return s, nil
+}
+
+// weightsAfter is the servers' weights, "7/3/5"; on a host of pairs, the
+// weight of each slot's live side, and which side that is.
+func weightsAfter(ctx context.Context, h *harness.Host) (string, error) {
+	var w, live []string
+	if !h.Opts.Pairs {
+		stats, err := h.Servers(ctx)
+		if err != nil {
+			return "", err
+		}
+		for _, s := range stats {
+			w = append(w, fmt.Sprint(s.Weight))
+		}
+		return strings.Join(w, "/"), nil
+	}
+	pairs, err := h.Pairs(ctx)
 	if err != nil {
-		return oc, err
+		return "", err
 	}
-	var w []string
-	for _, s := range stats {
-		w = append(w, fmt.Sprint(s.Weight))
+	for _, p := range pairs {
+		s, err := p.Live()
+		if err != nil {
+			return "", err
+		}
+		w, live = append(w, fmt.Sprint(s.Weight)), append(live, s.Server)
 	}
-	oc.weights = strings.Join(w, "/")
-	return oc, nil
+	return strings.Join(w, "/") + " (" + strings.Join(live, ",") + " live)", nil
+}
+
+// startHost starts the host m runs on: three containers on v1 behind an
+// HAProxy, and an agent config for them.
+func (o options) startHost(ctx context.Context, m method) (*harness.Host, error) {
+	opts := harness.HostOptions{Dir: filepath.Join(o.dir, fmt.Sprintf("h%d", time.Now().UnixNano())),
+		Name: fmt.Sprintf("hbench%d", time.Now().UnixNano()%1e9), Image: o.images.V1, Weights: o.weights,
+		Addressing: m.addressing, Inter: o.inter, Rise: o.rise, Strategy: m.strategy}
+	if m.pairs {
+		opts.Pairs, opts.MaxSurge = true, m.maxSurge
+	}
+	return harness.StartHost(ctx, opts)
 }
 
 // script2016 runs replace-2016.sh for each slot in turn.
-func (o options) script2016(ctx context.Context, h *harness.Host) (*agent.Report, error) {
+func (o options) script2016(ctx context.Context, h *harness.Host, _ io.Writer) (*agent.Report, error) {
 	for i, name := range h.Names {
 		args := append([]string{h.HAProxy.Socket, fmt.Sprintf("%s/s%d", harness.DefaultBackend, i+1), name, o.images.V2}, h.RunArgs[name]...)
 		if err := runScript(ctx, filepath.Join(o.scripts, "replace-2016.sh"), args...); err != nil {
@@ -186,7 +291,7 @@ func (o options) script2016(ctx context.Context, h *harness.Host) (*agent.Report
 }
 
 // scriptNaive runs replace-naive.sh for each slot in turn.
-func (o options) scriptNaive(ctx context.Context, h *harness.Host) (*agent.Report, error) {
+func (o options) scriptNaive(ctx context.Context, h *harness.Host, _ io.Writer) (*agent.Report, error) {
 	for _, name := range h.Names {
 		if err := runScript(ctx, filepath.Join(o.scripts, "replace-naive.sh"), append([]string{name, o.images.V2}, h.RunArgs[name]...)...); err != nil {
 			return nil, err
@@ -204,13 +309,13 @@ func runScript(ctx context.Context, script string, args ...string) error {
 }
 
 // haroll returns a deploy that runs `haroll redeploy` with the binary bin,
-// with env added to its environment.
-func (o options) haroll(bin string, env ...string) func(ctx context.Context, h *harness.Host) (*agent.Report, error) {
-	return func(ctx context.Context, h *harness.Host) (*agent.Report, error) {
+// with env added to its environment; its progress (stderr) goes to progress.
+func (o options) haroll(bin string, env ...string) func(ctx context.Context, h *harness.Host, progress io.Writer) (*agent.Report, error) {
+	return func(ctx context.Context, h *harness.Host, progress io.Writer) (*agent.Report, error) {
 		var out, errOut bytes.Buffer
 		cmd := exec.CommandContext(ctx, bin, "redeploy", "--config", h.AgentYAML, "--image", o.images.V2, "--output", "json")
 		cmd.Env = append(os.Environ(), env...)
-		cmd.Stdout, cmd.Stderr = &out, &errOut
+		cmd.Stdout, cmd.Stderr = &out, io.MultiWriter(&errOut, progress)
 		runErr := cmd.Run()
 		var rep agent.Report
 		if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
@@ -243,6 +348,24 @@ func buildAt(ctx context.Context, rev, dir string) (string, error) {
 		return "", fmt.Errorf("build haroll at %s: %w: %s", rev, err, bytes.TrimSpace(out))
 	}
 	return bin, nil
+}
+
+// haproxyVersion is "HAProxy 2.6.12" for the haproxy the harness runs.
+func haproxyVersion(ctx context.Context) (string, error) {
+	bin, err := harness.FindHAProxy()
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.CommandContext(ctx, bin, "-v").Output()
+	if err != nil {
+		return "", fmt.Errorf("%s -v: %w", bin, err)
+	}
+	f := strings.Fields(string(out))
+	if len(f) < 3 {
+		return "", fmt.Errorf("%s -v: %q", bin, out)
+	}
+	version, _, _ := strings.Cut(f[2], "-")
+	return f[0] + " " + version, nil
 }
 
 // bootToReady starts a container of image n times and returns the median
@@ -294,58 +417,4 @@ func dockerCmd(ctx context.Context, args ...string) (string, error) {
 		return "", fmt.Errorf("docker %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}
 	return strings.TrimSpace(string(out)), nil
-}
-
-func ms(d time.Duration) string { return d.Round(10 * time.Millisecond).String() }
-
-func printComparison(outcomes []outcome, o options) {
-	fmt.Printf("\nReplacing 3 containers (v1 -> v2) behind HAProxy 2.6 under %d POST/s plus a 3 s request every 500 ms\n", o.rate)
-	fmt.Printf("(app: boot 1 s, health 503 for 0.5 s more, 0-30 ms latency; HAProxy inter %s rise %d; weights %v; %d cores)\n\n",
-		o.inter, o.rise, o.weights, runtime.NumCPU())
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "method\twall time (3 slots)\tfailed / total\tfailed 3 s requests\tweights after\terror")
-	for _, oc := range outcomes {
-		errText := "-"
-		if oc.err != nil {
-			errText = firstLine(oc.err.Error())
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d / %d\t%d / %d\t%s\t%s\n", oc.method.name, ms(oc.wall),
-			oc.load.Failed+oc.load.SlowFailed+oc.load.Dropped, oc.load.Sent+oc.load.SlowSent, oc.load.SlowFailed, oc.load.SlowSent, oc.weights, errText)
-	}
-	tw.Flush()
-	for _, oc := range outcomes {
-		if len(oc.load.Errors) > 0 {
-			fmt.Printf("  %s: %s\n", oc.method.name, strings.Join(oc.load.Errors, ", "))
-		}
-	}
-}
-
-// printSlots prints haroll's time per slot beside the slot's physical
-// limit: its drain + the app's boot-to-ready + one rise of HAProxy checks.
-func printSlots(outcomes []outcome, o options) {
-	rise := time.Duration(o.rise) * o.inter
-	fmt.Printf("\nharoll per slot against the limit = drain + boot-to-ready (%s) + rise x inter (%s)\n\n", ms(o.bootTime), ms(rise))
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "method\tslot\tdrain\tcreate*\tstop\tstart\tboot\taddress\tgate\trestore+cleanup\ttotal\tlimit\ttotal - limit")
-	for _, oc := range outcomes {
-		if oc.report == nil {
-			continue
-		}
-		for _, s := range oc.report.Slots {
-			p := s.Phases
-			limit := p[agent.PhaseDrain] + o.bootTime + rise
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%+d ms\n", oc.method.name, s.Slot,
-				ms(p[agent.PhaseDrain]), ms(p[agent.PhaseCreate]), ms(p[agent.PhaseStop]), ms(p[agent.PhaseStart]), ms(p[agent.PhaseBoot]),
-				ms(p[agent.PhaseAddress]), ms(p[agent.PhaseGate]), ms(p[agent.PhaseRestore]+p[agent.PhaseCleanup]),
-				ms(s.Total), ms(limit), (s.Total - limit).Milliseconds())
-		}
-	}
-	tw.Flush()
-	fmt.Println("\n* create runs while the old container drains, and so do start and boot when started first:")
-	fmt.Println("  the phases overlap, and total is the slot's wall time.")
-}
-
-func firstLine(s string) string {
-	s, _, _ = strings.Cut(s, "\n")
-	return s
 }
