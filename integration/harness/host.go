@@ -80,8 +80,10 @@ type HostOptions struct {
 	// backend declares its idle twin s<i>b, `disabled`, at the same weight,
 	// and the agent config gives the slot alt {server: s<i>b, port: P}.
 	// With FixedPorts P is a fixed loopback port of its own (free when the
-	// host starts), the alt server's address; otherwise P is 0 and the alt
-	// server starts at its primary's address, for the agent to re-point.
+	// host starts), the alt server's address. With EphemeralPorts P is 0,
+	// the servers are written ipv4@localhost:<port> (a host name: a reload
+	// keeps the address the agent re-points them at) and the alt server
+	// starts at its primary's address. Other addressings are refused.
 	// HAProxy gets a server-state-file (Host.StateFile) loaded at every
 	// (re)load.
 	Pairs bool
@@ -137,6 +139,9 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 			h.Close()
 		}
 	}()
+	if o.Pairs && o.Addressing != FixedPorts && o.Addressing != EphemeralPorts {
+		return h, fmt.Errorf("addressing %q: Pairs needs fixed or ephemeral ports (HAProxy keeps a re-pointed address over a reload only for a server written with a host name)", o.Addressing)
+	}
 	if o.Addressing == UserNetwork {
 		h.Network = o.Name + "-net"
 		args := []string{"network", "create", "--label", "haroll.test=1", h.Network}
@@ -183,6 +188,12 @@ func StartHost(ctx context.Context, o HostOptions) (h *Host, err error) {
 		addr, err := h.containerAddr(ctx, name)
 		if err != nil {
 			return h, err
+		}
+		if o.Pairs && o.Addressing == EphemeralPorts {
+			// The idle server is re-pointed at each new container: a reload
+			// keeps that address only for a server written with a host
+			// name (resolved at startup by init-addr last,libc).
+			addr = "ipv4@localhost:" + addr[strings.LastIndexByte(addr, ':')+1:]
 		}
 		srv := Server{Name: fmt.Sprintf("s%d", i+1), Addr: addr, Weight: w}
 		if o.ServerOptions != nil {
