@@ -47,7 +47,7 @@ func (r *replacement) waitServer(ctx context.Context, done func(runtime.ServerSt
 			st, err = a.haproxy.Server(ctx, s.Backend, s.Server)
 		}
 		switch {
-		case err != nil && ctx.Err() != nil:
+		case err != nil && ended(ctx):
 			return false, err // the wait ran out, perhaps during an outage
 		case transient(err):
 			down.see(r.log, err)
@@ -233,4 +233,15 @@ func (a *Agent) pollUntil(ctx context.Context, done func() (bool, error)) error 
 		case <-t.C:
 		}
 	}
+}
+
+// ended reports whether ctx is done or past its deadline: a call cut at the
+// deadline (a dial's i/o timeout) may return a moment before ctx's own timer
+// has fired, and is the wait running out, not HAProxy failing to answer.
+func ended(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
