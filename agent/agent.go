@@ -22,6 +22,9 @@ type Agent struct {
 	haproxy HAProxy
 	docker  Docker
 	log     *slog.Logger
+	// stateMu serialises saves of the servers' states (saveServerState):
+	// an older snapshot must never be renamed over a newer one.
+	stateMu sync.Mutex
 	// poll is how often HAProxy and the probe are asked while waiting.
 	poll time.Duration
 	// grace bounds the final restore and, beyond health.timeout, a rollback
@@ -193,12 +196,24 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 	if req.MaxSurge > 0 {
 		maxSurge = req.MaxSurge
 	}
-	pairs := newPairRuns(maxSurge, cleanup)
+	results := make([]*replaceResult, len(plans))
+	starts := make([]time.Time, len(plans))
+	// Every slot's result goes into the history as soon as it ends (a
+	// pair's after its retirement): a crash later must not lose it.
+	var histMu sync.Mutex
+	record := func(p plan, r replaceResult, start time.Time) {
+		histMu.Lock()
+		defer histMu.Unlock()
+		a.recordHistory(hist, req, p, r, start)
+	}
+	// A pair's save of the servers' states also writes those of a slot
+	// replaced beside it (drained, in MAINT): each such slot saves them again
+	// once it is done, and so does the end of the redeploy.
+	stateFiles := pairStateFiles(plans)
+	pairs := newPairRuns(maxSurge, cleanup, func(i int, r replaceResult) { record(plans[i], r, starts[i]) })
 	var failed error
 	var notRun string // why the slots left are not run, when a fence stops them
 	var replaced []string
-	results := make([]*replaceResult, len(plans))
-	starts := make([]time.Time, len(plans))
 	for i, p := range plans {
 		surge := p.pair != nil && !p.skip && failed == nil
 		if surge {
@@ -236,6 +251,7 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 		if p.skip {
 			events(Event{Slot: p.slot.Name, Phase: PhaseSkip, Start: starts[i], Detail: "already runs " + req.Image})
 			results[i] = &replaceResult{report: SlotReport{Slot: p.slot.Name, Result: ResultSkipped, OldContainer: p.old.ID, Weight: p.weight}}
+			record(p, *results[i], starts[i])
 			continue
 		}
 		replace := a.replace
@@ -244,6 +260,8 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 		}
 		r := replace(ctx, p, req.Image, events, cleanup)
 		results[i] = &r
+		record(p, r, starts[i])
+		a.resaveStates(ctx, stateFiles)
 		if r.err != nil {
 			failed = fmt.Errorf("slot %s: %w", p.slot.Name, r.err)
 		} else {
@@ -254,12 +272,9 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 	if failed == nil {
 		failed = pairs.failed()
 	}
-	for i, p := range plans {
-		r := results[i]
+	a.resaveStates(ctx, stateFiles)
+	for _, r := range results {
 		rep.Slots = append(rep.Slots, r.report)
-		if r.report.Result != ResultNotRun {
-			a.recordHistory(hist, req, p, *r, starts[i])
-		}
 	}
 	cleanup.close()
 	rep.Total = time.Since(begin)

@@ -353,6 +353,13 @@ func (r *replacement) retire(ctx context.Context, c *cleaner) error {
 		detail, err := r.awaitDrain(ctx)
 		return detail + " (old side " + s.Server + ")", err
 	}); err != nil {
+		if r.inMaint() {
+			// The states saved last have the old side live: a reload
+			// before the recovery must not bring it back.
+			if serr := r.saveState(ctx); serr != nil {
+				err = fmt.Errorf("%w; %w", err, serr)
+			}
+		}
 		return fmt.Errorf("the old side %s/%s, in maintenance now, did not drain: %w; the new side serves at full weight, the old container runs on for its sessions, and the journal in %s is kept: `haroll recover` (or the agent's next start) finishes it", s.Backend, s.Server, err, a.cfg.StateDir)
 	}
 	// The idle side keeps the slot's weight for its next turn; in
@@ -459,13 +466,35 @@ func (r *replacement) saveState(ctx context.Context) error {
 	return nil
 }
 
+// pairStateFiles are the state files the pair slots of plans save.
+func pairStateFiles(plans []plan) []string {
+	var files []string
+	for _, p := range plans {
+		if p.pair != nil && p.pair.stateFile != "" && !slices.Contains(files, p.pair.stateFile) {
+			files = append(files, p.pair.stateFile)
+		}
+	}
+	return files
+}
+
+// resaveStates saves the servers' states to files again, once a slot that a
+// pair's save may have caught mid-replacement is done.
+func (a *Agent) resaveStates(ctx context.Context, files []string) {
+	for _, f := range files {
+		if err := a.saveServerState(context.WithoutCancel(ctx), f); err != nil {
+			a.log.Error("the servers' states could not be saved again: until the next save, a reload would load those of a moment when a slot was being replaced", "file", f, "error", err)
+		}
+	}
+}
+
 // pairRuns runs the surges of a redeploy's blue/green slots, at most
 // max_surge at once, and their retirements in the background: the old side
 // of one slot drains while the next slot surges, its capacity being whole
 // already.
 type pairRuns struct {
-	cleaner     *cleaner      // the redeploy's, for old containers not removed
-	sem         chan struct{} // one per surge under way
+	cleaner     *cleaner                     // the redeploy's, for old containers not removed
+	ended       func(i int, r replaceResult) // a slot's surge and retirement ended
+	sem         chan struct{}                // one per surge under way
 	surges      sync.WaitGroup
 	retirements sync.WaitGroup
 
@@ -477,8 +506,8 @@ type pairRuns struct {
 	panicked any
 }
 
-func newPairRuns(maxSurge int, c *cleaner) *pairRuns {
-	return &pairRuns{cleaner: c, sem: make(chan struct{}, max(maxSurge, 1))}
+func newPairRuns(maxSurge int, c *cleaner, ended func(i int, r replaceResult)) *pairRuns {
+	return &pairRuns{cleaner: c, ended: ended, sem: make(chan struct{}, max(maxSurge, 1))}
 }
 
 // acquire waits for room for one more surge; start or release gives it back.
@@ -535,8 +564,8 @@ func (pr *pairRuns) fail(err error) {
 func (pr *pairRuns) start(ctx context.Context, a *Agent, i int, p plan, image string, events func(Event), results []*replaceResult) {
 	pr.surges.Add(1)
 	go func() {
-		if ret := pr.surge(ctx, a, p, image, events, &results[i]); ret != nil {
-			pr.retire(ctx, p, results[i], ret)
+		if ret := pr.surge(ctx, a, p, image, events, &results[i], i); ret != nil {
+			pr.retire(ctx, p, results[i], ret, i)
 		}
 	}()
 }
@@ -544,13 +573,14 @@ func (pr *pairRuns) start(ctx context.Context, a *Agent, i int, p plan, image st
 // surge runs p's surge, puts its result in *out and frees its place; when
 // it succeeded, the retirement is counted before the surge ends, so that
 // wait sees it.
-func (pr *pairRuns) surge(ctx context.Context, a *Agent, p plan, image string, events func(Event), out **replaceResult) *replacement {
+func (pr *pairRuns) surge(ctx context.Context, a *Agent, p plan, image string, events func(Event), out **replaceResult, i int) *replacement {
 	defer pr.surges.Done()
 	defer pr.release()
 	defer pr.catch() // first: a panic is kept before the surge counts as ended
 	res, ret := a.replacePair(ctx, p, image, events)
 	*out = &res
 	if res.err != nil {
+		pr.ended(i, res)
 		pr.fail(fmt.Errorf("slot %s: %w", p.slot.Name, res.err))
 		return nil
 	}
@@ -564,9 +594,10 @@ func (pr *pairRuns) surge(ctx context.Context, a *Agent, p plan, image string, e
 }
 
 // retire runs the retirement ret of p's old side and adds it to res.
-func (pr *pairRuns) retire(ctx context.Context, p plan, res *replaceResult, ret *replacement) {
+func (pr *pairRuns) retire(ctx context.Context, p plan, res *replaceResult, ret *replacement, i int) {
 	defer pr.retirements.Done()
 	defer pr.catch()
+	defer func() { pr.ended(i, *res) }()
 	begin := time.Now()
 	err := ret.retire(ctx, pr.cleaner)
 	for ph, d := range ret.report.Phases {
@@ -636,15 +667,70 @@ func (a *Agent) recoverRetirement(ctx context.Context, slot SlotConfig, j Journa
 	r := a.newReplacement(pairPlanOf(slot, e, e.Pair.Live), e.Image, a.observed(nil))
 	r.journal, r.e = j, e
 	r.log.Warn("recovering the retirement of a blue/green slot's old side, cut off by a crash", "phase", e.Phase)
+	// The new side must serve before the old one is drained any further: a
+	// reload since may have loaded states with it in maintenance, or its
+	// container may have died. It is proven again under the surge's journal.
+	ns := a.newReplacement(pairPlanOf(slot, e, e.Pair.Idle), e.Image, a.observed(nil))
+	ns.journal = a.pairJournal(surgeJournal, slot.Name)
+	ns.e = e
+	ns.e.Phase, ns.e.DrainMode, ns.e.Drained, ns.e.Maint, ns.e.Proven = PhaseRestore, DrainWeight, true, false, true
+	if err := ns.journal.Write(ns.e); err != nil {
+		return "", err
+	}
+	stopGuard := ns.guard(ctx)
+	err := ns.reprove(ctx)
+	if err == nil {
+		_ = ns.hold(func() error { ns.serving = ns.finalWeight(); return nil })
+		_, err = ns.giveBack(ctx, ns.finalWeight())
+		if err == nil {
+			err = ns.saveState(ctx)
+		}
+	}
+	stopGuard()
+	if err != nil {
+		if transient(err) || ctx.Err() != nil {
+			return "", fmt.Errorf("checking the new side %s before its old side is retired: %w (the journals are kept: the next recovery tries again)", e.Pair.Idle, err)
+		}
+		return a.reviveOldSide(ctx, r, ns, err)
+	}
 	if err := r.retire(ctx, nil); err != nil {
 		return "", err
 	}
-	// A crash between journaling the retirement and forgetting the surge
-	// leaves the surge's journal: it is finished.
-	if err := a.pairJournal(surgeJournal, slot.Name).Clear(); err != nil {
+	if err := ns.journal.Clear(); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("slot %s: finished the retirement of the old side %s (cut off in phase %s); %s serves", slot.Name, e.Pair.Live, e.Phase, e.Pair.Idle), nil
+}
+
+// reviveOldSide puts a pair back on its old side when the new side, proven
+// before a crash cut its old side's retirement off, fails now: the old
+// server (whose container is not removed before the retirement's end) is
+// proven by fresh checks and given its weight, then the new side is undone
+// as a failed surge is.
+func (a *Agent) reviveOldSide(ctx context.Context, old, ns *replacement, cause error) (string, error) {
+	old.log.Warn("the new side fails now: bringing the old side back", "error", cause)
+	if old.inMaint() {
+		hctx, cancel := context.WithTimeout(ctx, a.cfg.Health.Timeout)
+		_, err := old.freshCheck(hctx)
+		cancel()
+		if err != nil {
+			return "", fmt.Errorf("the new side %s fails (%v) and the old side %s could not be proven again: %w; the journals in %s are kept", ns.e.Pair.Idle, cause, old.e.Pair.Live, err, a.cfg.StateDir)
+		}
+	}
+	if _, err := old.giveBack(ctx, old.p.weight); err != nil {
+		return "", err
+	}
+	if err := old.journal.Clear(); err != nil {
+		return "", err
+	}
+	_ = ns.hold(func() error { ns.serving = 0; return nil })
+	if err := ns.record(PhaseGate, func(e *Entry) { e.Proven = false }); err != nil {
+		return "", err
+	}
+	if err := ns.rollbackSurge(ctx, cause); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("slot %s: the new side %s failed after the crash (%v): back on the old side %s", old.p.slot.Name, ns.e.Pair.Idle, cause, old.e.Pair.Live), nil
 }
 
 func (a *Agent) recoverSurge(ctx context.Context, slot SlotConfig, j Journal, e Entry) (string, error) {

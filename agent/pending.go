@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/haroll/haroll/docker"
@@ -244,17 +245,21 @@ func (a *Agent) Abandon(ctx context.Context, origin string) (Abandoned, error) {
 		return Abandoned{}, err
 	}
 	defer lock.Release()
-	j := Journal{dir: a.cfg.StateDir}
-	e, err := j.Read()
+	j, e, err := a.abandonable()
 	if err != nil {
 		return Abandoned{}, err
-	}
-	if e == nil {
-		return Abandoned{}, fmt.Errorf("%w: there is no journal in %s, so there is nothing to abandon", ErrNothingPending, a.cfg.StateDir)
 	}
 	s, ok := a.slot(e.Slot)
 	if !ok {
 		return Abandoned{}, fmt.Errorf("the journal names slot %q, which is no longer configured: put it back in the config, so that haroll knows its server and can take it out of every selection first", e.Slot)
+	}
+	if e.Pair != nil {
+		// The server a blue/green half holds: the idle side a surge
+		// brings up, the old side a retirement drains.
+		s.Server = e.Pair.Idle
+		if j.name != "" && strings.HasPrefix(j.name, retireJournal) {
+			s.Server = e.Pair.Live
+		}
 	}
 	if !e.Proven {
 		rw := a.newReplacement(plan{slot: s, old: docker.Container{ID: e.OldID, Image: e.OldImage}, weight: e.Weight, state: e.State, addr: e.Addr}, e.Image, a.observed(nil))
@@ -276,6 +281,25 @@ func (a *Agent) Abandon(ctx context.Context, origin string) (Abandoned, error) {
 	out.Server = a.serverState(ctx, s)
 	out.Next = a.afterAbandon(s, *e, out.Pending)
 	return out, nil
+}
+
+// abandonable is the journal Abandon drops: the single-slot one, else the
+// first half of a blue/green redeploy (a surge's, then a retirement's).
+func (a *Agent) abandonable() (Journal, *Entry, error) {
+	j := Journal{dir: a.cfg.StateDir}
+	e, err := j.Read()
+	if err != nil || e != nil {
+		return j, e, err
+	}
+	for _, kind := range []string{surgeJournal, retireJournal} {
+		for _, s := range a.cfg.Slots {
+			pj := a.pairJournal(kind, s.Name)
+			if e, err := pj.Read(); err != nil || e != nil {
+				return pj, e, err
+			}
+		}
+	}
+	return j, nil, fmt.Errorf("%w: there is no journal in %s, so there is nothing to abandon", ErrNothingPending, a.cfg.StateDir)
 }
 
 // afterAbandon is what the operator must do once the entry is abandoned.

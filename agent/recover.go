@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/haroll/haroll/docker"
+	"github.com/haroll/haroll/runtime"
 )
 
 // ErrRecovered is the cause given to a rollback done on behalf of a
@@ -215,6 +216,16 @@ func (r *replacement) reprove(ctx context.Context) error {
 		if err := a.checkServing(ctx, s); err != nil {
 			r.log.Warn("the server already serves the new container: no forced check, since the backend could not do without it", "reason", err)
 			return nil
+		}
+	}
+	// A reload that loaded a server-state file saved while the server was
+	// in maintenance (a blue/green slot's new side, proven before the
+	// crash) has it there again: the gate takes it out into `health down`.
+	if adm, err := a.haproxy.Admin(ctx, s.Backend, s.Server); err != nil {
+		return err
+	} else if adm.State == runtime.StateMaint && !r.inMaint() {
+		if err := r.record(r.e.Phase, func(e *Entry) { e.Maint = true }); err != nil {
+			return err
 		}
 	}
 	_, err = r.freshCheck(healthCtx)

@@ -206,7 +206,13 @@ func addrNotKept(addr, initAddr string) string {
 // there keeps its mode and owner (HAProxy, maybe running as another user,
 // must read it); a new one is 0644. A reply that does not read as a state
 // file (runtime.ErrMalformed) replaces nothing.
+//
+// Saves are serialised, from the dump to the rename: two at once (one slot's
+// retirement beside the next one's surge) could otherwise leave the older
+// snapshot on disk.
 func (a *Agent) saveServerState(ctx context.Context, path string) error {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
 	text, err := a.haproxy.ServersState(ctx)
 	if err != nil {
 		return fmt.Errorf("save server state to %s: %w", path, err)

@@ -94,10 +94,17 @@ func (a *Agent) Status(ctx context.Context) ([]SlotStatus, error) {
 		server := s.Server
 		if s.pair() {
 			st.AltServer = s.Alt.Server
-			if live, err := a.liveSide(ctx, s); err != nil {
-				errs = append(errs, err.Error())
-			} else {
+			live, err := a.liveSide(ctx, s)
+			switch {
+			case err == nil:
 				st.LiveServer, server = live, live
+			case e != nil && e.Pair != nil:
+				// Mid-redeploy both sides may serve (or neither, for a
+				// moment): the figures are the old side's until it is
+				// retired, and Pending says what runs.
+				server = e.Pair.Live
+			default:
+				errs = append(errs, err.Error())
 			}
 		}
 		if srv, err := a.haproxy.Server(ctx, s.Backend, server); err != nil {
