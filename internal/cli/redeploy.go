@@ -39,7 +39,7 @@ refused, unless --break-claim.`,
 				return usageError("--image is required")
 			}
 			if maxSurge < 0 {
-				return usageError(fmt.Sprintf("--max-surge %d: want how many blue/green slots may be in their surge at once (1 or more; 0 leaves the agent's max_surge)", maxSurge))
+				return usageError("--max-surge %d: want how many blue/green slots may be in their surge at once (1 or more; 0 leaves the agent's max_surge)", maxSurge)
 			}
 			a, closeAgent, err := prepare(cmd, output)
 			if err != nil {
