@@ -24,7 +24,16 @@ DOCKER_ONLY := TestADockerDaemonRestartMidReplacement|TestAStalledImagePull|Test
 # The coordinator's tests (fleets of hosts driven over gRPC): what they ask of each host is the
 # replacement every other test runs against 3.0, so the 3.0 pass skips them too (CI's time).
 COORDINATOR := TestFleetRollout|TestFleetOps|TestCanaryRollout|TestResumeAfterTheCoordinatorIsKilled|TestNetworkCut|TestAgentMetricsCountARedeployThroughTheDaemon
-SKIP_30 := $(DOCKER_ONLY)|$(COORDINATOR)
+# Tests of the agent's own recovery, whose HAProxy side (set weight, maint, ready, addr, show stat
+# and servers state) every other test runs against 3.0; 2.6 runs them (CI's time), one reason each:
+#   TestSIGKILLInEachPhase...: the agent's journal and recover after a SIGKILL.
+#   TestHAProxyOrDockerNotAnswering...: a socket switch in front of HAProxy and Docker; the agent's
+#     timeouts and rollback, the same whatever answers behind the switch.
+#   TestARollbackWaitsForAStoppingOldContainer...: Docker's stop grace of the old container.
+#   TestARedeployOfAWorkingImageTakesOver...: the take-over of a slot whose container Docker removed.
+#   TestAPostReplaceHook...: the agent's hook runner and the rollback it triggers.
+AGENT_ONLY := TestSIGKILLInEachPhaseLeavesEverySlotServing|TestHAProxyOrDockerNotAnsweringMidReplacement|TestARollbackWaitsForAStoppingOldContainerBeforeReviving|TestARedeployOfAWorkingImageTakesOverASlotWhoseOldContainerWasRemoved|TestAPostReplaceHookThatFailsRollsTheSlotBack
+SKIP_30 := $(DOCKER_ONLY)|$(COORDINATOR)|$(AGENT_ONLY)
 
 # Every step must pass: unformatted files, vet findings or a failing test fail make.
 test:

@@ -82,3 +82,13 @@ func requireDeps(t *testing.T) {
 		t.Skip(skipReason)
 	}
 }
+
+// Parallel cases: the cases of a test that each start a host of their own
+// and spend their time waiting (a drain held by 3-second requests, a boot,
+// an outage, a container's shutdown grace) call t.Parallel, so that go test
+// runs two of them at once (-parallel defaults to GOMAXPROCS, 2 on CI's
+// machine). Their loads together leave the machine well under its 2 cores,
+// and every assertion stays the case's own: its host, its load, its
+// haroll. Tests that compare timings against a measurement of the machine
+// (a plain reload's cost), share one fleet, or restart a Docker daemon stay
+// serial.

@@ -83,6 +83,7 @@ func TestARollbackWaitsForAStoppingOldContainerBeforeReviving(t *testing.T) {
 		{"SIGKILL, then recover", syscall.SIGKILL},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // a host of its own: beside another case (main_test.go)
 			h := startHostWith(t, harness.FixedPorts, func(o *harness.HostOptions) {
 				o.ExtraRunArgs = func(int) []string { return []string{"-e", "SHUTDOWN_DELAY=" + shutdownDelay.String()} }
 			})

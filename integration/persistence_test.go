@@ -253,6 +253,7 @@ func TestPersistentClientsLoseNothing(t *testing.T) {
 			{agent.StrategyStartFirst, harness.EphemeralPorts},
 		} {
 			t.Run(p.name+"/"+layout.strategy, func(t *testing.T) {
+				t.Parallel() // a host of its own: beside another case (main_test.go)
 				h := startPersistentHost(t, layout.addressing, p, layout.strategy)
 				old := takeSnapshot(t, h).containers
 				var run timedRun

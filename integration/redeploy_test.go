@@ -196,6 +196,7 @@ func TestRedeployToANewAddressPointsHAProxyAtIt(t *testing.T) {
 	requireDeps(t)
 	for _, addressing := range []harness.Addressing{harness.EphemeralPorts, harness.UserNetwork} {
 		t.Run(string(addressing), func(t *testing.T) {
+			t.Parallel() // a host of its own: beside another case (main_test.go)
 			h := startHost(t, addressing)
 			before, err := h.Servers(context.Background())
 			if err != nil {
