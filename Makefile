@@ -11,7 +11,9 @@ build:
 	$(GO) build -o bin/haroll ./cmd/haroll
 
 # Every package runs with -race against HAProxy 2.6 (Debian 12's /usr/sbin/haproxy, HAPROXY_BIN
-# emptied so nothing else is picked), except the integration package itself: it then runs alone,
+# emptied so nothing else is picked), packaging first (go test starts the packages in the order given,
+# two at a time, and its test, a compile of haroll as `make dist` does, is the longest), except the
+# integration package itself: it then runs alone,
 # so that its load tests have the 2 cores to themselves, without -race (the code under test there is
 # the haroll binary it builds, which is never race-built; its own helpers, harness and loadgen, run
 # under -race in the first step). Then ./integration/... again against HAProxy 3.0 LTS: HAPROXY30,
@@ -40,7 +42,7 @@ test:
 	@unformatted="$$(gofmt -l .)"; \
 	if [ -n "$$unformatted" ]; then echo "gofmt: these files need formatting (run gofmt -w):"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
-	HAPROXY_BIN= $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/integration$$')
+	HAPROXY_BIN= $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./packaging; $(GO) list ./... | grep -v -e '/integration$$' -e '/packaging$$')
 	@echo "make test: integration tests against $$( (/usr/sbin/haproxy -v || haproxy -v) 2>/dev/null | head -n 1)"
 	HAPROXY_BIN= $(GO) test -count=1 -timeout 25m ./integration/
 	@if [ -x '$(HAPROXY30)' ]; then \
