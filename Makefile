@@ -14,7 +14,8 @@ build:
 # emptied so nothing else is picked), packaging first (go test starts the packages in the order given,
 # two at a time, and its test, a compile of haroll as `make dist` does, is the longest), except the
 # integration package itself: it then runs alone,
-# so that its load tests have the 2 cores to themselves, without -race (the code under test there is
+# so that its load tests have the 2 cores to themselves (main_test.go says which of them run two at
+# once: those that mostly wait, each on a host of its own), without -race (the code under test there is
 # the haroll binary it builds, which is never race-built; its own helpers, harness and loadgen, run
 # under -race in the first step). Then ./integration/... again against HAProxy 3.0 LTS: HAPROXY30,
 # the wrapper .ci/deps installs (Debian 13's package unpacked beside 2.6), through HAPROXY_BIN.

@@ -83,12 +83,14 @@ func requireDeps(t *testing.T) {
 	}
 }
 
-// Parallel cases: the cases of a test that each start a host of their own
-// and spend their time waiting (a drain held by 3-second requests, a boot,
-// an outage, a container's shutdown grace) call t.Parallel, so that go test
-// runs two of them at once (-parallel defaults to GOMAXPROCS, 2 on CI's
-// machine). Their loads together leave the machine well under its 2 cores,
-// and every assertion stays the case's own: its host, its load, its
-// haroll. Tests that compare timings against a measurement of the machine
-// (a plain reload's cost), share one fleet, or restart a Docker daemon stay
-// serial.
+// Parallel cases: the tests, and the cases of a test, that each start a host
+// of their own and spend their time waiting (a drain held by 3-second
+// requests, a boot or a health timeout, an outage, a stalled pull, a
+// container's shutdown grace) call t.Parallel, so that go test runs two of
+// them at once (-parallel defaults to GOMAXPROCS, 2 on CI's machine): the
+// cases beside each other within their test, the tests after every serial
+// one. Their loads together leave the machine well under its 2 cores, and
+// every assertion stays the test's own: its host, its load, its haroll.
+// Tests that compare a measurement of the machine (a plain reload's or
+// restart's cost, a pid namespace's processes), share one fleet, or restart
+// a Docker daemon stay serial.

@@ -161,6 +161,7 @@ func assertNoLoss(t *testing.T, res loadgen.Result) {
 
 func TestRedeployOnFixedPortsLosesNoRequest(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a host of its own: beside another test (main_test.go)
 	h := startHost(t, harness.FixedPorts)
 	var out string
 	res := underLoad(t, h, func() {
@@ -246,6 +247,7 @@ func TestRedeployToANewAddressPointsHAProxyAtIt(t *testing.T) {
 
 func TestABrokenImageIsRolledBackWithoutLoss(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a host of its own: beside another test (main_test.go)
 	h := startHost(t, harness.FixedPorts)
 	before := takeSnapshot(t, h)
 	var out string
@@ -264,6 +266,7 @@ func TestABrokenImageIsRolledBackWithoutLoss(t *testing.T) {
 
 func TestBadInputChangesNothing(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a host of its own: beside another test (main_test.go)
 	h := startHost(t, harness.FixedPorts)
 	before := takeSnapshot(t, h)
 	for _, tc := range []struct {
