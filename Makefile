@@ -45,11 +45,11 @@ test:
 	$(GO) vet ./...
 	HAPROXY_BIN= $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./packaging; $(GO) list ./... | grep -v -e '/integration$$' -e '/packaging$$')
 	@echo "make test: integration tests against $$( (/usr/sbin/haproxy -v || haproxy -v) 2>/dev/null | head -n 1)"
-	HAPROXY_BIN= $(GO) test -count=1 -timeout 25m ./integration/
+	HAPROXY_BIN= $(GO) test -count=1 -parallel 2 -timeout 25m ./integration/
 	@if [ -x '$(HAPROXY30)' ]; then \
 		echo "make test: integration tests again, against $$('$(HAPROXY30)' -v 2>&1 | head -n 1)"; \
-		echo "HAPROXY_BIN='$(HAPROXY30)' $(GO) test -count=1 -timeout 20m -skip '$(SKIP_30)' ./integration/..."; \
-		HAPROXY_BIN='$(HAPROXY30)' $(GO) test -count=1 -timeout 20m -skip '$(SKIP_30)' ./integration/...; \
+		echo "HAPROXY_BIN='$(HAPROXY30)' $(GO) test -count=1 -parallel 2 -timeout 20m -skip '$(SKIP_30)' ./integration/..."; \
+		HAPROXY_BIN='$(HAPROXY30)' $(GO) test -count=1 -parallel 2 -timeout 20m -skip '$(SKIP_30)' ./integration/...; \
 	elif [ -n "$$CI" ]; then \
 		echo "make test: ERROR: the HAProxy 3.0 wrapper $(HAPROXY30) is missing and CI is set (run .ci/deps)"; exit 1; \
 	else \

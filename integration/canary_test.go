@@ -55,6 +55,7 @@ func canaryWeights(h *harness.Host, stop <-chan struct{}) <-chan []int {
 
 func TestCanaryRollout(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a fleet of its own: beside another test (main_test.go)
 	f := startFleet(t)
 
 	t.Run("a canary that serves 5xx is caught by the analysis and rolled back, the rest of the fleet untouched", func(t *testing.T) {

@@ -170,6 +170,7 @@ func snapshotFleet(t *testing.T, f *harness.Fleet) fleetSnapshot {
 
 func TestFleetRollout(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a fleet of its own: beside another test (main_test.go)
 	f := startFleet(t)
 	before := snapshotFleet(t, f)
 
