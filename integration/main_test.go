@@ -92,5 +92,7 @@ func requireDeps(t *testing.T) {
 // Measured on CI's 2 cores, two of them together leave about half the CPU
 // idle, and every assertion stays the test's own: its host or fleet, its
 // load, its haroll. Tests that compare a measurement of the machine (a plain
-// reload's or restart's cost, a pid namespace's processes) or restart a
-// Docker daemon stay serial.
+// reload's or restart's cost, a pid namespace's processes), restart a
+// Docker daemon, or read which of two near-simultaneous events came first
+// (a coordinator's step timeout against the agent's reply to it) stay
+// serial.

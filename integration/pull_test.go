@@ -123,7 +123,6 @@ func TestAnInterruptedRedeployStopsItsPullAtOnceAndFreesTheHost(t *testing.T) {
 // and a resume finds the agent idle and asks it again.
 func TestACoordinatorThatGoesAwayDuringAPullFreesTheAgentAtOnce(t *testing.T) {
 	requireDeps(t)
-	t.Parallel() // a fleet of its own: beside another test (main_test.go)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	f, err := harness.StartFleet(ctx, harness.FleetOptions{
