@@ -11,8 +11,11 @@ build:
 	$(GO) build -o bin/haroll ./cmd/haroll
 
 # Every package runs with -race against HAProxy 2.6 (Debian 12's /usr/sbin/haproxy, HAPROXY_BIN
-# emptied so nothing else is picked), except the integration package itself: it then runs alone,
-# so that its load tests have the 2 cores to themselves, without -race (the code under test there is
+# emptied so nothing else is picked), packaging first (go test starts the packages in the order given,
+# two at a time, and its test, a compile of haroll as `make dist` does, is the longest), except the
+# integration package itself: it then runs alone,
+# so that its load tests have the 2 cores to themselves (main_test.go says which of them run two at
+# once: those that mostly wait, each on a host of its own), without -race (the code under test there is
 # the haroll binary it builds, which is never race-built; its own helpers, harness and loadgen, run
 # under -race in the first step). Then ./integration/... again against HAProxy 3.0 LTS: HAPROXY30,
 # the wrapper .ci/deps installs (Debian 13's package unpacked beside 2.6), through HAPROXY_BIN.
@@ -24,20 +27,29 @@ DOCKER_ONLY := TestADockerDaemonRestartMidReplacement|TestAStalledImagePull|Test
 # The coordinator's tests (fleets of hosts driven over gRPC): what they ask of each host is the
 # replacement every other test runs against 3.0, so the 3.0 pass skips them too (CI's time).
 COORDINATOR := TestFleetRollout|TestFleetOps|TestCanaryRollout|TestResumeAfterTheCoordinatorIsKilled|TestNetworkCut|TestAgentMetricsCountARedeployThroughTheDaemon
-SKIP_30 := $(DOCKER_ONLY)|$(COORDINATOR)
+# Tests of the agent's own recovery, whose HAProxy side (set weight, maint, ready, addr, show stat
+# and servers state) every other test runs against 3.0; 2.6 runs them (CI's time), one reason each:
+#   TestSIGKILLInEachPhase...: the agent's journal and recover after a SIGKILL.
+#   TestHAProxyOrDockerNotAnswering...: a socket switch in front of HAProxy and Docker; the agent's
+#     timeouts and rollback, the same whatever answers behind the switch.
+#   TestARollbackWaitsForAStoppingOldContainer...: Docker's stop grace of the old container.
+#   TestARedeployOfAWorkingImageTakesOver...: the take-over of a slot whose container Docker removed.
+#   TestAPostReplaceHook...: the agent's hook runner and the rollback it triggers.
+AGENT_ONLY := TestSIGKILLInEachPhaseLeavesEverySlotServing|TestHAProxyOrDockerNotAnsweringMidReplacement|TestARollbackWaitsForAStoppingOldContainerBeforeReviving|TestARedeployOfAWorkingImageTakesOverASlotWhoseOldContainerWasRemoved|TestAPostReplaceHookThatFailsRollsTheSlotBack
+SKIP_30 := $(DOCKER_ONLY)|$(COORDINATOR)|$(AGENT_ONLY)
 
 # Every step must pass: unformatted files, vet findings or a failing test fail make.
 test:
 	@unformatted="$$(gofmt -l .)"; \
 	if [ -n "$$unformatted" ]; then echo "gofmt: these files need formatting (run gofmt -w):"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
-	HAPROXY_BIN= $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/integration$$')
+	HAPROXY_BIN= $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./packaging; $(GO) list ./... | grep -v -e '/integration$$' -e '/packaging$$')
 	@echo "make test: integration tests against $$( (/usr/sbin/haproxy -v || haproxy -v) 2>/dev/null | head -n 1)"
-	HAPROXY_BIN= $(GO) test -count=1 -timeout 25m ./integration/
+	HAPROXY_BIN= $(GO) test -count=1 -parallel 2 -timeout 25m ./integration/
 	@if [ -x '$(HAPROXY30)' ]; then \
 		echo "make test: integration tests again, against $$('$(HAPROXY30)' -v 2>&1 | head -n 1)"; \
-		echo "HAPROXY_BIN='$(HAPROXY30)' $(GO) test -count=1 -timeout 20m -skip '$(SKIP_30)' ./integration/..."; \
-		HAPROXY_BIN='$(HAPROXY30)' $(GO) test -count=1 -timeout 20m -skip '$(SKIP_30)' ./integration/...; \
+		echo "HAPROXY_BIN='$(HAPROXY30)' $(GO) test -count=1 -parallel 2 -timeout 20m -skip '$(SKIP_30)' ./integration/..."; \
+		HAPROXY_BIN='$(HAPROXY30)' $(GO) test -count=1 -parallel 2 -timeout 20m -skip '$(SKIP_30)' ./integration/...; \
 	elif [ -n "$$CI" ]; then \
 		echo "make test: ERROR: the HAProxy 3.0 wrapper $(HAPROXY30) is missing and CI is set (run .ci/deps)"; exit 1; \
 	else \

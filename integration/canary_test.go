@@ -14,11 +14,11 @@ import (
 	"github.com/haroll/haroll/rollout"
 )
 
-// canaryRollout starts `haroll rollout` of image with host 1 as a canary at
-// 10% of its weight, its counters read every 500 ms for window.
-func canaryRollout(t *testing.T, f *harness.Fleet, image string, window time.Duration, extra ...string) (*exec.Cmd, *bytes.Buffer) {
+// canaryRollout starts `haroll rollout` of image by batch with host 1 as a
+// canary at 10% of its weight, its counters read every 500 ms for window.
+func canaryRollout(t *testing.T, f *harness.Fleet, image, batch string, window time.Duration, extra ...string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
-	args := append([]string{"rollout", "--config", f.CoordinatorYAML, "--image", image, "--batch", "35%",
+	args := append([]string{"rollout", "--config", f.CoordinatorYAML, "--image", image, "--batch", batch,
 		"--canary", "1", "--canary-weight", "10%", "--canary-window", window.String()}, extra...)
 	cmd := exec.Command(harollBin, args...)
 	cmd.Env = append(os.Environ(), "HAROLL_CANARY_INTERVAL=500ms", "HAROLL_CANARY_MIN_REQUESTS=20")
@@ -55,6 +55,7 @@ func canaryWeights(h *harness.Host, stop <-chan struct{}) <-chan []int {
 
 func TestCanaryRollout(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a fleet of its own: beside another test (main_test.go)
 	f := startFleet(t)
 
 	t.Run("a canary that serves 5xx is caught by the analysis and rolled back, the rest of the fleet untouched", func(t *testing.T) {
@@ -63,7 +64,10 @@ func TestCanaryRollout(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 		stopWeights := make(chan struct{})
 		seen := canaryWeights(f.Hosts[0], stopWeights)
-		cmd, out := canaryRollout(t, f, images.Faulty, 8*time.Second)
+		// A 5 s window is the healthy canary's below: at host 1's 60
+		// requests/s its canary server (weight 1 of 9) serves about 30 in it,
+		// over the 20 the analysis needs to judge.
+		cmd, out := canaryRollout(t, f, images.Faulty, "35%", 5*time.Second)
 		err := cmd.Wait()
 		close(stopWeights)
 		t.Logf("haroll rollout:\n%s", out)
@@ -119,7 +123,10 @@ func TestCanaryRollout(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 		stopWeights := make(chan struct{})
 		seen := canaryWeights(f.Hosts[0], stopWeights)
-		cmd, out := canaryRollout(t, f, images.V2, 5*time.Second, "--pause")
+		// After the canary the other 3 hosts go in one batch: the batch
+		// limit itself is TestFleetRollout's (35%, 2 batches); here one
+		// batch after the promote shows the rollout goes on.
+		cmd, out := canaryRollout(t, f, images.V2, "75%", 5*time.Second, "--pause")
 		deadline := time.Now().Add(2 * time.Minute)
 		for {
 			st, err := rollout.ReadState(f.StateFile)

@@ -375,6 +375,7 @@ func lockedPairs(t *testing.T, f *harness.Fleet, configA, configB string, lockWa
 // `haroll rollout rollback`, and the agents' history across a restart.
 func TestFleetOpsFileStore(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a fleet of its own: beside another test (main_test.go)
 	f := startOpsFleet(t, nil)
 	config := opsConfig(t, f, "")
 	before, _ := lockedPairs(t, f, config, config, true)
@@ -556,6 +557,7 @@ func countRows(rows []historyRow, match func(historyRow) bool) int {
 // rollout before any drain.
 func TestFleetOpsPrepullAndOnFailure(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a fleet of its own: beside another test (main_test.go)
 	v3 := imageV3(t)
 	d := startDockerd(t, images.Broken)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -676,6 +678,7 @@ var stepEnd = regexp.MustCompile(`^batch 1/\d+ step 1/\d+ \S+\s+end: `)
 // resumed on the other, and etcd going away mid-rollout.
 func TestFleetOpsEtcd(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a fleet of its own: beside another test (main_test.go)
 	e := etcdtest.Start(t, etcdtest.Options{TLS: true})
 	f := startOpsFleet(t, nil)
 	machineA, machineB := opsConfig(t, f, etcdConfig(e)), opsConfig(t, f, etcdConfig(e))

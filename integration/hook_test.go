@@ -17,6 +17,7 @@ import (
 // serving.
 func TestAPostReplaceHookThatFailsRollsTheSlotBack(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a host of its own: beside another test (main_test.go)
 	h := startHost(t, harness.FixedPorts)
 	dir := t.TempDir()
 	seen := filepath.Join(dir, "seen")

@@ -38,6 +38,7 @@ func TestSIGKILLInEachPhaseLeavesEverySlotServing(t *testing.T) {
 	requireDeps(t)
 	for _, mode := range []string{"daemon", "in-process"} {
 		t.Run(mode, func(t *testing.T) {
+			t.Parallel() // a host and agent of its own: beside the other (main_test.go)
 			h := startHost(t, harness.FixedPorts)
 			var agentProc *harness.AgentProcess
 			startAgent := func() {

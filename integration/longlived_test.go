@@ -49,6 +49,7 @@ func redeployWithEnv(t *testing.T, h *harness.Host, env ...string) (string, erro
 
 func TestSessionsThatNeverEndFailTheDrainCleanlyByDefault(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a host of its own: beside another test (main_test.go)
 	h := startHost(t, harness.FixedPorts)
 	before := takeSnapshot(t, h)
 	holdSessions(t, h, 15)
@@ -64,6 +65,7 @@ func TestSessionsThatNeverEndFailTheDrainCleanlyByDefault(t *testing.T) {
 
 func TestOnTimeoutShutdownCutsTheSessionsAndReplaces(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a host of its own: beside another test (main_test.go)
 	h := startHost(t, harness.FixedPorts)
 	ended := holdSessions(t, h, 15)
 	out, err := redeployWithEnv(t, h, "HAROLL_DRAIN_TIMEOUT=2s", "HAROLL_DRAIN_ON_TIMEOUT=shutdown")

@@ -82,3 +82,17 @@ func requireDeps(t *testing.T) {
 		t.Skip(skipReason)
 	}
 }
+
+// Parallel cases: the tests, and the cases of a test, that each start a host
+// or a fleet of their own and spend their time waiting (a drain held by
+// 3-second requests, a boot or a health timeout, an outage, a stalled pull, a
+// container's shutdown grace, a rollout's batches) call t.Parallel, so that
+// go test runs two of them at once (make test passes -parallel 2): the cases
+// beside each other within their test, the tests after every serial one.
+// Measured on CI's 2 cores, two of them together leave about half the CPU
+// idle, and every assertion stays the test's own: its host or fleet, its
+// load, its haroll. Tests that compare a measurement of the machine (a plain
+// reload's or restart's cost, a pid namespace's processes), restart a
+// Docker daemon, or read which of two near-simultaneous events came first
+// (a coordinator's step timeout against the agent's reply to it) stay
+// serial.

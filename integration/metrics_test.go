@@ -51,6 +51,7 @@ func scrapeMetrics(t *testing.T, url string) (map[string]float64, time.Duration)
 // back from GET /metrics.
 func TestAgentMetricsCountARedeployThroughTheDaemon(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a host and agent of its own: beside another test (main_test.go)
 	h := startHost(t, harness.FixedPorts)
 	port, err := harness.FreePort()
 	if err != nil {

@@ -83,6 +83,7 @@ func TestARollbackWaitsForAStoppingOldContainerBeforeReviving(t *testing.T) {
 		{"SIGKILL, then recover", syscall.SIGKILL},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // a host of its own: beside another case (main_test.go)
 			h := startHostWith(t, harness.FixedPorts, func(o *harness.HostOptions) {
 				o.ExtraRunArgs = func(int) []string { return []string{"-e", "SHUTDOWN_DELAY=" + shutdownDelay.String()} }
 			})
@@ -141,6 +142,7 @@ func TestARollbackWaitsForAStoppingOldContainerBeforeReviving(t *testing.T) {
 // container.
 func TestAContainerCreatedWithRmIsNeverStoppedBeforeItsReplacementIsProven(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a host of its own: beside another test (main_test.go)
 	rm := func(o *harness.HostOptions) { o.ExtraRunArgs = func(int) []string { return []string{"--rm"} } }
 	t.Run("stop-first is refused", func(t *testing.T) {
 		h := startHostWith(t, harness.FixedPorts, rm)
@@ -186,6 +188,7 @@ func TestAContainerCreatedWithRmIsNeverStoppedBeforeItsReplacementIsProven(t *te
 // auto replaces them stop-first, and the replacement has the same addresses.
 func TestStaticIPAndMACAddressesAreKept(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a host of its own: beside another test (main_test.go)
 	octet := 100 + rand.IntN(150)
 	ip := func(i int) string { return fmt.Sprintf("10.213.%d.%d", octet, 11+i) }
 	mac := func(i int) string { return fmt.Sprintf("02:42:0a:d5:%02x:%02x", octet, 11+i) }

@@ -110,6 +110,7 @@ func TestHAProxyOrDockerNotAnsweringMidReplacement(t *testing.T) {
 			env: []string{"HAROLL_DOCKER_TIMEOUT=1s"}, want: "docker call timed out"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // a host and socket switch of its own: beside another case (main_test.go)
 			h := startHost(t, harness.FixedPorts)
 			dir := shortDir(t)
 			target, env := h.HAProxy.Socket, "HAROLL_HAPROXY_SOCKET="

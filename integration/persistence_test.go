@@ -253,6 +253,7 @@ func TestPersistentClientsLoseNothing(t *testing.T) {
 			{agent.StrategyStartFirst, harness.EphemeralPorts},
 		} {
 			t.Run(p.name+"/"+layout.strategy, func(t *testing.T) {
+				t.Parallel() // a host of its own: beside another case (main_test.go)
 				h := startPersistentHost(t, layout.addressing, p, layout.strategy)
 				old := takeSnapshot(t, h).containers
 				var run timedRun
@@ -277,6 +278,7 @@ func TestPersistentClientsLoseNothing(t *testing.T) {
 
 func TestABrokenImageOnAPersistentBackendIsRolledBackWithoutLoss(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a host of its own: beside another test (main_test.go)
 	h := startPersistentHost(t, harness.FixedPorts, cookiePersistence, "")
 	before := takeSnapshot(t, h)
 	res := pinnedLoad(t, h, cookiePersistence, func() {
@@ -455,6 +457,7 @@ func TestAReloadDuringPostReplaceExposesNoUnprovenContainer(t *testing.T) {
 
 func TestABackendWithOptionPersistIsRefusedAndNothingChanges(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a host of its own: beside another test (main_test.go)
 	h := startPersistentHost(t, harness.FixedPorts, persistence{
 		name: "option-persist", backend: "cookie SRV insert indirect nocache\noption persist",
 		server: cookiePersistence.server,

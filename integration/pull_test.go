@@ -45,6 +45,7 @@ func assertLockFree(t *testing.T, h *harness.Host) {
 
 func TestAStalledImagePullEndsAtPullTimeoutAndChangesNothing(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a host of its own: beside another test (main_test.go)
 	h := startHost(t, harness.FixedPorts)
 	reg, ref := stalledRegistry(t)
 	if err := h.AppendAgentConfig("docker:\n  pull_timeout: 7s\n"); err != nil {
@@ -83,6 +84,7 @@ func TestAStalledImagePullEndsAtPullTimeoutAndChangesNothing(t *testing.T) {
 
 func TestAnInterruptedRedeployStopsItsPullAtOnceAndFreesTheHost(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a host of its own: beside another test (main_test.go)
 	h := startHost(t, harness.FixedPorts)
 	reg, ref := stalledRegistry(t)
 	before := takeSnapshot(t, h)

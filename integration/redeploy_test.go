@@ -161,6 +161,7 @@ func assertNoLoss(t *testing.T, res loadgen.Result) {
 
 func TestRedeployOnFixedPortsLosesNoRequest(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a host of its own: beside another test (main_test.go)
 	h := startHost(t, harness.FixedPorts)
 	var out string
 	res := underLoad(t, h, func() {
@@ -196,6 +197,7 @@ func TestRedeployToANewAddressPointsHAProxyAtIt(t *testing.T) {
 	requireDeps(t)
 	for _, addressing := range []harness.Addressing{harness.EphemeralPorts, harness.UserNetwork} {
 		t.Run(string(addressing), func(t *testing.T) {
+			t.Parallel() // a host of its own: beside another case (main_test.go)
 			h := startHost(t, addressing)
 			before, err := h.Servers(context.Background())
 			if err != nil {
@@ -245,6 +247,7 @@ func TestRedeployToANewAddressPointsHAProxyAtIt(t *testing.T) {
 
 func TestABrokenImageIsRolledBackWithoutLoss(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a host of its own: beside another test (main_test.go)
 	h := startHost(t, harness.FixedPorts)
 	before := takeSnapshot(t, h)
 	var out string
@@ -263,6 +266,7 @@ func TestABrokenImageIsRolledBackWithoutLoss(t *testing.T) {
 
 func TestBadInputChangesNothing(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a host of its own: beside another test (main_test.go)
 	h := startHost(t, harness.FixedPorts)
 	before := takeSnapshot(t, h)
 	for _, tc := range []struct {

@@ -211,6 +211,7 @@ func logHAProxyTrouble(t *testing.T, f *harness.Fleet) {
 // slot) pair, and loses no request.
 func TestResumeAfterTheCoordinatorIsKilled(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a fleet of its own: beside another test (main_test.go)
 	f := startFleet(t)
 	logHAProxyTrouble(t, f)
 	config, state := coordinatorConfig(t, f, nil)
@@ -284,6 +285,7 @@ func TestResumeAfterTheCoordinatorIsKilled(t *testing.T) {
 // finishes or rolls back its slot on its own.
 func TestNetworkCutMidStepFailsItsHostSafely(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a fleet of its own: beside another test (main_test.go)
 	f := startFleet(t)
 	logHAProxyTrouble(t, f)
 	proxy, err := harness.StartProxy(f.Agents[0].Addr)

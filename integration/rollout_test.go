@@ -117,7 +117,10 @@ func (s *outSampler) finish() (maxHosts, maxPerHost int) {
 	return s.maxHosts, s.maxPerHost
 }
 
-// loadFleet sends load through every host's frontend.
+// loadFleet sends load through every host's frontend. Its stop ends every
+// host's load at once: each waits for its slow requests in flight (up to
+// 3 s), which one after the other would add up to 12 s of load past the
+// rollout on the last host.
 func loadFleet(f *harness.Fleet) func() []loadgen.Result {
 	var stops []func() loadgen.Result
 	for _, h := range f.Hosts {
@@ -126,10 +129,13 @@ func loadFleet(f *harness.Fleet) func() []loadgen.Result {
 		}))
 	}
 	return func() []loadgen.Result {
-		var res []loadgen.Result
-		for _, stop := range stops {
-			res = append(res, stop())
+		res := make([]loadgen.Result, len(stops))
+		var wg sync.WaitGroup
+		for i, stop := range stops {
+			wg.Add(1)
+			go func() { defer wg.Done(); res[i] = stop() }()
 		}
+		wg.Wait()
 		return res
 	}
 }
@@ -164,6 +170,7 @@ func snapshotFleet(t *testing.T, f *harness.Fleet) fleetSnapshot {
 
 func TestFleetRollout(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a fleet of its own: beside another test (main_test.go)
 	f := startFleet(t)
 	before := snapshotFleet(t, f)
 

@@ -20,6 +20,7 @@ import (
 // container per slot, every server UP at its weight, no journal.
 func TestARedeployOfAWorkingImageTakesOverASlotWhoseOldContainerWasRemoved(t *testing.T) {
 	requireDeps(t)
+	t.Parallel() // a host of its own: beside another test (main_test.go)
 	h := startHost(t, harness.FixedPorts)
 	ctx := context.Background()
 	ctrs, err := h.Containers(ctx)
