@@ -234,16 +234,16 @@ func TestSlotsDefaultToThoseTheFirstHostReports(t *testing.T) {
 }
 
 func TestAHangingAgentIsFailedAtTheStepTimeout(t *testing.T) {
-	for _, early := range []bool{false, true} {
-		t.Run(fmt.Sprintf("deadline answered by the agent first %v", early), func(t *testing.T) {
+	for _, early := range []string{"", "deadline exceeded", "canceled"} {
+		t.Run(fmt.Sprintf("deadline answered by the agent first with %q", early), func(t *testing.T) {
 			testAHangingAgentIsFailedAtTheStepTimeout(t, early)
 		})
 	}
 }
 
-func testAHangingAgentIsFailedAtTheStepTimeout(t *testing.T, early bool) {
+func testAHangingAgentIsFailedAtTheStepTimeout(t *testing.T, early string) {
 	f := newFleet(t, 3, "a", "b")
-	f.earlyDeadline = early
+	f.earlyDeadline, f.earlyCancel = early == "deadline exceeded", early == "canceled"
 	f.host("h2").hang["a"] = true
 	e := f.executor()
 	e.StepTimeout = 100 * time.Millisecond

@@ -16,8 +16,10 @@ import (
 // executor asked and how many replacements ran at once.
 type fakeFleet struct {
 	// earlyDeadline: a hanging agent answers DeadlineExceeded just before
-	// the step's deadline, as gRPC's server side may (set before a run).
-	earlyDeadline bool
+	// the step's deadline, as gRPC's server side may (set before a run);
+	// earlyCancel: Canceled instead, as an agent that saw its caller go
+	// while it pulled answers ("image pull cancelled").
+	earlyDeadline, earlyCancel bool
 	mu            sync.Mutex
 	hosts         map[string]*fakeAgent
 	calls         []call // Redeploy calls, in the order they started
@@ -235,9 +237,12 @@ func (a *fakeAgent) Redeploy(ctx context.Context, req *agentpb.RedeployRequest, 
 	if hang {
 		// The agent's end of the deadline (gRPC's grpc-timeout) may answer
 		// DeadlineExceeded a moment before the coordinator's own fires.
-		if d, ok := ctx.Deadline(); ok && a.fleet.earlyDeadline {
+		if d, ok := ctx.Deadline(); ok && (a.fleet.earlyDeadline || a.fleet.earlyCancel) {
 			select {
 			case <-time.After(time.Until(d) - 20*time.Millisecond):
+				if a.fleet.earlyCancel {
+					return nil, fmt.Errorf("%w: image pull cancelled after 1s: the caller went away", context.Canceled)
+				}
 				return nil, fmt.Errorf("%w: stream terminated by RST_STREAM with error code: CANCEL", context.DeadlineExceeded)
 			case <-ctx.Done():
 			}

@@ -99,11 +99,13 @@ func (r *run) redeploy(ctx, sctx context.Context, pos Event, h string, canary bo
 			sr.Phases[p] = d.AsDuration()
 		}
 	}
-	// The agent's end of the deadline (gRPC's grpc-timeout) may answer
-	// DeadlineExceeded a moment before this end's fires: that is the step
-	// timeout too.
+	// The agent's end of the deadline (gRPC's grpc-timeout) may answer a
+	// moment before this end's fires: DeadlineExceeded, or Canceled when
+	// the agent saw its caller go (a pull it stopped, "image pull
+	// cancelled"). Either is the step timeout too.
 	deadline, bounded := sctx.Deadline()
-	timedOut := sctx.Err() != nil || bounded && errors.Is(err, context.DeadlineExceeded) && time.Until(deadline) < time.Second
+	agentEnded := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+	timedOut := sctx.Err() != nil || bounded && agentEnded && time.Until(deadline) < time.Second
 	switch {
 	case err != nil && timedOut && ctx.Err() == nil:
 		err = fmt.Errorf("%w: no report within %s, the agent finishes or rolls back the slot on its own (or, still pulling the image, stops with nothing changed): %w", ErrStepTimeout, r.e.StepTimeout, err)
