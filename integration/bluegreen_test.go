@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,8 +8,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -440,32 +437,10 @@ func waitOneSideLive(t *testing.T, h *harness.Host, i int) string {
 // what it killed.
 func redeployAndKillPair(t *testing.T, h *harness.Host, image string, kp pairKillPoint, oldLive string, victim func(*exec.Cmd) *os.Process) string {
 	t.Helper()
-	cli := exec.Command(harollBin, "redeploy", "--config", h.AgentYAML, "--image", image, "--slot", "app-1")
-	stdout, err := cli.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli.Stderr = cli.Stdout
-	if err := cli.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cli, lines := startRedeploy(t, "--config", h.AgentYAML, "--image", image, "--slot", "app-1")
 	defer cli.Wait()
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
 	kill := func() string {
-		p := victim(cli)
-		_ = p.Signal(syscall.SIGKILL)
-		go func() {
-			for range lines {
-			}
-		}()
-		return "pid " + itoaPid(p.Pid)
+		return sigkill(victim(cli), lines)
 	}
 	deadline := time.After(time.Minute)
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -505,13 +480,7 @@ func TestAnHAProxyReloadMidSurgeLosesNothingAndTheStateFileKeepsTheNewSideLive(t
 	wallTime(t)
 	h := startPairHost(t, harness.FixedPorts, nil)
 	perReload := reloadCost(t, h, cookiePersistence)
-	var (
-		run     timedRun
-		mu      sync.Mutex
-		reloads []reloadWindow
-		whys    []string
-		wg      sync.WaitGroup
-	)
+	var run timedRun
 	reloadAt := func(rec map[string]any) (string, time.Duration) {
 		switch slot, phase := phaseDone(rec); {
 		case slot == "app-1" && phase == string(agent.PhaseBoot):
@@ -524,31 +493,15 @@ func TestAnHAProxyReloadMidSurgeLosesNothingAndTheStateFileKeepsTheNewSideLive(t
 		return "", 0
 	}
 	sampler := h.StartCapacitySampler(context.Background(), "", 50*time.Millisecond)
+	rl := &reloader{t: t, h: h, at: reloadAt}
 	res := pinnedLoad(t, h, cookiePersistence, func() {
-		run = runTimed(t, func(rec map[string]any) {
-			why, delay := reloadAt(rec)
-			if why == "" {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				time.Sleep(delay)
-				from := time.Now()
-				if err := h.HAProxy.Reload(context.Background()); err != nil {
-					t.Errorf("reload %s: %v", why, err)
-					return
-				}
-				mu.Lock()
-				reloads, whys = append(reloads, reloadWindow{from, time.Now()}), append(whys, why)
-				mu.Unlock()
-			}()
-		}, "redeploy", "--config", h.AgentYAML, "--image", images.V2, "--output", "json")
+		run = runTimed(t, rl.onLog, "redeploy", "--config", h.AgentYAML, "--image", images.V2, "--output", "json")
 		if run.err != nil {
 			t.Errorf("redeploy failed: %v", run.err)
 		}
-		wg.Wait()
+		rl.wg.Wait()
 	})
+	reloads, whys := rl.windows, rl.whys
 	c := sampler.Stop()
 	t.Logf("reloaded HAProxy %d times: %v", len(reloads), whys)
 	if len(reloads) != 3 {

@@ -97,11 +97,11 @@ func TestSIGKILLInEachPhaseLeavesEverySlotServing(t *testing.T) {
 	}
 }
 
-// redeployAndKill runs `haroll redeploy --slot app-1 --force` and SIGKILLs
-// victim at kp. It returns what it killed.
-func redeployAndKill(t *testing.T, h *harness.Host, image string, kp killPoint, victim func(*exec.Cmd) *os.Process) string {
+// startRedeploy starts `haroll redeploy` with args and returns it with its
+// output (stdout and stderr) line by line; the caller waits for it.
+func startRedeploy(t *testing.T, args ...string) (*exec.Cmd, <-chan string) {
 	t.Helper()
-	cli := exec.Command(harollBin, "redeploy", "--config", h.AgentYAML, "--image", image, "--slot", "app-1", "--force")
+	cli := exec.Command(harollBin, append([]string{"redeploy"}, args...)...)
 	stdout, err := cli.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +110,6 @@ func redeployAndKill(t *testing.T, h *harness.Host, image string, kp killPoint, 
 	if err := cli.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cli.Wait()
 	lines := make(chan string)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -119,6 +118,25 @@ func redeployAndKill(t *testing.T, h *harness.Host, image string, kp killPoint, 
 		}
 		close(lines)
 	}()
+	return cli, lines
+}
+
+// sigkill SIGKILLs p, reads the rest of lines away, and says what it killed.
+func sigkill(p *os.Process, lines <-chan string) string {
+	_ = p.Signal(syscall.SIGKILL)
+	go func() {
+		for range lines {
+		}
+	}()
+	return "pid " + itoaPid(p.Pid)
+}
+
+// redeployAndKill runs `haroll redeploy --slot app-1 --force` and SIGKILLs
+// victim at kp. It returns what it killed.
+func redeployAndKill(t *testing.T, h *harness.Host, image string, kp killPoint, victim func(*exec.Cmd) *os.Process) string {
+	t.Helper()
+	cli, lines := startRedeploy(t, "--config", h.AgentYAML, "--image", image, "--slot", "app-1", "--force")
+	defer cli.Wait()
 	deadline := time.After(time.Minute)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -130,13 +148,7 @@ func redeployAndKill(t *testing.T, h *harness.Host, image string, kp killPoint, 
 			}
 			t.Log(line)
 			if f := strings.Fields(line); kp.after != "" && len(f) > 1 && f[0] == "app-1" && f[1] == kp.after {
-				p := victim(cli)
-				_ = p.Signal(syscall.SIGKILL)
-				go func() {
-					for range lines {
-					}
-				}()
-				return "pid " + itoaPid(p.Pid)
+				return sigkill(victim(cli), lines)
 			}
 		case <-tick.C:
 			if kp.after != "" {
@@ -144,13 +156,7 @@ func redeployAndKill(t *testing.T, h *harness.Host, image string, kp killPoint, 
 			}
 			stats, err := h.Servers(context.Background())
 			if err == nil && stats[0].Weight == 0 {
-				p := victim(cli)
-				_ = p.Signal(syscall.SIGKILL)
-				go func() {
-					for range lines {
-					}
-				}()
-				return "pid " + itoaPid(p.Pid)
+				return sigkill(victim(cli), lines)
 			}
 		case <-deadline:
 			t.Fatalf("kill point %q never came", kp.name)

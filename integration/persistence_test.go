@@ -354,6 +354,41 @@ func assertOnlyReloadsFailed(t *testing.T, res loadgen.Result, reloads []reloadW
 	}
 }
 
+// reloader reloads HAProxy in the background, after the delay at gives, at
+// each JSON log record of haroll's for which at gives a reason, and keeps
+// when each reload ran and why (read them once wg is waited for).
+type reloader struct {
+	t  *testing.T
+	h  *harness.Host
+	at func(rec map[string]any) (why string, delay time.Duration)
+
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	windows []reloadWindow
+	whys    []string
+}
+
+func (r *reloader) onLog(rec map[string]any) {
+	why, delay := r.at(rec)
+	if why == "" {
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		time.Sleep(delay)
+		from := time.Now()
+		if err := r.h.HAProxy.Reload(context.Background()); err != nil {
+			r.t.Errorf("reload %s: %v", why, err)
+			return
+		}
+		r.mu.Lock()
+		r.windows, r.whys = append(r.windows, reloadWindow{from, time.Now()}), append(r.whys, why)
+		r.mu.Unlock()
+		r.t.Logf("reloaded HAProxy %s", why)
+	}()
+}
+
 // redeployReloading measures a plain reload under pinned load, then redeploys
 // v2 under the same load and reloads HAProxy (in the background, after the
 // delay given) at each JSON log record of haroll's for which reloadAt gives
@@ -364,38 +399,16 @@ func redeployReloading(t *testing.T, h *harness.Host, p persistence, want int,
 	reloadAt func(rec map[string]any) (why string, delay time.Duration)) timedRun {
 	t.Helper()
 	perReload := reloadCost(t, h, p)
-	var (
-		run     timedRun
-		mu      sync.Mutex
-		reloads []reloadWindow
-		wg      sync.WaitGroup
-	)
+	var run timedRun
+	rl := &reloader{t: t, h: h, at: reloadAt}
 	res := pinnedLoad(t, h, p, func() {
-		run = runTimed(t, func(rec map[string]any) {
-			why, delay := reloadAt(rec)
-			if why == "" {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				time.Sleep(delay)
-				from := time.Now()
-				if err := h.HAProxy.Reload(context.Background()); err != nil {
-					t.Errorf("reload %s: %v", why, err)
-					return
-				}
-				mu.Lock()
-				reloads = append(reloads, reloadWindow{from, time.Now()})
-				mu.Unlock()
-				t.Logf("reloaded HAProxy %s", why)
-			}()
-		}, "redeploy", "--config", h.AgentYAML, "--image", images.V2, "--output", "json")
+		run = runTimed(t, rl.onLog, "redeploy", "--config", h.AgentYAML, "--image", images.V2, "--output", "json")
 		if run.err != nil {
 			t.Errorf("redeploy failed: %v", run.err)
 		}
-		wg.Wait()
+		rl.wg.Wait()
 	})
+	reloads := rl.windows
 	if len(reloads) != want {
 		t.Fatalf("reloaded %d times, want %d", len(reloads), want)
 	}
