@@ -20,14 +20,14 @@ type fakeFleet struct {
 	// earlyCancel: Canceled instead, as an agent that saw its caller go
 	// while it pulled answers ("image pull cancelled").
 	earlyDeadline, earlyCancel bool
-	mu            sync.Mutex
-	hosts         map[string]*fakeAgent
-	calls         []call // Redeploy calls, in the order they started
-	active        int
-	maxActive     int
-	overlaps      []string // hosts that were asked for two slots at once
-	dials         map[string]int
-	closed        map[string]int
+	mu                         sync.Mutex
+	hosts                      map[string]*fakeAgent
+	calls                      []call // Redeploy calls, in the order they started
+	active                     int
+	maxActive                  int
+	overlaps                   []string // hosts that were asked for two slots at once
+	dials                      map[string]int
+	closed                     map[string]int
 	// open: connections dialled and not closed, per host and in all;
 	// maxOpen the most at once; connects: Connect calls per host;
 	// closedTwice: hosts a connection of which was closed twice.
