@@ -669,7 +669,19 @@ func (a *Agent) recoverRetirement(ctx context.Context, slot SlotConfig, j Journa
 	r.log.Warn("recovering the retirement of a blue/green slot's old side, cut off by a crash", "phase", e.Phase)
 	// The new side must serve before the old one is drained any further: a
 	// reload since may have loaded states with it in maintenance, or its
-	// container may have died. It is proven again under the surge's journal.
+	// container may have died. One that serves (out of MAINT, fully UP by
+	// HAProxy's own checks, at its weight, its container running) is left
+	// alone: forcing its health down to prove it would take its capacity
+	// away. Else it is proven again under the surge's journal.
+	if a.newSideServes(ctx, slot, e) {
+		if err := r.retire(ctx, nil); err != nil {
+			return "", err
+		}
+		if err := a.pairJournal(surgeJournal, slot.Name).Clear(); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("slot %s: finished the retirement of the old side %s (cut off in phase %s); %s serves", slot.Name, e.Pair.Live, e.Phase, e.Pair.Idle), nil
+	}
 	ns := a.newReplacement(pairPlanOf(slot, e, e.Pair.Idle), e.Image, a.observed(nil))
 	ns.journal = a.pairJournal(surgeJournal, slot.Name)
 	ns.e = e
@@ -700,6 +712,22 @@ func (a *Agent) recoverRetirement(ctx context.Context, slot SlotConfig, j Journa
 		return "", err
 	}
 	return fmt.Sprintf("slot %s: finished the retirement of the old side %s (cut off in phase %s); %s serves", slot.Name, e.Pair.Live, e.Phase, e.Pair.Idle), nil
+}
+
+// newSideServes reports whether the new side of the pair e retires the old
+// side of serves now: its server out of maintenance, fully UP by HAProxy's
+// checks, at a weight, and its container running.
+func (a *Agent) newSideServes(ctx context.Context, slot SlotConfig, e Entry) bool {
+	srv, err := a.haproxy.Server(ctx, slot.Backend, e.Pair.Idle)
+	if err != nil || !srv.FullyUp() || srv.Weight == 0 {
+		return false
+	}
+	adm, err := a.haproxy.Admin(ctx, slot.Backend, e.Pair.Idle)
+	if err != nil || adm.State != runtime.StateReady {
+		return false
+	}
+	c, err := a.docker.Inspect(ctx, e.NewID)
+	return err == nil && c.Running
 }
 
 // reviveOldSide puts a pair back on its old side when the new side, proven

@@ -68,7 +68,10 @@ func (w *world) watchCapacity() (lowest func() int) {
 	w.mu.Lock()
 	low := w.capacity()
 	w.mu.Unlock()
+	// After every mutating call and at every poll: a forced `health down`
+	// shows at the polls that follow it.
 	w.afterCall = func(string) { low = min(low, w.capacity()) }
+	w.beforePoll = func(*fakeServer) { low = min(low, w.capacity()) }
 	return func() int {
 		w.mu.Lock()
 		defer w.mu.Unlock()
@@ -220,12 +223,18 @@ func TestACrashAtEachStepOfABlueGreenRedeployIsFinishedOrUndoneWithOneSideLive(t
 			redeployUntilCrash(t, a, w, tc.crashBefore)
 			b := pairAgent(t, w, slot)
 			b.cfg.StateDir = a.cfg.StateDir
+			// The slot's weight, 7, serves throughout the recovery: a side
+			// that serves is never forced down.
+			lowest := w.watchCapacity()
 			did, err := b.Recover(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
 			if did == "" {
 				t.Fatal("recovery found nothing to do")
+			}
+			if low := lowest(); low < 7 {
+				t.Errorf("capacity fell to %d during the recovery, want at least 7", low)
 			}
 			checkPairServes(t, w, slot, tc.wantLive(slot), tc.wantImage, 7)
 			if again, err := b.Recover(context.Background()); err != nil || again != "" {
