@@ -439,40 +439,23 @@ func redeployAndKillPair(t *testing.T, h *harness.Host, image string, kp pairKil
 	t.Helper()
 	cli, lines := startRedeploy(t, "--config", h.AgentYAML, "--image", image, "--slot", "app-1")
 	defer cli.Wait()
-	kill := func() string {
-		return sigkill(victim(cli), lines)
+	after := string(kp.after)
+	if kp.draining {
+		after = ""
 	}
-	deadline := time.After(time.Minute)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case line, ok := <-lines:
-			if !ok {
-				t.Fatalf("redeploy ended before the kill point %q", kp.name)
-			}
-			t.Log(line)
-			if f := strings.Fields(line); !kp.draining && len(f) > 1 && f[0] == "app-1" && f[1] == string(kp.after) {
-				return kill()
-			}
-		case <-tick.C:
-			if !kp.draining {
-				continue
-			}
-			stats, err := h.Servers(context.Background())
-			if err != nil {
-				continue
-			}
-			for _, s := range stats {
-				if s.Server == oldLive && (s.Weight == 0 || s.InMaint() || s.Status == "DRAIN") {
-					t.Logf("old live %s: %s weight %d scur %d", s.Server, s.Status, s.Weight, s.Scur)
-					return kill()
-				}
-			}
-		case <-deadline:
-			t.Fatalf("kill point %q never came", kp.name)
+	return killAt(t, cli, lines, kp.name, after, func() bool {
+		stats, err := h.Servers(context.Background())
+		if err != nil {
+			return false
 		}
-	}
+		for _, s := range stats {
+			if s.Server == oldLive && (s.Weight == 0 || s.InMaint() || s.Status == "DRAIN") {
+				t.Logf("old live %s: %s weight %d scur %d", s.Server, s.Status, s.Weight, s.Scur)
+				return true
+			}
+		}
+		return false
+	}, victim)
 }
 
 func TestAnHAProxyReloadMidSurgeLosesNothingAndTheStateFileKeepsTheNewSideLive(t *testing.T) {

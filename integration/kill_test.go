@@ -137,6 +137,18 @@ func redeployAndKill(t *testing.T, h *harness.Host, image string, kp killPoint, 
 	t.Helper()
 	cli, lines := startRedeploy(t, "--config", h.AgentYAML, "--image", image, "--slot", "app-1", "--force")
 	defer cli.Wait()
+	return killAt(t, cli, lines, kp.name, kp.after, func() bool {
+		stats, err := h.Servers(context.Background())
+		return err == nil && stats[0].Weight == 0
+	}, victim)
+}
+
+// killAt SIGKILLs victim once the redeploy cli prints app-1's line for the
+// phase after or, with after empty, once reached (asked every 10 ms) says
+// so; it fails t when neither comes within a minute. It returns what it
+// killed.
+func killAt(t *testing.T, cli *exec.Cmd, lines <-chan string, name, after string, reached func() bool, victim func(*exec.Cmd) *os.Process) string {
+	t.Helper()
 	deadline := time.After(time.Minute)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -144,22 +156,18 @@ func redeployAndKill(t *testing.T, h *harness.Host, image string, kp killPoint, 
 		select {
 		case line, ok := <-lines:
 			if !ok {
-				t.Fatalf("redeploy ended before the kill point %q", kp.name)
+				t.Fatalf("redeploy ended before the kill point %q", name)
 			}
 			t.Log(line)
-			if f := strings.Fields(line); kp.after != "" && len(f) > 1 && f[0] == "app-1" && f[1] == kp.after {
+			if f := strings.Fields(line); after != "" && len(f) > 1 && f[0] == "app-1" && f[1] == after {
 				return sigkill(victim(cli), lines)
 			}
 		case <-tick.C:
-			if kp.after != "" {
-				continue
-			}
-			stats, err := h.Servers(context.Background())
-			if err == nil && stats[0].Weight == 0 {
+			if after == "" && reached() {
 				return sigkill(victim(cli), lines)
 			}
 		case <-deadline:
-			t.Fatalf("kill point %q never came", kp.name)
+			t.Fatalf("kill point %q never came", name)
 		}
 	}
 }
