@@ -11,17 +11,15 @@ import (
 	"github.com/haroll/haroll/runtime"
 )
 
-// stateLine returns the fields of server's line in a saved state file.
+// stateLine returns the fields of server's line in a saved state file
+// (lineOf), failing t when there is none or it is short.
 func stateLine(t *testing.T, text, server string) []string {
 	t.Helper()
-	for _, l := range strings.Split(text, "\n") {
-		f := strings.Fields(l)
-		if len(f) > 7 && f[3] == server {
-			return f
-		}
+	f := lineOf(text, server)
+	if len(f) <= 7 {
+		t.Fatalf("no %s in the state file:\n%s", server, text)
 	}
-	t.Fatalf("no %s in the state file:\n%s", server, text)
-	return nil
+	return f
 }
 
 // slowStates delays the reply of one `show servers state` chosen by pick,
