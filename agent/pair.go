@@ -151,12 +151,6 @@ func (a *Agent) checkPair(ctx context.Context, s SlotConfig, cfg haproxyConfig) 
 	case len(old.FixedHostPorts) > 0:
 		return p, fmt.Errorf("blue/green slot: container %s publishes fixed host ports (%v): set the slot's alt.port to the port of %s/%s, the one its copy will publish", s.Container, old.FixedHostPorts, s.Backend, s.Alt.Server)
 	}
-	// The file must be writable before anything changes: every step of the
-	// redeploy saves the states there. Saving now writes what HAProxy runs
-	// with now.
-	if err := a.saveServerState(ctx, pp.stateFile); err != nil {
-		return p, fmt.Errorf("blue/green slot: cannot save the servers' states to %s, which HAProxy loads at a reload: %w; make its directory exist and be writable by the agent", pp.stateFile, err)
-	}
 	p.startFirst, p.pair = true, pp
 	return p, nil
 }
@@ -475,6 +469,20 @@ func pairStateFiles(plans []plan) []string {
 		}
 	}
 	return files
+}
+
+// checkStateFiles saves the servers' states once to each file the pair
+// slots of plans use: the file must be writable before anything changes,
+// since every step of the redeploy saves the states there. Saving now
+// writes what HAProxy runs with now.
+func (a *Agent) checkStateFiles(ctx context.Context, plans []plan) error {
+	var errs []error
+	for _, f := range pairStateFiles(plans) {
+		if err := a.saveServerState(ctx, f); err != nil {
+			errs = append(errs, fmt.Errorf("blue/green slots: cannot save the servers' states to %s, which HAProxy loads at a reload: %w; make its directory exist and be writable by the agent", f, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // resaveStates saves the servers' states to files again, once a slot that a

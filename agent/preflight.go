@@ -68,6 +68,9 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrPreflight, errors.Join(errs...))
 	}
+	if err := a.checkStateFiles(ctx, plans); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrPreflight, err)
+	}
 	track, err := a.reloadTracking(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrPreflight, err)
