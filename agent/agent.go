@@ -215,7 +215,7 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 	var notRun string // why the slots left are not run, when a fence stops them
 	var replaced []string
 	for i, p := range plans {
-		surge := p.pair != nil && !p.skip && failed == nil
+		surge := p.pair != nil && p.canaryPair == nil && !p.skip && failed == nil
 		if surge {
 			pairs.acquire() // at most max_surge surges at once
 		} else {
@@ -255,8 +255,11 @@ func (a *Agent) Redeploy(ctx context.Context, req Request, events func(Event)) (
 			continue
 		}
 		replace := a.replace
-		if p.takeover != nil {
+		switch {
+		case p.takeover != nil:
 			replace = a.takeOver
+		case p.canaryPair != nil:
+			replace = a.undoPairCanary
 		}
 		r := replace(ctx, p, req.Image, events, cleanup)
 		results[i] = &r

@@ -30,6 +30,12 @@ type Canary struct {
 	FullWeight int       `json:"full_weight"`
 	Weight     int       `json:"weight"`
 	Since      time.Time `json:"since"`
+	// Surge, for a blue/green slot, is the journal entry of the surge that
+	// brought the canary up: its new side (Pair.Idle) serves at Weight
+	// beside the old side (Pair.Live), which keeps FullWeight and its
+	// container. Promote retires the old side; a redeploy of the old image
+	// undoes the new side (pair_canary.go).
+	Surge *Entry `json:"surge,omitempty"`
 }
 
 // CanaryWeight is percent of weight, rounded up and at least 1, so a canary
@@ -172,13 +178,22 @@ func (a *Agent) Promote(ctx context.Context, slots []string, origin string, fenc
 		if !ok || (len(slots) > 0 && !slices.Contains(slots, s.Name)) {
 			continue
 		}
-		if err := a.retry(ctx, a.log, "promote "+s.Name, func() error {
-			return a.haproxy.SetWeight(ctx, s.Backend, s.Server, c.FullWeight)
-		}); err != nil {
-			return out, fmt.Errorf("slot %s: promote to weight %d: %w", s.Name, c.FullWeight, err)
+		if c.Surge != nil && !s.pair() {
+			return out, fmt.Errorf("slot %s: its canary is a blue/green one (%s beside %s), but the slot has no alt in the agent's config: put the alt back to promote it", s.Name, c.Surge.Pair.Idle, c.Surge.Pair.Live)
 		}
-		if err := a.setCanary(Canary{Slot: s.Name}); err != nil {
-			return out, err
+		if c.Surge != nil {
+			if err := a.promotePair(ctx, s, c); err != nil {
+				return out, fmt.Errorf("slot %s: promote: %w", s.Name, err)
+			}
+		} else {
+			if err := a.retry(ctx, a.log, "promote "+s.Name, func() error {
+				return a.haproxy.SetWeight(ctx, s.Backend, s.Server, c.FullWeight)
+			}); err != nil {
+				return out, fmt.Errorf("slot %s: promote to weight %d: %w", s.Name, c.FullWeight, err)
+			}
+			if err := a.setCanary(Canary{Slot: s.Name}); err != nil {
+				return out, err
+			}
 		}
 		a.log.Info("canary promoted", "slot", s.Name, "image", c.Image, "weight", c.FullWeight)
 		out = append(out, SlotWeight{Slot: s.Name, Weight: c.FullWeight})
@@ -210,7 +225,16 @@ func (a *Agent) Counters(ctx context.Context) ([]SlotCounters, error) {
 	for _, s := range a.cfg.Slots {
 		c, canary := all[s.Name]
 		sc := SlotCounters{Slot: s.Name, Backend: s.Backend, Canary: canary, Image: c.Image}
-		if srv, err := a.haproxy.Server(ctx, s.Backend, s.Server); err != nil {
+		server := s.Server
+		switch {
+		case c.Surge != nil: // a blue/green canary: its new side's
+			server = c.Surge.Pair.Idle
+		case s.pair(): // the live side's; the idle one serves nothing
+			if live, err := a.liveSide(ctx, s); err == nil {
+				server = live
+			}
+		}
+		if srv, err := a.haproxy.Server(ctx, s.Backend, server); err != nil {
 			sc.Err = err.Error()
 		} else {
 			sc.Counters, sc.Weight = srv.Counters, srv.Weight

@@ -65,7 +65,7 @@ func StatusToPB(slots []SlotStatus) []*agentpb.SlotStatus {
 			Container: s.Container, ContainerId: s.ContainerID, Image: s.Image, Running: s.Running,
 			DockerHealth: s.Health, HaproxyStatus: s.Status, Weight: int32(s.Weight), Scur: int32(s.Scur),
 			Addr: s.Addr, Error: s.Err, Canary: s.Canary, FullWeight: int32(s.FullWeight), Pending: pendingToPB(s.Pending),
-			AltServer: s.AltServer, LiveServer: s.LiveServer})
+			AltServer: s.AltServer, LiveServer: s.LiveServer, CanaryBeside: s.CanaryBeside})
 	}
 	return out
 }
@@ -103,7 +103,7 @@ func StatusFromPB(slots []*agentpb.SlotStatus) []SlotStatus {
 			Running: s.GetRunning(), Health: s.GetDockerHealth(), Status: s.GetHaproxyStatus(),
 			Weight: int(s.GetWeight()), Scur: int(s.GetScur()), Addr: s.GetAddr(), Err: s.GetError(),
 			Canary: s.GetCanary(), FullWeight: int(s.GetFullWeight()), Pending: pendingFromPB(s.GetPending()),
-			AltServer: s.GetAltServer(), LiveServer: s.GetLiveServer()})
+			AltServer: s.GetAltServer(), LiveServer: s.GetLiveServer(), CanaryBeside: s.GetCanaryBeside()})
 	}
 	return out
 }

@@ -274,7 +274,12 @@ func (a *Agent) recordHistory(h *history, req Request, p plan, r replaceResult, 
 		if p.startFirst {
 			e.Strategy = StrategyStartFirst
 		}
-		if p.pair != nil {
+		switch {
+		case p.canaryPair != nil:
+			e.Strategy = StrategyBlueGreen + " undo canary " + p.pair.idle + "->" + p.pair.live
+		case p.pair != nil && p.canary:
+			e.Strategy = StrategyBlueGreen + " canary " + p.pair.idle + " beside " + p.pair.live
+		case p.pair != nil:
 			e.Strategy = StrategyBlueGreen + " " + p.pair.live + "->" + p.pair.idle
 		}
 	}

@@ -289,6 +289,9 @@ func (r *replacement) createPair(ctx context.Context) (string, error) {
 // servers' states, and journals the old side's retirement before it forgets
 // the surge: from then on the retirement's journal covers the slot.
 func (r *replacement) finishSurge(ctx context.Context) error {
+	if r.e.Canary {
+		return r.finishCanarySurge(ctx)
+	}
 	a, pe := r.a, r.e.Pair
 	if err := r.step(PhaseRestore, func() (detail string, err error) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.grace)
@@ -595,9 +598,11 @@ func (pr *pairRuns) surge(ctx context.Context, a *Agent, p plan, image string, e
 	pr.mu.Lock()
 	pr.done = append(pr.done, p.slot.Name)
 	pr.mu.Unlock()
-	if ret != nil {
-		pr.retirements.Add(1)
+	if ret == nil { // a canary: both sides serve on, nothing to retire
+		pr.ended(i, res)
+		return nil
 	}
+	pr.retirements.Add(1)
 	return ret
 }
 
@@ -675,6 +680,11 @@ func (a *Agent) recoverRetirement(ctx context.Context, slot SlotConfig, j Journa
 	r := a.newReplacement(pairPlanOf(slot, e, e.Pair.Live), e.Image, a.observed(nil))
 	r.journal, r.e = j, e
 	r.log.Warn("recovering the retirement of a blue/green slot's old side, cut off by a crash", "phase", e.Phase)
+	// A promoted canary's record may be left by a crash right after the
+	// retirement was journaled: the retirement supersedes it.
+	if err := a.forgetPairCanary(slot.Name); err != nil {
+		return "", err
+	}
 	// The new side must serve before the old one is drained any further: a
 	// reload since may have loaded states with it in maintenance, or its
 	// container may have died. One that serves (out of MAINT, fully UP by
@@ -782,6 +792,9 @@ func (a *Agent) recoverSurge(ctx context.Context, slot SlotConfig, j Journal, e 
 				return "", err
 			}
 			stopGuard()
+			if r.retiring == nil {
+				return fmt.Sprintf("slot %s: finished the canary surge by %s (it had passed the health gate): %s at weight %d beside %s", slot.Name, e.Image, e.Pair.Idle, r.finalWeight(), e.Pair.Live), nil
+			}
 			if err := r.retiring.retire(ctx, nil); err != nil {
 				return "", err
 			}
@@ -804,6 +817,11 @@ func (a *Agent) recoverSurge(ctx context.Context, slot SlotConfig, j Journal, e 
 		_ = r.hold(func() error { r.e.NewID = c.ID; return nil })
 	}
 	if err := r.rollbackSurge(ctx, ErrRecovered); err != nil {
+		return "", err
+	}
+	// An undone canary's record may be left by a crash right after the
+	// undo was journaled.
+	if err := a.forgetPairCanary(slot.Name); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("slot %s: rolled back the new side (cut off in phase %s); %s serves on, untouched", slot.Name, e.Phase, e.Pair.Live), nil

@@ -34,6 +34,9 @@ type plan struct {
 	track tracking
 	// pair: a blue/green slot (checkPair).
 	pair *pairPlan
+	// canaryPair: a blue/green slot that runs a canary (checkPairCanary);
+	// a redeploy that is not skipped undoes it (undoPairCanary).
+	canaryPair *canaryPair
 }
 
 // preflight checks every requested slot, then makes sure the image is local
@@ -45,6 +48,10 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 	if err := a.validateImage(req.Image); err != nil {
 		return nil, err
 	}
+	canaries, err := a.canaries()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrPreflight, err)
+	}
 	var errs []error
 	plans := make([]plan, 0, len(slots))
 	cfg := loadHAProxyConfig(a.cfg.HAProxy.Config) // once for every slot
@@ -54,6 +61,8 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 		switch {
 		case wedged != nil && wedged.Slot == s.Name:
 			p, err = a.checkTakeover(ctx, s, cfg, *wedged)
+		case s.pair() && canaries[s.Name].Surge != nil:
+			p, err = a.checkPairCanary(ctx, s, canaries[s.Name])
 		case s.pair():
 			p, err = a.checkPair(ctx, s, cfg)
 		default:
@@ -78,22 +87,17 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 	if track.mode == trackOff {
 		a.log.Warn(track.why)
 	}
-	canaries, err := a.canaries()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrPreflight, err)
-	}
 	for i := range plans {
 		p := &plans[i]
 		p.track = track
+		if p.canaryPair != nil {
+			continue // skipped, undone or refused: no new canary (decidePairCanary)
+		}
 		p.full = p.weight
 		if c, ok := canaries[p.slot.Name]; ok {
 			p.full = c.FullWeight
 		}
 		p.final, p.canary = p.full, req.CanaryPercent > 0
-		if p.canary && p.pair != nil {
-			errs = append(errs, fmt.Errorf("slot %s is a blue/green pair (alt %s): a canary of a pair is not supported; redeploy it without a canary, or leave the slot out", p.slot.Name, p.slot.Alt.Server))
-			continue
-		}
 		if p.canary {
 			p.final = CanaryWeight(p.full, req.CanaryPercent)
 			if err := a.checkCanaryWeight(p.slot.Name, p.full, req.CanaryPercent, p.final); err != nil {
@@ -112,6 +116,12 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 		p := &plans[i]
 		p.imageID = imageID
 		p.skip = p.old.ImageID == imageID && !req.Force && p.takeover == nil
+		if !p.skip && p.canaryPair != nil {
+			if err := decidePairCanary(*p, req.Image, imageID); err != nil {
+				errs = append(errs, fmt.Errorf("slot %s: %w", p.slot.Name, err))
+			}
+			continue
+		}
 		if p.skip || p.pair != nil { // a pair's capacity never dips: min_serving is not at stake
 			continue
 		}

@@ -35,6 +35,9 @@ type SlotStatus struct {
 	// HAProxy figures the fields above show; "" when neither or both are.
 	AltServer  string `json:"alt_server,omitempty"`
 	LiveServer string `json:"live_server,omitempty"`
+	// CanaryBeside: the pair runs a canary, LiveServer being its new side;
+	// this old side serves beside it at FullWeight until the promotion.
+	CanaryBeside string `json:"canary_beside,omitempty"`
 }
 
 // SlotPending is a slot's entry in the journal.
@@ -96,6 +99,9 @@ func (a *Agent) Status(ctx context.Context) ([]SlotStatus, error) {
 			st.AltServer = s.Alt.Server
 			live, err := a.liveSide(ctx, s)
 			switch {
+			case c.Surge != nil:
+				// Both sides serve: the figures are the canary's.
+				st.LiveServer, st.CanaryBeside, server = c.Surge.Pair.Idle, c.Surge.Pair.Live, c.Surge.Pair.Idle
 			case err == nil:
 				st.LiveServer, server = live, live
 			case e != nil && e.Pair != nil:

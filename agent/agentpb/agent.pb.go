@@ -477,8 +477,12 @@ type SlotStatus struct {
 	// alt_server: the slot is a blue/green pair of server and alt_server;
 	// live_server is the one that serves (the fields above are its), "" when
 	// it cannot be told.
-	AltServer     string `protobuf:"bytes,17,opt,name=alt_server,json=altServer,proto3" json:"alt_server,omitempty"`
-	LiveServer    string `protobuf:"bytes,18,opt,name=live_server,json=liveServer,proto3" json:"live_server,omitempty"`
+	AltServer  string `protobuf:"bytes,17,opt,name=alt_server,json=altServer,proto3" json:"alt_server,omitempty"`
+	LiveServer string `protobuf:"bytes,18,opt,name=live_server,json=liveServer,proto3" json:"live_server,omitempty"`
+	// canary_beside: the pair runs a canary; live_server is its new side (at
+	// weight), and canary_beside the old side, which serves beside it at
+	// full_weight until a promotion retires it.
+	CanaryBeside  string `protobuf:"bytes,19,opt,name=canary_beside,json=canaryBeside,proto3" json:"canary_beside,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -635,6 +639,13 @@ func (x *SlotStatus) GetAltServer() string {
 func (x *SlotStatus) GetLiveServer() string {
 	if x != nil {
 		return x.LiveServer
+	}
+	return ""
+}
+
+func (x *SlotStatus) GetCanaryBeside() string {
+	if x != nil {
+		return x.CanaryBeside
 	}
 	return ""
 }
@@ -2241,7 +2252,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x05claim\x18\x05 \x01(\v2\x16.haroll.agent.v1.FenceR\x05claim\x12?\n" +
 	"\rclaim_expires\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\fclaimExpires\x12\x1f\n" +
 	"\vfence_token\x18\a \x01(\x04R\n" +
-	"fenceToken\"\x96\x04\n" +
+	"fenceToken\"\xbb\x04\n" +
 	"\n" +
 	"SlotStatus\x12\x12\n" +
 	"\x04slot\x18\x01 \x01(\tR\x04slot\x12\x18\n" +
@@ -2265,7 +2276,8 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"alt_server\x18\x11 \x01(\tR\taltServer\x12\x1f\n" +
 	"\vlive_server\x18\x12 \x01(\tR\n" +
-	"liveServer\"\xa5\x02\n" +
+	"liveServer\x12#\n" +
+	"\rcanary_beside\x18\x13 \x01(\tR\fcanaryBeside\"\xa5\x02\n" +
 	"\vSlotPending\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x14\n" +
 	"\x05phase\x18\x02 \x01(\tR\x05phase\x124\n" +

@@ -72,6 +72,9 @@ instead, newest first: every slot result of every redeploy, by whoever asked.`,
 				server := s.Server
 				if s.AltServer != "" { // a blue/green pair: which side is live
 					server = fmt.Sprintf("%s|%s live %s", s.Server, s.AltServer, dash(s.LiveServer))
+					if s.CanaryBeside != "" {
+						server += " (canary) + " + s.CanaryBeside
+					}
 				}
 				fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t\n", s.Slot, s.Backend, server,
 					s.Container, dash(s.ContainerID), dash(s.Image), dash(s.Status), weight, s.Scur, dash(s.Addr))
