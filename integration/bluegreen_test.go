@@ -32,13 +32,8 @@ func startPairHost(t *testing.T, addressing harness.Addressing, more func(*harne
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	o := harness.HostOptions{
-		Dir: t.TempDir(), Name: fmt.Sprintf("hbg%d", time.Now().UnixNano()%1e9), Image: images.V1,
-		Weights: weights, Addressing: addressing, Inter: 100 * time.Millisecond, Rise: 2,
-		HealthTimeout: 10 * time.Second, Backend: cookiePersistence.backend,
-		ServerOptions: cookiePersistence.server, AltServerOptions: altCookie,
-		Pairs: true, DrainGrace: 500 * time.Millisecond,
-	}
+	o := pairHostOptions(addressing)
+	o.Dir, o.Name = t.TempDir(), fmt.Sprintf("hbg%d", time.Now().UnixNano()%1e9)
 	if more != nil {
 		more(&o)
 	}
@@ -47,7 +42,26 @@ func startPairHost(t *testing.T, addressing harness.Addressing, more func(*harne
 		t.Fatal(err)
 	}
 	t.Cleanup(h.Close)
-	pairs, err := h.Pairs(ctx)
+	assertPrimaryLive(t, h)
+	return h
+}
+
+// pairHostOptions are the options of a host of blue/green pairs, but its
+// Dir and Name.
+func pairHostOptions(addressing harness.Addressing) harness.HostOptions {
+	return harness.HostOptions{
+		Image: images.V1, Weights: weights, Addressing: addressing, Inter: 100 * time.Millisecond, Rise: 2,
+		HealthTimeout: 10 * time.Second, Backend: cookiePersistence.backend,
+		ServerOptions: cookiePersistence.server, AltServerOptions: altCookie,
+		Pairs: true, DrainGrace: 500 * time.Millisecond,
+	}
+}
+
+// assertPrimaryLive checks that every pair of h has its primary server live
+// and its alt one in MAINT, as a host starts.
+func assertPrimaryLive(t *testing.T, h *harness.Host) {
+	t.Helper()
+	pairs, err := h.Pairs(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +70,6 @@ func startPairHost(t *testing.T, addressing harness.Addressing, more func(*harne
 			t.Fatalf("%s at the start: %s %s, %s %s; want the primary live, the alt in MAINT", p.Slot, p.Primary.Server, p.Primary.Status, p.Alt.Server, p.Alt.Status)
 		}
 	}
-	return h
 }
 
 // wallTime logs how long the test took (CI's budget is tight).
