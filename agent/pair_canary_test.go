@@ -249,3 +249,38 @@ func TestACrashAtEachStepOfAPairsCanaryIsFinishedOrUndone(t *testing.T) {
 		})
 	}
 }
+
+func TestPendingListsTheHalvesOfABlueGreenRedeployAndWhatARecoveryWouldDo(t *testing.T) {
+	for _, tc := range []struct {
+		crash, kind, would string
+	}{
+		{"LeaveMaint", surgeJournal, "roll the new side back: app/srv-app-1b emptied into maintenance with its weight 7"},
+		{"SetWeight app/srv-app-1b 7", surgeJournal, "finish it: prove the new side app/srv-app-1b (app:v2) again"},
+		{"SetState app/srv-app-1 maint", retireJournal, "finish the retirement of the old side app/srv-app-1"},
+	} {
+		t.Run(tc.crash, func(t *testing.T) {
+			w := newWorld(t)
+			slot := w.addPair("app-1", 7)
+			a := pairAgent(t, w, slot)
+			redeployUntilCrash(t, a, w, tc.crash)
+			before := len(w.mutations())
+			p, err := a.Pending(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Journal != nil || len(p.Pairs) != 1 {
+				t.Fatalf("pending %+v", p)
+			}
+			pp := p.Pairs[0]
+			if pp.Kind != tc.kind || pp.Journal.Slot != slot.Name || !strings.HasPrefix(pp.Recover, tc.would) {
+				t.Fatalf("pair pending %+v, want %s: %q", pp, tc.kind, tc.would)
+			}
+			if pp.Old == nil || pp.Old.State != "running" || pp.Live == nil || pp.Live.Server != slot.Server || pp.Idle == nil || pp.Idle.Server != slot.Alt.Server {
+				t.Fatalf("what is there: old %+v, live %+v, idle %+v", pp.Old, pp.Live, pp.Idle)
+			}
+			if m := w.mutations()[before:]; len(m) != 0 {
+				t.Fatalf("Pending changed %v", m)
+			}
+		})
+	}
+}

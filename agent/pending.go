@@ -118,17 +118,40 @@ type Pending struct {
 	// is wedged.
 	Recover string   `json:"recover,omitempty"`
 	Forward []string `json:"forward,omitempty"`
+	// Pairs are the halves of blue/green redeploys that did not end, each
+	// in its own journal (surge-<slot>.json, retire-<slot>.json).
+	Pairs []PairPending `json:"pairs,omitempty"`
 }
 
-// Pending reads the journal and what Docker and HAProxy hold now, without
+// PairPending is one half of a blue/green slot's redeploy that did not end,
+// what is there now, and what a recovery would do.
+type PairPending struct {
+	Kind    string          `json:"kind"` // surge or retire
+	Journal *Entry          `json:"journal"`
+	Old     *ContainerState `json:"old_container,omitempty"`
+	New     *ContainerState `json:"new_container,omitempty"`
+	// Live is the server that served before the redeploy (the old
+	// container's), Idle the new container's.
+	Live    *ServerState `json:"live_server,omitempty"`
+	Idle    *ServerState `json:"idle_server,omitempty"`
+	Recover string       `json:"recover,omitempty"`
+	Err     string       `json:"error,omitempty"` // the journal could not be read
+}
+
+// Pending reads the journals and what Docker and HAProxy hold now, without
 // the host lock and without changing anything. It fails only when the
-// journal cannot be read.
+// single-slot journal cannot be read; a pair journal that cannot be read is
+// listed with its error.
 func (a *Agent) Pending(ctx context.Context) (Pending, error) {
 	e, err := (Journal{dir: a.cfg.StateDir}).Read()
-	if err != nil || e == nil {
+	if err != nil {
 		return Pending{}, err
 	}
-	p := Pending{Journal: e, Busy: a.Busy()}
+	pairs := a.pendingPairs(ctx)
+	if e == nil {
+		return Pending{Pairs: pairs, Busy: busyIf(len(pairs) > 0, a)}, nil
+	}
+	p := Pending{Journal: e, Busy: a.Busy(), Pairs: pairs}
 	slot, ok := a.slot(e.Slot)
 	if !ok {
 		p.Recover = fmt.Sprintf("nothing: slot %q is no longer configured; put it back in the config to recover it", e.Slot)
@@ -145,6 +168,81 @@ func (a *Agent) Pending(ctx context.Context) (Pending, error) {
 	p.Server = a.serverState(ctx, slot)
 	p.Recover, p.Forward = a.nextSteps(slot, *e, p.Old, p.New)
 	return p, nil
+}
+
+func busyIf(pending bool, a *Agent) string {
+	if !pending {
+		return ""
+	}
+	return a.Busy()
+}
+
+// pendingPairs lists the pair journals in state_dir, retirements first (as
+// recoverPairs takes them).
+func (a *Agent) pendingPairs(ctx context.Context) []PairPending {
+	var out []PairPending
+	for _, kind := range []string{retireJournal, surgeJournal} {
+		for _, s := range a.cfg.Slots {
+			if !s.pair() {
+				continue
+			}
+			e, err := a.pairJournal(kind, s.Name).Read()
+			switch {
+			case err != nil:
+				out = append(out, PairPending{Kind: kind, Err: err.Error()})
+				continue
+			case e == nil:
+				continue
+			}
+			pp := PairPending{Kind: kind, Journal: e}
+			if e.Pair == nil {
+				pp.Err = "the journal has no pair section: `haroll recover --abandon` drops it"
+				out = append(out, pp)
+				continue
+			}
+			pp.Old = a.containerState(ctx, e.OldID)
+			if e.NewID != "" {
+				pp.New = a.containerState(ctx, e.NewID)
+			}
+			live, idle := s, s
+			live.Server, idle.Server = e.Pair.Live, e.Pair.Idle
+			pp.Live, pp.Idle = a.serverState(ctx, live), a.serverState(ctx, idle)
+			pp.Recover = pairNextStep(s, kind, *e)
+			out = append(out, pp)
+		}
+	}
+	return out
+}
+
+// pairNextStep says what a recovery (recoverPairs) would do with e.
+func pairNextStep(s SlotConfig, kind string, e Entry) string {
+	pe := e.Pair
+	var did string
+	switch {
+	case kind == retireJournal:
+		did = fmt.Sprintf("finish the retirement of the old side %s/%s: if the new side %s serves (UP by HAProxy's checks, at a weight, its container running) drain %s persistence-safe into maintenance, give it weight %d there, save the servers' states and remove the old container %s; else prove %s again by fresh checks, and if that fails bring %s back and undo %s",
+			s.Backend, pe.Live, pe.Idle, pe.Live, e.Weight, shortID(e.OldID), pe.Idle, pe.Live, pe.Idle)
+	case e.Proven && e.Canary:
+		did = fmt.Sprintf("finish the canary: prove the new side %s/%s again by fresh checks, give it weight %d beside %s at %d and record the canary (if it fails now: roll it back as below)",
+			s.Backend, pe.Idle, e.Final, pe.Live, e.Weight)
+	case e.Proven:
+		did = fmt.Sprintf("finish it: prove the new side %s/%s (%s) again by fresh checks, give it weight %d, save the servers' states, then retire the old side %s (drained persistence-safe, the old container %s removed); if the new side fails now, roll it back instead",
+			s.Backend, pe.Idle, e.Image, e.Weight, pe.Live, shortID(e.OldID))
+	default:
+		did = fmt.Sprintf("roll the new side back: %s/%s emptied into maintenance with its weight %d, the new container %s stopped and removed, the old container %s given the name %s back; %s serves on, untouched",
+			s.Backend, pe.Idle, pe.IdleWeight, dash(shortID(e.NewID)), shortID(e.OldID), s.Container, pe.Live)
+	}
+	if e.Failure != "" {
+		did += fmt.Sprintf(" (the last try failed at %s: %s)", e.FailedAt.Format(time.RFC3339), e.Failure)
+	}
+	return did
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func (a *Agent) slot(name string) (SlotConfig, bool) {

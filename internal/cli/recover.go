@@ -109,8 +109,15 @@ func writeJSON(w io.Writer, v any) error {
 // printPending writes what `haroll recover --status` shows.
 func printPending(w io.Writer, p agent.Pending, stateDir string) {
 	e := p.Journal
-	if e == nil {
+	if e == nil && len(p.Pairs) == 0 {
 		fmt.Fprintf(w, "nothing pending: no replacement was cut off (no journal in %s)\n", stateDir)
+		return
+	}
+	defer printPairs(w, p)
+	if e == nil {
+		if p.Busy != "" {
+			fmt.Fprintf(w, "a redeploy runs now: %s\n", p.Busy)
+		}
 		return
 	}
 	printEntry(w, "pending: the replacement of slot", e)
@@ -126,6 +133,32 @@ func printPending(w io.Writer, p agent.Pending, stateDir string) {
 		for _, f := range p.Forward {
 			fmt.Fprintf(w, "  - %s\n", f)
 		}
+	}
+}
+
+// printPairs writes the pending halves of blue/green redeploys.
+func printPairs(w io.Writer, p agent.Pending) {
+	for _, pp := range p.Pairs {
+		if pp.Journal == nil {
+			fmt.Fprintf(w, "pending: a blue/green %s journal that cannot be read: %s\n", pp.Kind, pp.Err)
+			continue
+		}
+		what := map[string]string{"surge": "surge (new side coming up)", "retire": "retirement of the old side"}[pp.Kind]
+		printEntry(w, "pending: the blue/green "+what+" of slot", pp.Journal)
+		if pp.Err != "" {
+			fmt.Fprintf(w, "  error: %s\n", pp.Err)
+			continue
+		}
+		printLeft(w, agent.Pending{Old: pp.Old, New: pp.New})
+		for _, s := range []struct {
+			what string
+			s    *agent.ServerState
+		}{{"old side", pp.Live}, {"new side", pp.Idle}} {
+			if s.s != nil {
+				printServer(w, s.what, s.s)
+			}
+		}
+		fmt.Fprintf(w, "haroll recover would: %s\n", pp.Recover)
 	}
 }
 
@@ -177,12 +210,16 @@ func printLeft(w io.Writer, p agent.Pending) {
 		}
 	}
 	if s := p.Server; s != nil {
-		if s.Err != "" {
-			fmt.Fprintf(w, "  %-14s %s/%s: %s\n", "server", s.Backend, s.Server, s.Err)
-		} else {
-			fmt.Fprintf(w, "  %-14s %s/%s status %s, admin %s, weight %d, addr %s\n", "server", s.Backend, s.Server, s.Status, s.Admin, s.Weight, dash(s.Addr))
-		}
+		printServer(w, "server", s)
 	}
+}
+
+func printServer(w io.Writer, what string, s *agent.ServerState) {
+	if s.Err != "" {
+		fmt.Fprintf(w, "  %-14s %s/%s: %s\n", what, s.Backend, s.Server, s.Err)
+		return
+	}
+	fmt.Fprintf(w, "  %-14s %s/%s status %s, admin %s, weight %d, addr %s\n", what, s.Backend, s.Server, s.Status, s.Admin, s.Weight, dash(s.Addr))
 }
 
 func shortID(id string) string {

@@ -75,3 +75,36 @@ func TestRecoverStatusAndAbandonTogetherIsAUsageError(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestRecoverStatusPrintsTheHalvesOfABlueGreenRedeploy(t *testing.T) {
+	at := time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC)
+	p := agent.Pending{Pairs: []agent.PairPending{{
+		Kind: "surge",
+		Journal: &agent.Entry{Slot: "web-1", Image: "app:v2", OldImage: "app:v1", Phase: agent.PhaseGate, OldID: "aaaaaaaaaaaaaaaa",
+			NewID: "bbbbbbbbbbbbbbbb", Weight: 7, State: "ready", DrainMode: "weight", Drained: true, Renamed: true, StartFirst: true, Started: at,
+			Pair: &agent.PairEntry{Live: "web1", Idle: "web1b", IdleWeight: 7}},
+		Old:     &agent.ContainerState{ID: "aaaaaaaaaaaaaaaa", Name: "web-1-haroll-prev", Image: "app:v1", State: "running"},
+		New:     &agent.ContainerState{ID: "bbbbbbbbbbbbbbbb", Name: "web-1", Image: "app:v2", State: "running"},
+		Live:    &agent.ServerState{Backend: "web", Server: "web1", Status: "UP", Admin: "ready", Weight: 7, Addr: "127.0.0.1:18081"},
+		Idle:    &agent.ServerState{Backend: "web", Server: "web1b", Status: "DOWN", Admin: "ready", Weight: 0, Addr: "127.0.0.1:18181"},
+		Recover: "roll the new side back: web/web1b emptied into maintenance",
+	}}}
+	var b bytes.Buffer
+	printPending(&b, p, "/var/lib/haroll")
+	out := b.String()
+	for _, want := range []string{
+		"pending: the blue/green surge (new side coming up) of slot web-1 by app:v2 (from app:v1)",
+		"old container  aaaaaaaaaaaa web-1-haroll-prev app:v1 running",
+		"new container  bbbbbbbbbbbb web-1 app:v2 running",
+		"old side       web/web1 status UP, admin ready, weight 7",
+		"new side       web/web1b status DOWN, admin ready, weight 0",
+		"haroll recover would: roll the new side back",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "nothing pending") {
+		t.Errorf("a pending pair is not nothing:\n%s", out)
+	}
+}
