@@ -159,6 +159,14 @@ func (a *Agent) Promote(ctx context.Context, slots []string, origin string, fenc
 		return nil, err
 	}
 	defer lock.Release()
+	// A blue/green redeploy cut off before (a surge or a retirement, a
+	// canary's undo) is settled first, as a redeploy does: a promotion
+	// beside a pending half would act on a canary record it changes.
+	if did, err := a.recoverPairs(ctx); err != nil {
+		return nil, fmt.Errorf("a blue/green redeploy cut off before could not be recovered, so nothing was promoted: %w; `haroll recover --status` shows it", err)
+	} else if did != "" {
+		a.log.Warn("recovered before the promotion", "did", did)
+	}
 	all, err := a.canaries()
 	if err != nil {
 		return nil, err

@@ -100,11 +100,32 @@ func (s *Service) Redeploy(req *agentpb.RedeployRequest, stream agentpb.Agent_Re
 	return stream.Send(&agentpb.RedeployEvent{Kind: &agentpb.RedeployEvent_Report{Report: ReportToPB(out.rep, out.err)}})
 }
 
-// Promote gives canary slots their whole weight back.
+// Promote gives canary slots their whole weight back. It runs under the
+// daemon's lifetime, not the call's: a blue/green slot's promotion retires
+// its old side (a drain of up to drain.timeout), which a caller that goes
+// away or times out must not cut off part-way. Such a caller gets its
+// context's error while the promotion goes on.
 func (s *Service) Promote(ctx context.Context, req *agentpb.PromoteRequest) (*agentpb.PromoteResponse, error) {
-	done, err := s.agent.Promote(ctx, req.GetSlots(), req.GetOrigin(), FenceFromPB(req.GetFence()))
-	if err != nil {
-		return nil, toStatus(err)
+	type outcome struct {
+		done []SlotWeight
+		err  error
+	}
+	res := make(chan outcome, 1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		done, err := s.agent.Promote(s.life, req.GetSlots(), req.GetOrigin(), FenceFromPB(req.GetFence()))
+		res <- outcome{done, err}
+	}()
+	var done []SlotWeight
+	select {
+	case out := <-res:
+		if out.err != nil {
+			return nil, toStatus(out.err)
+		}
+		done = out.done
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 	out := &agentpb.PromoteResponse{}
 	for _, w := range done {

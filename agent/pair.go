@@ -816,7 +816,11 @@ func (a *Agent) recoverSurge(ctx context.Context, slot SlotConfig, j Journal, e 
 	if c, err := a.docker.Inspect(ctx, slot.Container); err == nil && c.ID != e.OldID && r.e.NewID == "" {
 		_ = r.hold(func() error { r.e.NewID = c.ID; return nil })
 	}
-	if err := r.rollbackSurge(ctx, ErrRecovered); err != nil {
+	rollback := func() error { return r.rollbackSurge(ctx, ErrRecovered) }
+	if undoing(e) { // the new side of a canary had traffic: drained first
+		rollback = func() error { return r.undoCanary(ctx) }
+	}
+	if err := rollback(); err != nil {
 		return "", err
 	}
 	// An undone canary's record may be left by a crash right after the

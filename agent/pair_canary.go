@@ -33,6 +33,9 @@ type canaryPair struct {
 	// old is the old side's container (under its aside name), which serves
 	// at the whole weight; the plan's old is the new side's, the canary.
 	old docker.Container
+	// oldDown says why the old side does not serve now (nil: it does): an
+	// undo would then leave the slot with no side.
+	oldDown error
 }
 
 // finishCanarySurge ends a canary's surge: it records the canary, the
@@ -84,9 +87,8 @@ func (a *Agent) checkPairCanary(ctx context.Context, s SlotConfig, c Canary) (pl
 	if err != nil {
 		return p, err
 	}
-	if cur.ID != e.NewID {
-		return p, fmt.Errorf("blue/green slot runs a canary of %s whose new container is %s, but container %s is %s now: the canary record %s no longer matches the host; promote the canary or remove the container by hand, then check `haroll status`",
-			c.Image, shortID(e.NewID), s.Container, shortID(cur.ID), canaryFile)
+	if err := a.checkCanaryRecord(s, c, cur); err != nil {
+		return p, err
 	}
 	old, err := a.docker.Inspect(ctx, e.OldID)
 	if err != nil {
@@ -98,8 +100,41 @@ func (a *Agent) checkPairCanary(ctx context.Context, s SlotConfig, c Canary) (pl
 	}
 	p.old, p.weight, p.full, p.addr = cur, srv.Weight, c.FullWeight, srv.Addr
 	p.pair = &pairPlan{live: e.Pair.Live, idle: e.Pair.Idle, stateFile: e.Pair.StateFile}
-	p.canaryPair = &canaryPair{canary: c, old: old}
+	p.canaryPair = &canaryPair{canary: c, old: old, oldDown: a.sideServes(ctx, s.Backend, e.Pair.Live, old.ID)}
 	return p, nil
+}
+
+// checkCanaryRecord checks that blue/green canary c still describes the
+// host: the slot's container (cur) is its new one. A record left behind by
+// an undo or a promotion whose last write failed names a container that is
+// no longer the slot's.
+func (a *Agent) checkCanaryRecord(s SlotConfig, c Canary, cur docker.Container) error {
+	if cur.ID == c.Surge.NewID {
+		return nil
+	}
+	return fmt.Errorf("blue/green slot's canary record (%s) names %s as the canary of %s, but container %s is %s now: the record is stale (an undo or a promotion whose last step failed); check with `haroll status` which side serves, then remove the slot's entry from %s (the whole file if it is the only one) and retry",
+		canaryFile, shortID(c.Surge.NewID), c.Image, s.Container, shortID(cur.ID), a.cfg.StateDir+"/"+canaryFile)
+}
+
+// sideServes says why server (one side of a pair) does not serve now, nil
+// when it does: its container (id) running, and HAProxy has the server out
+// of maintenance, fully UP by its own checks, at a weight.
+func (a *Agent) sideServes(ctx context.Context, backend, server, id string) error {
+	c, err := a.docker.Inspect(ctx, id)
+	switch {
+	case err != nil:
+		return fmt.Errorf("container %s: %w", shortID(id), err)
+	case !c.Running:
+		return fmt.Errorf("container %s is not running", shortID(id))
+	}
+	srv, err := a.haproxy.Server(ctx, backend, server)
+	if err != nil {
+		return err
+	}
+	if !srv.FullyUp() || srv.Weight == 0 || srv.InMaint() {
+		return fmt.Errorf("%s/%s is %s at weight %d (check %s)", backend, server, srv.Status, srv.Weight, srv.CheckStatus)
+	}
+	return nil
 }
 
 // decidePairCanary says what a redeploy of imageID does to the blue/green
@@ -108,6 +143,10 @@ func (a *Agent) checkPairCanary(ctx context.Context, s SlotConfig, c Canary) (pl
 func decidePairCanary(p plan, image, imageID string) error {
 	cp := p.canaryPair
 	if cp.old.ImageID == imageID {
+		if cp.oldDown != nil {
+			return fmt.Errorf("undoing the canary of %s would leave the slot no side that serves: the old side %s does not serve (%v); promote the canary instead, or bring the old side back first",
+				cp.canary.Image, cp.canary.Surge.Pair.Live, cp.oldDown)
+		}
 		return nil
 	}
 	e := cp.canary.Surge
@@ -132,7 +171,7 @@ func (a *Agent) undoPairCanary(ctx context.Context, p plan, _ string, events fun
 	r.journal = a.pairJournal(surgeJournal, p.slot.Name)
 	r.e = e
 	r.e.Proven, r.e.DrainMode, r.e.Drained, r.e.Maint, r.e.Failure = false, DrainWeight, false, false, ""
-	r.report.OldContainer = cp.canary.Surge.NewID
+	r.report.OldContainer, r.report.OldImage = p.old.ID, p.old.Image // the canary's
 	begin := time.Now()
 	stopGuard := r.guard(ctx)
 	defer stopGuard()
@@ -152,23 +191,42 @@ func (a *Agent) undoPairCanary(ctx context.Context, p plan, _ string, events fun
 	if err := a.setCanary(Canary{Slot: p.slot.Name}); err != nil {
 		return res(fmt.Errorf("%w; the journal in %s holds the undo: `haroll recover` finishes it", err, a.cfg.StateDir))
 	}
-	s := r.p.slot
+	if err := r.undoCanary(ctx); err != nil {
+		return res(err)
+	}
+	return res(nil)
+}
+
+// undoCanary drains the new side of a canary persistence-safe (weight 0 for
+// drain.grace, maintenance, empty) and rolls it back as a failed surge is;
+// the undo is journaled (Drained) before.
+func (r *replacement) undoCanary(ctx context.Context) error {
+	a, s, pe := r.a, r.p.slot, r.e.Pair
 	drainErr := r.step(PhaseDrain, func() (string, error) {
-		if err := r.hold(func() error { return a.haproxy.SetWeight(ctx, s.Backend, s.Server, 0) }); err != nil {
+		if err := r.hold(func() error {
+			if r.e.Maint { // a recovery may find it in maintenance already
+				return nil
+			}
+			return a.haproxy.SetWeight(ctx, s.Backend, s.Server, 0)
+		}); err != nil {
 			return "", err
 		}
 		detail, err := r.awaitDrain(ctx)
-		return detail + " (canary's new side " + s.Server + "; " + e.Pair.Live + " serves on)", err
+		return detail + " (canary's new side " + s.Server + "; " + pe.Live + " serves on)", err
 	})
 	cause := errCanaryUndone
 	if drainErr != nil {
 		// The new side goes anyway: rollbackSurge empties it in maintenance.
 		cause = fmt.Errorf("%w (its drain: %v)", errCanaryUndone, drainErr)
 	}
-	if err := r.rollbackSurge(ctx, cause); err != nil {
-		return res(err)
-	}
-	return res(nil)
+	return r.rollbackSurge(ctx, cause)
+}
+
+// undoing reports whether surge journal entry e is the undo of a canary
+// (undoPairCanary journals it so): unproven, at the drain, which no surge
+// of its own reaches before its gate.
+func undoing(e Entry) bool {
+	return e.Canary && !e.Proven && e.Phase == PhaseDrain
 }
 
 // promotePair gives the new side of blue/green canary c its whole weight,
@@ -177,12 +235,25 @@ func (a *Agent) undoPairCanary(ctx context.Context, p plan, _ string, events fun
 // canary record is forgotten).
 func (a *Agent) promotePair(ctx context.Context, s SlotConfig, c Canary) error {
 	e := *c.Surge
+	// The canary is promoted only while it serves: else the retirement
+	// would drain the only side that does.
+	cur, err := a.docker.Inspect(ctx, s.Container)
+	if err != nil {
+		return err
+	}
+	if err := a.checkCanaryRecord(s, c, cur); err != nil {
+		return err
+	}
+	if err := a.sideServes(ctx, s.Backend, e.Pair.Idle, e.NewID); err != nil {
+		return fmt.Errorf("the canary's new side does not serve (%w), so it is not promoted and the old side %s serves on: undo the canary (`haroll rollout abort`, or `haroll redeploy --slot %s --image %s`)",
+			err, e.Pair.Live, s.Name, e.OldImage)
+	}
 	ns := a.newReplacement(pairPlanOf(s, e, e.Pair.Idle), e.Image, a.observed(nil))
 	ns.e = e
 	ns.e.Drained, ns.e.Maint = false, false // it serves: nothing to hold it to but its weight
 	stopGuard := ns.guard(ctx)
 	_ = ns.hold(func() error { ns.serving = c.FullWeight; return nil })
-	err := a.retry(ctx, a.log, "promote "+s.Name, func() error {
+	err = a.retry(ctx, a.log, "promote "+s.Name, func() error {
 		return ns.hold(func() error { return a.haproxy.SetWeight(ctx, s.Backend, e.Pair.Idle, c.FullWeight) })
 	})
 	if err == nil {

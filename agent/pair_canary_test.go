@@ -284,3 +284,78 @@ func TestPendingListsTheHalvesOfABlueGreenRedeployAndWhatARecoveryWouldDo(t *tes
 		})
 	}
 }
+
+func TestAPairsCanaryIsNotPromotedWhenItsNewSideDoesNotServeNorUndoneWhenItsOldSideDoesNot(t *testing.T) {
+	w := newWorld(t)
+	slot := w.addPair("app-1", 7)
+	a := pairAgent(t, w, slot)
+	canaryOfPair(t, a, w, slot)
+	all, _ := a.canaries()
+	e := all[slot.Name].Surge
+	// The new side's container died: a promotion would drain the only side that serves.
+	w.mu.Lock()
+	w.ctrs[e.NewID].Running = false
+	w.mu.Unlock()
+	before := len(w.mutations())
+	if _, err := a.Promote(context.Background(), nil, "test", nil); err == nil || !strings.Contains(err.Error(), "does not serve") {
+		t.Fatalf("promote of a dead canary: %v", err)
+	}
+	if m := w.mutations()[before:]; len(m) != 0 {
+		t.Fatalf("a refused promotion changed %v", m)
+	}
+	w.mu.Lock()
+	w.ctrs[e.NewID].Running = true
+	w.ctrs[e.OldID].Running = false
+	w.mu.Unlock()
+	// The old side's container died: an undo would leave no side.
+	_, err := a.Redeploy(context.Background(), Request{Image: "app:v1"}, nil)
+	if !errors.Is(err, ErrPreflight) || !strings.Contains(err.Error(), "no side that serves") {
+		t.Fatalf("undo with the old side down: %v", err)
+	}
+	if m := w.mutations()[before:]; len(m) != 0 {
+		t.Fatalf("a refused undo changed %v", m)
+	}
+	// --force with the canary's own image is skipped: only promote or undo end it.
+	rep, err := a.Redeploy(context.Background(), Request{Image: "app:v2", Force: true}, nil)
+	if err != nil || rep.Slots[0].Result != ResultSkipped {
+		t.Fatalf("forced redeploy of the canary's image: %+v, %v", rep.Slots, err)
+	}
+}
+
+func TestACanaryOfAPairAtWeight0IsRefused(t *testing.T) {
+	w := newWorld(t)
+	slot := w.addPair("app-1", 0)
+	a := pairAgent(t, w, slot)
+	_, err := a.Redeploy(context.Background(), Request{Image: "app:v2", CanaryPercent: 30}, nil)
+	if !errors.Is(err, ErrPreflight) || !strings.Contains(err.Error(), "weight 0") {
+		t.Fatalf("want a refusal, got %v", err)
+	}
+	if m := w.mutations(); len(m) != 0 {
+		t.Fatalf("a refused canary changed %v", m)
+	}
+}
+
+func TestPromoteSettlesAPairsSurgeCutOffBeforeItFirst(t *testing.T) {
+	// Cut off after the canary was recorded, before its share: the surge
+	// journal and the canary record are both there.
+	w := newWorld(t)
+	slot := w.addPair("app-1", 7)
+	a := pairAgent(t, w, slot)
+	crashAt(t, w, "SetWeight app/srv-app-1b 3", func() {
+		_, _ = a.Redeploy(context.Background(), Request{Image: "app:v2", CanaryPercent: 30}, nil)
+	})
+	b := pairAgent(t, w, slot)
+	b.cfg.StateDir = a.cfg.StateDir
+	lowest := w.watchCapacity()
+	if _, err := b.Promote(context.Background(), nil, "test", nil); err != nil {
+		t.Fatal(err)
+	}
+	checkPairServes(t, w, slot, slot.Alt.Server, "app:v2", 7)
+	checkNoCanary(t, b)
+	if low := lowest(); low < 7 {
+		t.Errorf("capacity fell to %d, want at least 7", low)
+	}
+	if did, err := b.Recover(context.Background()); err != nil || did != "" {
+		t.Fatalf("a recovery after the promotion did %q, %v", did, err)
+	}
+}

@@ -98,6 +98,10 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 			p.full = c.FullWeight
 		}
 		p.final, p.canary = p.full, req.CanaryPercent > 0
+		if p.canary && p.pair != nil && p.full == 0 {
+			errs = append(errs, fmt.Errorf("slot %s: a canary of a blue/green slot whose live server %s is at weight 0 would give its new side no traffic and leave both sides out of maintenance: give the server a weight first, or redeploy the slot without a canary", p.slot.Name, p.pair.live))
+			continue
+		}
 		if p.canary {
 			p.final = CanaryWeight(p.full, req.CanaryPercent)
 			if err := a.checkCanaryWeight(p.slot.Name, p.full, req.CanaryPercent, p.final); err != nil {
@@ -115,7 +119,9 @@ func (a *Agent) preflight(ctx context.Context, req Request, slots []SlotConfig, 
 	for i := range plans {
 		p := &plans[i]
 		p.imageID = imageID
-		p.skip = p.old.ImageID == imageID && !req.Force && p.takeover == nil
+		// A pair's canary is not replaced by its own image, even with
+		// force: only a promotion or an undo ends it.
+		p.skip = p.old.ImageID == imageID && (!req.Force || p.canaryPair != nil) && p.takeover == nil
 		if !p.skip && p.canaryPair != nil {
 			if err := decidePairCanary(*p, req.Image, imageID); err != nil {
 				errs = append(errs, fmt.Errorf("slot %s: %w", p.slot.Name, err))

@@ -132,6 +132,11 @@ func TestHAProxyOrDockerNotAnsweringMidReplacement(t *testing.T) {
 					out, rerr = redeployWithEnv(t, h, append(tc.env, env+sw.Path)...)
 				}()
 				waitDrainStarts(t, h, 0)
+				// HAProxy applied the weight before haroll had its reply
+				// through the switch: a hang at once may catch that reply
+				// (the drain's first call then fails, not its wait; seen
+				// once in CI). The drain lasts seconds under this load.
+				time.Sleep(150 * time.Millisecond)
 				if err := sw.Set(tc.mode); err != nil {
 					t.Error(err)
 				}
