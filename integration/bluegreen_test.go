@@ -275,7 +275,7 @@ func TestAPairRedeployUnderPinnedLoadKeepsCapacityAndFlipsEverySlotThenFlipsBack
 	}
 }
 
-func TestABrokenImageOnTheIdleSideLeavesTheLiveSideUntouched(t *testing.T) {
+func TestABrokenImageOnTheIdleSideLeavesTheLiveSideUntouchedThenAWorkingOneFlipsOnEphemeralPorts(t *testing.T) {
 	requireDeps(t)
 	wallTime(t)
 	// Ephemeral ports: the idle server is re-pointed at the new container
@@ -314,6 +314,47 @@ func TestABrokenImageOnTheIdleSideLeavesTheLiveSideUntouched(t *testing.T) {
 		}
 	}
 	assertStatusShowsLive(t, h, side(h, false))
+
+	// Then a working image on the same host: each new container gets a port
+	// Docker picks, and the idle server (ipv4@localhost:PORT, a host name) is
+	// pointed at it with `set server addr` before its gate. A reload
+	// afterwards keeps the new addresses (the state file restores a
+	// host-name server's address).
+	addrs, err := h.Addrs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sampler = h.StartCapacitySampler(context.Background(), "", 50*time.Millisecond)
+	res = pinnedLoad(t, h, cookiePersistence, func() {
+		run = runTimed(t, nil, "redeploy", "--config", h.AgentYAML, "--image", images.V2, "--output", "json")
+	})
+	c = sampler.Stop()
+	if run.err != nil {
+		t.Errorf("redeploy of a working image failed: %v", run.err)
+	}
+	assertNoLoss(t, res)
+	assertCapacityKept(t, c)
+	if !slices.Equal(res.LastVersions, []string{"v2"}) {
+		t.Errorf("versions served at the end: %v, want only v2", res.LastVersions)
+	}
+	assertPairs(t, h, side(h, true), images.V2) // each live server points at its container
+	now, err := h.Addrs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range now {
+		if now[i] == addrs[i] {
+			t.Errorf("%s kept its address %s: the new container should have a port of its own", h.Names[i], now[i])
+		}
+	}
+	if err := h.HAProxy.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // a few checks of the new worker
+	if err := h.WaitAllUp(context.Background()); err != nil {
+		t.Error(err)
+	}
+	assertPairs(t, h, side(h, true), images.V2)
 }
 
 // pairKillPoint is where a pair replacement of app-1 is cut off with SIGKILL:
@@ -524,3 +565,4 @@ func TestAnHAProxyReloadMidSurgeLosesNothingAndTheStateFileKeepsTheNewSideLive(t
 	assertPairs(t, h, side(h, true), images.V2)
 	assertStatusShowsLive(t, h, side(h, true))
 }
+
