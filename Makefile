@@ -26,7 +26,9 @@ HAPROXY30 ?= $(or $(HAROLL_HAPROXY30_DIR),/opt/haroll/haproxy-3.0)/haproxy
 DOCKER_ONLY := TestADockerDaemonRestartMidReplacement|TestAStalledImagePull|TestAnInterruptedRedeployStopsItsPull|TestACoordinatorThatGoesAwayDuringAPull|TestAContainerCreatedWithRm|TestStaticIPAndMACAddressesAreKept
 # The coordinator's tests (fleets of hosts driven over gRPC): what they ask of each host is the
 # replacement every other test runs against 3.0, so the 3.0 pass skips them too (CI's time).
-COORDINATOR := TestFleetRollout|TestFleetOps|TestCanaryRollout|TestResumeAfterTheCoordinatorIsKilled|TestNetworkCut|TestAgentMetricsCountARedeployThroughTheDaemon
+# TestACanaryRolloutOfBlueGreenHosts: a pair's canary share, promotion (a retirement) and undo (a
+# drain and a surge's rollback) use the runtime commands the other blue/green tests run on 3.0.
+COORDINATOR := TestFleetRollout|TestFleetOps|TestCanaryRollout|TestResumeAfterTheCoordinatorIsKilled|TestNetworkCut|TestAgentMetricsCountARedeployThroughTheDaemon|TestACanaryRolloutOfBlueGreenHosts
 # Tests of the agent's own recovery, whose HAProxy side (set weight, maint, ready, addr, show stat
 # and servers state) every other test runs against 3.0; 2.6 runs them (CI's time), one reason each:
 #   TestSIGKILLInEachPhase...: the agent's journal and recover after a SIGKILL.
