@@ -226,6 +226,21 @@ func assertStatusShowsLive(t *testing.T, h *harness.Host, live []string) {
 	}
 }
 
+// reloadKeepsPairs reloads HAProxy and checks, once the new worker has run
+// a few checks, that the pairs are as assertPairs(live, image) wants: the
+// new worker loaded the states the agent saved.
+func reloadKeepsPairs(t *testing.T, h *harness.Host, live []string, image string) {
+	t.Helper()
+	if err := h.HAProxy.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if err := h.WaitAllUp(context.Background()); err != nil {
+		t.Error(err)
+	}
+	assertPairs(t, h, live, image)
+}
+
 // assertCapacityKept checks what the sampler saw: never below the start.
 func assertCapacityKept(t *testing.T, c harness.Capacity) {
 	t.Helper()
@@ -347,14 +362,7 @@ func TestABrokenImageOnTheIdleSideLeavesTheLiveSideUntouchedThenAWorkingOneFlips
 			t.Errorf("%s kept its address %s: the new container should have a port of its own", h.Names[i], now[i])
 		}
 	}
-	if err := h.HAProxy.Reload(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(500 * time.Millisecond) // a few checks of the new worker
-	if err := h.WaitAllUp(context.Background()); err != nil {
-		t.Error(err)
-	}
-	assertPairs(t, h, side(h, true), images.V2)
+	reloadKeepsPairs(t, h, side(h, true), images.V2)
 }
 
 // pairKillPoint is where a pair replacement of app-1 is cut off with SIGKILL:
@@ -555,14 +563,6 @@ func TestAnHAProxyReloadMidSurgeLosesNothingAndTheStateFileKeepsTheNewSideLive(t
 	// A reload after the redeploy: the new worker loads the state the agent
 	// saved, so the new side stays live and the old one in MAINT, though
 	// haproxy.cfg still declares the alt servers disabled.
-	if err := h.HAProxy.Reload(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(500 * time.Millisecond) // a few checks of the new worker
-	if err := h.WaitAllUp(context.Background()); err != nil {
-		t.Error(err)
-	}
-	assertPairs(t, h, side(h, true), images.V2)
+	reloadKeepsPairs(t, h, side(h, true), images.V2)
 	assertStatusShowsLive(t, h, side(h, true))
 }
-

@@ -30,27 +30,10 @@ func canaryRollout(t *testing.T, f *harness.Fleet, image, batch string, window t
 	return cmd, &out
 }
 
-// canaryWeights samples host's first server's weight while a canary runs,
-// and returns the weights seen, in order, without repeats.
+// canaryWeights samples the weight of host's first server (s1) while a
+// canary runs (serverWeights: -1 while in MAINT).
 func canaryWeights(h *harness.Host, stop <-chan struct{}) <-chan []int {
-	seen := make(chan []int, 1)
-	go func() {
-		var ws []int
-		for {
-			if stats, err := h.Servers(context.Background()); err == nil && len(stats) > 0 {
-				if w := stats[0].Weight; len(ws) == 0 || ws[len(ws)-1] != w {
-					ws = append(ws, w)
-				}
-			}
-			select {
-			case <-stop:
-				seen <- ws
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}()
-	return seen
+	return serverWeights(h, "s1", stop)
 }
 
 func TestCanaryRollout(t *testing.T) {
