@@ -75,12 +75,23 @@ FUZZ_TARGETS := rollout:FuzzParseSize rollout:FuzzParseMaxFailures rollout:FuzzN
 	runtime:FuzzParseStat runtime:FuzzParseInfo runtime:FuzzParseAdmin runtime:FuzzParseReply \
 	runtime:FuzzValidateName internal/cli:FuzzLoadAgentConfig internal/cli:FuzzLoadCoordinatorConfig \
 	agent:FuzzRedeployRequestValidation
+# Go's fuzzing engine itself sometimes ends a run with "context deadline exceeded" and no failing
+# input (its coordinator gives up on a busy worker as fuzztime ends; seen once in CI on 2 cores):
+# such a run, and only such a run, is tried once more. A real failure writes its input under
+# testdata/fuzz and says "Failing input written": that one fails at once.
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
-		echo "$(GO) test -run '^$$' -fuzz '^$$name$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./$$pkg"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./$$pkg; \
-	done
+		for try in 1 2; do \
+			echo "$(GO) test -run '^$$' -fuzz '^$$name$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./$$pkg"; \
+			if $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./$$pkg > .fuzz.out 2>&1; then \
+				cat .fuzz.out; break; fi; \
+			cat .fuzz.out; \
+			if [ $$try = 1 ] && grep -q 'context deadline exceeded' .fuzz.out && ! grep -q 'Failing input written' .fuzz.out; then \
+				echo "fuzz: $$name: the fuzzing engine's own deadline, no failing input: once more"; continue; fi; \
+			rm -f .fuzz.out; exit 1; \
+		done; \
+	done; rm -f .fuzz.out
 
 # One run of everything BENCHMARKS.md reports: the deploy comparison (2016 method, docker stop/rm/run,
 # haroll per strategy and blue/green) as one table with each method's lowest capacity, the same on
