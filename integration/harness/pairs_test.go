@@ -68,6 +68,14 @@ func TestThePairConfigKeepsTheLiveSideOverAReload(t *testing.T) {
 	}
 	s := SampleHAProxy(ctx, h, "", 20*time.Millisecond)
 	waitStat(t, h, "app,s1,", ",UP,")
+	// The sampler's first sample before the flip: on a busy machine its
+	// first reads may come late (seen once in CI, beside -race tests).
+	for c := s.Now(); c.Samples == 0 || c.Last != 7; c = s.Now() {
+		if ctx.Err() != nil {
+			t.Fatalf("the sampler never saw s1 alone at 7: %s", c)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	// Flip: s1b live at weight 4, s1 in MAINT; save the state; reload.
 	for _, cmd := range []string{"set weight app/s1b 4", "set server app/s1b state ready", "set server app/s1 state maint"} {
 		if out, err := h.Exec(cmd); err != nil || strings.TrimSpace(out) != "" {
