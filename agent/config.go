@@ -153,7 +153,18 @@ type HealthConfig struct {
 	// it to report healthy before probing) or watch (the probe decides; an
 	// unhealthy or exited report fails the slot).
 	Docker string `mapstructure:"docker"`
+	// DockerStartInterval, with Docker wait, is how often haroll runs the
+	// HEALTHCHECK's command in the new container itself until Docker's own
+	// first check (one HEALTHCHECK interval after the start) reports; the
+	// first run that passes ends the wait. 0 waits for Docker's check.
+	DockerStartInterval time.Duration `mapstructure:"docker_start_interval"`
 }
+
+// DefaultDockerStartInterval is health.docker_start_interval's default:
+// often enough that a slot's boot ends within a quarter of a second of the
+// app being ready, seldom enough that the runs cost a booting container
+// little (each is one exec).
+const DefaultDockerStartInterval = 250 * time.Millisecond
 
 // What a container's Docker HEALTHCHECK counts for (health.docker).
 const (
@@ -234,7 +245,7 @@ func DefaultConfig() Config {
 		Docker:     DockerConfig{Timeout: docker.DefaultTimeout, PullTimeout: DefaultPullTimeout},
 		StateDir:   "/var/lib/haroll",
 		Drain:      DrainConfig{Mode: DrainWeight, Timeout: 30 * time.Second, OnTimeout: OnTimeoutFail},
-		Health:     HealthConfig{Timeout: 60 * time.Second, Path: "/", Docker: DockerHealthWait},
+		Health:     HealthConfig{Timeout: 60 * time.Second, Path: "/", Docker: DockerHealthWait, DockerStartInterval: DefaultDockerStartInterval},
 		MinServing: 1,
 		MaxSurge:   1,
 		Socket:     "/run/haroll/agent.sock",
@@ -296,6 +307,9 @@ func (c Config) Validate() error {
 	}
 	if c.Health.Docker != DockerHealthWait && c.Health.Docker != DockerHealthWatch {
 		bad("health.docker", c.Health.Docker, "want wait or watch")
+	}
+	if c.Health.DockerStartInterval != 0 && c.Health.DockerStartInterval < 10*time.Millisecond {
+		bad("health.docker_start_interval", c.Health.DockerStartInterval, "must be 0 (wait for Docker's own first check) or at least 10ms: write it with a unit, e.g. 250ms")
 	}
 	if c.Health.Path != "" && c.Health.Path[0] != '/' {
 		bad("health.path", c.Health.Path, `must start with "/" (or be empty for a TCP probe)`)

@@ -27,6 +27,7 @@ func TestValidateReportsEveryProblemNamingKeyAndValue(t *testing.T) {
 	cfg.Drain.OnTimeout = "panic"
 	cfg.Health.Path = "health"
 	cfg.Health.Docker = "ignore"
+	cfg.Health.DockerStartInterval = 5 * time.Millisecond
 	cfg.HAProxy.MasterSocket = "master.sock"
 	cfg.MinServing = -1
 	cfg.AllowedImages = []string{"[bad"}
@@ -41,7 +42,7 @@ func TestValidateReportsEveryProblemNamingKeyAndValue(t *testing.T) {
 	}
 	for _, want := range []string{
 		"haproxy.socket: relative.sock", "drain.mode: slow", "drain.timeout: 0s", "docker.timeout: 500ns", "drain.on_timeout: panic",
-		"haproxy.master_socket: master.sock", "health.path: health", "health.docker: ignore", "min_serving: -1", "allowed_images[0]: [bad",
+		"haproxy.master_socket: master.sock", "health.path: health", "health.docker: ignore", "health.docker_start_interval: 5ms", "min_serving: -1", "allowed_images[0]: [bad",
 		`slots[0].backend: "app;x"`, `slots[0].server: "s 1"`, "slots[0].port: 70000",
 		"slots[1].name: a: duplicate", "slots[1].container: c1: two slots", `slots[2].name: ""`,
 		"slots[2].server: app/s2: two slots", `slots[2].container: "bad name"`,

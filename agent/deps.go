@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"time"
 
 	"github.com/haroll/haroll/docker"
 	"github.com/haroll/haroll/runtime"
@@ -41,5 +42,7 @@ type Docker interface {
 	Stop(ctx context.Context, id string) error
 	Rename(ctx context.Context, id, name string) error
 	Remove(ctx context.Context, id string) error
-	WaitHealthy(ctx context.Context, id string) error
+	// WaitHealthy runs the HEALTHCHECK itself every startInterval (0: never)
+	// until Docker's own first check reports.
+	WaitHealthy(ctx context.Context, id string, startInterval time.Duration) error
 }

@@ -47,6 +47,8 @@ type world struct {
 	haproxyDown, dockerDown error
 	// refused counts the calls an outage refused (record's).
 	refused int
+	// startIntervals are the start intervals WaitHealthy was given, in order.
+	startIntervals []time.Duration
 	// pinned: clients pinned to a server (a cookie, a stick table) keep
 	// coming while it is not in maintenance, so its sessions never end
 	// there, at weight 0 or DRAIN alike, as in HAProxy.
@@ -753,9 +755,10 @@ func (w *world) Remove(ctx context.Context, id string) error {
 	return nil
 }
 
-func (w *world) WaitHealthy(ctx context.Context, id string) error {
+func (w *world) WaitHealthy(ctx context.Context, id string, startInterval time.Duration) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.startIntervals = append(w.startIntervals, startInterval)
 	if w.dockerDown != nil {
 		w.refused++
 	}

@@ -115,6 +115,26 @@ func TestTheStrategyIsChosenFromTheContainersPorts(t *testing.T) {
 	}
 }
 
+func TestWithHealthDockerWaitTheStartIntervalReachesDocker(t *testing.T) {
+	for _, interval := range []time.Duration{DefaultDockerStartInterval, 0, 40 * time.Millisecond} {
+		t.Run(interval.String(), func(t *testing.T) {
+			w := newWorld(t)
+			a := newTestAgent(t, w, w.addSlot("app-1", 7)) // the default config
+			if interval != DefaultDockerStartInterval {
+				a.cfg.Health.DockerStartInterval = interval
+			}
+			if _, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, nil); err != nil {
+				t.Fatal(err)
+			}
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			if !slices.Equal(w.startIntervals, []time.Duration{interval}) {
+				t.Fatalf("WaitHealthy was given %v, want [%v]", w.startIntervals, interval)
+			}
+		})
+	}
+}
+
 func TestWithHealthDockerWatchTheProbeDecidesAndDockerCanOnlyFail(t *testing.T) {
 	t.Run("ready", func(t *testing.T) {
 		w := newWorld(t)

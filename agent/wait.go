@@ -132,7 +132,7 @@ func (a *Agent) waitContainerReady(ctx context.Context, id string, s SlotConfig)
 	log := a.log.With("slot", s.Name, "container", shortID(id))
 	watch := a.cfg.Health.Docker == DockerHealthWatch
 	if !watch {
-		if err := a.retry(ctx, log, "wait for Docker health", func() error { return a.docker.WaitHealthy(ctx, id) }); err != nil {
+		if err := a.retry(ctx, log, "wait for Docker health", func() error { return a.docker.WaitHealthy(ctx, id, a.cfg.Health.DockerStartInterval) }); err != nil {
 			return address{}, notHealthy(ctx, err)
 		}
 	}

@@ -47,7 +47,7 @@ func TestACloneKeepsTheOperatorsSettingsAndTakesTheNewImagesDefaults(t *testing.
 	if err := c.Start(ctx, oldID); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.WaitHealthy(ctx, oldID); err != nil {
+	if err := c.WaitHealthy(ctx, oldID, 0); err != nil {
 		t.Fatal(err)
 	}
 	oldC, err := c.Inspect(ctx, oldID)
@@ -73,7 +73,7 @@ func TestACloneKeepsTheOperatorsSettingsAndTakesTheNewImagesDefaults(t *testing.
 	if err := c.Start(ctx, newID); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.WaitHealthy(ctx, newID); err != nil {
+	if err := c.WaitHealthy(ctx, newID, 0); err != nil {
 		t.Fatal(err)
 	}
 	newC, err := c.Inspect(ctx, name)
@@ -240,7 +240,7 @@ func TestACloneOfAStaticAddressedRmContainerKeepsItsAddressesAndIsNoRm(t *testin
 		t.Fatal(err)
 	}
 	removeContainerLater(t, api, newID)
-	if err := c.WaitHealthy(ctx, oldID); err != nil {
+	if err := c.WaitHealthy(ctx, oldID, 0); err != nil {
 		t.Fatal(err)
 	}
 	// A --rm container: Docker deletes it as it stops; Remove right after

@@ -37,7 +37,7 @@ func TestAContainerCanBeStoppedRenamedStartedAndRemoved(t *testing.T) {
 
 	// A SIGTERM that lands before the app has set up its handler kills it
 	// with exit code 2: wait until it serves.
-	if err := c.WaitHealthy(ctx, id); err != nil {
+	if err := c.WaitHealthy(ctx, id, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Stop(ctx, id); err != nil {
@@ -64,7 +64,7 @@ func TestAContainerCanBeStoppedRenamedStartedAndRemoved(t *testing.T) {
 	if err := c.Start(ctx, renamed); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.WaitHealthy(ctx, renamed); err != nil {
+	if err := c.WaitHealthy(ctx, renamed, 0); err != nil {
 		t.Fatal(err)
 	}
 

@@ -25,7 +25,7 @@ func TestWaitHealthyReturnsOnceTheHealthcheckPasses(t *testing.T) {
 	c := engine(t)
 	id := startContainer(t, c, &container.Config{Image: testImage(t, imageV1), Env: []string{"WARMUP=700ms"}})
 
-	if err := c.WaitHealthy(testContext(t, 20*time.Second), id); err != nil {
+	if err := c.WaitHealthy(testContext(t, 20*time.Second), id, 0); err != nil {
 		t.Fatal(err)
 	}
 	got, err := c.Inspect(testContext(t, 5*time.Second), id)
@@ -42,7 +42,7 @@ func TestWaitHealthyReportsABrokenAppAsErrUnhealthy(t *testing.T) {
 	c := engine(t)
 	id := startContainer(t, c, &container.Config{Image: testImage(t, imageBroken)})
 
-	err := c.WaitHealthy(testContext(t, 20*time.Second), id)
+	err := c.WaitHealthy(testContext(t, 20*time.Second), id, 0)
 	if !errors.Is(err, docker.ErrUnhealthy) {
 		t.Fatalf("WaitHealthy: got %v, want ErrUnhealthy", err)
 	}
@@ -56,7 +56,7 @@ func TestWaitHealthyReportsAnAppThatDiesAsErrExited(t *testing.T) {
 	c := engine(t)
 	id := startContainer(t, c, &container.Config{Image: testImage(t, imageV1), Env: []string{"PORT=not-a-number"}})
 
-	err := c.WaitHealthy(testContext(t, 20*time.Second), id)
+	err := c.WaitHealthy(testContext(t, 20*time.Second), id, 0)
 	if !errors.Is(err, docker.ErrExited) {
 		t.Fatalf("WaitHealthy: got %v, want ErrExited", err)
 	}
@@ -78,7 +78,7 @@ func TestWaitHealthyReturnsAsSoonAsAContainerWithoutHealthcheckRuns(t *testing.T
 		t.Run(tc.name, func(t *testing.T) {
 			id := startContainer(t, c, tc.cfg)
 			start := time.Now()
-			if err := c.WaitHealthy(testContext(t, 10*time.Second), id); err != nil {
+			if err := c.WaitHealthy(testContext(t, 10*time.Second), id, 0); err != nil {
 				t.Fatal(err)
 			}
 			if d := time.Since(start); d > 2*time.Second {
@@ -100,8 +100,72 @@ func TestWaitHealthyGivesUpWhenTheContextEnds(t *testing.T) {
 	c := engine(t)
 	id := startContainer(t, c, &container.Config{Image: testImage(t, imageV1), Env: []string{"WARMUP=1h"}})
 
-	err := c.WaitHealthy(testContext(t, 300*time.Millisecond), id)
+	err := c.WaitHealthy(testContext(t, 300*time.Millisecond), id, 0)
 	if err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
 		t.Fatalf("WaitHealthy: got %v, want the context's deadline", err)
+	}
+}
+
+// neverCheckedByDocker is a healthcheck with the image's test whose first run by Docker is an hour
+// away: only WaitHealthy's own runs can find the container healthy in a test.
+func neverCheckedByDocker(test ...string) *container.HealthConfig {
+	return &container.HealthConfig{Test: test, Interval: time.Hour}
+}
+
+func TestWaitHealthyRunsTheHealthcheckItselfLongBeforeDockersFirstCheck(t *testing.T) {
+	t.Parallel()
+	c := engine(t)
+	for _, tc := range []struct {
+		name string
+		cfg  *container.Config
+	}{
+		{"the image's CMD test", &container.Config{Image: testImage(t, imageV1), Env: []string{"WARMUP=500ms"}, Healthcheck: neverCheckedByDocker()}},
+		{"a CMD-SHELL test run by the container's SHELL", &container.Config{Image: testImage(t, imageV1), Env: []string{"WARMUP=500ms"},
+			Shell: []string{"/app"}, Healthcheck: neverCheckedByDocker("CMD-SHELL", "-check")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := startContainer(t, c, tc.cfg)
+			if err := c.WaitHealthy(testContext(t, 20*time.Second), id, 100*time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.Inspect(testContext(t, 5*time.Second), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Health != "starting" || !got.Running {
+				t.Fatalf("after WaitHealthy, Health = %q, Running = %v; want starting (Docker's own check has not run), running", got.Health, got.Running)
+			}
+		})
+	}
+}
+
+func TestWaitHealthyWithoutStartIntervalWaitsForDockersOwnCheck(t *testing.T) {
+	t.Parallel()
+	c := engine(t)
+	id := startContainer(t, c, &container.Config{Image: testImage(t, imageV1), Healthcheck: neverCheckedByDocker()})
+
+	err := c.WaitHealthy(testContext(t, 2*time.Second), id, 0)
+	if err == nil || !strings.Contains(err.Error(), "deadline exceeded") || !strings.Contains(err.Error(), "starting") {
+		t.Fatalf("WaitHealthy: got %v, want the context's deadline with Docker's status starting", err)
+	}
+}
+
+func TestWaitHealthyCountsAFailingOrUnstartableRunAsNotYet(t *testing.T) {
+	t.Parallel()
+	c := engine(t)
+	for _, tc := range []struct {
+		name string
+		cfg  *container.Config
+	}{
+		{"a check that fails", &container.Config{Image: testImage(t, imageBroken), Healthcheck: neverCheckedByDocker()}},
+		{"a CMD-SHELL check in an image without /bin/sh", &container.Config{Image: testImage(t, imageV1), Healthcheck: neverCheckedByDocker("CMD-SHELL", "/app -check")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := startContainer(t, c, tc.cfg)
+			err := c.WaitHealthy(testContext(t, 2*time.Second), id, 100*time.Millisecond)
+			if err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
+				t.Fatalf("WaitHealthy: got %v, want the context's deadline", err)
+			}
+		})
 	}
 }

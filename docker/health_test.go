@@ -2,6 +2,7 @@ package docker
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -43,6 +44,30 @@ func TestHealthVerdictFollowsDockersReport(t *testing.T) {
 			}
 			if err != nil && (!strings.Contains(err.Error(), tc.wantText) || !strings.Contains(err.Error(), "web")) {
 				t.Errorf("error %q should name the container and say %q", err, tc.wantText)
+			}
+		})
+	}
+}
+
+func TestHealthCommandIsWhatDockerRuns(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  *container.Config
+		want []string
+	}{
+		{"CMD", &container.Config{Healthcheck: &container.HealthConfig{Test: []string{"CMD", "/app", "-check"}}}, []string{"/app", "-check"}},
+		{"CMD-SHELL", &container.Config{Healthcheck: &container.HealthConfig{Test: []string{"CMD-SHELL", "curl -f localhost/ || exit 1"}}},
+			[]string{"/bin/sh", "-c", "curl -f localhost/ || exit 1"}},
+		{"CMD-SHELL under SHELL", &container.Config{Shell: []string{"/bin/bash", "-o", "pipefail", "-c"}, Healthcheck: &container.HealthConfig{Test: []string{"CMD-SHELL", "true"}}},
+			[]string{"/bin/bash", "-o", "pipefail", "-c", "true"}},
+		{"NONE", &container.Config{Healthcheck: &container.HealthConfig{Test: []string{"NONE"}}}, nil},
+		{"no healthcheck", &container.Config{}, nil},
+		{"an empty test", &container.Config{Healthcheck: &container.HealthConfig{Test: []string{"CMD"}}}, nil},
+		{"an unknown form", &container.Config{Healthcheck: &container.HealthConfig{Test: []string{"EXEC", "x"}}}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := healthCommand(tc.cfg); !slices.Equal(got, tc.want) {
+				t.Fatalf("healthCommand = %q, want %q", got, tc.want)
 			}
 		})
 	}

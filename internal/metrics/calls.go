@@ -200,7 +200,7 @@ func (d *dockerCalls) Remove(ctx context.Context, id string) error {
 	return d.m.done("remove", t, d.next.Remove(ctx, id))
 }
 
-func (d *dockerCalls) WaitHealthy(ctx context.Context, id string) error {
+func (d *dockerCalls) WaitHealthy(ctx context.Context, id string, startInterval time.Duration) error {
 	t := time.Now()
-	return d.m.done("wait_healthy", t, d.next.WaitHealthy(ctx, id))
+	return d.m.done("wait_healthy", t, d.next.WaitHealthy(ctx, id, startInterval))
 }

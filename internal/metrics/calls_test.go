@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -73,7 +74,9 @@ func (b *backends) Start(context.Context, string) error          { return b.call
 func (b *backends) Stop(context.Context, string) error           { return b.call("Stop") }
 func (b *backends) Rename(context.Context, string, string) error { return b.call("Rename") }
 func (b *backends) Remove(context.Context, string) error         { return b.call("Remove") }
-func (b *backends) WaitHealthy(context.Context, string) error    { return b.call("WaitHealthy") }
+func (b *backends) WaitHealthy(context.Context, string, time.Duration) error {
+	return b.call("WaitHealthy")
+}
 
 // callAll makes every call of both interfaces once, through c.
 func callAll(c *Calls, b *backends) {
@@ -98,7 +101,7 @@ func callAll(c *Calls, b *backends) {
 	_ = d.Stop(ctx, "c1")
 	_ = d.Rename(ctx, "c1", "c1-prev")
 	_ = d.Remove(ctx, "c1")
-	_ = d.WaitHealthy(ctx, "c2")
+	_ = d.WaitHealthy(ctx, "c2", 0)
 }
 
 func TestEveryCallIsPassedOnAndCountedUnderItsOp(t *testing.T) {
