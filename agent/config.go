@@ -154,9 +154,10 @@ type HealthConfig struct {
 	// unhealthy or exited report fails the slot).
 	Docker string `mapstructure:"docker"`
 	// DockerStartInterval, with Docker wait, is how often haroll runs the
-	// HEALTHCHECK's command in the new container itself until Docker's own
-	// first check (one HEALTHCHECK interval after the start) reports; the
-	// first run that passes ends the wait. 0 waits for Docker's check.
+	// HEALTHCHECK's command in the new container itself, beside Docker's
+	// own checks (the first comes one HEALTHCHECK interval after the
+	// start); the first run that passes ends the wait. 0 waits for
+	// Docker's checks.
 	DockerStartInterval time.Duration `mapstructure:"docker_start_interval"`
 }
 

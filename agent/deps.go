@@ -42,7 +42,7 @@ type Docker interface {
 	Stop(ctx context.Context, id string) error
 	Rename(ctx context.Context, id, name string) error
 	Remove(ctx context.Context, id string) error
-	// WaitHealthy runs the HEALTHCHECK itself every startInterval (0: never)
-	// until Docker's own first check reports.
+	// WaitHealthy also runs the HEALTHCHECK itself every startInterval
+	// (0: never); the first run that passes ends the wait.
 	WaitHealthy(ctx context.Context, id string, startInterval time.Duration) error
 }

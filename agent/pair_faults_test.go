@@ -109,6 +109,9 @@ func TestAPairsSaveDuringAnotherSlotsReplacementDoesNotPersistThatSlotDrained(t 
 	w := newWorld(t)
 	sa, sb := w.addPair("app-1", 3), w.addSlot("app-2", 7)
 	a := pairAgent(t, w, sa, sb)
+	// B's gate waits for A's drain and save: 2 s was once too short beside
+	// the package's other tests on 2 cores, and no timeout is tested here.
+	a.cfg.Health.Timeout = 10 * time.Second
 	aSaved := make(chan struct{})
 	slow := &slowStates{world: w, picked: aSaved, release: make(chan struct{})}
 	close(slow.release)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -15,7 +16,7 @@ import (
 const healthPollInterval = 50 * time.Millisecond
 
 // execPollInterval is how often a run of the healthcheck command is asked whether it has ended.
-const execPollInterval = 10 * time.Millisecond
+const execPollInterval = 25 * time.Millisecond
 
 // defaultHealthTimeout bounds one run of a healthcheck that sets no timeout, as Docker does.
 const defaultHealthTimeout = 30 * time.Second
@@ -25,33 +26,35 @@ const defaultHealthTimeout = 30 * time.Second
 //
 // Docker runs a container's first healthcheck one HEALTHCHECK interval after the start (30 s unless
 // the image says otherwise), however soon the app is ready. With startInterval > 0, WaitHealthy does
-// not wait for it: while Docker's status is still "starting", it runs the healthcheck's own command in
-// the container (an exec, as Docker does, with the container's user, environment and workdir) every
-// startInterval, one run at a time, each bounded by the healthcheck's timeout, and the first run that
-// exits 0 ends the wait, the way Docker 25's --health-start-interval would. A run that fails or cannot
-// start (a CMD-SHELL check in an image without /bin/sh) only means "not yet". Docker's own reports
+// not wait for it: it also runs the healthcheck's own command in the container itself (an exec, as
+// Docker does, with the container's user, environment and workdir) every startInterval, one run at a
+// time, and the first run that exits 0 within the healthcheck's timeout ends the wait, once a fresh
+// inspect shows the same container still running and not reported unhealthy. A run that fails, cannot
+// start (a CMD-SHELL check in an image without /bin/sh) or outlasts the timeout only means "not yet";
+// the API cannot kill a run, so one that hangs is waited for before the next. Docker's own reports
 // still decide the rest: it returns ErrUnhealthy when Docker reports the container unhealthy,
-// ErrExited when it is not running (it exited, is restarting after a crash, or was never started),
-// with the exit code and the last healthcheck output, ErrContainerNotFound when it is gone, and ctx's
-// error, with the last health status, when ctx ends first.
+// ErrExited when it is not running (it exited, is restarting after a crash, was never started, or
+// restarted while a run passed), with the exit code and the last healthcheck output,
+// ErrContainerNotFound when it is gone, and ctx's error, with the last health status and the outcome
+// of haroll's last run, when ctx ends first.
 func (c *Client) WaitHealthy(ctx context.Context, id string, startInterval time.Duration) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // ends the early checks
-	var passed <-chan struct{}
+	defer cancel() // ends the early runs
+	var early *earlyChecks
+	var startedAt string // of the container the early runs run in
 	ticker := time.NewTicker(healthPollInterval)
 	defer ticker.Stop()
 	last := "unknown"
+	gaveUp := func() error {
+		return fmt.Errorf("wait for container %s to become healthy: %w (last health status: %s%s)", id, ctx.Err(), last, early.outcome())
+	}
 	for {
-		var resp container.InspectResponse
-		err := c.bounded(ctx, 0, func(ctx context.Context) (err error) {
-			resp, err = c.api.ContainerInspect(ctx, id)
-			return err
-		})
+		resp, err := c.inspectForHealth(ctx, id)
 		if err != nil {
 			if ctx.Err() != nil {
-				return fmt.Errorf("wait for container %s to become healthy: %w (last health status: %s)", id, ctx.Err(), last)
+				return gaveUp()
 			}
-			return containerError("wait for health of", id, err)
+			return err
 		}
 		done, err := healthVerdict(resp, id)
 		if done {
@@ -60,34 +63,99 @@ func (c *Client) WaitHealthy(ctx context.Context, id string, startInterval time.
 		if s := resp.State; s != nil && s.Health != nil {
 			last = string(s.Health.Status)
 		}
-		if passed == nil && startInterval > 0 {
+		if early == nil && startInterval > 0 {
 			if cmd := healthCommand(resp.Config); cmd != nil {
-				passed = c.checkEarly(ctx, id, cmd, healthTimeout(resp.Config.Healthcheck), startInterval)
+				early = c.checkEarly(ctx, id, cmd, healthTimeout(resp.Config.Healthcheck), startInterval)
+				startedAt = resp.State.StartedAt
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for container %s to become healthy: %w (last health status: %s)", id, ctx.Err(), last)
-		case <-passed:
-			return nil
+			return gaveUp()
+		case <-early.passedC():
+			return c.confirmPass(ctx, id, startedAt)
 		case <-ticker.C:
 		}
 	}
 }
 
-// checkEarly runs cmd in container id every interval until a run exits 0, which closes the returned
-// channel, or ctx ends. A run that outlasts timeout counts as failed; it is left to end by itself, as
-// the API cannot stop an exec, and the next run does not wait for it.
-func (c *Client) checkEarly(ctx context.Context, id string, cmd []string, timeout, interval time.Duration) <-chan struct{} {
-	passed := make(chan struct{})
+func (c *Client) inspectForHealth(ctx context.Context, id string) (container.InspectResponse, error) {
+	var resp container.InspectResponse
+	err := c.bounded(ctx, 0, func(ctx context.Context) (err error) {
+		resp, err = c.api.ContainerInspect(ctx, id)
+		return err
+	})
+	if err != nil && ctx.Err() == nil {
+		return resp, containerError("wait for health of", id, err)
+	}
+	return resp, err
+}
+
+// confirmPass checks, after a run of the healthcheck passed, that the container it ran in still runs
+// (not restarted since startedAt) and that Docker has not reported it unhealthy in the meantime.
+func (c *Client) confirmPass(ctx context.Context, id, startedAt string) error {
+	resp, err := c.inspectForHealth(ctx, id)
+	if err != nil {
+		return err
+	}
+	if done, err := healthVerdict(resp, id); done {
+		return err
+	}
+	if resp.State == nil || resp.State.StartedAt != startedAt {
+		return fmt.Errorf("container %s: %w: it restarted while booting (started at %s, then at %s); see `docker logs` of the container",
+			id, ErrExited, startedAt, resp.State.StartedAt)
+	}
+	return nil
+}
+
+// earlyChecks are WaitHealthy's own runs of a container's healthcheck.
+type earlyChecks struct {
+	passed chan struct{} // closed by the first run that passes
+
+	mu   sync.Mutex
+	last string // how the latest run that did not pass ended
+}
+
+// passedC is nil (never ready) when no runs were started.
+func (e *earlyChecks) passedC() <-chan struct{} {
+	if e == nil {
+		return nil
+	}
+	return e.passed
+}
+
+// outcome is the latest failed run's end, for an error; "" without one.
+func (e *earlyChecks) outcome() string {
+	if e == nil {
+		return ""
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.last == "" {
+		return ""
+	}
+	return "; haroll's last run of the healthcheck: " + e.last
+}
+
+// checkEarly runs cmd in container id every interval, one run at a time, until a run passes or ctx
+// ends.
+func (c *Client) checkEarly(ctx context.Context, id string, cmd []string, timeout, interval time.Duration) *earlyChecks {
+	e := &earlyChecks{passed: make(chan struct{})}
 	go func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
-			if c.runCheck(ctx, id, cmd, timeout) {
-				close(passed)
+			ok, how := c.runCheck(ctx, id, cmd, timeout)
+			if ok {
+				close(e.passed)
 				return
 			}
+			if ctx.Err() != nil {
+				return
+			}
+			e.mu.Lock()
+			e.last = how
+			e.mu.Unlock()
 			select {
 			case <-ctx.Done():
 				return
@@ -95,41 +163,56 @@ func (c *Client) checkEarly(ctx context.Context, id string, cmd []string, timeou
 			}
 		}
 	}()
-	return passed
+	return e
 }
 
-// runCheck runs cmd once in container id and reports whether it exited 0 within timeout.
-func (c *Client) runCheck(ctx context.Context, id string, cmd []string, timeout time.Duration) bool {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+// runCheck runs cmd once in container id and reports whether it exited 0 within timeout, and how it
+// ended when it did not. A run still going at the timeout has failed, but is waited for (within ctx):
+// the API cannot kill it, and runs must not pile up in the container.
+func (c *Client) runCheck(ctx context.Context, id string, cmd []string, timeout time.Duration) (bool, string) {
 	var created container.ExecCreateResponse
 	if err := c.bounded(ctx, 0, func(ctx context.Context) (err error) {
 		created, err = c.api.ContainerExecCreate(ctx, id, container.ExecOptions{Cmd: cmd})
 		return err
 	}); err != nil {
-		return false
+		return false, "not created: " + err.Error()
 	}
+	deadline := time.Now().Add(timeout)
 	if err := c.bounded(ctx, 0, func(ctx context.Context) error {
 		return c.api.ContainerExecStart(ctx, created.ID, container.ExecStartOptions{Detach: true})
 	}); err != nil {
-		return false // it could not start: not a pass
+		return false, "did not start: " + err.Error()
 	}
 	t := time.NewTicker(execPollInterval)
 	defer t.Stop()
+	ended := 0 // inspects in a row that saw the run ended with exit code 0
 	for {
 		var run container.ExecInspect
 		if err := c.bounded(ctx, 0, func(ctx context.Context) (err error) {
 			run, err = c.api.ContainerExecInspect(ctx, created.ID)
 			return err
 		}); err != nil {
-			return false
+			return false, "inspect: " + err.Error()
 		}
-		if !run.Running {
-			return run.ExitCode == 0
+		switch {
+		case run.Running:
+		case time.Now().After(deadline):
+			return false, fmt.Sprintf("ran longer than its timeout (%s), exit code %d", timeout, run.ExitCode)
+		case run.Pid == 0:
+			return false, "never ran"
+		case run.ExitCode != 0:
+			return false, fmt.Sprintf("exit code %d", run.ExitCode)
+		default:
+			// The SDK reads an exit code not yet set (null) as 0: a pass
+			// counts once a second inspect says the same.
+			if ended++; ended == 2 {
+				return true, ""
+			}
+			continue
 		}
 		select {
 		case <-ctx.Done():
-			return false
+			return false, ctx.Err().Error()
 		case <-t.C:
 		}
 	}

@@ -37,31 +37,45 @@ func TestWaitHealthyReturnsOnceTheHealthcheckPasses(t *testing.T) {
 	}
 }
 
+// startIntervals are WaitHealthy's with and without its own runs of the healthcheck: Docker's
+// reports decide failures either way.
+var startIntervals = []time.Duration{0, 100 * time.Millisecond}
+
 func TestWaitHealthyReportsABrokenAppAsErrUnhealthy(t *testing.T) {
 	t.Parallel()
 	c := engine(t)
-	id := startContainer(t, c, &container.Config{Image: testImage(t, imageBroken)})
+	for _, every := range startIntervals {
+		t.Run("start interval "+every.String(), func(t *testing.T) {
+			t.Parallel()
+			id := startContainer(t, c, &container.Config{Image: testImage(t, imageBroken)})
 
-	err := c.WaitHealthy(testContext(t, 20*time.Second), id, 0)
-	if !errors.Is(err, docker.ErrUnhealthy) {
-		t.Fatalf("WaitHealthy: got %v, want ErrUnhealthy", err)
-	}
-	if !strings.Contains(err.Error(), "503") {
-		t.Errorf("error %q should quote the last check's output", err)
+			err := c.WaitHealthy(testContext(t, 20*time.Second), id, every)
+			if !errors.Is(err, docker.ErrUnhealthy) {
+				t.Fatalf("WaitHealthy: got %v, want ErrUnhealthy", err)
+			}
+			if !strings.Contains(err.Error(), "503") {
+				t.Errorf("error %q should quote the last check's output", err)
+			}
+		})
 	}
 }
 
 func TestWaitHealthyReportsAnAppThatDiesAsErrExited(t *testing.T) {
 	t.Parallel()
 	c := engine(t)
-	id := startContainer(t, c, &container.Config{Image: testImage(t, imageV1), Env: []string{"PORT=not-a-number"}})
+	for _, every := range startIntervals {
+		t.Run("start interval "+every.String(), func(t *testing.T) {
+			t.Parallel()
+			id := startContainer(t, c, &container.Config{Image: testImage(t, imageV1), Env: []string{"PORT=not-a-number"}})
 
-	err := c.WaitHealthy(testContext(t, 20*time.Second), id, 0)
-	if !errors.Is(err, docker.ErrExited) {
-		t.Fatalf("WaitHealthy: got %v, want ErrExited", err)
-	}
-	if !strings.Contains(err.Error(), "exit code 2") {
-		t.Errorf("error %q should give the exit code", err)
+			err := c.WaitHealthy(testContext(t, 20*time.Second), id, every)
+			if !errors.Is(err, docker.ErrExited) {
+				t.Fatalf("WaitHealthy: got %v, want ErrExited", err)
+			}
+			if !strings.Contains(err.Error(), "exit code 2") {
+				t.Errorf("error %q should give the exit code", err)
+			}
+		})
 	}
 }
 
@@ -125,8 +139,12 @@ func TestWaitHealthyRunsTheHealthcheckItselfLongBeforeDockersFirstCheck(t *testi
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := startContainer(t, c, tc.cfg)
+			start := time.Now()
 			if err := c.WaitHealthy(testContext(t, 20*time.Second), id, 100*time.Millisecond); err != nil {
 				t.Fatal(err)
+			}
+			if d := time.Since(start); d < 500*time.Millisecond {
+				t.Errorf("WaitHealthy returned after %v, before the app's warm-up (500ms) was over", d)
 			}
 			got, err := c.Inspect(testContext(t, 5*time.Second), id)
 			if err != nil {
@@ -156,15 +174,20 @@ func TestWaitHealthyCountsAFailingOrUnstartableRunAsNotYet(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		cfg  *container.Config
+		how  string // how haroll's last run ended, in the error
 	}{
-		{"a check that fails", &container.Config{Image: testImage(t, imageBroken), Healthcheck: neverCheckedByDocker()}},
-		{"a CMD-SHELL check in an image without /bin/sh", &container.Config{Image: testImage(t, imageV1), Healthcheck: neverCheckedByDocker("CMD-SHELL", "/app -check")}},
+		{"a check that fails", &container.Config{Image: testImage(t, imageBroken), Healthcheck: neverCheckedByDocker()}, "exit code 1"},
+		{"a CMD-SHELL check in an image without /bin/sh", &container.Config{Image: testImage(t, imageV1),
+			Healthcheck: neverCheckedByDocker("CMD-SHELL", "/app -check")}, "did not start"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := startContainer(t, c, tc.cfg)
 			err := c.WaitHealthy(testContext(t, 2*time.Second), id, 100*time.Millisecond)
 			if err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
 				t.Fatalf("WaitHealthy: got %v, want the context's deadline", err)
+			}
+			if want := "haroll's last run of the healthcheck: " + tc.how; !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q should say %q", err, want)
 			}
 		})
 	}
