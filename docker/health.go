@@ -63,7 +63,7 @@ func (c *Client) WaitHealthy(ctx context.Context, id string, startInterval time.
 		if s := resp.State; s != nil && s.Health != nil {
 			last = string(s.Health.Status)
 		}
-		if early == nil && startInterval > 0 {
+		if early == nil && startInterval > 0 && resp.State != nil {
 			if cmd := healthCommand(resp.Config); cmd != nil {
 				early = c.checkEarly(ctx, id, cmd, healthTimeout(resp.Config.Healthcheck), startInterval)
 				startedAt = resp.State.StartedAt
@@ -101,7 +101,10 @@ func (c *Client) confirmPass(ctx context.Context, id, startedAt string) error {
 	if done, err := healthVerdict(resp, id); done {
 		return err
 	}
-	if resp.State == nil || resp.State.StartedAt != startedAt {
+	switch {
+	case resp.State == nil: // what healthVerdict waits on: read as not confirmed
+		return fmt.Errorf("container %s: %w: Docker gave no state for it after its healthcheck passed", id, ErrExited)
+	case resp.State.StartedAt != startedAt:
 		return fmt.Errorf("container %s: %w: it restarted while booting (started at %s, then at %s); see `docker logs` of the container",
 			id, ErrExited, startedAt, resp.State.StartedAt)
 	}
