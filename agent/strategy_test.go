@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,22 +149,79 @@ func TestWithHealthDockerWatchTheProbeDecidesAndDockerCanOnlyFail(t *testing.T) 
 			t.Fatal(err)
 		}
 	})
-	t.Run("unhealthy", func(t *testing.T) {
-		w := newWorld(t)
-		a := newTestAgent(t, w, w.addSlot("app-1", 7))
-		a.cfg.Health.Docker = DockerHealthWatch
-		a.cfg.Health.Timeout = 10 * time.Second
-		events := after(w, PhaseStart, func() {
-			w.mu.Lock()
-			defer w.mu.Unlock()
-			w.byName("app-1").Health = "unhealthy"
-		})
-		begin := time.Now()
-		_, err := a.Redeploy(context.Background(), Request{Image: "app:broken"}, events)
-		if !errors.Is(err, docker.ErrUnhealthy) || time.Since(begin) > 5*time.Second {
-			t.Fatalf("got %v after %s: want Docker's unhealthy report, well before health.timeout", err, time.Since(begin))
+}
+
+// probedFirst is Docker whose WaitHealthy notes whether the agent's probe
+// had answered before it was asked.
+type probedFirst struct {
+	Docker
+	probed, asked, early atomic.Bool
+}
+
+func (d *probedFirst) WaitHealthy(ctx context.Context, id string, every time.Duration) error {
+	d.asked.Store(true)
+	if !d.probed.Load() {
+		d.early.Store(true)
+	}
+	return d.Docker.WaitHealthy(ctx, id, every)
+}
+
+func TestWithHealthDockerWaitTheCheapProbeAnswersBeforeTheHealthcheckIsRun(t *testing.T) {
+	w := newWorld(t)
+	a := newTestAgent(t, w, w.addSlot("app-1", 7))
+	d := &probedFirst{Docker: w}
+	a.docker = d
+	var started atomic.Bool // the new container was started
+	probe := a.probe
+	a.probe = func(ctx context.Context, addr address) error {
+		err := probe(ctx, addr)
+		if err == nil && started.Load() {
+			d.probed.Store(true)
 		}
-	})
+		return err
+	}
+	if _, err := a.Redeploy(context.Background(), Request{Image: "app:v2"}, after(w, PhaseStart, func() { started.Store(true) })); err != nil {
+		t.Fatal(err)
+	}
+	if !d.asked.Load() || d.early.Load() {
+		t.Fatalf("WaitHealthy asked %v, before the probe answered %v: want it asked, after", d.asked.Load(), d.early.Load())
+	}
+}
+
+func TestDockerReportingTheNewContainerUnhealthyOrExitedFailsTheBootInEitherMode(t *testing.T) {
+	for _, mode := range []string{DockerHealthWait, DockerHealthWatch} {
+		for _, tc := range []struct {
+			name string
+			set  func(c *docker.Container)
+			want error
+			text string
+		}{
+			{"unhealthy", func(c *docker.Container) {
+				c.Health, c.Trouble = "unhealthy", "3 failed checks, last check exit code 1"
+			}, docker.ErrUnhealthy, "3 failed checks"},
+			{"exited", func(c *docker.Container) { c.Running, c.Trouble = false, "status exited, exit code 2" }, docker.ErrExited, "exit code 2"},
+			{"restarting", func(c *docker.Container) {
+				c.Restarting, c.Trouble = true, "it crashed with exit code 1 and Docker is restarting it"
+			}, docker.ErrExited, "restarting"},
+		} {
+			t.Run(mode+" "+tc.name, func(t *testing.T) {
+				w := newWorld(t)
+				a := newTestAgent(t, w, w.addSlot("app-1", 7))
+				a.cfg.Health.Docker = mode
+				a.cfg.Health.Timeout = 10 * time.Second
+				events := after(w, PhaseStart, func() {
+					w.mu.Lock()
+					defer w.mu.Unlock()
+					tc.set(w.byName("app-1"))
+				})
+				begin := time.Now()
+				_, err := a.Redeploy(context.Background(), Request{Image: "app:broken"}, events)
+				if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.text) || time.Since(begin) > 5*time.Second {
+					t.Fatalf("got %v after %s: want Docker's report (%v, %q), well before health.timeout", err, time.Since(begin), tc.want, tc.text)
+				}
+			})
+		}
+	}
 }
 
 func TestAStaticIPOrMACIsTreatedLikeAFixedHostPort(t *testing.T) {

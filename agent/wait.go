@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -123,19 +124,30 @@ func (r *replacement) inMaint() bool {
 }
 
 // waitContainerReady works out the container's address and probes it until
-// the app answers. With health.docker wait, it first waits for Docker to
-// report the container healthy (when it has a healthcheck); with watch, the
-// probe decides, and Docker reporting the container unhealthy or exited
-// ends the wait with that error. Docker not answering (a daemon restart:
+// the app answers, Docker reporting the container unhealthy or exited
+// ending the wait with that error. With health.docker wait, the image's
+// healthcheck (when it has one) must then pass too: haroll runs it itself
+// at once and every health.docker_start_interval, or waits for Docker's
+// own checks. The probe comes first because it is cheap: on 2 cores an exec
+// costs ~50 ms of CPU, and runs from the container's start on would be
+// spent on an app still booting. Docker not answering (a daemon restart:
 // with live-restore the container runs on) is waited out within ctx.
 func (a *Agent) waitContainerReady(ctx context.Context, id string, s SlotConfig) (address, error) {
 	log := a.log.With("slot", s.Name, "container", shortID(id))
-	watch := a.cfg.Health.Docker == DockerHealthWatch
-	if !watch {
-		if err := a.retry(ctx, log, "wait for Docker health", func() error { return a.docker.WaitHealthy(ctx, id, a.cfg.Health.DockerStartInterval) }); err != nil {
-			return address{}, notHealthy(ctx, err)
-		}
+	addr, err := a.probeUntilReady(ctx, log, id, s)
+	if err != nil || a.cfg.Health.Docker == DockerHealthWatch {
+		return addr, err
 	}
+	if err := a.retry(ctx, log, "wait for Docker health", func() error { return a.docker.WaitHealthy(ctx, id, a.cfg.Health.DockerStartInterval) }); err != nil {
+		return addr, notHealthy(ctx, err)
+	}
+	return addr, nil
+}
+
+// probeUntilReady works out the container's address and probes it until the
+// app answers; Docker reporting the container unhealthy or exited ends the
+// wait with that error.
+func (a *Agent) probeUntilReady(ctx context.Context, log *slog.Logger, id string, s SlotConfig) (address, error) {
 	var c docker.Container
 	if err := a.retry(ctx, log, "inspect container", func() (err error) {
 		c, err = a.docker.Inspect(ctx, id)
@@ -149,8 +161,8 @@ func (a *Agent) waitContainerReady(ctx context.Context, id string, s SlotConfig)
 	}
 	var lastErr error
 	err = a.pollUntil(ctx, func() (bool, error) {
-		if lastErr = a.probe(ctx, addr); lastErr == nil || !watch {
-			return lastErr == nil, nil
+		if lastErr = a.probe(ctx, addr); lastErr == nil {
+			return true, nil
 		}
 		c, err := a.docker.Inspect(ctx, id)
 		switch {
@@ -158,10 +170,10 @@ func (a *Agent) waitContainerReady(ctx context.Context, id string, s SlotConfig)
 			return false, nil // the probe goes on deciding
 		case err != nil:
 			return false, err
-		case !c.Running:
-			return false, fmt.Errorf("container %s: %w", shortID(id), docker.ErrExited)
+		case !c.Running || c.Restarting:
+			return false, fmt.Errorf("container %s: %w: %s", shortID(id), docker.ErrExited, c.Trouble)
 		case c.Health == "unhealthy":
-			return false, fmt.Errorf("container %s: Docker reports it unhealthy: %w", shortID(id), docker.ErrUnhealthy)
+			return false, fmt.Errorf("container %s: Docker reports it unhealthy: %w after %s", shortID(id), docker.ErrUnhealthy, c.Trouble)
 		}
 		return false, nil
 	})

@@ -25,6 +25,11 @@ type Container struct {
 	Running bool
 	// Health is "" when the container has no healthcheck, else starting, healthy or unhealthy.
 	Health string
+	// Restarting: it crashed and Docker is restarting it (its restart policy); Running may be true.
+	Restarting bool
+	// Trouble says why a container is not running (exit code, OOM kill, last check output) or is
+	// unhealthy (failed checks, last output); "" otherwise.
+	Trouble string
 	// HasHealthcheck: a healthcheck is configured, by the image or the container, and not disabled.
 	HasHealthcheck bool
 	// Networks maps a network name to the container's endpoint on it.
@@ -218,9 +223,15 @@ func fromInspect(resp container.InspectResponse) Container {
 		out.Name = strings.TrimPrefix(resp.Name, "/")
 		out.ImageID = resp.Image
 		if s := resp.State; s != nil {
-			out.Running = s.Running
+			out.Running, out.Restarting = s.Running, s.Restarting
 			if s.Health != nil {
 				out.Health = string(s.Health.Status)
+			}
+			switch {
+			case !s.Running || s.Restarting:
+				out.Trouble = exitDetail(s)
+			case out.Health == string(container.Unhealthy):
+				out.Trouble = fmt.Sprintf("%d failed checks%s", s.Health.FailingStreak, lastCheckOutput(s.Health))
 			}
 		}
 	}
