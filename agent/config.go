@@ -149,9 +149,9 @@ type HealthConfig struct {
 	Timeout time.Duration `mapstructure:"timeout"`
 	// Path is the agent's own HTTP probe; empty means a TCP connect.
 	Path string `mapstructure:"path"`
-	// Docker says what a container's own HEALTHCHECK counts for: wait (for
-	// it to report healthy before probing) or watch (the probe decides; an
-	// unhealthy or exited report fails the slot).
+	// Docker says what a container's own HEALTHCHECK counts for: wait (it
+	// must pass too, after the probe) or watch (the probe decides). In both,
+	// an unhealthy or exited report fails the slot.
 	Docker string `mapstructure:"docker"`
 	// DockerStartInterval, with Docker wait, is how often haroll runs the
 	// HEALTHCHECK's command in the new container itself, beside Docker's
@@ -161,10 +161,11 @@ type HealthConfig struct {
 	DockerStartInterval time.Duration `mapstructure:"docker_start_interval"`
 }
 
-// DefaultDockerStartInterval is health.docker_start_interval's default:
-// often enough that a slot's boot ends within a quarter of a second of the
-// app being ready, seldom enough that the runs cost a booting container
-// little (each is one exec).
+// DefaultDockerStartInterval is health.docker_start_interval's default. The
+// first run comes as soon as the probe answers; the interval only spaces
+// the runs of a check that asks more than the probe: often enough that the
+// boot ends within a quarter of a second of the check passing, seldom
+// enough that the runs (one exec each, ~50 ms of CPU) cost little.
 const DefaultDockerStartInterval = 250 * time.Millisecond
 
 // What a container's Docker HEALTHCHECK counts for (health.docker).
