@@ -200,6 +200,11 @@ func TestDockerReportingTheNewContainerUnhealthyOrExitedFailsTheBootInEitherMode
 				c.Health, c.Trouble = "unhealthy", "3 failed checks, last check exit code 1"
 			}, docker.ErrUnhealthy, "3 failed checks"},
 			{"exited", func(c *docker.Container) { c.Running, c.Trouble = false, "status exited, exit code 2" }, docker.ErrExited, "exit code 2"},
+			// Docker drops a stopped container's ports and addresses: an
+			// image that exits at once must not read as a config problem.
+			{"exited at once, no address left", func(c *docker.Container) {
+				c.Running, c.Trouble, c.Ports, c.Networks = false, "status exited, exit code 127", nil, nil
+			}, docker.ErrExited, "exit code 127"},
 			{"restarting", func(c *docker.Container) {
 				c.Restarting, c.Trouble = true, "it crashed with exit code 1 and Docker is restarting it"
 			}, docker.ErrExited, "restarting"},

@@ -141,7 +141,27 @@ func (a *Agent) waitContainerReady(ctx context.Context, id string, s SlotConfig)
 	if err := a.retry(ctx, log, "wait for Docker health", func() error { return a.docker.WaitHealthy(ctx, id, a.cfg.Health.DockerStartInterval) }); err != nil {
 		return addr, notHealthy(ctx, err)
 	}
-	return addr, nil
+	// Once more, cheaply: the address is read again and the app must still
+	// answer there (a crash and restart during the healthcheck's wait gives
+	// an ephemeral port a new number).
+	return a.probeUntilReady(ctx, log, id, s)
+}
+
+// vetoInspectEvery bounds how often a failing probe asks Docker about the
+// container: an inspect is cheap, but not at every probe.
+const vetoInspectEvery = 200 * time.Millisecond
+
+// dockerVeto is Docker's say on a container that should be booting: it
+// exited or is restarting (ErrExited), or its healthcheck failed
+// (ErrUnhealthy), with why; nil otherwise.
+func dockerVeto(c docker.Container, id string) error {
+	switch {
+	case !c.Running || c.Restarting:
+		return fmt.Errorf("container %s: %w: %s", shortID(id), docker.ErrExited, c.Trouble)
+	case c.Health == "unhealthy":
+		return fmt.Errorf("container %s: Docker reports it unhealthy: %w after %s", shortID(id), docker.ErrUnhealthy, c.Trouble)
+	}
+	return nil
 }
 
 // probeUntilReady works out the container's address and probes it until the
@@ -155,27 +175,33 @@ func (a *Agent) probeUntilReady(ctx context.Context, log *slog.Logger, id string
 	}); err != nil {
 		return address{}, notHealthy(ctx, err)
 	}
+	// A container that died at once has no address left: say so, not that
+	// its configuration publishes nothing.
+	if err := dockerVeto(c, id); err != nil {
+		return address{}, err
+	}
 	addr, err := containerAddress(c, s)
 	if err != nil {
 		return address{}, err
 	}
 	var lastErr error
+	asked := time.Now()
 	err = a.pollUntil(ctx, func() (bool, error) {
 		if lastErr = a.probe(ctx, addr); lastErr == nil {
 			return true, nil
 		}
+		if time.Since(asked) < vetoInspectEvery {
+			return false, nil
+		}
+		asked = time.Now()
 		c, err := a.docker.Inspect(ctx, id)
 		switch {
 		case transient(err):
 			return false, nil // the probe goes on deciding
 		case err != nil:
 			return false, err
-		case !c.Running || c.Restarting:
-			return false, fmt.Errorf("container %s: %w: %s", shortID(id), docker.ErrExited, c.Trouble)
-		case c.Health == "unhealthy":
-			return false, fmt.Errorf("container %s: Docker reports it unhealthy: %w after %s", shortID(id), docker.ErrUnhealthy, c.Trouble)
 		}
-		return false, nil
+		return false, dockerVeto(c, id)
 	})
 	if err != nil {
 		return addr, fmt.Errorf("probe %s of container %s: %v: %w", addr, shortID(id), lastErr, notHealthy(ctx, err))
