@@ -231,7 +231,7 @@ func fromInspect(resp container.InspectResponse) Container {
 			case !s.Running || s.Restarting:
 				out.Trouble = exitDetail(s)
 			case out.Health == string(container.Unhealthy):
-				out.Trouble = fmt.Sprintf("%d failed checks%s", s.Health.FailingStreak, lastCheckOutput(s.Health))
+				out.Trouble = unhealthyDetail(s.Health)
 			}
 		}
 	}

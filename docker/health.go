@@ -269,7 +269,7 @@ func healthVerdict(resp container.InspectResponse, ref string) (bool, error) {
 	case container.Healthy:
 		return true, nil
 	case container.Unhealthy:
-		return true, fmt.Errorf("container %s: %w after %d failed checks%s", ref, ErrUnhealthy, s.Health.FailingStreak, lastCheckOutput(s.Health))
+		return true, fmt.Errorf("container %s: %w after %s", ref, ErrUnhealthy, unhealthyDetail(s.Health))
 	default:
 		return false, nil
 	}
@@ -294,6 +294,11 @@ func exitDetail(s *container.State) string {
 	b.WriteString(lastCheckOutput(s.Health))
 	b.WriteString("; see `docker logs` of the container")
 	return b.String()
+}
+
+// unhealthyDetail says how Docker came to call a container unhealthy.
+func unhealthyDetail(h *container.Health) string {
+	return fmt.Sprintf("%d failed checks%s", h.FailingStreak, lastCheckOutput(h))
 }
 
 // lastCheckOutput quotes the output of the most recent healthcheck, if any.

@@ -41,41 +41,34 @@ func TestWaitHealthyReturnsOnceTheHealthcheckPasses(t *testing.T) {
 // reports decide failures either way.
 var startIntervals = []time.Duration{0, 100 * time.Millisecond}
 
-func TestWaitHealthyReportsABrokenAppAsErrUnhealthy(t *testing.T) {
+func TestWaitHealthyReportsDockersVerdictOnABrokenOrDyingApp(t *testing.T) {
 	t.Parallel()
 	c := engine(t)
-	for _, every := range startIntervals {
-		t.Run("start interval "+every.String(), func(t *testing.T) {
-			t.Parallel()
-			id := startContainer(t, c, &container.Config{Image: testImage(t, imageBroken)})
+	for _, tc := range []struct {
+		name string
+		cfg  func() *container.Config
+		want error
+		text string // in the error: the last check's output, the exit code
+	}{
+		{"a broken app is ErrUnhealthy", func() *container.Config { return &container.Config{Image: testImage(t, imageBroken)} }, docker.ErrUnhealthy, "503"},
+		{"an app that dies is ErrExited", func() *container.Config {
+			return &container.Config{Image: testImage(t, imageV1), Env: []string{"PORT=not-a-number"}}
+		}, docker.ErrExited, "exit code 2"},
+	} {
+		for _, every := range startIntervals {
+			t.Run(tc.name+", start interval "+every.String(), func(t *testing.T) {
+				t.Parallel()
+				id := startContainer(t, c, tc.cfg())
 
-			err := c.WaitHealthy(testContext(t, 20*time.Second), id, every)
-			if !errors.Is(err, docker.ErrUnhealthy) {
-				t.Fatalf("WaitHealthy: got %v, want ErrUnhealthy", err)
-			}
-			if !strings.Contains(err.Error(), "503") {
-				t.Errorf("error %q should quote the last check's output", err)
-			}
-		})
-	}
-}
-
-func TestWaitHealthyReportsAnAppThatDiesAsErrExited(t *testing.T) {
-	t.Parallel()
-	c := engine(t)
-	for _, every := range startIntervals {
-		t.Run("start interval "+every.String(), func(t *testing.T) {
-			t.Parallel()
-			id := startContainer(t, c, &container.Config{Image: testImage(t, imageV1), Env: []string{"PORT=not-a-number"}})
-
-			err := c.WaitHealthy(testContext(t, 20*time.Second), id, every)
-			if !errors.Is(err, docker.ErrExited) {
-				t.Fatalf("WaitHealthy: got %v, want ErrExited", err)
-			}
-			if !strings.Contains(err.Error(), "exit code 2") {
-				t.Errorf("error %q should give the exit code", err)
-			}
-		})
+				err := c.WaitHealthy(testContext(t, 20*time.Second), id, every)
+				if !errors.Is(err, tc.want) {
+					t.Fatalf("WaitHealthy: got %v, want %v", err, tc.want)
+				}
+				if !strings.Contains(err.Error(), tc.text) {
+					t.Errorf("error %q should say %q", err, tc.text)
+				}
+			})
+		}
 	}
 }
 
